@@ -1,0 +1,39 @@
+# The targets are the interface: `make demo`, `make test` work as the first command on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ROOT ?= demo
+DEMO_SWEEP := job_templates/sweeps/demo.toml
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test test-fast lint bench clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/prove-jobs demo-data $(DEMO_ROOT)/data/cityscapes
+	DEMO_ROOT=$(DEMO_ROOT) $(BIN)/prove-jobs submit $(DEMO_SWEEP) --executor local --skip-done --wait
+	DEMO_ROOT=$(DEMO_ROOT) $(BIN)/prove-jobs status $(DEMO_SWEEP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check prove_jobs tests job_templates
+	$(BIN)/mypy
+
+clean-demo:
+	rm -rf $(DEMO_ROOT)

@@ -1,0 +1,50 @@
+# SegNeXt, MSCAN-B. mmseg ships it only for ADE20K: the head is switched to the 19 Cityscapes
+# classes and the data to Cityscapes (the run layer replaces the dataloaders as well). Trained
+# from scratch unless `pretrained` names a local checkpoint (nothing is ever downloaded), e.g.
+# pretrained = '/models/mscan_b_20230227-3ab7d230.pth'
+pretrained = None
+prove_family = 'transformer'
+_base_ = ['mmseg::segnext/segnext_mscan-b_1xb16-adamw-160k_ade20k-512x512.py']
+
+model = dict(
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained) if pretrained else None),
+    decode_head=dict(num_classes=19),
+)
+
+dataset_type = 'CityscapesDataset'
+data_root = 'data/cityscapes/'
+# No reduce_zero_label (ADE20K's): Cityscapes train ids start at 0 and 255 is ignored.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=(512, 512), cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 1024), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
+        pipeline=train_pipeline,
+    )
+)
+val_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
+        pipeline=test_pipeline,
+    )
+)
+test_dataloader = val_dataloader

@@ -1,0 +1,236 @@
+"""``prove-jobs``: a thin layer that parses arguments, calls one function and prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from prove_jobs import __version__
+from prove_jobs.errors import ProveJobsError
+from prove_jobs.runs import Run
+from prove_jobs.spec import Sweep, load_sweep
+from prove_jobs.terminal import Terminal
+
+EXAMPLES = {
+    "plan": "prove-jobs plan job_templates/sweeps/cityscapes.toml --variant WEIGHTS_CITYSCAPES",
+    "render": "prove-jobs render job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny --out rendered/",
+    "submit": "prove-jobs submit job_templates/sweeps/demo.toml --executor local --wait",
+    "wait": "prove-jobs wait job_templates/sweeps/demo.toml --timeout 600",
+    "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny",
+    "status": "prove-jobs status job_templates/sweeps/demo.toml   |   prove-jobs status --root $AWARE_DATA_ROOT --json",
+    "demo-data": "prove-jobs demo-data demo/data/cityscapes",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prove-jobs",
+        description="Run sweeps of mmsegmentation training jobs on SLURM (or locally) and see where every run stands.",
+    )
+    parser.add_argument("--version", action="version", version=f"prove-jobs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    def sweep_args(sub: argparse.ArgumentParser, *, optional: bool = False) -> None:
+        sub.add_argument("sweep", type=Path, nargs="?" if optional else None, help="sweep file (TOML)")
+        sub.add_argument("--model", action="append", default=[], help="only this model (repeatable)")
+        sub.add_argument("--variant", action="append", default=[], help="only this variant (repeatable)")
+        sub.add_argument("--data-root", type=Path, help="override the sweep's data_root")
+
+    plan = command("plan", "Show every run of a sweep with its training configuration.")
+    sweep_args(plan)
+    plan.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    render = command("render", "Write the full, flat mmengine config of runs (needs the train extra).")
+    sweep_args(render)
+    render.add_argument("--out", type=Path, default=Path("rendered"), help="folder for <VARIANT>__<model>.py")
+
+    submit = command("submit", "Queue the runs of a sweep, one job array per resource set.")
+    sweep_args(submit)
+    submit.add_argument("--executor", default="auto", choices=["auto", "slurm", "local"],
+                        help="auto: slurm when a controller answers, else local")
+    submit.add_argument("--dry-run", action="store_true", help="print what would be submitted; write nothing")
+    submit.add_argument("--wait", action="store_true", help="block until the jobs end, then show status")
+    submit.add_argument("--skip-done", action="store_true",
+                        help="leave completed and live runs alone and submit the rest (default: refuse)")
+
+    wait = command("wait", "Block until the submitted runs of a sweep end.")
+    sweep_args(wait)
+    wait.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    wait.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
+
+    cancel = command("cancel", "Cancel the live jobs of a sweep's runs.")
+    sweep_args(cancel)
+
+    status = command("status", "Show where every run stands: state, iteration, mIoU/aAcc, job.")
+    sweep_args(status, optional=True)
+    status.add_argument("--root", type=Path, help="show every run found under this data root instead")
+    status.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    demo = command("demo-data", "Write a small deterministic synthetic Cityscapes-format dataset.")
+    demo.add_argument("dir", type=Path, help="folder to write leftImg8bit/ and gtFine/ into")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    term = Terminal()
+    try:
+        return int(HANDLERS[args.command](args, term) or 0)
+    except ProveJobsError as exc:
+        term.error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        term.info("interrupted")
+        return 130
+
+
+def _sweep_and_runs(args: argparse.Namespace) -> tuple[Sweep, list[Run]]:
+    sweep = load_sweep(args.sweep, data_root=args.data_root)
+    return sweep, sweep.runs(args.model, args.variant)
+
+
+def cmd_plan(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.dashboard import plan_rows, plan_table
+
+    sweep, runs = _sweep_and_runs(args)
+    if args.json:
+        term.json(plan_rows(sweep, runs))
+    else:
+        term.show(plan_table(sweep, runs))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.render import flatten, render_run
+    from prove_jobs.runs import CONFIG_FILE, MODEL_FILE, atomic_write_text
+
+    sweep, runs = _sweep_and_runs(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        rendered = render_run(sweep, run)
+        with tempfile.TemporaryDirectory(prefix="prove-render-") as scratch:
+            (Path(scratch) / MODEL_FILE).write_text(rendered.model_text)
+            (Path(scratch) / CONFIG_FILE).write_text(rendered.config_text)
+            flat = flatten(Path(scratch) / CONFIG_FILE)
+        target = args.out / f"{run.variant}__{run.model}.py"
+        atomic_write_text(target, flat)
+        term.info(f"wrote {target}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.spec import Resources
+    from prove_jobs.submit import Submission, describe_command, submit
+
+    sweep, runs = _sweep_and_runs(args)
+    submissions, skipped = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run,
+                                  skip_done=args.skip_done)
+    for run, reason in skipped:
+        term.info(f"skipped {run.name}: {reason.split(': ', 1)[-1]}")
+    if args.dry_run:
+        groups: dict[Resources, list[Submission]] = {}
+        for s in submissions:
+            groups.setdefault(s.resources, []).append(s)
+        for resources, group in groups.items():
+            for s in group:
+                term.info(f"would submit {s.run.name} -> {s.run.run_dir} (config {s.config_hash})")
+            command = describe_command(group[0].executor, sweep, resources, [s.run for s in group])
+            term.info(f"  as: {command}")
+        return 0
+    for s in submissions:
+        term.success(f"submitted {s.run.name} as {s.executor} job {s.job_id}")
+    if args.wait:
+        return _wait_and_show(runs, term)
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace, term: Terminal) -> int:
+    _, runs = _sweep_and_runs(args)
+    return _wait_and_show(runs, term, timeout_s=args.timeout, poll_s=args.poll)
+
+
+def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | None = None,
+                   poll_s: float = 2.0) -> int:
+    from prove_jobs.dashboard import status_table
+    from prove_jobs.status import RunState, collect_status
+    from prove_jobs.submit import wait
+
+    term.info(f"waiting for {len(runs)} run(s)...")
+    wait(runs, timeout_s=timeout_s, poll_s=poll_s)
+    report = collect_status(runs)
+    term.show(status_table(report.statuses))
+    bad = [s for s in report.statuses if s.state is not RunState.COMPLETED]
+    return 1 if bad else 0
+
+
+def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.submit import cancel
+
+    _, runs = _sweep_and_runs(args)
+    cancelled = cancel(runs)
+    for run in cancelled:
+        term.success(f"cancelled {run.name}")
+    if not cancelled:
+        term.info("no live job to cancel")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.dashboard import status_table
+    from prove_jobs.status import collect_status, discover_runs
+
+    if args.root is not None:
+        if not args.root.is_dir():
+            raise ProveJobsError(f"{args.root}: no such data root")
+        runs = [r for r in discover_runs(args.root.absolute())
+                if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
+        title = f"Runs under {args.root}"
+    elif args.sweep is not None:
+        sweep, runs = _sweep_and_runs(args)
+        title = f"Sweep {sweep.name} ({sweep.data_root})"
+    else:
+        raise ProveJobsError("status: give a sweep file or --root DIR")
+    report = collect_status(runs)
+    if args.json:
+        term.json([s.to_json() for s in report.statuses])
+        return 0
+    term.show(status_table(report.statuses, title=title))
+    if report.scheduler_note:
+        term.warn(report.scheduler_note)
+    for s in report.statuses:
+        for note in s.notes:
+            term.warn(f"{s.run.name}: {note}")
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.demo_data import make_demo_dataset
+
+    root = make_demo_dataset(args.dir)
+    term.success(f"demo dataset ready in {root}")
+    return 0
+
+
+HANDLERS = {
+    "plan": cmd_plan,
+    "render": cmd_render,
+    "submit": cmd_submit,
+    "wait": cmd_wait,
+    "cancel": cmd_cancel,
+    "status": cmd_status,
+    "demo-data": cmd_demo_data,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The one exception hierarchy. Every message is one line a user can act on."""
+
+from __future__ import annotations
+
+
+class ProveJobsError(Exception):
+    """Root of every error prove-jobs raises on purpose; the CLI prints it and exits 2."""
+
+
+class SpecError(ProveJobsError):
+    """A sweep file, variant or model template is missing, malformed or inconsistent."""
+
+    def __init__(self, path: object, field: str | None, problem: str) -> None:
+        where = f"{path}: {field}" if field else f"{path}"
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.field = field
+        self.problem = problem
+
+
+class RunError(ProveJobsError):
+    """A run directory cannot be used as asked (finished already, unwritable, unreadable metadata)."""
+
+
+class LockConflict(ProveJobsError):
+    """Someone else holds the run."""
+
+
+class SchedulerUnavailable(ProveJobsError):
+    """The scheduler command is missing, timed out or failed."""
+
+
+class TrainingStackMissing(ProveJobsError):
+    """The optional ``train`` extra (torch, mmengine, mmsegmentation) is not installed here."""

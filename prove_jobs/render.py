@@ -1,0 +1,93 @@
+"""Render a run's mmengine config from its model template and its variant.
+
+A run's config is two files in ``<run_dir>/prove/``: ``model.py`` (the model template,
+copied so that a later edit of the template never changes a run already submitted) and
+``config.py`` (``job_templates/run_config.py.tmpl`` filled with the variant's numbers,
+inheriting from ``./model.py``). Rendering needs no mmengine; flattening (``render``
+command, payload start) does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from prove_jobs.errors import SpecError, TrainingStackMissing
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, Run, atomic_write_text
+from prove_jobs.spec import Sweep
+
+RUN_CONFIG_TEMPLATE = "run_config.py.tmpl"
+
+
+@dataclass(frozen=True)
+class RenderedRun:
+    run: Run
+    model_text: str
+    config_text: str
+
+    @property
+    def config_hash(self) -> str:
+        """Identifies what would be trained: same hash, same run (used to spot a finished twin)."""
+        digest = hashlib.sha256()
+        for text in (self.model_text, self.config_text):
+            digest.update(text.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+
+def render_run(sweep: Sweep, run: Run) -> RenderedRun:
+    model_path = sweep.model_template(run.model)
+    template_path = sweep.templates_dir / RUN_CONFIG_TEMPLATE
+    try:
+        model_text = model_path.read_text()
+        template = Template(template_path.read_text())
+    except OSError as exc:
+        raise SpecError(exc.filename, None, f"cannot read template ({exc.strerror})") from None
+    variant = sweep.variant(run.variant)
+    slots = {
+        "model_config": repr(f"./{MODEL_FILE}"),
+        "dataset_root": repr(str(sweep.dataset_root)),
+        "max_iters": repr(variant.max_iters),
+        "batch_size": repr(variant.batch_size),
+        "lr": repr(variant.lr),
+        "warmup_iters": repr(variant.warmup_iters),
+        "val_interval": repr(variant.val_interval),
+        "checkpoint_interval": repr(variant.checkpoint_interval),
+        "crop_size": repr(tuple(variant.crop_size)),
+        "log_interval": repr(sweep.training.log_interval),
+        "num_workers": repr(sweep.training.num_workers),
+        "seed": repr(sweep.training.seed),
+    }
+    try:
+        config_text = template.substitute(slots)
+    except (KeyError, ValueError) as exc:
+        raise SpecError(template_path, None, f"template does not render: bad or unknown slot {exc}") from None
+    header = f"# Rendered by prove-jobs for {run.name} of sweep {sweep.name} ({sweep.path}).\n"
+    return RenderedRun(run=run, model_text=model_text, config_text=header + config_text)
+
+
+def write_rendered(rendered: RenderedRun) -> Path:
+    """Write ``prove/model.py`` and ``prove/config.py``; returns the config path."""
+    folder = rendered.run.run_dir / CONFIG_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / MODEL_FILE, rendered.model_text)
+    atomic_write_text(folder / CONFIG_FILE, rendered.config_text)
+    return folder / CONFIG_FILE
+
+
+def flatten(config_file: Path) -> str:
+    """The full, flat mmengine config (all ``_base_`` resolved) as Python source."""
+    try:
+        from mmengine.config import Config
+    except ImportError as exc:
+        raise TrainingStackMissing(
+            f"flattening a config needs mmengine and mmsegmentation ({exc}); install the train extra: "
+            "pip install 'prove-jobs[train]'"
+        ) from None
+    try:
+        cfg = Config.fromfile(str(config_file))
+    except Exception as exc:  # mmengine raises anything from SyntaxError to KeyError here
+        raise SpecError(config_file, None, f"config does not load: {type(exc).__name__}: {exc}") from None
+    return str(cfg.pretty_text)

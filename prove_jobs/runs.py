@@ -1,0 +1,200 @@
+"""Run layout and run metadata.
+
+A run is one (model, variant) of a sweep. Its directory is the mmengine ``work_dir``::
+
+    <data_root>/<VARIANT>/<method>/<dataset>/<model>/
+        prove_run.json        metadata (this module; written atomically)
+        prove/model.py        the model template, copied at submit time
+        prove/config.py       the variant layer on top of it (what the payload loads)
+        <timestamp>/...       what mmengine writes (logs, vis_data)
+        iter_N.pth, last_checkpoint
+
+Only what cannot be re-derived is stored: who submitted, where, the job id and the
+times the payload saw. Progress and mIoU always come from mmengine's own logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from prove_jobs.errors import RunError
+
+META_FILE = "prove_run.json"
+META_MUTEX = "prove_run.json.lock"
+CONFIG_DIR = "prove"
+CONFIG_FILE = "config.py"
+MODEL_FILE = "model.py"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (model, variant) pair of a sweep and where it lives on disk."""
+
+    model: str
+    variant: str
+    method: str
+    dataset: str
+    data_root: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_for(self.data_root, self.variant, self.method, self.dataset, self.model)
+
+    @property
+    def name(self) -> str:
+        """Readable in squeue and in tables: ``<variant>/<model>``."""
+        return f"{self.variant}/{self.model}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / CONFIG_DIR / CONFIG_FILE
+
+
+def run_dir_for(data_root: Path, variant: str, method: str, dataset: str, model: str) -> Path:
+    return data_root / variant / method / dataset / model
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What prove-jobs records about a run. Times are Unix seconds; ``None`` means not yet."""
+
+    model: str
+    variant: str
+    sweep_file: str = ""
+    config_hash: str = ""
+    executor: str = ""
+    job_id: str | None = None
+    user: str = ""
+    host: str = ""
+    pid: int | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    failed_at: float | None = None
+    cancelled_at: float | None = None
+    error: str | None = None
+    max_iters: int | None = None
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunMeta:
+        known = {f.name for f in dataclasses.fields(cls)}
+        # Unknown keys come from newer versions of prove-jobs: keep reading, drop them.
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers): fall back to the uid
+        return str(os.getuid())
+
+
+def current_host() -> str:
+    return socket.gethostname()
+
+
+def now() -> float:
+    return time.time()
+
+
+def meta_path(run_dir: Path) -> Path:
+    return run_dir / META_FILE
+
+
+def read_meta(run_dir: Path) -> RunMeta | None:
+    """The run's metadata, or ``None`` for a run dir prove-jobs never wrote to."""
+    path = meta_path(run_dir)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read run metadata ({exc.strerror})") from exc
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return RunMeta.from_json(data)
+    except (ValueError, TypeError) as exc:
+        raise RunError(f"{path}: corrupt run metadata ({exc}); move it aside to reset the run") from exc
+
+
+def write_meta(run_dir: Path, meta: RunMeta) -> RunMeta:
+    atomic_write_text(meta_path(run_dir), json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def update_meta(run_dir: Path, **changes: Any) -> RunMeta:
+    """Read, change and atomically rewrite the metadata of a run prove-jobs submitted.
+
+    Serialised by a short-lived lock: ``submit`` records the job id while a local job may
+    already be recording its start, and neither write may be lost.
+    """
+    with meta_mutex(run_dir):
+        meta = read_meta(run_dir)
+        if meta is None:
+            raise RunError(f"{meta_path(run_dir)}: no run metadata; submit the run with prove-jobs first")
+        return write_meta(run_dir, dataclasses.replace(meta, **changes))
+
+
+def meta_mutex(run_dir: Path, timeout_s: float = 120) -> FileLock:
+    """The short-lived lock behind every check-and-set on a run's metadata.
+
+    A singleton per path so that the holder can update the metadata it guards (flock
+    locks belong to an open file: a second instance in the same process would wait on
+    itself). Group-writable so that a colleague sharing the data root can take it too.
+    """
+    return FileLock(run_dir / META_MUTEX, timeout=timeout_s, mode=0o664, is_singleton=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid alive on this host (zombies count as gone)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates 0600; a shared data root needs the group to read (and later write) it.
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

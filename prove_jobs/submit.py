@@ -1,0 +1,341 @@
+"""Turn runs into submitit jobs: one job array per group of runs with the same resources.
+
+``submit`` returns as soon as the jobs are queued. Local jobs run in their own process
+session so that they outlive the command and its terminal; ``wait`` follows them through
+the run metadata the payload writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import time
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prove_jobs.errors import ProveJobsError, RunError
+from prove_jobs.render import RenderedRun, render_run, write_rendered
+from prove_jobs.runs import (
+    Run,
+    RunMeta,
+    current_host,
+    current_user,
+    meta_mutex,
+    now,
+    pid_alive,
+    read_meta,
+    update_meta,
+    write_meta,
+)
+from prove_jobs.scheduler import slurm_available, slurm_states
+from prove_jobs.spec import Resources, Sweep
+
+EXECUTORS = ("auto", "slurm", "local")
+SUBMITIT_DIR = ".prove-jobs/submitit"
+
+
+@dataclass(frozen=True)
+class Submission:
+    run: Run
+    executor: str
+    job_id: str | None  # None for a dry run
+    config_hash: str
+    resources: Resources
+
+
+def choose_executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise ProveJobsError(f"unknown executor {name!r} (valid: {', '.join(EXECUTORS)})")
+    if name == "auto":
+        return "slurm" if slurm_available() else "local"
+    return name
+
+
+def submit(
+    sweep: Sweep,
+    runs: Sequence[Run],
+    *,
+    executor: str = "auto",
+    dry_run: bool = False,
+    skip_done: bool = False,
+) -> tuple[list[Submission], list[tuple[Run, str]]]:
+    """Render, record and queue ``runs``; returns (submitted, skipped with the reason).
+
+    A finished or live run is refused (nothing at all is written) unless ``skip_done``,
+    which leaves such runs alone and submits the rest. Nothing is written on a dry run.
+    """
+    kind = choose_executor(executor)
+    rendered = []
+    skipped: list[tuple[Run, str]] = []
+    for run in runs:
+        try:
+            refuse_unsafe_resubmit(run, sweep.variant(run.variant).max_iters)
+        except RunError as exc:
+            if not skip_done:
+                raise
+            skipped.append((run, str(exc)))
+            continue
+        rendered.append(render_run(sweep, run))
+    if rendered and not dry_run:
+        check_data_root(sweep.data_root)
+
+    groups: dict[Resources, list[RenderedRun]] = {}
+    for item in rendered:
+        groups.setdefault(sweep.resources_for(item.run), []).append(item)
+
+    submissions: list[Submission] = []
+    for resources, items in groups.items():
+        if dry_run:
+            submissions += [Submission(i.run, kind, None, i.config_hash, resources) for i in items]
+            continue
+        with contextlib.ExitStack() as held:
+            # Check-and-set under each run's mutex: of several submitters racing for one
+            # run, exactly one passes the check and records itself before the others look.
+            for item in sorted(items, key=lambda i: str(i.run.run_dir)):
+                item.run.run_dir.mkdir(parents=True, exist_ok=True)
+                held.enter_context(meta_mutex(item.run.run_dir))
+            for item in items:
+                refuse_unsafe_resubmit(item.run, sweep.variant(item.run.variant).max_iters)
+            for item in items:
+                write_rendered(item)
+                write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind))
+            job_ids = _queue(kind, sweep, resources, [i.run for i in items])
+            for item, job_id in zip(items, job_ids, strict=True):
+                update_meta(item.run.run_dir, job_id=job_id, **_submitter_pid(kind, job_id))
+                submissions.append(Submission(item.run, kind, job_id, item.config_hash, resources))
+    return submissions, skipped
+
+
+def refuse_unsafe_resubmit(run: Run, max_iters: int) -> None:
+    """Never train over a finished run, nor start a second copy of a live one."""
+    meta = read_meta(run.run_dir)
+    if meta is not None and meta.finished_at is not None:
+        raise RunError(
+            f"{run.run_dir}: {run.name} already completed; move the run dir aside to train it again"
+        )
+    if (run.run_dir / f"iter_{max_iters}.pth").exists():
+        raise RunError(f"{run.run_dir}: holds iter_{max_iters}.pth, a finished run; nothing submitted")
+    if meta is not None and job_alive(meta):
+        raise RunError(
+            f"{run.run_dir}: {run.name} is already queued or running as {meta.executor} job "
+            f"{meta.job_id} ({meta.user}@{meta.host}); cancel it first"
+        )
+
+
+def job_alive(meta: RunMeta) -> bool:
+    """Is the job of this metadata still queued or running, as far as this machine can tell?"""
+    if meta.finished_at is not None or meta.failed_at is not None or meta.cancelled_at is not None:
+        return False
+    if meta.executor == "local":
+        return meta.host == current_host() and meta.pid is not None and pid_alive(meta.pid)
+    if meta.executor == "slurm" and meta.job_id:
+        states = slurm_states([meta.job_id])
+        return states.get(meta.job_id, "") in {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED"}
+    return False
+
+
+def check_data_root(root: Path) -> None:
+    if not root.is_dir():
+        raise RunError(f"{root}: data root does not exist (create it, or pass --data-root)")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise RunError(f"{root}: data root is not writable by {current_user()}")
+
+
+def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str) -> RunMeta:
+    previous = read_meta(item.run.run_dir)
+    return RunMeta(
+        model=item.run.model,
+        variant=item.run.variant,
+        sweep_file=str(sweep.path),
+        config_hash=item.config_hash,
+        executor=kind,
+        user=current_user(),
+        host=current_host(),
+        submitted_at=now(),
+        max_iters=sweep.variant(item.run.variant).max_iters,
+        attempts=previous.attempts if previous else 0,
+    )
+
+
+def _submitter_pid(kind: str, job_id: str) -> dict[str, Any]:
+    # A local job id is the pid of submitit's controller: alive while the job is.
+    return {"pid": int(job_id)} if kind == "local" else {}
+
+
+def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -> list[str]:
+    from prove_jobs.payload import TrainingJob  # light: torch is imported only when it runs
+
+    folder = sweep.data_root / SUBMITIT_DIR / "%j"
+    executor = make_executor(kind, folder, resources, job_name=_job_name(sweep, runs))
+    threads = resources.cpus_per_task
+    try:
+        with executor.batch():
+            jobs = [executor.submit(TrainingJob(str(run.run_dir), threads)) for run in runs]
+    except ProveJobsError:
+        raise
+    except Exception as exc:  # submitit wraps sbatch failures in its own errors
+        _mark_failed(runs, f"submission failed: {exc}")
+        raise ProveJobsError(f"submitting {len(runs)} run(s) to {kind} failed: {_one_line(exc)}") from None
+    return [str(job.job_id) for job in jobs]
+
+
+def _job_name(sweep: Sweep, runs: Sequence[Run]) -> str:
+    return runs[0].name if len(runs) == 1 else f"prove:{sweep.name}"
+
+
+def _mark_failed(runs: Sequence[Run], error: str) -> None:
+    for run in runs:
+        update_meta(run.run_dir, failed_at=now(), error=error[:500])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
+
+
+def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: str) -> Any:
+    """A submitit executor for ``kind`` with the sweep's resources applied."""
+    import submitit
+
+    if kind == "local":
+        local = DetachedLocalExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+        local.update_parameters(timeout_min=resources.timeout_min, setup=list(resources.setup))
+        return local
+    slurm = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": resources.timeout_min,
+        "cpus_per_task": resources.cpus_per_task,
+        "ntasks_per_node": 1,
+        "setup": list(resources.setup),
+        "additional_parameters": sbatch_extra(resources.extra_sbatch),
+    }
+    # --gres rather than --gpus-per-node: older SLURM and gres-only clusters accept it everywhere.
+    if resources.gpus_per_node:
+        params["gres"] = f"gpu:{resources.gpus_per_node}"
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(resources, key) is not None:
+            params[key] = getattr(resources, key)
+    if resources.mem_gb is not None:
+        params["mem"] = f"{int(resources.mem_gb * 1024)}M"
+    slurm.update_parameters(**params)
+    return slurm
+
+
+def sbatch_extra(lines: Sequence[str]) -> dict[str, Any]:
+    """``["--exclusive", "--reservation=x"]`` (``#SBATCH`` prefix optional) -> submitit's dict."""
+    extra: dict[str, Any] = {}
+    for line in lines:
+        text = line.removeprefix("#SBATCH").strip()
+        if not text.startswith("--"):
+            raise ProveJobsError(f"extra_sbatch: {line!r} is not a long sbatch option like '--exclusive'")
+        key, sep, value = text[2:].partition("=")
+        extra[key.replace("-", "_")] = value if sep else True
+    return extra
+
+
+class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["start_new_session"] = True
+        super().__init__(*args, **kwargs)
+
+
+_DETACHED_SUBPROCESS = types.SimpleNamespace(Popen=_DetachedPopen)
+
+
+def _import_local() -> Any:
+    from submitit.local import local
+
+    return local
+
+
+class DetachedLocalExecutor(_import_local().LocalExecutor):  # type: ignore[misc]
+    """submitit's LocalExecutor whose jobs survive the submitting command and its terminal.
+
+    Why: submitit starts the local controller in the caller's session, so closing the
+    terminal (SIGHUP) or Ctrl-C in ``submit --wait`` kills every training. A new session
+    keeps them apart; ``prove-jobs cancel`` signals the session's process group instead.
+    """
+
+    def _submit_command(self, command: str) -> Any:
+        # submitit.local.start_controller calls `subprocess.Popen` with no way to pass
+        # start_new_session; swap the name it looks up, for this call only.
+        local = _import_local()
+        original = local.subprocess
+        local.subprocess = _DETACHED_SUBPROCESS
+        try:
+            return super()._submit_command(command)
+        finally:
+            local.subprocess = original
+
+
+def wait(
+    runs: Sequence[Run],
+    *,
+    poll_s: float = 2.0,
+    timeout_s: float | None = None,
+    on_poll: Callable[[], None] | None = None,
+) -> dict[Run, RunMeta | None]:
+    """Block until no run has a live job; returns each run's final metadata."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        metas = {run: read_meta(run.run_dir) for run in runs}
+        if not any(meta is not None and job_alive(meta) for meta in metas.values()):
+            return metas
+        if deadline is not None and time.monotonic() > deadline:
+            raise ProveJobsError(f"timed out after {timeout_s:.0f} s waiting for {len(runs)} run(s)")
+        if on_poll is not None:
+            on_poll()
+        time.sleep(poll_s)
+
+
+def cancel(runs: Sequence[Run]) -> list[Run]:
+    """Cancel the live jobs of ``runs`` (one scancel for all SLURM jobs); returns those cancelled."""
+    live = [(run, meta) for run in runs if (meta := read_meta(run.run_dir)) is not None and job_alive(meta)]
+    slurm_ids = [meta.job_id for _, meta in live if meta.executor == "slurm" and meta.job_id]
+    if slurm_ids:
+        from prove_jobs.scheduler import scancel
+
+        scancel(slurm_ids)
+    for _, meta in live:
+        if meta.executor == "local":
+            if meta.host != current_host():
+                raise RunError(f"{meta.model}: local job on {meta.host}; cancel it from there")
+            _kill_local(meta)
+    for run, _ in live:
+        update_meta(run.run_dir, cancelled_at=now())
+    return [run for run, _ in live]
+
+
+def _kill_local(meta: RunMeta) -> None:
+    assert meta.job_id is not None and meta.pid is not None
+    # The controller leads its own session (see DetachedLocalExecutor): signal the group.
+    for pid in {int(meta.job_id), meta.pid}:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+
+
+def describe_command(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -> str:
+    """What would be queued, as a reader would type it (for ``--dry-run``)."""
+    if kind == "local":
+        return f"{len(runs)} local process(es), {resources.cpus_per_task} thread(s) each"
+    parts = ["sbatch", f"--job-name={_job_name(sweep, runs)}", f"--time={resources.timeout_min}"]
+    if len(runs) > 1:
+        parts.append(f"--array=0-{len(runs) - 1}")
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(resources, key) is not None:
+            parts.append(f"--{key}={getattr(resources, key)}")
+    if resources.gpus_per_node:
+        parts.append(f"--gres=gpu:{resources.gpus_per_node}")
+    parts.append(f"--cpus-per-task={resources.cpus_per_task}")
+    if resources.mem_gb is not None:
+        parts.append(f"--mem={int(resources.mem_gb * 1024)}M")
+    parts += [f"{k}" for k in resources.extra_sbatch]
+    return shlex.join(parts)
+

@@ -1,0 +1,40 @@
+"""All terminal output goes through here: tables and JSON to stdout, messages to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console, RenderableType
+
+
+class Terminal:
+    def __init__(self, *, width: int | None = None) -> None:
+        self.out = Console(width=width, highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def show(self, renderable: RenderableType) -> None:
+        self.out.print(renderable)
+
+    def json(self, data: Any) -> None:
+        # Plain write: rich would wrap long lines and add markup.
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+    def info(self, text: str) -> None:
+        self.err.print(text, markup=False)
+
+    def success(self, text: str) -> None:
+        self.err.print(f"[green]{_escape(text)}[/green]")
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/yellow] {_escape(text)}")
+
+    def error(self, text: str) -> None:
+        self.err.print(f"[bold red]error:[/bold red] {_escape(text)}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

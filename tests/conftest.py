@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATES = REPO / "job_templates"
+SWEEPS = TEMPLATES / "sweeps"
+
+
+@pytest.fixture
+def weird_tmp_path(tmp_path: Path) -> Path:
+    """A folder whose name has spaces, quotes and shell syntax (after submitit's conftest)."""
+    path = tmp_path / "a dir with 'quotes'; echo pwned"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def templates_copy(tmp_path: Path) -> Path:
+    """A writable copy of job_templates/ for tests that add or break templates."""
+    dest = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, dest)
+    return dest
+
+
+def write_sweep(folder: Path, body: str, name: str = "sweep.toml") -> Path:
+    path = folder / name
+    path.write_text(body)
+    return path

@@ -1,0 +1,133 @@
+"""The payload trains a demo model for real, records its run metadata and resumes after a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mmseg", reason="training needs the train extra (torch, mmengine, mmsegmentation)")
+
+# tests/ is on sys.path (no __init__.py), as for every test module
+from test_templates import render
+
+from prove_jobs.demo_data import make_demo_dataset
+from prove_jobs.payload import TrainingJob
+from prove_jobs.runs import RunMeta, read_meta, write_meta
+
+pytestmark = pytest.mark.slow
+DEMO: dict[str, Any] = dict(
+    max_iters=40,
+    batch_size=2,
+    lr=0.01,
+    warmup_iters=5,
+    val_interval=20,
+    checkpoint_interval=20,
+    crop_size=(64, 64),
+    log_interval=5,
+    num_workers=0,
+    seed=0,
+)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_run(tmp_path: Path, model: str) -> Path:
+    data = make_demo_dataset(tmp_path / "data" / "cityscapes")
+    run_dir = tmp_path / "runs" / model
+    render(model, run_dir, DEMO, str(data))
+    write_meta(run_dir, RunMeta(model=model, variant="DEMO_REF"))
+    return run_dir
+
+
+def val_records(run_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted(run_dir.glob("*/vis_data/scalars.json")):
+        records += [r for r in map(json.loads, path.read_text().splitlines()) if "mIoU" in r]
+    return records
+
+
+def test_trains_and_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    run_dir = make_run(tmp_path, "demo_segformer_tiny")
+    assert TrainingJob(str(run_dir), threads=2)() == "completed DEMO_REF/demo_segformer_tiny at iter 40"
+    records = val_records(run_dir)
+    assert [r["step"] for r in records] == [20, 40]
+    assert all(0 < r["mIoU"] <= 100 and 0 < r["aAcc"] <= 100 for r in records)
+    assert records[-1]["mIoU"] > 15  # 5 classes present: predicting one class scores about 9
+    meta = read_meta(run_dir)
+    assert meta is not None and meta.attempts == 1 and meta.job_id == "4242" and meta.pid == os.getpid()
+    assert meta.started_at is not None and meta.finished_at is not None and meta.failed_at is None
+    assert (run_dir / "iter_40.pth").is_file()
+
+
+def test_failure_is_recorded(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "demo_fcn_r18_tiny")
+    model_file = run_dir / "prove" / "model.py"
+    model_file.write_text(model_file.read_text() + "model = dict(type='NoSuchSegmentor')\n")
+    with pytest.raises(Exception, match="NoSuchSegmentor"):
+        TrainingJob(str(run_dir))()
+    meta = read_meta(run_dir)
+    assert meta is not None and meta.failed_at is not None and meta.finished_at is None
+    assert meta.error is not None and "NoSuchSegmentor" in meta.error
+
+
+# The child stalls right after saving iter_20.pth, so the SIGKILL lands after a checkpoint but
+# before the end, every time (40 demo iterations otherwise take about a second).
+CHILD = """
+import sys, time
+from mmengine.runner import Runner
+from prove_jobs.payload import TrainingJob
+
+save = Runner.save_checkpoint
+def save_then_stall(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    if self.iter == 20:
+        print("saved 20", flush=True)
+        time.sleep(600)
+Runner.save_checkpoint = save_then_stall
+TrainingJob(sys.argv[1], threads=1)()
+"""
+
+RESUME = "import sys; from prove_jobs.payload import TrainingJob; print(TrainingJob(sys.argv[1])())"
+
+
+def test_resumes_after_sigkill(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "demo_fcn_r18_tiny")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(run_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "last_checkpoint").is_file() or "iter_20" not in (run_dir / "last_checkpoint").read_text():
+            assert child.poll() is None, child.stdout.read().decode() if child.stdout else ""
+            assert time.monotonic() < deadline, "no iter_20 checkpoint within 120 s"
+            time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert not (run_dir / "iter_40.pth").exists()
+    # last_checkpoint holds an absolute path (mmengine); fine, runs are never moved
+    assert (run_dir / "last_checkpoint").read_text().strip() == str(run_dir / "iter_20.pth")
+
+    again = subprocess.run(
+        [sys.executable, "-c", RESUME, str(run_dir)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "completed DEMO_REF/demo_fcn_r18_tiny at iter 40" in again.stdout
+    assert "resumed epoch: 0, iter: 20" in again.stdout + again.stderr
+    assert "weights_only" not in again.stdout + again.stderr
+    assert val_records(run_dir)[-1]["step"] == 40
+    meta = read_meta(run_dir)
+    assert meta is not None and meta.attempts == 2 and meta.finished_at is not None and meta.failed_at is None

@@ -1,0 +1,118 @@
+"""State derivation from metadata + scheduler answers (a fake scheduler: this is our own logic)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prove_jobs import status as status_mod
+from prove_jobs.errors import SchedulerUnavailable
+from prove_jobs.runs import Run, RunMeta, current_host, write_meta
+from prove_jobs.scheduler import JobInfo
+from prove_jobs.status import RunState, collect_status, discover_runs, translate_slurm_state
+
+
+def make_run(root: Path, model: str = "m") -> Run:
+    run = Run(model=model, variant="V", method="baseline", dataset="cityscapes", data_root=root)
+    run.run_dir.mkdir(parents=True)
+    return run
+
+
+def meta(**changes: object) -> RunMeta:
+    base = RunMeta(model="m", variant="V", executor="local", host=current_host(), user="alice", job_id="1",
+                   submitted_at=100.0, max_iters=40)
+    return RunMeta(**{**base.to_json(), **changes})  # type: ignore[arg-type]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def state_of(run: Run) -> RunState:
+    return collect_status([run]).statuses[0].state
+
+
+def test_states_from_metadata_and_local_processes(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    assert state_of(run) is RunState.NOT_SUBMITTED
+    write_meta(run.run_dir, meta(pid=os.getpid()))
+    assert state_of(run) is RunState.PENDING
+    write_meta(run.run_dir, meta(pid=os.getpid(), started_at=101.0))
+    assert state_of(run) is RunState.RUNNING
+    write_meta(run.run_dir, meta(pid=dead_pid(), started_at=101.0))
+    report = collect_status([run])
+    assert report.statuses[0].state is RunState.FAILED
+    assert "gone without recording an end" in report.statuses[0].notes[-1]
+    write_meta(run.run_dir, meta(started_at=101.0, finished_at=200.0))
+    done = collect_status([run]).statuses[0]
+    assert done.state is RunState.COMPLETED and done.elapsed_s == 99.0
+    write_meta(run.run_dir, meta(started_at=101.0, cancelled_at=150.0))
+    assert state_of(run) is RunState.CANCELLED
+
+
+def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = [make_run(tmp_path, f"m{i}") for i in range(4)]
+    answers = {"7_0": JobInfo("7_0", "PENDING"), "7_1": JobInfo("7_1", "RUNNING", node="gpu01"),
+               "7_2": JobInfo("7_2", "TIMEOUT")}
+    calls: list[list[str]] = []
+
+    def fake_query(ids: list[str]) -> dict[str, JobInfo]:
+        calls.append(sorted(ids))
+        return {i: answers[i] for i in ids if i in answers}
+
+    monkeypatch.setattr(status_mod, "query_jobs", fake_query)
+    for i, run in enumerate(runs):
+        write_meta(run.run_dir, meta(model=run.model, executor="slurm", job_id=f"7_{i}", started_at=101.0))
+    report = collect_status(runs)
+    assert calls == [["7_0", "7_1", "7_2", "7_3"]]
+    states = [s.state for s in report.statuses]
+    assert states == [RunState.PENDING, RunState.RUNNING, RunState.TIMEOUT, RunState.FAILED]
+    assert report.statuses[1].node == "gpu01"
+    assert "unknown to SLURM" in report.statuses[3].notes[-1]
+
+
+def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path)
+    write_meta(run.run_dir, meta(executor="slurm", job_id="9", started_at=101.0))
+
+    def down(ids: list[str]) -> dict[str, JobInfo]:
+        raise SchedulerUnavailable("`squeue ...` did not answer within 20 s")
+
+    monkeypatch.setattr(status_mod, "query_jobs", down)
+    report = collect_status([run])
+    assert report.scheduler_note is not None and report.scheduler_note.startswith("scheduler unreachable")
+    assert report.statuses[0].state is RunState.RUNNING
+
+
+def test_corrupt_metadata_is_a_note_not_a_crash(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    (run.run_dir / "prove_run.json").write_bytes(b"\x00\xffgarbage{")
+    status = collect_status([run]).statuses[0]
+    assert status.state is RunState.NOT_SUBMITTED
+    assert "corrupt run metadata" in status.notes[-1]
+
+
+@pytest.mark.parametrize(
+    ("word", "state"),
+    [("PENDING", RunState.PENDING), ("REQUEUED", RunState.PENDING), ("RUNNING", RunState.RUNNING),
+     ("CANCELLED", RunState.CANCELLED), ("TIMEOUT", RunState.TIMEOUT), ("OUT_OF_MEMORY", RunState.FAILED),
+     ("NODE_FAIL", RunState.FAILED), ("COMPLETED", None), ("WHATEVER", None)],
+)
+def test_slurm_words_translate_in_one_place(word: str, state: RunState | None) -> None:
+    assert translate_slurm_state(word) is state
+
+
+def test_discover_finds_hand_started_work_dirs(tmp_path: Path) -> None:
+    ours = make_run(tmp_path, "ours")
+    write_meta(ours.run_dir, meta(model="ours"))
+    theirs = tmp_path / "V" / "baseline" / "cityscapes" / "theirs"
+    (theirs / "20260203_101010").mkdir(parents=True)
+    (tmp_path / "V" / "baseline" / "cityscapes" / "empty").mkdir()
+    (tmp_path / ".prove-jobs" / "submitit" / "1" / "x").mkdir(parents=True)
+    assert sorted(r.model for r in discover_runs(tmp_path)) == ["ours", "theirs"]
