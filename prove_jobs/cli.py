@@ -100,13 +100,13 @@ def _sweep_and_runs(args: argparse.Namespace) -> tuple[Sweep, list[Run]]:
 
 
 def cmd_plan(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.dashboard import plan_rows, plan_table
+    from prove_jobs.dashboard import plan_rows, plan_tables
 
     sweep, runs = _sweep_and_runs(args)
     if args.json:
         term.json(plan_rows(sweep, runs))
     else:
-        term.show(plan_table(sweep, runs))
+        term.show(plan_tables(sweep, runs))
     return 0
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from prove_jobs.runs import Run
-from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep
+from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep, Variant
 from prove_jobs.status import RunState, RunStatus
 
 ICONS = {
@@ -56,23 +58,50 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
     return rows
 
 
-def plan_table(sweep: Sweep, runs: Sequence[Run]) -> Table:
-    table = Table(title=f"Sweep {sweep.name}: {len(runs)} run(s) under {sweep.data_root}", title_justify="left")
-    for header in ("Variant", "Model", "Iterations", "Batch", "Total samples", "Gradient steps", "Crop",
-                   "Optimizer", "Base LR", "Warmup", "Scheduler", "Val interval", "Run dir"):
-        numeric = header in {"Iterations", "Batch", "Total samples", "Gradient steps", "Base LR", "Warmup",
-                             "Val interval"}
-        table.add_column(header, justify="right" if numeric else "left", overflow="fold")
-    for row in plan_rows(sweep, runs):
-        crop = row["crop_size"]
-        assert isinstance(crop, list)
-        table.add_row(
-            str(row["variant"]), str(row["model"]), f"{row['max_iters']:,}", str(row["batch_size"]),
-            f"{row['total_samples']:,}", f"{row['gradient_steps']:,}", f"{crop[0]}×{crop[1]}",
-            str(row["optimizer"]), f"{row['base_lr']:g}", str(row["warmup_iters"]), str(row["scheduler"]),
-            f"{row['val_interval']:,}", str(row["run_dir"]),
-        )
-    return table
+def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
+    """The report's "Training Configurations" table (parameters x variants), then the runs and their dirs."""
+    variants = [sweep.variant(name) for name in dict.fromkeys(run.variant for run in runs)]
+    config = Table(title="Training configurations", title_justify="left")
+    config.add_column("Parameter", style="bold")
+    for variant in variants:
+        config.add_column(variant.name, justify="right", overflow="fold")
+    parameters: list[tuple[str, Callable[[Variant], str]]] = [
+        ("Iterations", lambda v: f"{v.max_iters:,}"),
+        ("Batch size", lambda v: str(v.batch_size)),
+        ("Total samples", lambda v: f"{v.total_samples:,}"),
+        ("Gradient steps", lambda v: f"{v.gradient_steps:,}"),
+        ("Crop size", lambda v: f"{v.crop_size[0]}×{v.crop_size[1]}"),
+        ("Optimizer", lambda v: OPTIMIZER),
+        ("Base LR", _lr_text),
+        ("Warmup", lambda v: f"{v.warmup_iters:,}"),
+        ("LR scheduler", lambda v: SCHEDULER),
+        ("Val interval", lambda v: f"{v.val_interval:,}"),
+        ("Checkpoint interval", lambda v: f"{v.checkpoint_interval:,}"),
+    ]
+    for label, cell in parameters:
+        config.add_row(label, *(cell(v) for v in variants))
+
+    listing = Table(title=f"{len(runs)} run(s) of sweep {sweep.name}, under {sweep.data_root}", title_justify="left")
+    # The relative dir names variant and model (<VARIANT>/<method>/<dataset>/<model>): no separate columns.
+    listing.add_column("Run dir", overflow="fold")
+    for run in runs:
+        listing.add_row(_relative(run.run_dir, sweep.data_root))
+    return Group(config, Text(""), listing)
+
+
+def _lr_text(variant: Variant) -> str:
+    """``0.08 (8× scaled)`` for a linearly scaled LR, as the report writes it."""
+    if variant.lr_scale == 1.0:
+        return f"{variant.lr:g}"
+    return f"{variant.lr:g} ({variant.lr_scale:g}× scaled)"
+
+
+def _relative(path: Path, root: Path) -> str:
+    """Run dirs below the title's root, shortened to the part that differs between runs."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def state_text(status: RunStatus) -> Text:

@@ -120,13 +120,13 @@ def read_meta(run_dir: Path) -> RunMeta | None:
     """The run's metadata, or ``None`` for a run dir prove-jobs never wrote to."""
     path = meta_path(run_dir)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise RunError(f"{path}: cannot read run metadata ({exc.strerror})") from exc
     try:
-        data = json.loads(text)
+        data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return RunMeta.from_json(data)

@@ -49,6 +49,7 @@ class Variant:
     checkpoint_interval: int
     crop_size: tuple[int, int]
     lr_rule: str
+    lr_scale: float = 1.0  # lr / base_lr when scaled from a reference recipe
     description: str = ""
     source: Path | None = None
 
@@ -156,8 +157,9 @@ def load_sweep(path: Path, *, data_root: Path | None = None) -> Sweep:
         if not (templates_dir / "models").is_dir():
             raise SpecError(path, "templates", f"{templates_dir} has no models/ folder")
 
-    root_text = _expand(path, "data_root", _str(path, "data_root", _require(path, raw, "data_root")))
-    root = data_root if data_root is not None else Path(root_text)
+    root_text = _str(path, "data_root", _require(path, raw, "data_root"))
+    # --data-root wins without expanding the file's value: its ${VAR} need not be set then.
+    root = data_root if data_root is not None else Path(_expand(path, "data_root", root_text))
     dataset_root = Path(_expand(path, "dataset_root", _str(path, "dataset_root", _require(path, raw, "dataset_root"))))
 
     models = tuple(_str_list(path, "models", _require(path, raw, "models")))
@@ -224,7 +226,7 @@ def load_variant(templates_dir: Path, name: str, sweep_path: Path, crop_default:
     warmup = raw.get("warmup_iters", 0)
     if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup < max_iters:
         raise SpecError(vpath, "warmup_iters", f"must be an integer in [0, max_iters), got {warmup!r}")
-    lr, rule = _learning_rate(vpath, raw, batch_size)
+    lr, rule, scale = _learning_rate(vpath, raw, batch_size)
     crop = raw.get("crop_size", crop_default)
     if not (isinstance(crop, list | tuple) and len(crop) == 2 and all(isinstance(c, int) and c > 0 for c in crop)):
         raise SpecError(vpath, "crop_size", f"must be [height, width] in pixels, got {crop!r}")
@@ -238,12 +240,13 @@ def load_variant(templates_dir: Path, name: str, sweep_path: Path, crop_default:
         checkpoint_interval=positive("checkpoint_interval", val_interval),
         crop_size=(crop[0], crop[1]),
         lr_rule=rule,
+        lr_scale=scale,
         description=_str(vpath, "description", raw.get("description", "")),
         source=vpath,
     )
 
 
-def _learning_rate(vpath: Path, raw: Mapping[str, Any], batch_size: int) -> tuple[float, str]:
+def _learning_rate(vpath: Path, raw: Mapping[str, Any], batch_size: int) -> tuple[float, str, float]:
     """The LR given directly, or scaled linearly (Goyal et al. 2017) from a reference recipe."""
     if ("lr" in raw) == ("lr_scaling" in raw):
         raise SpecError(vpath, "lr", "give exactly one of 'lr' or 'lr_scaling'")
@@ -251,7 +254,7 @@ def _learning_rate(vpath: Path, raw: Mapping[str, Any], batch_size: int) -> tupl
         lr = raw["lr"]
         if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
             raise SpecError(vpath, "lr", f"must be a positive number, got {lr!r}")
-        return float(lr), "given"
+        return float(lr), "given", 1.0
     scaling = raw["lr_scaling"]
     if not isinstance(scaling, dict):
         raise SpecError(vpath, "lr_scaling", "must be a table with base_lr and base_batch_size")
@@ -267,7 +270,7 @@ def _learning_rate(vpath: Path, raw: Mapping[str, Any], batch_size: int) -> tupl
     # Rounded so that 0.01 * 16 / 2 prints as 0.08, not 0.08000000000000002.
     lr = round(float(base_lr) * batch_size / base_bs, 12)
     factor = batch_size / base_bs
-    return lr, f"linear: {base_lr} x {factor:g} (batch {batch_size} / {base_bs})"
+    return lr, f"linear: {base_lr} x {factor:g} (batch {batch_size} / {base_bs})", factor
 
 
 _SWEEP_KEYS = {

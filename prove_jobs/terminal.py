@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from rich.console import Console, RenderableType
 
+# rich falls back to 80 columns when stdout is a pipe or a file, which folds wide tables into
+# unreadable slivers; a log file or `| less -S` is better served by full rows.
+PIPE_WIDTH = 200
+
 
 class Terminal:
     def __init__(self, *, width: int | None = None) -> None:
+        if width is None and not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+            width = PIPE_WIDTH
         self.out = Console(width=width, highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        # soft_wrap: a message stays one line (greppable, and what the tests read), however narrow the terminal.
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def show(self, renderable: RenderableType) -> None:
         self.out.print(renderable)

@@ -53,7 +53,8 @@ def test_plan_json_reproduces_the_report(tmp_path: Path, capsys: pytest.CaptureF
 def test_plan_table_shows_the_numbers(tmp_path: Path) -> None:
     done = run_cli("plan", str(SWEEPS / "cityscapes.toml"), "--data-root", str(tmp_path), "--model", "pspnet_r50")
     assert done.returncode == 0, done.stderr
-    for text in ("160,000", "320,000", "0.08", "0.04", "0.01", "512×512", "SGD", "Poly", "8,000"):
+    expected = ("160,000", "320,000", "0.08 (8× scaled)", "0.04 (4× scaled)", "0.01", "512×512", "SGD", "Poly", "8,000")
+    for text in expected:
         assert text in done.stdout
 
 

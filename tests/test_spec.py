@@ -122,7 +122,7 @@ def test_bad_variant_files_name_file_and_field(templates_copy: Path, tmp_path: P
     for line in extra.splitlines():
         key, value = line.split(" = ", 1)
         lines[key] = value
-    if "lr_scaling" in lines and "lr" in lines and "lr = " not in extra:
+    if "lr_scaling" in lines and "lr" in lines and not extra.startswith("lr = "):
         del lines["lr"]
     variant = templates_copy / "variants" / "BROKEN.toml"
     variant.write_text("".join(f"{k} = {v}\n" for k, v in lines.items()))
