@@ -22,6 +22,7 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/prove-jobs demo-data $(DEMO_ROOT)/data/cityscapes
+	mkdir -p $(DEMO_ROOT)/runs
 	DEMO_ROOT=$(DEMO_ROOT) $(BIN)/prove-jobs submit $(DEMO_SWEEP) --executor local --skip-done --wait
 	DEMO_ROOT=$(DEMO_ROOT) $(BIN)/prove-jobs status $(DEMO_SWEEP)
 

@@ -161,16 +161,27 @@ def cmd_wait(args: argparse.Namespace, term: Terminal) -> int:
 
 def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | None = None,
                    poll_s: float = 2.0) -> int:
-    from prove_jobs.dashboard import status_table
+    """Block until the runs end; one summary line (the table is `status`'s job); exit 1 unless all completed."""
+    from collections import Counter
+
     from prove_jobs.status import RunState, collect_status
     from prove_jobs.submit import wait
 
     term.info(f"waiting for {len(runs)} run(s)...")
     wait(runs, timeout_s=timeout_s, poll_s=poll_s)
-    report = collect_status(runs)
-    term.show(status_table(report.statuses))
-    bad = [s for s in report.statuses if s.state is not RunState.COMPLETED]
-    return 1 if bad else 0
+    statuses = collect_status(runs).statuses
+    counts = Counter(s.state.value for s in statuses)
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    bad = [s for s in statuses if s.state is not RunState.COMPLETED]
+    if not bad:
+        term.success(f"{len(statuses)} run(s) ended: {summary}")
+        return 0
+    term.warn(f"{len(statuses)} run(s) ended: {summary}")
+    for status in bad:
+        error = status.meta.error if status.meta else None
+        detail = f": {error}" if error else ""
+        term.warn(f"{status.run.name} {status.state.value}{detail} (see {status.run.run_dir})")
+    return 1
 
 
 def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
@@ -186,7 +197,7 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.dashboard import status_table
+    from prove_jobs.dashboard import status_tables
     from prove_jobs.status import collect_status, discover_runs
 
     if args.root is not None:
@@ -204,7 +215,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     if args.json:
         term.json([s.to_json() for s in report.statuses])
         return 0
-    term.show(status_table(report.statuses, title=title))
+    term.show(status_tables(report.statuses, title=title))
     if report.scheduler_note:
         term.warn(report.scheduler_note)
     for s in report.statuses:

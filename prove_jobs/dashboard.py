@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rich.console import Group
+from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -107,27 +108,39 @@ def _relative(path: Path, root: Path) -> str:
 def state_text(status: RunStatus) -> Text:
     """The report's wording: ``Running @ 2500/20000``, ``Completed``, ..."""
     label = status.state.value.capitalize()
-    if status.state is RunState.RUNNING and status.iter is not None:
+    if status.state is not RunState.COMPLETED and status.iter is not None:
         label += f" @ {status.iter}/{status.max_iters or '?'}"
     return Text(f"{ICONS[status.state]} {label}", style=STYLES.get(status.state, ""))
 
 
+def status_tables(statuses: Sequence[RunStatus], *, title: str = "") -> Group:
+    """One table per variant, as the report's Status section groups runs."""
+    by_variant: dict[str, list[RunStatus]] = {}
+    for status in statuses:
+        by_variant.setdefault(status.run.variant, []).append(status)
+    parts: list[RenderableType] = [Text(title, style="bold")] if title else []
+    for variant, group in by_variant.items():
+        parts.append(status_table(group, title=f"{variant} (mIoU, aAcc: last validation, %)"))
+    return Group(*parts)
+
+
 def status_table(statuses: Sequence[RunStatus], *, title: str = "") -> Table:
-    table = Table(title=title or None, title_justify="left")
-    for header in ("Variant", "Model", "State", "Iter", "Last mIoU", "Last aAcc", "Best mIoU", "Elapsed",
-                   "Job", "User"):
-        table.add_column(header, justify="right" if header in {"Iter", "Elapsed"} or "IoU" in header
-                         or "aAcc" in header else "left")
+    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Narrow terminals wrap names and states rather than truncating numbers.
+    table.add_column("Model", overflow="fold", min_width=min(22, max((len(s.run.model) for s in statuses), default=5)))
+    table.add_column("State")
+    for header in ("mIoU", "aAcc", "Best mIoU", "Time"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("Job", overflow="fold")
+    table.add_column("User", overflow="fold")
     for s in statuses:
         last, best = s.last_val, s.best_val
         table.add_row(
-            s.run.variant,
             s.run.model,
             state_text(s),
-            f"{s.iter if s.iter is not None else '-'}/{s.max_iters or '?'}",
-            _pct(last.miou if last else None, last.iter if last else None),
-            _pct(last.aacc if last else None, None),
-            _pct(best.miou if best else None, best.iter if best else None),
+            _pct(last.miou if last else None),
+            _pct(last.aacc if last else None),
+            _pct(best.miou if best else None) + (f" @{best.iter}" if best else ""),
             _duration(s.elapsed_s),
             s.job_id or "-",
             s.user or "-",
@@ -135,10 +148,8 @@ def status_table(statuses: Sequence[RunStatus], *, title: str = "") -> Table:
     return table
 
 
-def _pct(value: float | None, at: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}%" + (f" @{at}" if at is not None else "")
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _duration(seconds: float | None) -> str:
