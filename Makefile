@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 DEMO_ROOT ?= demo
 DEMO_SWEEP := job_templates/sweeps/demo.toml
 STAMP := $(VENV)/.installed
+# lite: mmcv-lite + prove_jobs/_mmcv_shim.py (a minute to install); full: mmcv with compiled ops,
+# built from source (about 10 minutes on 2 cores), plus mmdet for Mask2Former. docs/install.md says why.
+MMCV_FLAVOUR ?= lite
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install demo test test-fast lint bench clean-demo
@@ -16,6 +19,12 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[train,dev]'
+ifeq ($(MMCV_FLAVOUR),full)
+	$(BIN)/python -m pip uninstall -q -y mmcv-lite
+	$(BIN)/python -m pip install -q 'setuptools<81' wheel ninja
+	MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=2 $(BIN)/python -m pip install --no-build-isolation mmcv==2.1.0
+	$(BIN)/python -m pip install -q mmdet==3.3.0
+endif
 	touch $@
 
 install: $(STAMP)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prove_jobs import __version__
 from prove_jobs.errors import ProveJobsError
+from prove_jobs.locks import LockHolder
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.terminal import Terminal
@@ -22,6 +23,8 @@ EXAMPLES = {
     "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny",
     "status": "prove-jobs status job_templates/sweeps/demo.toml   |   prove-jobs status --root $AWARE_DATA_ROOT --json",
     "demo-data": "prove-jobs demo-data demo/data/cityscapes",
+    "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
+    "resubmit": "prove-jobs resubmit job_templates/sweeps/cityscapes.toml --lock-conflicts --wait --poll 60",
 }
 
 
@@ -75,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_args(status, optional=True)
     status.add_argument("--root", type=Path, help="show every run found under this data root instead")
     status.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    unlock = command("unlock", "Release the claim on run dirs whose job is gone (stale); touches nothing else.")
+    unlock.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
+    unlock.add_argument("--stale", action="store_true", help="release stale claims only; list live ones, no error")
+    unlock.add_argument("--force", action="store_true",
+                        help="also release a live claim whose job is not training (never one that is)")
+
+    resubmit = command("resubmit", "Submit the runs that were in lock conflict and whose holder is gone.")
+    sweep_args(resubmit, optional=True)
+    resubmit.add_argument("--root", type=Path, help="look for conflicts under this data root instead of a sweep")
+    resubmit.add_argument("--lock-conflicts", action="store_true", required=True,
+                          help="resubmit runs whose lock conflict has cleared (the only mode for now)")
+    resubmit.add_argument("--executor", default="auto", choices=["auto", "slurm", "local"])
+    resubmit.add_argument("--wait", action="store_true", help="keep trying until no conflict is left")
+    resubmit.add_argument("--poll", type=float, default=60.0, help="seconds between tries with --wait")
+    resubmit.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
 
     demo = command("demo-data", "Write a small deterministic synthetic Cityscapes-format dataset.")
     demo.add_argument("dir", type=Path, help="folder to write leftImg8bit/ and gtFine/ into")
@@ -133,9 +152,9 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.submit import Submission, describe_command, submit
 
     sweep, runs = _sweep_and_runs(args)
-    submissions, skipped = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run,
-                                  skip_done=args.skip_done)
-    for run, reason in skipped:
+    result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done)
+    submissions = result.submitted
+    for run, reason in result.skipped:
         term.info(f"skipped {run.name}: {reason.split(': ', 1)[-1]}")
     if args.dry_run:
         groups: dict[Resources, list[Submission]] = {}
@@ -149,9 +168,18 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
         return 0
     for s in submissions:
         term.success(f"submitted {s.run.name} as {s.executor} job {s.job_id}")
+    _report_conflicts(result.conflicts, term)
     if args.wait:
-        return _wait_and_show(runs, term)
-    return 0
+        code = _wait_and_show([s.run for s in submissions], term)
+        return code or (1 if result.conflicts else 0)
+    return 1 if result.conflicts else 0
+
+
+def _report_conflicts(conflicts: Sequence[tuple[Run, LockHolder]], term: Terminal) -> None:
+    for run, holder in conflicts:
+        term.warn(f"lock conflict: {run.name} is held by {holder.describe()}; not submitted")
+    if conflicts:
+        term.info("`prove-jobs resubmit SWEEP --lock-conflicts [--wait]` submits them once their holder is gone")
 
 
 def cmd_wait(args: argparse.Namespace, term: Terminal) -> int:
@@ -232,6 +260,67 @@ def cmd_demo_data(args: argparse.Namespace, term: Terminal) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.locks import unlock
+
+    refused = 0
+    for run_dir in args.run_dirs:
+        if not (run_dir / "prove_run.json").exists():
+            raise ProveJobsError(f"{run_dir}: not a run dir submitted by prove-jobs (no prove_run.json)")
+        released, what = unlock(run_dir, force=args.force)
+        if released:
+            term.success(f"{run_dir}: {what}")
+        else:
+            quiet = args.stale or what == "no claim"
+            (term.info if quiet else term.warn)(f"{run_dir}: {what}")
+            refused += not quiet
+    return 1 if refused else 0
+
+
+def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
+    import time
+
+    from prove_jobs.status import discover_runs
+    from prove_jobs.submit import resubmit_lock_conflicts
+
+    if args.root is not None:
+        runs = [r for r in discover_runs(args.root.absolute())
+                if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
+        sweeps: dict[str, Sweep] = {}
+
+        def sweep_for(run: Run, recorded: str) -> Sweep:
+            if not recorded:
+                raise ProveJobsError(f"{run.run_dir}: the conflict record names no sweep file; pass SWEEP")
+            if recorded not in sweeps:
+                sweeps[recorded] = load_sweep(Path(recorded), data_root=run.data_root)
+            return sweeps[recorded]
+    elif args.sweep is not None:
+        sweep, runs = _sweep_and_runs(args)
+
+        def sweep_for(run: Run, recorded: str) -> Sweep:
+            return sweep
+    else:
+        raise ProveJobsError("resubmit: give a sweep file or --root DIR")
+
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while True:
+        result = resubmit_lock_conflicts(runs, sweep_for, executor=args.executor)
+        for s in result.submitted:
+            term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
+        for run, why in result.settled:
+            term.info(f"{run.name}: {why}; nothing to do")
+        if not result.still_held:
+            if not (result.submitted or result.settled):
+                term.info("no lock conflicts to resubmit")
+            return 0
+        if not args.wait or (deadline is not None and time.monotonic() + args.poll > deadline):
+            for run, holder in result.still_held:
+                term.warn(f"still held: {run.name} by {holder.describe()}")
+            return 1
+        term.info(f"{len(result.still_held)} run(s) still held; next try in {args.poll:g} s")
+        time.sleep(args.poll)
+
+
 HANDLERS = {
     "plan": cmd_plan,
     "render": cmd_render,
@@ -240,6 +329,8 @@ HANDLERS = {
     "cancel": cmd_cancel,
     "status": cmd_status,
     "demo-data": cmd_demo_data,
+    "unlock": cmd_unlock,
+    "resubmit": cmd_resubmit,
 }
 
 

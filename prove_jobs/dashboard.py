@@ -22,6 +22,7 @@ ICONS = {
     RunState.FAILED: "❌",
     RunState.CANCELLED: "⛔",
     RunState.TIMEOUT: "⌛",
+    RunState.LOCK_CONFLICT: "⏳",
 }
 STYLES = {
     RunState.COMPLETED: "green",
@@ -30,6 +31,7 @@ STYLES = {
     RunState.FAILED: "red",
     RunState.CANCELLED: "magenta",
     RunState.TIMEOUT: "red",
+    RunState.LOCK_CONFLICT: "yellow",
 }
 
 
@@ -108,8 +110,13 @@ def _relative(path: Path, root: Path) -> str:
 def state_text(status: RunStatus) -> Text:
     """The report's wording: ``Running @ 2500/20000``, ``Completed``, ..."""
     label = status.state.value.capitalize()
-    if status.state is not RunState.COMPLETED and status.iter is not None:
+    holder = status.lock_holder
+    if status.state is RunState.LOCK_CONFLICT and holder is not None:
+        label += f" ({holder.user}{', released' if holder.stale else ''})"
+    elif status.state is not RunState.COMPLETED and status.iter is not None:
         label += f" @ {status.iter}/{status.max_iters or '?'}"
+    if status.state is not RunState.LOCK_CONFLICT and holder is not None and holder.stale:
+        label += " (stale lock)"
     return Text(f"{ICONS[status.state]} {label}", style=STYLES.get(status.state, ""))
 
 

@@ -81,13 +81,29 @@ def _allow_mmengine_checkpoints() -> None:
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """The submitit callable for one run; picklable, holds only the run dir (a str for that reason)."""
+    """The submitit callable for one run; picklable, holds only plain values (the run dir as a str)."""
 
     run_dir: str
     threads: int | None = None
+    lock_mode: str = "fcntl"
+    umask: int = 0o002
 
     def __call__(self) -> str:
+        from prove_jobs.errors import LockConflict
+        from prove_jobs.locks import training_lock
+
+        # Everything this job writes (mmengine's logs, checkpoints, last_checkpoint) stays
+        # writable by the group: a colleague may have to resume this run.
+        os.umask(self.umask)
         run_dir = Path(self.run_dir)
+        try:
+            with training_lock(run_dir, self.lock_mode):
+                return self._train(run_dir)
+        except LockConflict as exc:
+            update_meta(run_dir, failed_at=now(), error=f"lock conflict: {exc}"[:500])
+            raise
+
+    def _train(self, run_dir: Path) -> str:
         meta = read_meta(run_dir)
         attempts = meta.attempts if meta is not None else 0
         job_id = _scheduler_job_id() or (meta.job_id if meta is not None else None)
@@ -113,7 +129,7 @@ class TrainingJob:
         """Called by submitit on preemption or timeout: requeue the same run; it resumes."""
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(TrainingJob(self.run_dir, self.threads))
+        return DelayedSubmission(TrainingJob(self.run_dir, self.threads, self.lock_mode, self.umask))
 
 
 def _scheduler_job_id() -> str | None:

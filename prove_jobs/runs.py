@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import BaseFileLock, FileLock, SoftFileLock
 
 from prove_jobs.errors import RunError
 
@@ -83,9 +83,12 @@ class RunMeta:
     finished_at: float | None = None
     failed_at: float | None = None
     cancelled_at: float | None = None
+    released_at: float | None = None  # the claim was cleared by `prove-jobs unlock`
+    released_by: str | None = None
     error: str | None = None
     max_iters: int | None = None
     attempts: int = 0
+    lock_mode: str = "fcntl"  # the sweep's sharing.lock_mode: every lock on this run dir uses it
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,21 +148,31 @@ def update_meta(run_dir: Path, **changes: Any) -> RunMeta:
     Serialised by a short-lived lock: ``submit`` records the job id while a local job may
     already be recording its start, and neither write may be lost.
     """
-    with meta_mutex(run_dir):
+    with meta_mutex(run_dir, _recorded_lock_mode(run_dir)):
         meta = read_meta(run_dir)
         if meta is None:
             raise RunError(f"{meta_path(run_dir)}: no run metadata; submit the run with prove-jobs first")
         return write_meta(run_dir, dataclasses.replace(meta, **changes))
 
 
-def meta_mutex(run_dir: Path, timeout_s: float = 120) -> FileLock:
+def meta_mutex(run_dir: Path, lock_mode: str = "fcntl", timeout_s: float = 120) -> BaseFileLock:
     """The short-lived lock behind every check-and-set on a run's metadata.
 
     A singleton per path so that the holder can update the metadata it guards (flock
     locks belong to an open file: a second instance in the same process would wait on
     itself). Group-writable so that a colleague sharing the data root can take it too.
+    ``lock_mode`` "soft" uses a marker file instead, for filesystems without fcntl locks.
     """
-    return FileLock(run_dir / META_MUTEX, timeout=timeout_s, mode=0o664, is_singleton=True)
+    cls = SoftFileLock if lock_mode == "soft" else FileLock
+    return cls(run_dir / META_MUTEX, timeout=timeout_s, mode=0o664, is_singleton=True)
+
+
+def _recorded_lock_mode(run_dir: Path) -> str:
+    try:
+        meta = read_meta(run_dir)
+    except RunError:
+        return "fcntl"
+    return meta.lock_mode if meta is not None else "fcntl"
 
 
 def pid_alive(pid: int) -> bool:

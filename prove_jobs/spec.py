@@ -23,6 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+LOCK_MODES = ("fcntl", "soft")
 OPTIMIZER = "SGD"  # what job_templates/run_config.py.tmpl sets; shown by `plan`
 SCHEDULER = "Poly"
 
@@ -89,6 +90,22 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """How a data root shared by several users is written (docs/locks.md)."""
+
+    # "fcntl": OS locks through filelock.FileLock (local disks, NFSv4, Lustre mounted with flock);
+    # "soft": filelock.SoftFileLock marker files, for filesystems where fcntl locks do not work.
+    lock_mode: str = "fcntl"
+    # Applied to everything prove-jobs and the training write in a run dir: "0002" keeps files
+    # group-writable, so that a colleague can take over a run (mmengine rewrites last_checkpoint).
+    umask: str = "0002"
+
+    @property
+    def umask_bits(self) -> int:
+        return int(self.umask, 8)
+
+
+@dataclass(frozen=True)
 class Sweep:
     name: str
     path: Path
@@ -100,6 +117,7 @@ class Sweep:
     variants: tuple[Variant, ...]
     templates_dir: Path
     training: Training = Training()
+    sharing: Sharing = Sharing()
     resources: Resources = Resources()
     variant_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     model_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -170,6 +188,11 @@ def load_sweep(path: Path, *, data_root: Path | None = None) -> Sweep:
     _refuse_duplicates(path, "models", models)
 
     training = _dataclass_from(path, "training", raw.get("training", {}), Training)
+    sharing = _dataclass_from(path, "sharing", raw.get("sharing", {}), Sharing)
+    if sharing.lock_mode not in LOCK_MODES:
+        raise SpecError(path, "sharing.lock_mode", f"must be one of {', '.join(LOCK_MODES)}, got {sharing.lock_mode!r}")
+    if not (len(sharing.umask) in (3, 4) and all(c in "01234567" for c in sharing.umask)):
+        raise SpecError(path, "sharing.umask", f"must be an octal umask like '0002', got {sharing.umask!r}")
     variant_names = _str_list(path, "variants", _require(path, raw, "variants"))
     _refuse_duplicates(path, "variants", variant_names)
     crop_default = raw.get("crop_size", [512, 512])
@@ -195,6 +218,7 @@ def load_sweep(path: Path, *, data_root: Path | None = None) -> Sweep:
         variants=variants,
         templates_dir=templates_dir,
         training=training,
+        sharing=sharing,
         resources=resources,
         variant_resources=variant_resources,
         model_resources=model_resources,
@@ -275,7 +299,7 @@ def _learning_rate(vpath: Path, raw: Mapping[str, Any], batch_size: int) -> tupl
 
 _SWEEP_KEYS = {
     "name", "dataset", "method", "data_root", "dataset_root", "models", "variants",
-    "templates", "training", "resources", "crop_size",
+    "templates", "training", "resources", "crop_size", "sharing",
 }
 _VARIANT_KEYS = {
     "description", "max_iters", "batch_size", "lr", "lr_scaling", "warmup_iters",

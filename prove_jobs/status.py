@@ -9,13 +9,14 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
+from prove_jobs.locks import LockHolder, claim_is_open, conflict_for, holder_of
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
-from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, pid_alive, read_meta
+from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, pid_alive, read_meta
 from prove_jobs.scheduler import query_jobs
 
 # A run started by hand (no prove-jobs metadata) whose logs have not moved for this
@@ -38,6 +39,9 @@ class RunState(enum.Enum):
     """Someone cancelled the job."""
     TIMEOUT = "timeout"
     """The scheduler stopped the job at its time limit and it was not requeued."""
+    LOCK_CONFLICT = "lock conflict"
+    """Your submit met another user's claim on this run: see ``lock_holder``; when the holder
+    is gone (``stale``), ``prove-jobs resubmit --lock-conflicts`` submits it."""
 
 
 def translate_slurm_state(state: str) -> RunState | None:
@@ -79,6 +83,7 @@ class RunStatus:
     node: str = ""
     elapsed_s: float | None = None
     eta_s: float | None = None
+    lock_holder: LockHolder | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -120,6 +125,7 @@ class RunStatus:
             "elapsed_s": None if self.elapsed_s is None else round(self.elapsed_s, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "error": self.meta.error if self.meta else None,
+            "lock_holder": self.lock_holder.to_json() if self.lock_holder else None,
             "curve": [[p.iter, p.miou, p.aacc] for p in self.curve],
             "notes": list(self.notes),
         }
@@ -143,11 +149,30 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None) -> StatusRe
             jobs = query_jobs(slurm_ids)
         except SchedulerUnavailable as exc:
             note = f"scheduler unreachable: {exc}"
+    states = None if note else {job_id: info.state for job_id, info in jobs.items()}
     statuses = tuple(
-        _status(run, meta, read_run_log(run.run_dir), jobs, now, note, meta_note)
+        _with_lock(_status(run, meta, read_run_log(run.run_dir), jobs, now, note, meta_note), states)
         for run, (meta, meta_note) in metas.items()
     )
     return StatusReport(statuses, note)
+
+
+def _with_lock(status: RunStatus, slurm_states: dict[str, str] | None) -> RunStatus:
+    """Add who holds the run and, where this user's submit met another's claim, the conflict."""
+    run_dir = status.run.run_dir
+    holder = holder_of(run_dir, status.meta, slurm_states, lock_mode=status.meta.lock_mode) if status.meta else None
+    notes = list(status.notes)
+    if holder is not None and holder.stale:
+        notes.append(f"stale claim by {holder.describe()}: `prove-jobs resubmit` or `prove-jobs unlock --stale`")
+    conflict = conflict_for(run_dir)
+    if conflict is None or status.state is RunState.COMPLETED:
+        return replace(status, lock_holder=holder, notes=tuple(notes))
+    if holder is not None and holder.user == current_user() and not holder.stale:
+        return replace(status, lock_holder=holder, notes=tuple(notes))  # our own other submission holds it
+    if holder is None:
+        # The holder's claim ended without completing the run: ours to resubmit.
+        holder = replace(LockHolder.from_json(conflict["holder"]), stale=True)
+    return replace(status, state=RunState.LOCK_CONFLICT, lock_holder=holder, notes=tuple(notes))
 
 
 def _read_meta_or_note(run: Run) -> tuple[RunMeta | None, str | None]:
@@ -158,7 +183,7 @@ def _read_meta_or_note(run: Run) -> tuple[RunMeta | None, str | None]:
 
 
 def _open(meta: RunMeta) -> bool:
-    return meta.finished_at is None and meta.failed_at is None and meta.cancelled_at is None
+    return claim_is_open(meta)
 
 
 def _status(
@@ -182,7 +207,7 @@ def _status(
         state = RunState.COMPLETED
     elif meta.cancelled_at is not None:
         state = RunState.CANCELLED
-    elif meta.failed_at is not None:
+    elif meta.failed_at is not None or meta.released_at is not None:
         state = RunState.FAILED
     elif meta.executor == "slurm":
         info = jobs.get(meta.job_id or "")

@@ -15,25 +15,38 @@ import subprocess
 import time
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prove_jobs.errors import ProveJobsError, RunError
+from prove_jobs.errors import LockConflict, ProveJobsError, RunError
+from prove_jobs.locks import (
+    TRAIN_LOCK,
+    LockHolder,
+    claim_alive,
+    clear_conflict,
+    conflict_for,
+    file_owner,
+    holder_of,
+    record_conflict,
+    scheduler_states_for,
+    training_lock_held,
+)
 from prove_jobs.render import RenderedRun, render_run, write_rendered
 from prove_jobs.runs import (
+    META_FILE,
     Run,
     RunMeta,
     current_host,
     current_user,
     meta_mutex,
+    meta_path,
     now,
-    pid_alive,
     read_meta,
     update_meta,
     write_meta,
 )
-from prove_jobs.scheduler import slurm_available, slurm_states
+from prove_jobs.scheduler import slurm_available
 from prove_jobs.spec import Resources, Sweep
 
 EXECUTORS = ("auto", "slurm", "local")
@@ -57,6 +70,13 @@ def choose_executor(name: str) -> str:
     return name
 
 
+@dataclass
+class SubmitResult:
+    submitted: list[Submission] = field(default_factory=list)
+    skipped: list[tuple[Run, str]] = field(default_factory=list)  # finished runs, with the reason
+    conflicts: list[tuple[Run, LockHolder]] = field(default_factory=list)  # held by someone else
+
+
 def submit(
     sweep: Sweep,
     runs: Sequence[Run],
@@ -64,22 +84,25 @@ def submit(
     executor: str = "auto",
     dry_run: bool = False,
     skip_done: bool = False,
-) -> tuple[list[Submission], list[tuple[Run, str]]]:
-    """Render, record and queue ``runs``; returns (submitted, skipped with the reason).
+) -> SubmitResult:
+    """Render, claim and queue ``runs``.
 
-    A finished or live run is refused (nothing at all is written) unless ``skip_done``,
-    which leaves such runs alone and submits the rest. Nothing is written on a dry run.
+    A finished run is refused (nothing at all is written) unless ``skip_done``, which
+    leaves such runs alone and submits the rest. A run someone else holds (a live claim
+    or a held training lock) is a lock conflict: recorded for ``status`` and
+    ``resubmit --lock-conflicts``, and not submitted; the other runs still are.
+    Nothing is written on a dry run.
     """
     kind = choose_executor(executor)
+    result = SubmitResult()
     rendered = []
-    skipped: list[tuple[Run, str]] = []
     for run in runs:
         try:
-            refuse_unsafe_resubmit(run, sweep.variant(run.variant).max_iters)
+            refuse_finished(run, sweep.variant(run.variant).max_iters)
         except RunError as exc:
             if not skip_done:
                 raise
-            skipped.append((run, str(exc)))
+            result.skipped.append((run, str(exc)))
             continue
         rendered.append(render_run(sweep, run))
     if rendered and not dry_run:
@@ -89,55 +112,136 @@ def submit(
     for item in rendered:
         groups.setdefault(sweep.resources_for(item.run), []).append(item)
 
-    submissions: list[Submission] = []
-    for resources, items in groups.items():
-        if dry_run:
-            submissions += [Submission(i.run, kind, None, i.config_hash, resources) for i in items]
-            continue
-        with contextlib.ExitStack() as held:
-            # Check-and-set under each run's mutex: of several submitters racing for one
-            # run, exactly one passes the check and records itself before the others look.
-            for item in sorted(items, key=lambda i: str(i.run.run_dir)):
-                item.run.run_dir.mkdir(parents=True, exist_ok=True)
-                held.enter_context(meta_mutex(item.run.run_dir))
-            for item in items:
-                refuse_unsafe_resubmit(item.run, sweep.variant(item.run.variant).max_iters)
-            for item in items:
-                write_rendered(item)
-                write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind))
-            job_ids = _queue(kind, sweep, resources, [i.run for i in items])
-            for item, job_id in zip(items, job_ids, strict=True):
-                update_meta(item.run.run_dir, job_id=job_id, **_submitter_pid(kind, job_id))
-                submissions.append(Submission(item.run, kind, job_id, item.config_hash, resources))
-    return submissions, skipped
+    old_umask = os.umask(sweep.sharing.umask_bits)
+    try:
+        for resources, items in groups.items():
+            if dry_run:
+                result.submitted += [Submission(i.run, kind, None, i.config_hash, resources) for i in items]
+                continue
+            _claim_and_queue(sweep, kind, resources, items, result)
+    finally:
+        os.umask(old_umask)
+    return result
 
 
-def refuse_unsafe_resubmit(run: Run, max_iters: int) -> None:
-    """Never train over a finished run, nor start a second copy of a live one."""
-    meta = read_meta(run.run_dir)
+def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[RenderedRun],
+                     result: SubmitResult) -> None:
+    mode = sweep.sharing.lock_mode
+    with contextlib.ExitStack() as held:
+        # Check-and-set under each run's mutex: of several submitters racing for one run,
+        # exactly one passes the check and records its claim before the others look.
+        for item in sorted(items, key=lambda i: str(i.run.run_dir)):
+            item.run.run_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(meta_mutex(item.run.run_dir, mode))
+        claimed = []
+        for item in items:
+            holder = _current_holder(item.run, sweep, mode)
+            if holder is not None:
+                record_conflict(item.run.run_dir, holder, str(sweep.path))
+                result.conflicts.append((item.run, holder))
+            else:
+                claimed.append(item)
+        if not claimed:
+            return
+        for item in claimed:
+            write_rendered(item)
+            write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind))
+        job_ids = _queue(kind, sweep, resources, [i.run for i in claimed])
+        for item, job_id in zip(claimed, job_ids, strict=True):
+            update_meta(item.run.run_dir, job_id=job_id, **_submitter_pid(kind, job_id))
+            clear_conflict(item.run.run_dir)
+            result.submitted.append(Submission(item.run, kind, job_id, item.config_hash, resources))
+
+
+def _current_holder(run: Run, sweep: Sweep, mode: str) -> LockHolder | None:
+    """Who holds ``run`` now, live; ``None`` when it is free or its claim is stale (taken over)."""
+    refuse_finished(run, sweep.variant(run.variant).max_iters)
+    meta = read_claim(run.run_dir, mode)
+    holder = holder_of(run.run_dir, meta, scheduler_states_for(meta), lock_mode=mode)
+    if holder is not None and not holder.stale:
+        return holder
+    if holder is None and training_lock_held(run.run_dir, mode):
+        # Training without an open claim: started by hand, or a claim unlocked with --force.
+        lock = run.run_dir / TRAIN_LOCK
+        return LockHolder(user=file_owner(lock), host="?", executor="unknown", job_id=None, pid=None,
+                          since=lock.stat().st_mtime, sweep="")
+    return None
+
+
+def read_claim(run_dir: Path, mode: str) -> RunMeta | None:
+    """The run's metadata; a corrupt file is moved aside (kept, never deleted) when nobody trains."""
+    try:
+        return read_meta(run_dir)
+    except RunError as exc:
+        if "corrupt" not in str(exc):
+            raise
+        if training_lock_held(run_dir, mode) is not False:
+            raise LockConflict(f"corrupt lock ({meta_path(run_dir)}) and a process holds the training lock") from None
+        aside = meta_path(run_dir).with_name(f"{META_FILE}.corrupt-{int(now())}")
+        os.replace(meta_path(run_dir), aside)
+        return None
+
+
+def refuse_finished(run: Run, max_iters: int) -> None:
+    """Never train over a finished run."""
+    meta = read_meta_quietly(run.run_dir)
     if meta is not None and meta.finished_at is not None:
         raise RunError(
             f"{run.run_dir}: {run.name} already completed; move the run dir aside to train it again"
         )
     if (run.run_dir / f"iter_{max_iters}.pth").exists():
         raise RunError(f"{run.run_dir}: holds iter_{max_iters}.pth, a finished run; nothing submitted")
-    if meta is not None and job_alive(meta):
-        raise RunError(
-            f"{run.run_dir}: {run.name} is already queued or running as {meta.executor} job "
-            f"{meta.job_id} ({meta.user}@{meta.host}); cancel it first"
-        )
+
+
+def read_meta_quietly(run_dir: Path) -> RunMeta | None:
+    """The metadata, or ``None`` when it is missing or corrupt (the claim check reports that)."""
+    try:
+        return read_meta(run_dir)
+    except RunError:
+        return None
 
 
 def job_alive(meta: RunMeta) -> bool:
-    """Is the job of this metadata still queued or running, as far as this machine can tell?"""
-    if meta.finished_at is not None or meta.failed_at is not None or meta.cancelled_at is not None:
-        return False
-    if meta.executor == "local":
-        return meta.host == current_host() and meta.pid is not None and pid_alive(meta.pid)
-    if meta.executor == "slurm" and meta.job_id:
-        states = slurm_states([meta.job_id])
-        return states.get(meta.job_id, "") in {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED"}
-    return False
+    """Is the job of this metadata known to be queued or running?"""
+    return claim_alive(meta, scheduler_states_for(meta)) is True
+
+
+@dataclass
+class ResubmitResult:
+    submitted: list[Submission] = field(default_factory=list)
+    still_held: list[tuple[Run, LockHolder]] = field(default_factory=list)
+    settled: list[tuple[Run, str]] = field(default_factory=list)  # nothing left to do, with why
+
+
+def resubmit_lock_conflicts(
+    runs: Sequence[Run], sweep_for: Callable[[Run, str], Sweep], *, executor: str = "auto"
+) -> ResubmitResult:
+    """Submit every run of ``runs`` on which this user met a lock conflict whose holder is gone.
+
+    ``sweep_for(run, recorded_sweep_path)`` gives the sweep to submit a run with. Runs
+    still held stay in conflict; runs the holder completed are settled, not retrained.
+    """
+    result = ResubmitResult()
+    by_sweep: dict[Path, tuple[Sweep, list[Run]]] = {}
+    for run in runs:
+        conflict = conflict_for(run.run_dir)
+        if conflict is None:
+            continue
+        meta = read_meta_quietly(run.run_dir)
+        if meta is not None and meta.finished_at is not None:
+            clear_conflict(run.run_dir)
+            result.settled.append((run, f"completed by {meta.user} (job {meta.job_id})"))
+            continue
+        sweep = sweep_for(run, str(conflict.get("sweep", "")))
+        by_sweep.setdefault(sweep.path, (sweep, []))[1].append(run)
+    for sweep, sweep_runs in by_sweep.values():
+        outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
+        result.submitted += outcome.submitted
+        result.still_held += outcome.conflicts
+        for run, reason in outcome.skipped:
+            clear_conflict(run.run_dir)
+            result.settled.append((run, reason))
+    return result
 
 
 def check_data_root(root: Path) -> None:
@@ -148,7 +252,7 @@ def check_data_root(root: Path) -> None:
 
 
 def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str) -> RunMeta:
-    previous = read_meta(item.run.run_dir)
+    previous = read_meta_quietly(item.run.run_dir)
     return RunMeta(
         model=item.run.model,
         variant=item.run.variant,
@@ -157,9 +261,11 @@ def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str) -> RunMeta:
         executor=kind,
         user=current_user(),
         host=current_host(),
+        pid=os.getpid(),  # the submitter's, until the job id is known: the claim is live meanwhile
         submitted_at=now(),
         max_iters=sweep.variant(item.run.variant).max_iters,
         attempts=previous.attempts if previous else 0,
+        lock_mode=sweep.sharing.lock_mode,
     )
 
 
@@ -176,7 +282,11 @@ def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -
     threads = resources.cpus_per_task
     try:
         with executor.batch():
-            jobs = [executor.submit(TrainingJob(str(run.run_dir), threads)) for run in runs]
+            jobs = [
+                executor.submit(TrainingJob(str(run.run_dir), threads, sweep.sharing.lock_mode,
+                                            sweep.sharing.umask_bits))
+                for run in runs
+            ]
     except ProveJobsError:
         raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
@@ -286,13 +396,20 @@ def wait(
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         metas = {run: read_meta(run.run_dir) for run in runs}
-        if not any(meta is not None and job_alive(meta) for meta in metas.values()):
+        if not any(meta is not None and _still_running(meta) for meta in metas.values()):
             return metas
         if deadline is not None and time.monotonic() > deadline:
             raise ProveJobsError(f"timed out after {timeout_s:.0f} s waiting for {len(runs)} run(s)")
         if on_poll is not None:
             on_poll()
         time.sleep(poll_s)
+
+
+def _still_running(meta: RunMeta) -> bool:
+    alive = claim_alive(meta, scheduler_states_for(meta))
+    # Unknown: keep waiting on a SLURM job (the scheduler may answer next time); a local
+    # job on another host cannot be followed from here.
+    return alive is True or (alive is None and meta.executor == "slurm")
 
 
 def cancel(runs: Sequence[Run]) -> list[Run]:

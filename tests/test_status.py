@@ -48,10 +48,14 @@ def test_states_from_metadata_and_local_processes(tmp_path: Path) -> None:
     write_meta(run.run_dir, meta(pid=dead_pid(), started_at=101.0))
     report = collect_status([run])
     assert report.statuses[0].state is RunState.FAILED
-    assert "gone without recording an end" in report.statuses[0].notes[-1]
+    assert any("gone without recording an end" in note for note in report.statuses[0].notes)
+    holder = report.statuses[0].lock_holder
+    assert holder is not None and holder.stale and holder.user == "alice"
+    assert report.statuses[0].to_json()["lock_holder"]["stale"] is True
     write_meta(run.run_dir, meta(started_at=101.0, finished_at=200.0))
     done = collect_status([run]).statuses[0]
     assert done.state is RunState.COMPLETED and done.elapsed_s == 99.0
+    assert done.lock_holder is None and done.to_json()["lock_holder"] is None
     write_meta(run.run_dir, meta(started_at=101.0, cancelled_at=150.0))
     assert state_of(run) is RunState.CANCELLED
 
@@ -74,7 +78,7 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: p
     states = [s.state for s in report.statuses]
     assert states == [RunState.PENDING, RunState.RUNNING, RunState.TIMEOUT, RunState.FAILED]
     assert report.statuses[1].node == "gpu01"
-    assert "unknown to SLURM" in report.statuses[3].notes[-1]
+    assert any("unknown to SLURM" in note for note in report.statuses[3].notes)
 
 
 def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

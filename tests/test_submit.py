@@ -31,7 +31,8 @@ def demo_sweep(weird_tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sweep:
 
 def test_dry_run_writes_nothing_and_shows_the_array(demo_sweep: Sweep) -> None:
     runs = demo_sweep.runs()
-    submitted, skipped = submit(demo_sweep, runs, executor="slurm", dry_run=True)
+    result = submit(demo_sweep, runs, executor="slurm", dry_run=True)
+    submitted, skipped = result.submitted, result.skipped
     assert [s.run for s in submitted] == runs and skipped == []
     assert all(s.job_id is None for s in submitted)
     assert list((demo_sweep.data_root).iterdir()) == []
@@ -49,7 +50,7 @@ needs_training = pytest.mark.skipif(
 def test_local_submit_trains_a_real_run_and_refuses_to_overwrite_it(demo_sweep: Sweep) -> None:
     run = demo_sweep.runs(models=["demo_fcn_r18_tiny"], variants=["DEMO_BS4"])[0]
     started = time.monotonic()
-    submitted, _ = submit(demo_sweep, [run], executor="local")
+    submitted = submit(demo_sweep, [run], executor="local").submitted
     returned_after = time.monotonic() - started
     job_id = submitted[0].job_id
     assert job_id is not None and job_id.isdigit()
@@ -73,7 +74,7 @@ def test_local_submit_trains_a_real_run_and_refuses_to_overwrite_it(demo_sweep: 
     with pytest.raises(RunError, match="already completed"):
         submit(demo_sweep, [run], executor="local")
     assert {p: p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()} == logs_before
-    _, skipped = submit(demo_sweep, [run], executor="local", skip_done=True)
+    skipped = submit(demo_sweep, [run], executor="local", skip_done=True).skipped
     assert [r for r, _ in skipped] == [run]
 
 

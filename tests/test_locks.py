@@ -1,0 +1,241 @@
+"""Claims, the training lock, stale claims and conflicts: real processes, real files, real filelock."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SWEEPS
+
+from prove_jobs.cli import main
+from prove_jobs.errors import LockConflict, RunError
+from prove_jobs.locks import TRAIN_LOCK, conflict_for, training_lock_held, unlock
+from prove_jobs.payload import TrainingJob
+from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, read_meta, write_meta
+from prove_jobs.spec import load_sweep
+from prove_jobs.status import RunState, collect_status
+from prove_jobs.submit import cancel, submit, wait
+
+HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1], mode=0o664)
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def process_holding_lock(run_dir: Path):  # type: ignore[no-untyped-def]
+    """Another process (another interpreter) holding the run's training lock."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / TRAIN_LOCK)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def make_run(root: Path) -> Run:
+    run = Run(model="demo_fcn_r18_tiny", variant="DEMO_REF", method="baseline", dataset="cityscapes", data_root=root)
+    run.run_dir.mkdir(parents=True)
+    return run
+
+
+def claim(run: Run, **changes: object) -> RunMeta:
+    base = RunMeta(model=run.model, variant=run.variant, executor="local", host=current_host(), user="alice",
+                   job_id="1", pid=os.getpid(), submitted_at=time.time(), max_iters=40)
+    return write_meta(run.run_dir, RunMeta(**{**base.to_json(), **changes}))  # type: ignore[arg-type]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_training_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    assert training_lock_held(run.run_dir) is False
+    with process_holding_lock(run.run_dir) as child:
+        assert training_lock_held(run.run_dir) is True
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert training_lock_held(run.run_dir) is False
+    # filelock leaves the file: its existence must never be read as "held"
+    assert (run.run_dir / TRAIN_LOCK).exists()
+    assert oct((run.run_dir / TRAIN_LOCK).stat().st_mode & 0o777) == oct(0o664)
+
+
+def test_payload_refuses_to_train_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    claim(run)
+    with process_holding_lock(run.run_dir), pytest.raises(LockConflict, match="another process is training"):
+        TrainingJob(str(run.run_dir))()
+    meta = read_meta(run.run_dir)
+    assert meta is not None and meta.failed_at is not None and meta.started_at is None
+    assert meta.error is not None and meta.error.startswith("lock conflict")
+
+
+def test_stale_live_and_forced_unlock(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    checkpoint = run.run_dir / "iter_20.pth"
+    checkpoint.write_bytes(b"weights")
+    claim(run, pid=dead_pid())
+    status = collect_status([run]).statuses[0]
+    assert status.lock_holder is not None and status.lock_holder.stale
+    released, what = unlock(run.run_dir)
+    assert released and "stale" in what
+    meta = read_meta(run.run_dir)
+    assert meta is not None and meta.released_at is not None and meta.released_by == current_user()
+    assert collect_status([run]).statuses[0].lock_holder is None
+    assert unlock(run.run_dir) == (False, "no claim")
+
+    claim(run)  # live: this very process
+    released, what = unlock(run.run_dir)
+    assert not released and "live" in what
+    with process_holding_lock(run.run_dir), pytest.raises(RunError, match="holds the training lock"):
+        unlock(run.run_dir, force=True)
+    released, _ = unlock(run.run_dir, force=True)  # the claim is live, but nobody trains
+    assert released
+    assert checkpoint.read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("garbage", [b"", b'{"model": "m", "var', b"\xff\xfe not json", b"[1, 2]"])
+def test_corrupt_claim_is_moved_aside_only_when_nobody_trains(tmp_path: Path, garbage: bytes) -> None:
+    run = make_run(tmp_path)
+    (run.run_dir / META_FILE).write_bytes(garbage)
+    (run.run_dir / "last_checkpoint").write_text("/x/iter_20.pth")
+    with process_holding_lock(run.run_dir), pytest.raises(RunError, match=r"corrupt lock \(.*prove_run.json\)"):
+        unlock(run.run_dir)
+    assert (run.run_dir / META_FILE).read_bytes() == garbage
+    released, what = unlock(run.run_dir)
+    assert released and "corrupt lock" in what
+    aside = list(run.run_dir.glob(f"{META_FILE}.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == garbage
+    assert (run.run_dir / "last_checkpoint").read_text() == "/x/iter_20.pth"
+    # status reports a corrupt file as a note, never a crash
+    (run.run_dir / META_FILE).write_bytes(garbage)
+    status = collect_status([run]).statuses[0]
+    assert any("corrupt" in note for note in status.notes)
+
+
+def test_cli_unlock_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path)
+    claim(run)
+    assert main(["unlock", str(run.run_dir)]) == 1
+    assert main(["unlock", "--stale", str(run.run_dir)]) == 0
+    assert "live" in capsys.readouterr().err
+    assert main(["unlock", str(tmp_path / "nothing")]) == 2
+    assert "no prove_run.json" in capsys.readouterr().err
+
+
+# --- the race: 8 interpreters submit one run at the same moment ---------------------------------
+
+def _race_worker(barrier: multiprocessing.synchronize.Barrier, demo_root: str, out: multiprocessing.Queue) -> None:  # type: ignore[name-defined,type-arg]
+    os.environ["DEMO_ROOT"] = demo_root
+    err = io.StringIO()
+    args = ["submit", str(SWEEPS / "demo.toml"), "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4",
+            "--executor", "local"]
+    barrier.wait()
+    with contextlib.redirect_stderr(err):
+        code = main(args)
+    out.put((code, err.getvalue()))
+
+
+@pytest.mark.slow
+def test_eight_racing_submitters_start_exactly_one_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    contenders, rounds = 8, 20
+    for round_no in range(rounds):
+        demo_root = tmp_path / f"round{round_no}"
+        (demo_root / "runs").mkdir(parents=True)
+        barrier, out = ctx.Barrier(contenders), ctx.Queue()
+        workers = [ctx.Process(target=_race_worker, args=(barrier, str(demo_root), out)) for _ in range(contenders)]
+        for worker in workers:
+            worker.start()
+        results = [out.get(timeout=120) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=60)
+        monkeypatch.setenv("DEMO_ROOT", str(demo_root))
+        sweep = load_sweep(SWEEPS / "demo.toml")
+        run = sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_BS4"])[0]
+        meta = read_meta(run.run_dir)
+        cancel([run])  # the winner's job: not needed beyond its start
+        assert meta is not None and meta.job_id is not None
+        winners = [err for code, err in results if code == 0]
+        losers = [err for code, err in results if code == 1]
+        assert len(winners) == 1 and len(losers) == contenders - 1, (round_no, results)
+        assert f"as local job {meta.job_id}" in winners[0]
+        for err in losers:
+            assert "lock conflict" in err and f"local job {meta.job_id}" in err, (round_no, err)
+        jobs = [p for p in (sweep.data_root / ".prove-jobs" / "submitit").iterdir() if p.name.isdigit()]
+        assert len(jobs) == 1, (round_no, jobs)
+        assert conflict_for(run.run_dir) is not None  # recorded for status and resubmit
+
+
+# --- kill -9, stale claim, resubmit --lock-conflicts resumes --------------------------------------
+
+needs_training = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("mmseg") is None, reason="the train extra (mmsegmentation) is not installed"
+)
+
+
+@pytest.mark.slow
+@needs_training
+def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from prove_jobs.demo_data import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "data" / "cityscapes")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("DEMO_ROOT", str(tmp_path))
+    sweep_file = str(SWEEPS / "demo.toml")
+    sweep = load_sweep(SWEEPS / "demo.toml")
+    run = sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
+    first = submit(sweep, [run], executor="local").submitted[0]
+    # The same run from "another terminal": a conflict naming the first job.
+    second = submit(sweep, [run], executor="local")
+    assert not second.submitted and second.conflicts[0][1].job_id == first.job_id
+
+    deadline = time.monotonic() + 240
+    while not (run.run_dir / "iter_20.pth").exists():
+        assert time.monotonic() < deadline, "no checkpoint at iteration 20"
+        time.sleep(0.2)
+    assert training_lock_held(run.run_dir) is True
+    assert first.job_id is not None
+    os.killpg(int(first.job_id), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while training_lock_held(run.run_dir):  # "at once": as soon as the kernel reaps the process
+        assert time.monotonic() < deadline, "the OS lock outlived its process"
+        time.sleep(0.05)
+
+    assert main(["status", sweep_file, "--model", run.model, "--variant", run.variant, "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["state"] == "lock_conflict"
+    assert row["lock_holder"]["stale"] is True and row["lock_holder"]["job_id"] == first.job_id
+
+    assert main(["resubmit", sweep_file, "--lock-conflicts", "--executor", "local"]) == 0
+    assert "resubmitted DEMO_REF/demo_fcn_r18_tiny" in capsys.readouterr().err
+    final = wait([run], poll_s=0.5, timeout_s=300)[run]
+    assert final is not None and final.finished_at is not None and final.attempts == 2
+    status = collect_status([run]).statuses[0]
+    assert status.state is RunState.COMPLETED and status.iter == 40 and status.lock_holder is None
+    assert conflict_for(run.run_dir) is None
+    starts = sorted(p for p in run.run_dir.iterdir() if p.is_dir() and p.name[:8].isdigit())
+    second_start = [json.loads(line) for line in (starts[-1] / "vis_data" / "scalars.json").read_text().splitlines()]
+    assert min(r["step"] for r in second_start if "loss" in r) > 20  # resumed, not restarted
+    assert main(["resubmit", sweep_file, "--lock-conflicts"]) == 0
+    assert "no lock conflicts" in capsys.readouterr().err
