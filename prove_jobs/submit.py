@@ -160,7 +160,12 @@ def _current_holder(run: Run, sweep: Sweep, mode: str) -> LockHolder | None:
     holder = holder_of(run.run_dir, meta, scheduler_states_for(meta), lock_mode=mode)
     if holder is not None and not holder.stale:
         return holder
-    if holder is None and training_lock_held(run.run_dir, mode):
+    held = training_lock_held(run.run_dir, mode)
+    if held is None:
+        lock = run.run_dir / TRAIN_LOCK
+        raise RunError(f"{lock}: cannot open the training lock as {current_user()} (owner: {file_owner(lock)}); "
+                       "ask them to make it group-writable (see docs/locks.md)")
+    if holder is None and held:
         # Training without an open claim: started by hand, or a claim unlocked with --force.
         lock = run.run_dir / TRAIN_LOCK
         return LockHolder(user=file_owner(lock), host="?", executor="unknown", job_id=None, pid=None,
@@ -351,9 +356,29 @@ def sbatch_extra(lines: Sequence[str]) -> dict[str, Any]:
 
 
 class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """The controller as a daemon: its own session, and none of the caller's file descriptors.
+
+    Inheriting stdout/stderr would keep a pipe open for as long as the job runs, so that
+    `prove-jobs submit | tee log` (or any caller reading its output) would hang until the
+    training ends. The controller's own messages go to ``controller.log`` in its job folder.
+    """
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["start_new_session"] = True
-        super().__init__(*args, **kwargs)
+        kwargs["stdin"] = subprocess.DEVNULL
+        command = args[0] if args else kwargs.get("args")
+        log = None
+        if isinstance(command, list) and command:  # [python, -m, submitit.local._local, folder]
+            folder = Path(command[-1])
+            folder.mkdir(parents=True, exist_ok=True)
+            log = open(folder / "controller.log", "ab")  # noqa: SIM115  # the child keeps it; we close ours
+        kwargs["stdout"] = log if log is not None else subprocess.DEVNULL
+        kwargs["stderr"] = subprocess.STDOUT if log is not None else subprocess.DEVNULL
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if log is not None:
+                log.close()
 
 
 _DETACHED_SUBPROCESS = types.SimpleNamespace(Popen=_DetachedPopen)
@@ -430,12 +455,35 @@ def cancel(runs: Sequence[Run]) -> list[Run]:
     return [run for run, _ in live]
 
 
-def _kill_local(meta: RunMeta) -> None:
-    assert meta.job_id is not None and meta.pid is not None
+def _kill_local(meta: RunMeta, grace_s: float = 10.0) -> None:
+    """Stop a local job's whole process group: SIGINT, then SIGKILL after ``grace_s``.
+
+    Not SIGTERM: submitit's task processes ignore it ("Bypassing signal SIGTERM"), as SLURM
+    sends it ahead of a preemption; SIGINT is what submitit's own LocalJob.cancel sends.
+    """
+    assert meta.job_id is not None
     # The controller leads its own session (see DetachedLocalExecutor): signal the group.
-    for pid in {int(meta.job_id), meta.pid}:
+    groups = set()
+    for pid in {int(meta.job_id), meta.pid or int(meta.job_id)}:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(os.getpgid(pid), signal.SIGTERM)
+            groups.add(os.getpgid(pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.1)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def describe_command(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -> str:

@@ -1,0 +1,201 @@
+"""Two real Unix users share one data root: a conflict names the holder, resubmit takes over after.
+
+Needs root to create the users (``useradd``) and to run commands as them (``runuser``).
+Each user runs the real CLI in its own interpreter, with this checkout and this venv's
+site-packages on PYTHONPATH (the venv's own python may live under root's 0700 home).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SWEEPS
+
+from prove_jobs.locks import TRAIN_LOCK, training_lock_held
+from prove_jobs.runs import read_meta
+
+GROUP = "prove_share"
+USER_A, USER_B = "prove_a", "prove_b"
+RUN_ARGS = ["--model", "demo_fcn_r18_tiny", "--variant", "DEMO_SLOW"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="creating Unix users and running commands as them needs root"),
+    pytest.mark.skipif(shutil.which("useradd") is None or shutil.which("runuser") is None,
+                       reason="useradd/runuser (Debian's passwd and util-linux) are not installed"),
+]
+
+
+def _interpreter() -> str:
+    """A python of this minor version that other users can execute (the venv's may sit in /root)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (os.path.realpath(sys.executable), f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        probe = subprocess.run(["runuser", "-u", "nobody", "--", candidate, "-c", "pass"], capture_output=True)
+        if probe.returncode == 0:
+            return candidate
+    pytest.fail(f"no {version} executable by other users (tried the venv's and /usr/bin/{version})")
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Path]:
+    subprocess.run(["groupadd", "-f", GROUP], check=True)
+    for user in (USER_A, USER_B):
+        if subprocess.run(["id", user], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--no-create-home", "--gid", GROUP, "--shell", "/usr/sbin/nologin", user],
+                           check=True)
+    base = Path(tempfile.mkdtemp(prefix="prove-two-users-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        subprocess.run(["pkill", "-u", USER_A], capture_output=True)
+        subprocess.run(["pkill", "-u", USER_B], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _setup(base: Path) -> dict[str, str]:
+    from prove_jobs.demo_data import make_demo_dataset
+
+    make_demo_dataset(base / "data" / "cityscapes")
+    runs = base / "runs"
+    runs.mkdir()
+    shutil.chown(runs, group=GROUP)
+    runs.chmod(0o2775)  # setgid: everything below stays in the shared group
+    # The source may sit in a folder other users cannot read (a clone under /root): copy it.
+    src = base / "src"
+    shutil.copytree(REPO / "prove_jobs", src / "prove_jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "job_templates", src / "job_templates")
+    # A recipe long enough that A is still training while B looks, with a checkpoint every 10 iterations.
+    (src / "job_templates" / "variants" / "DEMO_SLOW.toml").write_text(
+        'max_iters = 2000\nbatch_size = 2\nlr = 0.01\nwarmup_iters = 5\nval_interval = 1000\n'
+        'checkpoint_interval = 10\ncrop_size = [64, 64]\n'
+    )
+    demo = (SWEEPS / "demo.toml").read_text()
+    (base / "slow.toml").write_text(demo.replace('variants = ["DEMO_REF", "DEMO_BS4"]', 'variants = ["DEMO_SLOW"]'))
+    for path in [src, *src.rglob("*"), base / "slow.toml"]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return {"PYTHONPATH": f"{src}:{sysconfig.get_paths()['purelib']}", "DEMO_ROOT": str(base)}
+
+
+def _job_log(base: Path) -> str:
+    logs = sorted((base / "runs" / ".prove-jobs").rglob("*_log.err"))
+    return logs[-1].read_text()[-2000:] if logs else "(no job log)"
+
+
+def as_user(
+    user: str, base: Path, env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    home = base / f"home-{user}"
+    home.mkdir(exist_ok=True)
+    shutil.chown(home, user=user, group=GROUP)
+    variables = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": user, "LOGNAME": user,
+                 "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200", **env}
+    command = ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in variables.items()),
+               _interpreter(), "-m", "prove_jobs.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=str(base))
+
+
+def _wait_for(what: str, condition: Callable[[], object], base: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen; last job log: {_job_log(base)}"
+        time.sleep(0.2)
+
+
+def _starts(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name[:8].isdigit())
+
+
+def _first_train_step(start: Path) -> int | None:
+    scalars = start / "vis_data" / "scalars.json"
+    if not scalars.exists():
+        return None
+    steps = [json.loads(line)["step"] for line in scalars.read_text().splitlines() if '"loss"' in line]
+    return min(steps) if steps else None
+
+
+def test_user_b_meets_a_conflict_naming_a_and_resubmits_after_a_ends(shared: Path) -> None:
+    pytest.importorskip("mmseg", reason="the train extra (mmsegmentation) is not installed")
+    env = _setup(shared)
+    sweep = str(shared / "slow.toml")
+    run_dir = shared / "runs" / "DEMO_SLOW" / "baseline" / "cityscapes" / "demo_fcn_r18_tiny"
+
+    # submit returns at once even with its output captured: the job holds none of its pipes.
+    started = as_user(USER_A, shared, env, "submit", sweep, *RUN_ARGS, "--executor", "local", timeout=60)
+    assert started.returncode == 0, started.stderr
+    _wait_for("A's first checkpoint", lambda: (run_dir / "iter_10.pth").exists(), shared)
+    assert training_lock_held(run_dir) is True
+    meta = read_meta(run_dir)
+    assert meta is not None and meta.user == USER_A and meta.finished_at is None
+
+    conflict = as_user(USER_B, shared, env, "submit", sweep, *RUN_ARGS, "--executor", "local")
+    assert conflict.returncode == 1, conflict.stderr
+    assert "lock conflict" in conflict.stderr and f"{USER_A}@" in conflict.stderr
+    assert f"local job {meta.job_id}" in conflict.stderr
+
+    shown = as_user(USER_B, shared, env, "status", sweep, *RUN_ARGS, "--json")
+    [row] = json.loads(shown.stdout)
+    assert row["state"] == "lock_conflict" and row["lock_holder"]["user"] == USER_A
+    assert row["lock_holder"]["stale"] is False
+    table = as_user(USER_B, shared, env, "status", sweep, *RUN_ARGS)
+    assert f"Lock conflict ({USER_A})" in table.stdout
+
+    still = as_user(USER_B, shared, env, "resubmit", sweep, "--lock-conflicts", "--executor", "local")
+    assert still.returncode == 1 and f"still held: DEMO_SLOW/demo_fcn_r18_tiny by {USER_A}@" in still.stderr
+
+    ended = as_user(USER_A, shared, env, "cancel", sweep, *RUN_ARGS)
+    assert ended.returncode == 0, ended.stderr
+    _wait_for("the end of A's training", lambda: not training_lock_held(run_dir), shared, 30)
+    a_files = {p: p.stat().st_size for p in run_dir.rglob("*") if p.is_file() and p.owner() == USER_A
+               and p.suffix != ".pth" and p.name != "last_checkpoint" and "prove_" not in p.name
+               # mmengine dumps the config to <work_dir>/config.py at every start (A's copy stays in its
+               # <timestamp>/vis_data/config.py)
+               and p.relative_to(run_dir) != Path("config.py")}
+
+    retaken = as_user(USER_B, shared, env, "resubmit", sweep, "--lock-conflicts", "--executor", "local")
+    assert retaken.returncode == 0, retaken.stderr
+    assert "resubmitted DEMO_SLOW/demo_fcn_r18_tiny" in retaken.stderr
+    # B's job resumes from A's last checkpoint: mmengine rewrites A's last_checkpoint (group-writable).
+    _wait_for("B's resumed training", lambda: len(_starts(run_dir)) == 2 and _first_train_step(_starts(run_dir)[1]),
+              shared)
+    first_step = _first_train_step(_starts(run_dir)[1])
+    assert first_step is not None and first_step > 10
+    final = read_meta(run_dir)
+    assert final is not None and final.user == USER_B and final.attempts == 2 and final.started_at is not None
+    stopped = as_user(USER_B, shared, env, "cancel", sweep, *RUN_ARGS)
+    assert stopped.returncode == 0, stopped.stderr
+    # Nothing of A's was lost; both users wrote into the run dir.
+    lost = [str(p) for p, size in a_files.items() if not p.exists() or p.stat().st_size < size]
+    assert not lost, lost
+    assert {p.owner() for p in run_dir.rglob("*") if p.is_file()} >= {USER_A, USER_B}
+    assert (run_dir / TRAIN_LOCK).stat().st_mode & 0o060 == 0o060  # group read-write
+
+
+def test_a_lock_file_b_cannot_open_is_one_line_naming_its_owner(shared: Path) -> None:
+    env = {"PYTHONPATH": f"{shared / 'src'}:{sysconfig.get_paths()['purelib']}", "DEMO_ROOT": str(shared)}
+    if not (shared / "src").exists():
+        env = _setup(shared)
+    run_dir = shared / "runs" / "DEMO_BS4" / "baseline" / "cityscapes" / "demo_segformer_tiny"
+    run_dir.mkdir(parents=True)
+    shutil.chown(run_dir, group=GROUP)
+    run_dir.chmod(0o2775)
+    lock = run_dir / TRAIN_LOCK
+    lock.write_text("")
+    shutil.chown(lock, user=USER_A, group=GROUP)
+    lock.chmod(0o600)
+    refused = as_user(USER_B, shared, env, "submit", str(SWEEPS / "demo.toml"), "--model", "demo_segformer_tiny",
+                      "--variant", "DEMO_BS4", "--executor", "local")
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"owner: {USER_A}" in lines[0] and str(lock) in lines[0]
+    assert not (run_dir / "prove_run.json").exists()
