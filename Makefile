@@ -18,7 +18,7 @@ $(BIN)/python:
 # torch first, pinned to the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,report,dev]'
 ifeq ($(MMCV_FLAVOUR),full)
 	$(BIN)/python -m pip uninstall -q -y mmcv-lite
 	$(BIN)/python -m pip install -q 'setuptools<81' wheel ninja
@@ -34,6 +34,7 @@ demo: install
 	mkdir -p $(DEMO_ROOT)/runs
 	DEMO_ROOT=$(DEMO_ROOT) $(BIN)/prove-jobs submit $(DEMO_SWEEP) --executor local --skip-done --wait
 	DEMO_ROOT=$(DEMO_ROOT) $(BIN)/prove-jobs status $(DEMO_SWEEP)
+	DEMO_ROOT=$(DEMO_ROOT) $(BIN)/prove-jobs report $(DEMO_SWEEP) --out $(DEMO_ROOT)/report.md --plots $(DEMO_ROOT)/plots
 
 test: install
 	$(BIN)/python -m pytest -q

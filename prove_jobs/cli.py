@@ -24,6 +24,7 @@ EXAMPLES = {
     "status": "prove-jobs status job_templates/sweeps/demo.toml   |   prove-jobs status --root $AWARE_DATA_ROOT --json",
     "demo-data": "prove-jobs demo-data demo/data/cityscapes",
     "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
+    "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/",
     "resubmit": "prove-jobs resubmit job_templates/sweeps/cityscapes.toml --lock-conflicts --wait --poll 60",
 }
 
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     resubmit.add_argument("--wait", action="store_true", help="keep trying until no conflict is left")
     resubmit.add_argument("--poll", type=float, default=60.0, help="seconds between tries with --wait")
     resubmit.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+
+    report = command("report", "Write the comparison report (Markdown or JSON) of a sweep, with plots.")
+    sweep_args(report)
+    report.add_argument("--reference", help="the variant others are compared with (default: the sweep's first)")
+    report.add_argument("--out", type=Path, help="write the report here (default: stdout)")
+    report.add_argument("--plots", type=Path, help="write one mIoU-vs-iteration PNG per variant into this folder")
+    report.add_argument("--format", choices=["md", "json"], default="md")
 
     demo = command("demo-data", "Write a small deterministic synthetic Cityscapes-format dataset.")
     demo.add_argument("dir", type=Path, help="folder to write leftImg8bit/ and gtFine/ into")
@@ -321,6 +329,37 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
         time.sleep(args.poll)
 
 
+def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
+    import json
+    import os
+
+    from prove_jobs.report import build_report, render_markdown, write_plots
+    from prove_jobs.runs import atomic_write_text
+    from prove_jobs.status import collect_status
+
+    sweep, runs = _sweep_and_runs(args)
+    status = collect_status(runs)
+    if status.scheduler_note:
+        term.warn(status.scheduler_note)
+    report = build_report(sweep, status.statuses, reference=args.reference)
+    plots: dict[str, str] = {}
+    if args.plots is not None:
+        base = args.out.parent if args.out is not None else Path.cwd()
+        for variant, path in write_plots(report, args.plots).items():
+            plots[variant] = os.path.relpath(path.absolute(), base.absolute())
+            term.info(f"wrote {path}")
+    if args.format == "json":
+        text = json.dumps({**report.to_json(), "plots": plots}, indent=2) + "\n"
+    else:
+        text = render_markdown(report, plots=plots)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.out, text)
+        term.success(f"wrote {args.out}")
+    return 0
+
+
 HANDLERS = {
     "plan": cmd_plan,
     "render": cmd_render,
@@ -331,6 +370,7 @@ HANDLERS = {
     "demo-data": cmd_demo_data,
     "unlock": cmd_unlock,
     "resubmit": cmd_resubmit,
+    "report": cmd_report,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich import box
@@ -10,8 +10,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from prove_jobs.report import configuration_rows
 from prove_jobs.runs import Run
-from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep, Variant
+from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep
 from prove_jobs.status import RunState, RunStatus
 
 ICONS = {
@@ -68,21 +69,8 @@ def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
     config.add_column("Parameter", style="bold")
     for variant in variants:
         config.add_column(variant.name, justify="right", overflow="fold")
-    parameters: list[tuple[str, Callable[[Variant], str]]] = [
-        ("Iterations", lambda v: f"{v.max_iters:,}"),
-        ("Batch size", lambda v: str(v.batch_size)),
-        ("Total samples", lambda v: f"{v.total_samples:,}"),
-        ("Gradient steps", lambda v: f"{v.gradient_steps:,}"),
-        ("Crop size", lambda v: f"{v.crop_size[0]}×{v.crop_size[1]}"),
-        ("Optimizer", lambda v: OPTIMIZER),
-        ("Base LR", _lr_text),
-        ("Warmup", lambda v: f"{v.warmup_iters:,}"),
-        ("LR scheduler", lambda v: SCHEDULER),
-        ("Val interval", lambda v: f"{v.val_interval:,}"),
-        ("Checkpoint interval", lambda v: f"{v.checkpoint_interval:,}"),
-    ]
-    for label, cell in parameters:
-        config.add_row(label, *(cell(v) for v in variants))
+    for label, cells in configuration_rows(variants):
+        config.add_row(label, *cells)
 
     listing = Table(title=f"{len(runs)} run(s) of sweep {sweep.name}, under {sweep.data_root}", title_justify="left")
     # The relative dir names variant and model (<VARIANT>/<method>/<dataset>/<model>): no separate columns.
@@ -90,13 +78,6 @@ def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
     for run in runs:
         listing.add_row(_relative(run.run_dir, sweep.data_root))
     return Group(config, Text(""), listing)
-
-
-def _lr_text(variant: Variant) -> str:
-    """``0.08 (8× scaled)`` for a linearly scaled LR, as the report writes it."""
-    if variant.lr_scale == 1.0:
-        return f"{variant.lr:g}"
-    return f"{variant.lr:g} ({variant.lr_scale:g}× scaled)"
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -421,7 +421,7 @@ def wait(
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         metas = {run: read_meta(run.run_dir) for run in runs}
-        if not any(meta is not None and _still_running(meta) for meta in metas.values()):
+        if not any(meta is not None and _still_running(run.run_dir, meta) for run, meta in metas.items()):
             return metas
         if deadline is not None and time.monotonic() > deadline:
             raise ProveJobsError(f"timed out after {timeout_s:.0f} s waiting for {len(runs)} run(s)")
@@ -430,8 +430,12 @@ def wait(
         time.sleep(poll_s)
 
 
-def _still_running(meta: RunMeta) -> bool:
+def _still_running(run_dir: Path, meta: RunMeta) -> bool:
     alive = claim_alive(meta, scheduler_states_for(meta))
+    if alive is False:
+        # A process whose main thread is gone reads as dead (zombie leader) while its other threads
+        # (torch's) still exit; its files, the training lock with them, close with the last one.
+        return training_lock_held(run_dir, meta.lock_mode) is True
     # Unknown: keep waiting on a SLURM job (the scheduler may answer next time); a local
     # job on another host cannot be followed from here.
     return alive is True or (alive is None and meta.executor == "slurm")

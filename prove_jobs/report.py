@@ -1,0 +1,392 @@
+"""The comparison report the group used to write by hand, built from the runs' statuses.
+
+``build_report`` turns a sweep's statuses into a :class:`Report` (plain data, also the
+``--format json`` output); ``render_markdown`` writes it the way
+``cityscapes-training-comparison.md`` does; ``write_plots`` draws one mIoU-vs-iteration
+PNG per variant (matplotlib, the optional ``report`` extra, imported only there).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prove_jobs.errors import ProveJobsError, SpecError
+from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep, Variant
+from prove_jobs.status import RunState, RunStatus
+
+ICONS = {
+    RunState.COMPLETED: "✅", RunState.RUNNING: "🔄", RunState.PENDING: "⏳", RunState.LOCK_CONFLICT: "⏳",
+    RunState.FAILED: "❌", RunState.CANCELLED: "⛔", RunState.TIMEOUT: "⌛", RunState.NOT_SUBMITTED: "·",
+}
+_FAMILY = re.compile(r"^prove_family\s*=\s*['\"](\w+)['\"]", re.MULTILINE)
+
+
+def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]]]:
+    """The report's "Training Configurations" rows: (parameter, one cell per variant)."""
+    parameters: list[tuple[str, Callable[[Variant], str]]] = [
+        ("Iterations", lambda v: f"{v.max_iters:,}"),
+        ("Batch size", lambda v: str(v.batch_size)),
+        ("Total samples", lambda v: f"{v.total_samples:,}"),
+        ("Gradient steps", lambda v: f"{v.gradient_steps:,}"),
+        ("Crop size", lambda v: f"{v.crop_size[0]}×{v.crop_size[1]}"),
+        ("Optimizer", lambda v: OPTIMIZER),
+        ("Base LR", lr_text),
+        ("Warmup", lambda v: f"{v.warmup_iters:,}"),
+        ("LR scheduler", lambda v: SCHEDULER),
+        ("Val interval", lambda v: f"{v.val_interval:,}"),
+        ("Checkpoint interval", lambda v: f"{v.checkpoint_interval:,}"),
+    ]
+    return [(label, [cell(v) for v in variants]) for label, cell in parameters]
+
+
+def lr_text(variant: Variant) -> str:
+    """``0.08 (8× scaled)`` for a linearly scaled LR, as the report writes it."""
+    if variant.lr_scale == 1.0:
+        return f"{variant.lr:g}"
+    return f"{variant.lr:g} ({variant.lr_scale:g}× scaled)"
+
+
+def variant_label(variant: Variant) -> str:
+    """``WEIGHTS_CITYSCAPES (20k, BS=16)``: the recipe in the column header."""
+    iters = f"{variant.max_iters // 1000}k" if variant.max_iters % 1000 == 0 else f"{variant.max_iters}"
+    return f"{variant.name} ({iters}, BS={variant.batch_size})"
+
+
+@dataclass(frozen=True)
+class RunTime:
+    model: str
+    variant: str
+    seconds: float
+    miou: float
+    minutes_per_point: float  # run time per 1 % mIoU
+    speedup_vs_reference: float | None  # reference time / this time
+
+
+@dataclass
+class Report:
+    sweep: str
+    reference: str
+    variants: list[Variant]
+    statuses: list[RunStatus]
+    families: dict[str, str]  # model -> family tag of its template ("cnn", "transformer", ...)
+    differences: dict[str, float] = field(default_factory=dict)  # model -> best non-reference - reference
+    times: list[RunTime] = field(default_factory=list)
+
+    def status(self, model: str, variant: str) -> RunStatus | None:
+        return next((s for s in self.statuses if s.run.model == model and s.run.variant == variant), None)
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(s.run.model for s in self.statuses))
+
+    def family_averages(self) -> dict[str, float]:
+        """Mean difference vs the reference, over all models (``all``) and per family."""
+        groups: dict[str, list[float]] = {}
+        for model, diff in self.differences.items():
+            groups.setdefault("all", []).append(diff)
+            groups.setdefault(self.families.get(model, "other"), []).append(diff)
+        return {name: round(sum(values) / len(values), 2) for name, values in groups.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": self.sweep,
+            "reference": self.reference,
+            "configurations": {v.name: dict(zip([r[0] for r in configuration_rows([v])],
+                                                [r[1][0] for r in configuration_rows([v])], strict=True))
+                               for v in self.variants},
+            "results": [
+                {
+                    "model": model,
+                    "family": self.families.get(model),
+                    "final_miou": {v.name: final_miou(self.status(model, v.name)) for v in self.variants},
+                    "difference_vs_reference": self.differences.get(model),
+                }
+                for model in self.models
+            ],
+            "family_averages": self.family_averages(),
+            "runs": [s.to_json() for s in self.statuses],
+            "times": [t.__dict__ for t in self.times],
+        }
+
+
+def final_miou(status: RunStatus | None) -> float | None:
+    """The last validation mIoU of a completed run; ``None`` until the run has completed."""
+    if status is None or status.state is not RunState.COMPLETED or status.last_val is None:
+        return None
+    return status.last_val.miou
+
+
+def build_report(sweep: Sweep, statuses: Sequence[RunStatus], *, reference: str | None = None,
+                 run_seconds: Callable[[RunStatus], float | None] | None = None) -> Report:
+    """Everything the report says, computed once from the statuses.
+
+    ``run_seconds`` gives a run's training time (default: :func:`training_seconds` on its logs).
+    """
+    reference = reference or sweep.variants[0].name
+    if reference not in {v.name for v in sweep.variants}:
+        raise SpecError(sweep.path, "--reference", f"variant {reference!r} is not in this sweep "
+                        f"(variants: {', '.join(v.name for v in sweep.variants)})")
+    report = Report(
+        sweep=sweep.name, reference=reference, variants=list(sweep.variants), statuses=list(statuses),
+        families={model: _family(sweep, model) for model in dict.fromkeys(s.run.model for s in statuses)},
+    )
+    for model in report.models:
+        ref = final_miou(report.status(model, reference))
+        others = [m for v in sweep.variants if v.name != reference
+                  if (m := final_miou(report.status(model, v.name))) is not None]
+        if ref is not None and others:
+            report.differences[model] = round(max(others) - ref, 2)
+
+    seconds_of = run_seconds or (lambda status: training_seconds(status.run.run_dir))
+    ref_seconds = {s.run.model: seconds_of(s) for s in statuses
+                   if s.run.variant == reference and final_miou(s) is not None}
+    for status in statuses:
+        miou = final_miou(status)
+        seconds = seconds_of(status) if miou is not None else None
+        if miou is None or seconds is None or miou <= 0:
+            continue
+        ref = ref_seconds.get(status.run.model)
+        report.times.append(RunTime(
+            model=status.run.model, variant=status.run.variant, seconds=round(seconds, 1), miou=miou,
+            minutes_per_point=seconds / 60 / miou,
+            speedup_vs_reference=None if status.run.variant == reference or not ref else ref / seconds,
+        ))
+    return report
+
+
+def training_seconds(run_dir: Path) -> float | None:
+    """Time spent training, from mmengine's per-iteration ``time`` in every start's scalars.
+
+    Queue waits and the gaps between requeues are not in it; iterations repeated after a
+    resume count once (the later start's records win, as for the curve). Validation time
+    is not included either: mmengine logs it apart.
+    """
+    per_iter: dict[int, float] = {}
+    starts = sorted(p for p in _dirs(run_dir) if re.fullmatch(r"\d{8}_\d{6}", p.name))
+    for start in starts:
+        scalars = start / "vis_data" / "scalars.json"
+        try:
+            lines = scalars.read_bytes().splitlines()
+        except OSError:
+            continue
+        records: list[tuple[int, float]] = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line being written, or garbage: the parser warns about it
+            if isinstance(record, dict) and "loss" in record and "time" in record:
+                it = record.get("iter", record.get("step"))
+                if isinstance(it, int) and isinstance(record["time"], int | float) and math.isfinite(record["time"]):
+                    records.append((it, float(record["time"])))
+        if records:
+            resumed_at = min(it for it, _ in records)
+            for it in [i for i in per_iter if i >= resumed_at]:
+                del per_iter[it]
+            per_iter.update(records)
+    if not per_iter:
+        return None
+    # A record's `time` is the mean seconds per iteration since the previous record.
+    total, previous = 0.0, 0
+    for it in sorted(per_iter):
+        total += per_iter[it] * (it - previous)
+        previous = it
+    return total
+
+
+def _dirs(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir()]
+    except OSError:
+        return []
+
+
+def _family(sweep: Sweep, model: str) -> str:
+    try:
+        found = _FAMILY.search(sweep.model_template(model).read_text())
+    except OSError:
+        return "other"
+    return found.group(1) if found else "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def render_markdown(report: Report, *, plots: dict[str, str] | None = None) -> str:
+    """The report as Markdown; ``plots`` maps a variant to its PNG's path relative to the report."""
+    lines = [f"# {report.sweep}: training comparison", ""]
+    lines += _configurations(report) + _results(report) + _status(report)
+    lines += _progress(report, plots or {}) + _times(report)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def _configurations(report: Report) -> list[str]:
+    header = ["Parameter", *(v.name for v in report.variants)]
+    rows = [[f"**{label}**", *cells] for label, cells in configuration_rows(report.variants)]
+    return ["## Training Configurations", "", *_table(header, rows)]
+
+
+def _cell(status: RunStatus | None, bold: bool) -> str:
+    if status is None or status.state is RunState.NOT_SUBMITTED:
+        return "-"
+    miou = final_miou(status)
+    if miou is not None:
+        return f"**{miou:.2f}%**" if bold else f"{miou:.2f}%"
+    if status.state is RunState.RUNNING:
+        return f"(running @ {status.iter})" if status.iter is not None else "(running)"
+    if status.state is RunState.LOCK_CONFLICT and status.lock_holder is not None:
+        return f"(lock conflict: {status.lock_holder.user})"
+    return f"({status.state.value})"
+
+
+def _results(report: Report) -> list[str]:
+    others = [v for v in report.variants if v.name != report.reference]
+    header = ["Model", *(("Reference: " if v.name == report.reference else "") + variant_label(v)
+                         for v in report.variants), "Difference vs Ref"]
+    rows = []
+    for model in report.models:
+        finals = {v.name: final_miou(report.status(model, v.name)) for v in others}
+        scored = [m for m in finals.values() if m is not None]
+        best = max(scored) if len(scored) > 1 else None
+        cells = [_cell(report.status(model, v.name), bold=v.name != report.reference and finals.get(v.name) == best)
+                 for v in report.variants]
+        diff = report.differences.get(model)
+        rows.append([model, *cells, "-" if diff is None else f"**{diff:+.2f}%**"])
+    out = ["## Validation mIoU Results", "",
+           f"Final validation mIoU per run; the difference is the best non-reference result minus "
+           f"{report.reference}, in points.", "", *_table(header, rows)]
+    averages = report.family_averages()
+    if averages:
+        out += ["### Average difference vs reference", ""]
+        for name, value in sorted(averages.items(), key=lambda kv: (kv[0] != "all", kv[0])):
+            count = sum(1 for m in report.differences if name == "all" or report.families.get(m) == name)
+            out.append(f"- **{name}**: {value:+.2f}% ({count} model(s))")
+        out.append("")
+    return out
+
+
+def status_line(status: RunStatus) -> str:
+    """``✅ segformer_mit-b3: Completed (alice) - 76.84% mIoU (Job 1057498)``, the report's list item."""
+    user = status.lock_holder.user if status.state is RunState.LOCK_CONFLICT and status.lock_holder else status.user
+    text = f"{ICONS[status.state]} {status.run.model}: {status.state.value.capitalize()}"
+    if user:
+        text += f" ({user})"
+    if status.state in (RunState.RUNNING, RunState.FAILED, RunState.CANCELLED, RunState.TIMEOUT) and status.iter:
+        text += f" @ {status.iter}/{status.max_iters or '?'}"
+    miou = final_miou(status)
+    if miou is not None:
+        text += f" - {miou:.2f}% mIoU"
+    if status.job_id and status.state is not RunState.LOCK_CONFLICT:
+        text += f" (Job {status.job_id})"
+    return text
+
+
+def _status(report: Report) -> list[str]:
+    out = ["## Status", ""]
+    for variant in report.variants:
+        group = [s for s in report.statuses if s.run.variant == variant.name]
+        if not group:
+            continue
+        out += [f"### {variant.name} (BS={variant.batch_size}, {variant.max_iters:,} iters)", ""]
+        out += [f"- {status_line(s)}" for s in group] + [""]
+    return out
+
+
+def _progress(report: Report, plots: dict[str, str]) -> list[str]:
+    out = ["## Training Progress", ""]
+    for variant in report.variants:
+        group = [s for s in report.statuses if s.run.variant == variant.name and s.curve]
+        if not group:
+            continue
+        out += [f"### {variant_label(variant)}", ""]
+        if variant.name in plots:
+            out += [f"![mIoU vs iteration, {variant.name}]({plots[variant.name]})", ""]
+        for status in group:
+            rows = [[str(p.iter), _pct(p.miou), _pct(p.aacc)] for p in status.curve]
+            if status.state is RunState.COMPLETED:
+                rows[-1] = [f"**{cell}**" for cell in rows[-1]]
+            out += [f"**{status.run.model}:**", *_table(["Iteration", "mIoU", "aAcc"], rows)]
+    return out
+
+
+def _duration(seconds: float) -> str:
+    """The report's units: hours for real trainings, minutes or seconds for toy ones."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} hrs"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} sec"
+
+
+def _run_time(seconds: float) -> str:
+    return f"{seconds:,.0f} sec ({_duration(seconds)})" if seconds >= 60 else _duration(seconds)
+
+
+def _times(report: Report) -> list[str]:
+    if not report.times:
+        return []
+    rows = []
+    for t in report.times:
+        speed = "reference" if t.variant == report.reference else (
+            "-" if t.speedup_vs_reference is None else f"~{t.speedup_vs_reference:.1f}× faster")
+        rows.append([f"**{t.model}**", t.variant, _run_time(t.seconds), _pct(t.miou),
+                     _duration(t.minutes_per_point * 60), speed])
+    return ["## Training Time Comparison", "",
+            "Run time is the training iterations' measured time summed over every start (queue waits, "
+            "requeue gaps and validation excluded).", "",
+            *_table(["Model", "Config", "Run Time", "mIoU", "Time per 1% mIoU", "vs reference"], rows)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def write_plots(report: Report, folder: Path) -> dict[str, Path]:
+    """One PNG per variant with a curve: mIoU vs iteration for every model. Returns variant -> file."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ProveJobsError("plots need matplotlib: pip install 'prove-jobs[report]' (or leave out --plots)") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for variant in report.variants:
+        group = [s for s in report.statuses if s.run.variant == variant.name and s.curve]
+        if not group:
+            continue
+        figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+        for status in group:
+            points = [(p.iter, p.miou) for p in status.curve if p.miou is not None]
+            axes.plot([i for i, _ in points], [m for _, m in points], marker="o", markersize=3,
+                      label=status.run.model)
+        axes.set_title(f"{variant_label(variant)}: validation mIoU")
+        axes.set_xlabel("iteration")
+        axes.set_ylabel("mIoU (%)")
+        axes.set_xlim(0, variant.max_iters * 1.03)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        path = folder / f"{variant.name}.png"
+        figure.savefig(path)
+        plt.close(figure)
+        written[variant.name] = path
+    return written
