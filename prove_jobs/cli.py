@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prove_jobs import __version__
@@ -13,6 +13,7 @@ from prove_jobs.errors import ProveJobsError
 from prove_jobs.locks import LockHolder
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep, load_sweep
+from prove_jobs.status import RunState, RunStatus
 from prove_jobs.terminal import Terminal
 
 EXAMPLES = {
@@ -21,7 +22,9 @@ EXAMPLES = {
     "submit": "prove-jobs submit job_templates/sweeps/demo.toml --executor local --wait",
     "wait": "prove-jobs wait job_templates/sweeps/demo.toml --timeout 600",
     "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny",
-    "status": "prove-jobs status job_templates/sweeps/demo.toml   |   prove-jobs status --root $AWARE_DATA_ROOT --json",
+    "status": "prove-jobs status job_templates/sweeps/demo.toml --watch 5\n"
+              "  prove-jobs status --root $AWARE_DATA_ROOT --state running --json\n"
+              "  prove-jobs status demo/runs/DEMO_REF/baseline/cityscapes/demo_fcn_r18_tiny --curve",
     "demo-data": "prove-jobs demo-data demo/data/cityscapes",
     "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
     "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/",
@@ -75,10 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = command("cancel", "Cancel the live jobs of a sweep's runs.")
     sweep_args(cancel)
 
-    status = command("status", "Show where every run stands: state, iteration, mIoU/aAcc, job.")
+    status = command("status", "Show where every run stands: state, progress, mIoU/aAcc, job (a sweep or one run dir).")
     sweep_args(status, optional=True)
     status.add_argument("--root", type=Path, help="show every run found under this data root instead")
-    status.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    status.add_argument("--json", action="store_true", help="print a JSON list instead of a table (docs/status.md)")
+    status.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+                        help="redraw every SECONDS (default 10) until Ctrl-C")
+    status.add_argument("--curve", action="store_true", help="per-run table: Iteration | mIoU | aAcc")
+    status.add_argument("--state", action="append", default=[], type=str.lower,
+                        choices=[s.name.lower() for s in RunState], help="only runs in this state (repeatable)")
+    status.add_argument("--user", action="append", default=[], help="only runs submitted by this user (repeatable)")
 
     unlock = command("unlock", "Release the claim on run dirs whose job is gone (stale); touches nothing else.")
     unlock.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
@@ -233,31 +242,91 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.dashboard import status_tables
-    from prove_jobs.status import collect_status, discover_runs
+    from prove_jobs.logs import LogCache
+    from prove_jobs.status import collect_status
+
+    runs, title = _status_runs(args)
+    logs = LogCache()
+
+    def collect() -> tuple[list[RunStatus], list[str]]:
+        report = collect_status(runs, read_log=logs.read_run_log)
+        statuses = [s for s in report.statuses if _wanted(s, args)]
+        warnings = [report.scheduler_note] if report.scheduler_note else []
+        warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]
+        return statuses, warnings
+
+    if args.watch is not None:
+        return _watch(collect, title, args.watch, term)
+    statuses, warnings = collect()
+    if args.json:
+        term.json([s.to_json() for s in statuses])
+        return 0
+    if args.curve:
+        from prove_jobs.dashboard import curve_table
+
+        for status in statuses:
+            term.show(curve_table(status))
+    else:
+        from prove_jobs.dashboard import status_tables
+
+        term.show(status_tables(statuses, title=title, width=term.out.width))
+    for warning in warnings:
+        term.warn(warning)
+    return 0
+
+
+def _status_runs(args: argparse.Namespace) -> tuple[list[Run], str]:
+    """The runs `status` looks at: a sweep's, every run under --root, or the one run dir given."""
+    from prove_jobs.status import discover_runs
 
     if args.root is not None:
         if not args.root.is_dir():
             raise ProveJobsError(f"{args.root}: no such data root")
-        runs = [r for r in discover_runs(args.root.absolute())
-                if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
-        title = f"Runs under {args.root}"
-    elif args.sweep is not None:
-        sweep, runs = _sweep_and_runs(args)
-        title = f"Sweep {sweep.name} ({sweep.data_root})"
-    else:
-        raise ProveJobsError("status: give a sweep file or --root DIR")
-    report = collect_status(runs)
-    if args.json:
-        term.json([s.to_json() for s in report.statuses])
+        return discover_runs(args.root.absolute()), f"Runs under {args.root}"
+    if args.sweep is None:
+        raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
+    if args.sweep.is_dir():
+        run_dir = args.sweep.absolute()
+        if len(run_dir.parts) < 5:
+            raise ProveJobsError(f"{args.sweep}: not a run dir (<root>/<VARIANT>/<method>/<dataset>/<model>)")
+        variant, method, dataset, model = run_dir.parts[-4:]
+        return [Run(model, variant, method, dataset, run_dir.parents[3])], str(run_dir)
+    sweep, runs = _sweep_and_runs(args)
+    return runs, f"Sweep {sweep.name} ({sweep.data_root})"
+
+
+def _wanted(status: RunStatus, args: argparse.Namespace) -> bool:
+    return ((not args.model or status.run.model in args.model)
+            and (not args.variant or status.run.variant in args.variant)
+            and (not args.state or status.state.name.lower() in args.state)
+            and (not args.user or status.user in args.user))
+
+
+def _watch(collect: Callable[[], tuple[list[RunStatus], list[str]]], title: str, every_s: float,
+           term: Terminal) -> int:
+    """Redraw in place every ``every_s`` seconds (rich Live) until Ctrl-C; logs are re-read incrementally."""
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from prove_jobs.dashboard import status_tables
+
+    def frame() -> Group:
+        statuses, warnings = collect()
+        stamp = time.strftime("%H:%M:%S")
+        footer = [Text(f"{stamp} · every {every_s:g} s · Ctrl-C to quit", style="dim")]
+        footer += [Text(f"warning: {w}", style="yellow") for w in warnings[:5]]
+        return Group(status_tables(statuses, title=title, width=term.out.width), *footer)
+
+    try:
+        with Live(frame(), console=term.out, auto_refresh=False, transient=False) as live:
+            while True:
+                time.sleep(every_s)
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
         return 0
-    term.show(status_tables(report.statuses, title=title))
-    if report.scheduler_note:
-        term.warn(report.scheduler_note)
-    for s in report.statuses:
-        for note in s.notes:
-            term.warn(f"{s.run.name}: {note}")
-    return 0
 
 
 def cmd_demo_data(args: argparse.Namespace, term: Terminal) -> int:

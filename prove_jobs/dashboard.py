@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Group, JustifyMethod, RenderableType
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -101,39 +104,109 @@ def state_text(status: RunStatus) -> Text:
     return Text(f"{ICONS[status.state]} {label}", style=STYLES.get(status.state, ""))
 
 
-def status_tables(statuses: Sequence[RunStatus], *, title: str = "") -> Group:
-    """One table per variant, as the report's Status section groups runs."""
+def status_tables(statuses: Sequence[RunStatus], *, title: str = "", width: int = 200) -> Group:
+    """One table per variant, as the report's Status section groups runs; columns fit ``width``."""
     by_variant: dict[str, list[RunStatus]] = {}
     for status in statuses:
         by_variant.setdefault(status.run.variant, []).append(status)
     parts: list[RenderableType] = [Text(title, style="bold")] if title else []
     for variant, group in by_variant.items():
-        parts.append(status_table(group, title=f"{variant} (mIoU, aAcc: last validation, %)"))
+        parts.append(status_table(group, title=variant, width=width))
+    if not statuses:
+        parts.append(Text("no runs match", style="dim"))
     return Group(*parts)
 
 
-def status_table(statuses: Sequence[RunStatus], *, title: str = "") -> Table:
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None], width: int = 12) -> str:
+    """The last ``width`` values as block characters, scaled between their own min and max."""
+    points = [v for v in values if v is not None][-width:]
+    if not points:
+        return ""
+    low, high = min(points), max(points)
+    span = high - low or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / span * (len(SPARK) - 1) + 0.5))] for v in points)
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    cell: Callable[[RunStatus], RenderableType]
+    width: int  # what it needs, for choosing the columns that fit
+    priority: int  # lower = dropped last
+    justify: JustifyMethod = "left"
+
+
+def _progress(s: RunStatus) -> RenderableType:
+    if not s.max_iters:
+        return ""
+    done = min(s.iter or 0, s.max_iters)
+    return ProgressBar(total=s.max_iters, completed=done, width=10,
+                       complete_style="green" if s.state is RunState.COMPLETED else "cyan")
+
+
+def _at(value: float | None, at: int | None) -> str:
+    return "-" if value is None else f"{value:.2f}" + (f" @{at}" if at is not None else "")
+
+
+COLUMNS = [
+    _Column("Model", lambda s: s.run.model, 20, 0),
+    _Column("State", state_text, 22, 0),
+    _Column("Progress", _progress, 10, 3),
+    _Column("mIoU", lambda s: _at(s.last_val.miou if s.last_val else None, s.last_val.iter if s.last_val else None),
+            12, 1, "right"),
+    _Column("aAcc", lambda s: _pct(s.last_val.aacc if s.last_val else None), 6, 2, "right"),
+    _Column("Best mIoU", lambda s: _at(s.best_val.miou if s.best_val else None,
+                                       s.best_val.iter if s.best_val else None), 12, 2, "right"),
+    _Column("Curve", lambda s: Text(sparkline([p.miou for p in s.curve]), style="cyan"), 12, 5),
+    _Column("Elapsed", lambda s: _duration(s.elapsed_s), 8, 3, "right"),
+    _Column("ETA", lambda s: _duration(s.eta_s), 8, 4, "right"),
+    _Column("Job", lambda s: s.job_id or "-", 9, 2),
+    _Column("User", lambda s: s.user or "-", 8, 4),
+    _Column("Node", lambda s: s.node or "-", 8, 6),
+]
+
+
+def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int = 200) -> Table:
+    """The dashboard table; on a narrow terminal the least important columns are left out whole."""
+    cells = {column.header: [column.cell(s) for s in statuses] for column in COLUMNS}
+    needed = {column.header: max([len(column.header), *(_cell_width(c) for c in cells[column.header])])
+              for column in COLUMNS}
+    chosen = list(COLUMNS)
+    while sum(needed[c.header] + 2 for c in chosen) > width and any(c.priority > 0 for c in chosen):
+        chosen.remove(max(chosen, key=lambda c: (c.priority, COLUMNS.index(c))))
     table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    # Narrow terminals wrap names and states rather than truncating numbers.
-    table.add_column("Model", overflow="fold", min_width=min(22, max((len(s.run.model) for s in statuses), default=5)))
-    table.add_column("State")
-    for header in ("mIoU", "aAcc", "Best mIoU", "Time"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("Job", overflow="fold")
-    table.add_column("User", overflow="fold")
-    for s in statuses:
-        last, best = s.last_val, s.best_val
-        table.add_row(
-            s.run.model,
-            state_text(s),
-            _pct(last.miou if last else None),
-            _pct(last.aacc if last else None),
-            _pct(best.miou if best else None) + (f" @{best.iter}" if best else ""),
-            _duration(s.elapsed_s),
-            s.job_id or "-",
-            s.user or "-",
-        )
+    for column in chosen:
+        table.add_column(column.header, justify=column.justify, overflow="fold")
+    for index in range(len(statuses)):
+        table.add_row(*(cells[column.header][index] for column in chosen))
     return table
+
+
+def _cell_width(cell: RenderableType) -> int:
+    if isinstance(cell, ProgressBar):
+        return cell.width or 10
+    return cell_len(cell.plain if isinstance(cell, Text) else str(cell))
+
+
+def curve_table(status: RunStatus) -> Group:
+    """The report's Training Progress table for one run: Iteration | mIoU | aAcc, the final row bold."""
+    table = Table(box=box.SIMPLE_HEAD)
+    for header in ("Iteration", "mIoU", "aAcc"):
+        table.add_column(header, justify="right")
+    for index, point in enumerate(status.curve):
+        last = index == len(status.curve) - 1 and status.state is RunState.COMPLETED
+        table.add_row(f"{point.iter:,}", _pct_sign(point.miou), _pct_sign(point.aacc), style="bold" if last else None)
+    if not status.curve:
+        table.add_row("-", "no validation yet", "")
+    heading = Text.assemble((status.run.name, "bold"), "  ", state_text(status))
+    return Group(heading, table)
+
+
+def _pct_sign(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
 
 
 def _pct(value: float | None) -> str:

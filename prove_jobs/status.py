@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -137,8 +137,14 @@ class StatusReport:
     scheduler_note: str | None = None  # e.g. "scheduler unreachable: ..."
 
 
-def collect_status(runs: Sequence[Run], *, now: float | None = None) -> StatusReport:
-    """The status of every run, with one scheduler query for all SLURM jobs among them."""
+def collect_status(
+    runs: Sequence[Run], *, now: float | None = None, read_log: Callable[[Path], RunLog] = read_run_log
+) -> StatusReport:
+    """The status of every run, with one scheduler query for all SLURM jobs among them.
+
+    ``read_log``: how to read a work dir's logs (``LogCache().read_run_log`` to read only
+    what was appended since the last call).
+    """
     now = time.time() if now is None else now
     metas = {run: _read_meta_or_note(run) for run in runs}
     slurm_ids = [m.job_id for m, _ in metas.values() if m and m.executor == "slurm" and m.job_id and _open(m)]
@@ -151,7 +157,7 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None) -> StatusRe
             note = f"scheduler unreachable: {exc}"
     states = None if note else {job_id: info.state for job_id, info in jobs.items()}
     statuses = tuple(
-        _with_lock(_status(run, meta, read_run_log(run.run_dir), jobs, now, note, meta_note), states)
+        _with_lock(_status(run, meta, read_log(run.run_dir), jobs, now, note, meta_note), states)
         for run, (meta, meta_note) in metas.items()
     )
     return StatusReport(statuses, note)

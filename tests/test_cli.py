@@ -65,7 +65,7 @@ def test_plan_table_shows_the_numbers(tmp_path: Path) -> None:
         (["plan", str(SWEEPS / "demo.toml"), "--model", "unet"], "models: unknown model 'unet'"),
         (["submit", str(SWEEPS / "demo.toml"), "--data-root", "/nonexistent/root", "--executor", "local"],
          "/nonexistent/root: data root does not exist"),
-        (["status"], "give a sweep file or --root DIR"),
+        (["status"], "give a sweep file, a run dir, or --root DIR"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -1,0 +1,89 @@
+"""The dashboard: columns that fit the terminal, sparklines, filters, --curve, --watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SWEEPS
+from test_report import BS16, OTHER, reference_root  # noqa: F401  # the fixture: the report's runs
+
+from prove_jobs.cli import main
+from prove_jobs.dashboard import COLUMNS, sparkline, status_table
+from prove_jobs.spec import load_sweep
+from prove_jobs.status import collect_status
+
+
+def test_sparkline_scales_between_min_and_max() -> None:
+    assert sparkline([10.0, 20.0, 15.0, None, 30.0]) == "▁▅▃█"
+    assert sparkline([5.0, 5.0]) == "▁▁"
+    assert sparkline([]) == ""
+    assert len(sparkline([float(i) for i in range(40)], width=12)) == 12
+
+
+def test_narrow_terminals_drop_whole_columns_by_priority(reference_root: Path) -> None:  # noqa: F811
+    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
+    statuses = collect_status(sweep.runs(variants=[BS16])).statuses
+    wide = [c.header for c in status_table(statuses, width=250).columns]
+    assert wide == [c.header for c in COLUMNS]
+    narrow = [c.header for c in status_table(statuses, width=80).columns]
+    assert narrow[:2] == ["Model", "State"] and "mIoU" in narrow and "Node" not in narrow
+    assert len(narrow) < len(wide)
+
+
+def test_curve_and_filters(reference_root: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    sweep = str(SWEEPS / "cityscapes.toml")
+    root = ["--data-root", str(reference_root)]
+    assert main(["status", sweep, *root, "--curve", "--model", "segformer_mit-b3", "--variant", BS16]) == 0
+    out = capsys.readouterr().out
+    assert "WEIGHTS_CITYSCAPES/segformer_mit-b3" in out and "Completed" in out
+    for row in ("2,000   57.78%   92.98%", "20,000   75.97%   95.58%"):
+        assert row in out
+    assert main(["status", sweep, *root, "--state", "lock_conflict", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["model"] for r in rows) == ["deeplabv3plus_r50", "hrnet_hr48"]
+    assert all(r["lock_holder"]["user"] == OTHER for r in rows)
+    assert main(["status", sweep, *root, "--user", OTHER, "--state", "completed", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 6
+    run_dir = reference_root / BS16 / "baseline" / "cityscapes" / "mask2former_swin-b"
+    assert main(["status", str(run_dir), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["state"] == "running" and row["iter"] == 2500 and row["max_iters"] == 20000
+    assert row["eta_s"] is not None and row["eta_s"] > 0
+
+
+def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:  # noqa: F811
+    # A real terminal (a pty): rich Live redraws in place only there.
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "LINES": "60", "TERM": "xterm-256color"}
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "prove_jobs.cli", "status", str(SWEEPS / "cityscapes.toml"), "--data-root",
+         str(reference_root), "--variant", BS16, "--watch", "0.3"],
+        stdin=follower, stdout=follower, stderr=subprocess.PIPE, text=False, env=env,
+    )
+    os.close(follower)
+    screen = b""
+    deadline = time.monotonic() + 30
+    while screen.count(b"Ctrl-C to quit") < 3 and time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                screen += os.read(leader, 65536)
+            except OSError:
+                break
+    watch.send_signal(signal.SIGINT)
+    _, err = watch.communicate(timeout=20)
+    os.close(leader)
+    assert watch.returncode == 0, err
+    assert b"Traceback" not in err
+    assert screen.count(b"Ctrl-C to quit") >= 3  # redrawn, not printed once
+    assert b"\x1b[" in screen  # cursor movement: in place
+    assert b"Lock conflict" in screen and OTHER.encode() in screen
