@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MMCV_FLAVOUR ?= lite
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint bench clean-demo
+.PHONY: install demo test test-fast test-slurm lint bench slurm-up slurm-down clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,22 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+test-slurm: install
+	$(BIN)/python -m pytest -q -m slurm
+
+# A real single-node SLURM cluster for the integration tests (root; Debian's slurm packages).
+slurm-up:
+	bash tests/cluster/slurm-up.sh
+
+slurm-down:
+	bash tests/cluster/slurm-down.sh
+
+# Log-reading speed on 1,000 synthetic runs (about 1 GB under bench-data/, reused between runs).
+bench: install
+	$(BIN)/python benchmarks/bench_status.py
+
 lint: install
-	$(BIN)/ruff check prove_jobs tests job_templates
+	$(BIN)/ruff check prove_jobs tests job_templates benchmarks
 	$(BIN)/mypy
 
 clean-demo:

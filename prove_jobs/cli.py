@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 from prove_jobs import __version__
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.locks import LockHolder
+from prove_jobs.logs import LogCache
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.status import RunState, RunStatus
@@ -242,11 +244,13 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.logs import LogCache
+    from prove_jobs.logs import LogCache, default_cache_path
     from prove_jobs.status import collect_status
 
     runs, title = _status_runs(args)
-    logs = LogCache()
+    # Offsets and summaries of every log read last time: this call parses only appended bytes.
+    cache_path = default_cache_path()
+    logs = LogCache.load(cache_path)
 
     def collect() -> tuple[list[RunStatus], list[str]]:
         report = collect_status(runs, read_log=logs.read_run_log)
@@ -256,8 +260,11 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
         return statuses, warnings
 
     if args.watch is not None:
-        return _watch(collect, title, args.watch, term)
+        code = _watch(collect, title, args.watch, term)
+        _save_quietly(logs, cache_path)
+        return code
     statuses, warnings = collect()
+    _save_quietly(logs, cache_path)
     if args.json:
         term.json([s.to_json() for s in statuses])
         return 0
@@ -273,6 +280,12 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     for warning in warnings:
         term.warn(warning)
     return 0
+
+
+def _save_quietly(logs: LogCache, path: Path) -> None:
+    """The cache only saves time: a read-only home or a full disk must not fail `status`."""
+    with contextlib.suppress(OSError):
+        logs.save(path)
 
 
 def _status_runs(args: argparse.Namespace) -> tuple[list[Run], str]:

@@ -21,14 +21,21 @@ the new offset, so :class:`LogCache` can re-read only what was appended.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import mmap
 import os
+import pickle
 import re
+import stat
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any, Protocol
 
 __all__ = [
     "Chunk",
@@ -36,9 +43,11 @@ __all__ = [
     "Record",
     "RunLog",
     "ValPoint",
+    "default_cache_path",
     "parse_json_chunk",
     "parse_text_chunk",
     "read_run_log",
+    "read_run_log_full",
     "read_text_log",
 ]
 
@@ -201,7 +210,9 @@ def _json_record(obj: dict[str, object], fractions: bool) -> Record | None:
     mode = obj.get("mode")
     metrics: dict[str, float | None] = {}
     for key, value in obj.items():
-        attr = _metric_key(key)
+        attr = _METRICS.get(key)
+        if attr is None and "/" in key:
+            attr = _metric_key(key)
         if attr is not None and attr not in metrics:
             num = _num(value)
             metrics[attr] = round(num * 100.0, 10) if (num is not None and fractions) else num
@@ -238,16 +249,11 @@ def parse_text_chunk(data: bytes, offset: int = 0, *, name: str = "") -> Chunk:
         if b"\x00" in raw:
             binary = True
             continue
-        text = raw.decode("utf-8", errors="replace")
-        if "\x1b" in text:
-            text = _ANSI.sub("", text)
-        match = _STAMP.match(text.rstrip("\r"))
-        if match is None:
+        stamp, rec = _text_line(raw)
+        if stamp is None:
             continue
-        stamp = match["stamp"]
         first_stamp = first_stamp or stamp
         last_stamp = stamp
-        rec = _text_record(match["msg"], stamp)
         if rec is None:
             continue
         if rec.kind == "train" and rec.loss is not None and not math.isfinite(rec.loss):
@@ -259,6 +265,18 @@ def parse_text_chunk(data: bytes, offset: int = 0, *, name: str = "") -> Chunk:
     if nan_iters:
         warnings.append(f"{name}: non-finite loss at iteration(s) {_iter_list(nan_iters)}")
     return Chunk(tuple(records), new_offset, tuple(warnings), first_stamp, last_stamp, binary)
+
+
+def _text_line(raw: bytes) -> tuple[str | None, Record | None]:
+    """One text log line (without its newline, no NUL bytes) -> (its timestamp, its record)."""
+    text = raw.decode("utf-8", errors="replace")
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    match = _STAMP.match(text.rstrip("\r"))
+    if match is None:
+        return None, None
+    stamp = match["stamp"]
+    return stamp, _text_record(match["msg"], stamp)
 
 
 def _text_record(msg: str, stamp: str) -> Record | None:
@@ -289,45 +307,366 @@ def _text_record(msg: str, stamp: str) -> Record | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading files (whole or incrementally)
+# Sparse parsing: only the lines that matter
+#
+# A run's status needs, per file: every val line and the train (or checkpoint) line before it,
+# the first train line (where a resumed start begins), the last few train lines (position and
+# speed), lines with a non-finite loss, and in a text log the first and last timestamps. Those
+# are found with bytes.find / rfind over the whole buffer (C speed) and only they are parsed.
+# A buffer that does not look like a clean log (NUL bytes, torn lines, colours, ...) or is small
+# is parsed line by line instead, so warnings stay exact where they matter.
+
+_TAIL = 5  # seconds_per_iter: the mean of the last 5 train records' `time`
+_SPARSE_MIN = 1 << 16  # below this a full parse costs nothing
+_TRAIN_TAG = b"Iter(train) ["
+_CKPT_TAG = b"Saving checkpoint at "
+_JSON_ITER = re.compile(rb'[{ ]"iter": (\d+)[,}]')
+_JSON_NOT_PLAIN = re.compile(rb'[A-Z]|"mode"|/')
+_JSON_TRAIN_KEY = re.compile(rb'"(?:loss|lr|time)": ')
+_JSON_TIME = re.compile(rb'[{ ]"time": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)[,}]')
+_TEXT_VAL_TAGS = (b"mIoU: ", b"aAcc: ", b"mAcc: ")
+_TEXT_NAN_TAGS = (b"loss: nan", b"loss: inf", b"loss: -inf", b"loss: +inf", b"loss: -nan", b"loss: +nan")
+
+_Buffer = bytes | mmap.mmap
+
+
+class _Fallback(Exception):
+    """The buffer is not what the sparse parser expects: parse it line by line."""
+
+
+@dataclass
+class _Sparse:
+    """What a sparse parse of one chunk gave (records in file order)."""
+
+    records: list[Record]
+    offset: int
+    warnings: list[str]
+    complete: bool  # records hold every train record of the chunk
+    first_stamp: str | None = None
+    last_stamp: str | None = None
+    binary: bool = False
+
+
+def _line_end(buf: _Buffer, start: int, end: int) -> int:
+    e = buf.find(b"\n", start, end)
+    return end if e < 0 else e
+
+
+def _prev_line(buf: _Buffer, start: int, lo: int) -> int:
+    """Start of the line before the one starting at ``start`` (``start`` > ``lo``)."""
+    return buf.rfind(b"\n", lo, start - 1) + 1 if start - 1 > lo else lo
+
+
+def _sparse_json(data: bytes, offset: int, name: str) -> _Sparse | None:
+    end = data.rfind(b"\n") + 1
+    if len(data) < _SPARSE_MIN or end == 0:
+        return None
+    tail = data[end:]
+    if tail.strip().startswith(b"{") and _json_dict(tail) is not None:
+        return None  # a complete record without its newline: the full parser's rule
+    lines = data.count(b"\n", 0, end)
+    # Every line one flat JSON object, ASCII (json.dumps' default): else parse line by line.
+    # (Single-byte counts run at memchr speed; a torn or interleaved write breaks one of them.)
+    if not (
+        data.startswith(b"{")
+        and data[end - 2 : end] == b"}\n"
+        and data.count(b"{", 0, end) == lines
+        and data.count(b"}", 0, end) == lines
+        and data.isascii()
+        and data.find(b"\x00", 0, end) < 0
+    ):
+        return None
+    picked: dict[int, Record | None] = {}
+    light: dict[int, bool] = {}  # lines in `picked` read by regex: whether their time is right too
+
+    def parse(s: int) -> Record | None:
+        if s not in picked or s in light:
+            obj = _json_dict(data[s : _line_end(data, s, end)])
+            if obj is None:
+                raise _Fallback
+            picked[s] = _json_record(obj, False)
+            light.pop(s, None)
+        return picked[s]
+
+    def is_train(s: int, iter_only: bool = False) -> bool:
+        if s in light and (iter_only or light[s]):
+            return True
+        if s not in picked:
+            # A plain mmengine train line (no metric, no NaN, no mode, no hierarchy: no upper-case
+            # letter or "/") with "iter" is a train record: its iteration and time need no json.loads.
+            line = data[s : _line_end(data, s, end)]
+            m = _JSON_ITER.search(line)
+            if m and not _JSON_NOT_PLAIN.search(line) and _JSON_TRAIN_KEY.search(line):
+                t = _JSON_TIME.search(line)
+                picked[s] = Record("train", iter=int(m[1]), time=float(t[1]) if t else None)
+                light[s] = t is not None or b'"time"' not in line
+                return True
+        rec = parse(s)
+        return rec is not None and rec.kind == "train"
+
+    try:
+        # Val records have aAcc / mIoU / mAcc, a non-finite loss is NaN or Infinity: lines with an
+        # upper-case A, I or N. mmseg's train keys are lower case, so these are few.
+        for tag in b"AIN":
+            pos = data.find(tag, 0, end)
+            while pos >= 0:
+                s = data.rfind(b"\n", 0, pos) + 1
+                known = s in picked
+                rec = parse(s)
+                if not known and rec is not None and rec.kind == "val":  # and the train record before it
+                    p = s
+                    while p > 0:
+                        p = _prev_line(data, p, 0)
+                        if is_train(p, iter_only=True):
+                            break
+                pos = data.find(tag, _line_end(data, pos, end), end)
+        s = 0  # the first train record
+        while s < end and not is_train(s):
+            s = _line_end(data, s, end) + 1
+        complete, found, s = True, 0, end  # the last ones
+        while s > 0:
+            s = _prev_line(data, s, 0)
+            found += is_train(s)
+            if found >= _TAIL and s > 0:
+                complete = False
+                break
+    except _Fallback:
+        return None
+    records = [r for _, r in sorted(picked.items()) if r is not None]
+    nan_iters = [r.iter if r.iter is not None else -1 for r in records if _bad_loss(r)]
+    warnings = [f"{name}: non-finite loss at iteration(s) {_iter_list(nan_iters)}"] if nan_iters else []
+    return _Sparse(records, offset + end, warnings, complete)
+
+
+def _bad_loss(rec: Record) -> bool:
+    return rec.kind == "train" and rec.loss is not None and not math.isfinite(rec.loss)
+
+
+class _TextPicker:
+    """Parse chosen lines of a text log buffer between ``lo`` and ``end`` (complete lines)."""
+
+    def __init__(self, buf: _Buffer, lo: int, end: int) -> None:
+        self.buf, self.lo, self.end = buf, lo, end
+        self.picked: dict[int, tuple[str | None, Record | None]] = {}
+
+    def parse(self, s: int) -> tuple[str | None, Record | None]:
+        if s not in self.picked:
+            self.picked[s] = _text_line(bytes(self.buf[s : _line_end(self.buf, s, self.end)]))
+        return self.picked[s]
+
+    def line_start(self, pos: int) -> int:
+        return self.buf.rfind(b"\n", self.lo, pos) + 1 or self.lo
+
+    def find(self, tag: bytes, kind: str, start: int) -> int:
+        """Start of the first line at or after ``start`` holding a ``kind`` record with ``tag``; -1 if none."""
+        pos = self.buf.find(tag, start, self.end)
+        while pos >= 0:
+            s = self.line_start(pos)
+            rec = self.parse(s)[1]
+            if rec is not None and rec.kind == kind:
+                return s
+            pos = self.buf.find(tag, _line_end(self.buf, pos, self.end), self.end)
+        return -1
+
+    def rfind(self, tag: bytes, kind: str, before: int) -> int:
+        """Start of the last line before ``before`` holding a ``kind`` record with ``tag``; -1 if none."""
+        pos = self.buf.rfind(tag, self.lo, before)
+        while pos >= 0:
+            s = self.line_start(pos)
+            rec = self.parse(s)[1]
+            if rec is not None and rec.kind == kind:
+                return s
+            pos = self.buf.rfind(tag, self.lo, s)
+        return -1
+
+    def first_stamp(self, limit: int) -> str | None:
+        s = self.lo
+        while s < limit:
+            stamp = self.parse(s)[0]
+            if stamp is not None:
+                return stamp
+            s = _line_end(self.buf, s, self.end) + 1
+        return None
+
+    def last_stamp(self, limit: int) -> str | None:
+        s = self.end
+        while s > max(limit, self.lo):
+            s = _prev_line(self.buf, s, self.lo)
+            stamp = self.parse(s)[0]
+            if stamp is not None:
+                return stamp
+        return None
+
+    def records(self) -> list[Record]:
+        return [r for _, (_, r) in sorted(self.picked.items()) if r is not None]
+
+
+def _sparse_text(buf: _Buffer, lo: int, hi: int, offset: int, name: str, *, full: bool) -> _Sparse | None:
+    """Sparse parse of ``buf[lo:hi]`` (file offset ``offset`` at ``lo``).
+
+    ``full``: every val line with its train/checkpoint line before it (the text log is the only
+    log of its start). Else only what a start with a JSON log needs from its text log: the first
+    and last train lines and timestamps; the middle of the file is not read at all.
+    """
+    end = buf.rfind(b"\n", lo, hi) + 1
+    if hi - lo < _SPARSE_MIN or end <= lo:
+        return None
+    pick = _TextPicker(buf, lo, end)
+    binary = False
+    first_train = pick.find(_TRAIN_TAG, "train", lo)
+    if full:
+        if buf.find(b"\x00", lo, end) >= 0 or buf.find(b"\x1b", lo, end) >= 0:
+            return None
+        for tag in _TEXT_VAL_TAGS:
+            s = pick.find(tag, "val", lo)
+            while s >= 0:
+                pick.rfind(_TRAIN_TAG, "train", s)
+                pick.rfind(_CKPT_TAG, "ckpt", s)
+                s = pick.find(tag, "val", _line_end(buf, s, end) + 1)
+        for tag in _TEXT_NAN_TAGS:
+            s = pick.find(tag, "train", lo)
+            while s >= 0:
+                s = pick.find(tag, "train", _line_end(buf, s, end) + 1)
+    complete, before = True, end
+    for _ in range(_TAIL if full else 1):
+        before = pick.rfind(_TRAIN_TAG, "train", before)
+        if before < 0:
+            break
+    else:
+        complete = pick.rfind(_TRAIN_TAG, "train", before) < 0
+    last_train = max((s for s, (_, r) in pick.picked.items() if r is not None and r.kind == "train"), default=-1)
+    if not full:
+        # Binary garbage is looked for where this reads: up to the first and from the last train line.
+        head_end = _line_end(buf, first_train, end) if first_train >= 0 else end
+        tail_start = last_train if last_train >= 0 else head_end
+        binary = buf.find(b"\x00", lo, head_end) >= 0 or buf.find(b"\x00", max(tail_start, head_end), end) >= 0
+        if binary:
+            return None
+    first_stamp = pick.first_stamp(first_train if first_train >= 0 else end)
+    if first_stamp is None and first_train >= 0:
+        first_stamp = pick.parse(first_train)[0]
+    last_stamp = pick.last_stamp(last_train)
+    if last_stamp is None and last_train >= 0:
+        last_stamp = pick.parse(last_train)[0]
+    records = pick.records()
+    nan_iters = [r.iter if r.iter is not None else -1 for r in records if _bad_loss(r)]
+    warnings = [f"{name}: non-finite loss at iteration(s) {_iter_list(nan_iters)}"] if nan_iters else []
+    return _Sparse(records, offset + end - lo, warnings, complete, first_stamp, last_stamp, binary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-file state: compact, so a persistent cache stays small
+
+_TrainT = tuple[int, float | None]  # iteration, seconds per iteration
+_ValT = tuple[int | None, float | None, float | None, float | None, int | None]  # own iter, mIoU, aAcc, mAcc,
+# and the latest train (JSON) or train/checkpoint (text) iteration before it
 
 
 @dataclass
 class _FileState:
+    """Where a file was read to, and the summary of what it said (see :meth:`add`)."""
+
     inode: int
     size: int
     offset: int
-    records: list[Record] = field(default_factory=list)
+    mtime: float = 0.0
+    kind: str = ""
     warnings: list[str] = field(default_factory=list)
     first_stamp: str | None = None
     last_stamp: str | None = None
-    mtime: float = 0.0
+    first_train: tuple[int, str | None] | None = None  # iteration, text timestamp
+    tail: list[_TrainT] = field(default_factory=list)  # the last _TAIL train records
+    tail_complete: bool = True  # tail holds every train record of the file
+    vals: list[_ValT] = field(default_factory=list)
+    mark: int | None = None
+    max_iters: int | None = None
+
+    def add(self, records: Sequence[Record], complete: bool) -> None:
+        """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
+        for rec in records:
+            if rec.kind == "train" and rec.iter is not None:
+                if self.first_train is None:
+                    self.first_train = (rec.iter, rec.stamp)
+                self.tail.append((rec.iter, rec.time))
+                if len(self.tail) > _TAIL:
+                    del self.tail[0]
+                    self.tail_complete = False
+                if rec.max_iters:
+                    self.max_iters = rec.max_iters
+            if rec.kind in ("train", "ckpt") and rec.iter is not None:
+                self.mark = rec.iter if self.mark is None else max(self.mark, rec.iter)
+            elif rec.kind == "val":
+                self.vals.append((rec.iter, rec.miou, rec.aacc, rec.macc, self.mark))
+        if not complete:
+            self.tail_complete = False
+
+    def to_row(self) -> tuple[object, ...]:
+        return (
+            self.inode, self.size, self.offset, self.mtime, self.kind, tuple(self.warnings), self.first_stamp,
+            self.last_stamp, self.first_train, tuple(self.tail), self.tail_complete, tuple(self.vals), self.mark,
+            self.max_iters,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> _FileState:
+        (inode, size, offset, mtime, kind, warnings, first_stamp, last_stamp) = row[:8]
+        (first_train, tail, tail_complete, vals, mark, max_iters) = row[8:]
+        if not (isinstance(inode, int) and isinstance(size, int) and isinstance(offset, int)):
+            raise ValueError("bad file state")
+        if not (isinstance(mtime, float) and isinstance(tail, tuple) and isinstance(vals, tuple)):
+            raise ValueError("bad file state")
+        state = cls(inode, size, offset, mtime, str(kind), list(warnings), first_stamp, last_stamp)
+        state.first_train, state.tail, state.tail_complete = first_train, list(tail), bool(tail_complete)
+        state.vals, state.mark, state.max_iters = list(vals), mark, max_iters
+        return state
 
 
-def _read_file(path: Path, kind: str, old: _FileState | None, warnings: list[str]) -> _FileState | None:
-    """Parse ``path`` (``kind``: "json", "json0" or "text"), continuing from ``old`` when it still applies."""
+# ---------------------------------------------------------------------------------------------
+# Reading files (whole or incrementally)
+#
+# kind: "json" (mmengine scalars.json), "json0" (mmseg 0.x *.log.json), "text" (a text log that
+# is all there is of its start) or "texttail" (the text log of a start that has a JSON log: only
+# its first/last train lines and timestamps are needed).
+
+_MMAP_MIN = 1 << 20
+
+
+def _read_file(
+    path: Path | str,
+    kind: str,
+    old: _FileState | None,
+    warnings: list[str],
+    sparse: bool = True,
+    st: os.stat_result | None = None,
+) -> _FileState | None:
+    """Parse ``path``, continuing from ``old`` when it still applies (``st``: its stat, if known)."""
     try:
-        with path.open("rb") as fh:
+        st = os.stat(path) if st is None else st
+        if old is not None and (old.inode != st.st_ino or st.st_size < old.offset):
+            old = None  # replaced or truncated: start over
+        if old is not None and st.st_size == old.size and old.mtime == st.st_mtime:
+            return old
+        with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             if old is not None and (old.inode != st.st_ino or st.st_size < old.offset):
-                old = None  # replaced or truncated: start over
-            if old is not None and st.st_size == old.size and old.mtime == st.st_mtime:
-                return old
+                old = None
             start = old.offset if old is not None else 0
-            fh.seek(start)
-            data = fh.read()
-    except OSError as exc:
-        warnings.append(f"{path}: cannot read ({exc.strerror or exc})")
+            if kind == "texttail" and sparse and st.st_size - start >= _MMAP_MIN:
+                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    chunk = _parse_chunk(mm, start, st.st_size, kind, str(path), sparse)
+            else:
+                fh.seek(start)
+                data = fh.read()
+                chunk = _parse_chunk(data, 0, len(data), kind, str(path), sparse, offset=start)
+    except (OSError, ValueError) as exc:
+        msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        warnings.append(f"{path}: cannot read ({msg})")
         return None
-    if kind == "text":
-        chunk = parse_text_chunk(data, start, name=str(path))
-    else:
-        chunk = parse_json_chunk(data, start, name=str(path), fractions=kind == "json0")
-    state = old if old is not None else _FileState(inode=st.st_ino, size=0, offset=0)
+    state = old if old is not None else _FileState(inode=st.st_ino, size=0, offset=0, kind=kind)
     state.size = st.st_size
     state.mtime = st.st_mtime
     state.offset = chunk.offset
-    state.records.extend(chunk.records)
+    state.add(chunk.records, chunk.complete)
     state.warnings.extend(chunk.warnings)
     if chunk.first_stamp is not None and state.first_stamp is None:
         state.first_stamp = chunk.first_stamp
@@ -335,15 +674,68 @@ def _read_file(path: Path, kind: str, old: _FileState | None, warnings: list[str
     return state
 
 
+def _parse_chunk(
+    buf: _Buffer, lo: int, hi: int, kind: str, name: str, sparse: bool, offset: int | None = None
+) -> _Sparse:
+    offset = lo if offset is None else offset
+    if sparse:
+        if kind == "json" and isinstance(buf, bytes):
+            got = _sparse_json(buf, offset, name)
+        elif kind in ("text", "texttail"):
+            got = _sparse_text(buf, lo, hi, offset, name, full=kind == "text")
+        else:
+            got = None
+        if got is not None:
+            return got
+    data = buf if isinstance(buf, bytes) and lo == 0 and hi == len(buf) else bytes(buf[lo:hi])
+    if kind in ("json", "json0"):
+        c = parse_json_chunk(data, offset, name=name, fractions=kind == "json0")
+    else:
+        c = parse_text_chunk(data, offset, name=name)
+    return _Sparse(list(c.records), c.offset, list(c.warnings), True, c.first_stamp, c.last_stamp, c.binary)
+
+
+def _all_train(path: Path | str, kind: str) -> list[_TrainT]:
+    """Every train record of a file, by a full parse (when a resume cuts deeper than the kept tail)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return []
+    if kind in ("json", "json0"):
+        records = parse_json_chunk(data, name=str(path), fractions=kind == "json0").records
+    else:
+        records = parse_text_chunk(data, name=str(path)).records
+    return [(r.iter, r.time) for r in records if r.kind == "train" and r.iter is not None]
+
+
+_CACHE_FORMAT = "prove-jobs-logcache-1"  # change it whenever _FileState changes
+
+
+def default_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/prove-jobs/logs.pickle`` (``~/.cache/prove-jobs/logs.pickle`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "prove-jobs" / "logs.pickle"
+
+
 class LogCache:
-    """Keeps per-file (inode, size, offset, parsed records) so a re-read parses only appended bytes."""
+    """Keeps per-file (inode, size, offset, summary) so a re-read parses only appended bytes.
 
-    def __init__(self) -> None:
+    :meth:`save` / :meth:`load` keep it across invocations (a small pickle of plain tuples, loaded
+    without importing anything).
+    """
+
+    def __init__(self, *, sparse: bool = True) -> None:
         self._files: dict[tuple[str, str], _FileState] = {}
+        self._sparse = sparse
+        self._runs: dict[str, tuple[object, RunLog]] = {}  # work dir -> (what it was built from, result)
 
-    def _get(self, path: Path, kind: str, warnings: list[str]) -> _FileState | None:
+    def _get(
+        self, path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None
+    ) -> _FileState | None:
+        if not self._sparse and kind == "texttail":
+            kind = "text"
         key = (str(path), kind)
-        state = _read_file(path, kind, self._files.get(key), warnings)
+        state = _read_file(path, kind, self._files.get(key), warnings, self._sparse, st)
         if state is None:
             self._files.pop(key, None)
         else:
@@ -351,14 +743,57 @@ class LogCache:
         return state
 
     def read_run_log(self, work_dir: Path) -> RunLog:
-        return _read_run_log(Path(work_dir), self._get)
+        return _read_run_log(Path(work_dir), self._get, self._sparse, self._runs)
 
     def read_text_log(self, path: Path) -> RunLog:
         return _read_text_log(Path(path), self._get)
 
+    def save(self, path: Path) -> None:
+        """Write the cache atomically (a temp file, then rename); errors are left to the caller."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = (_CACHE_FORMAT, tuple((p, kind, st.to_row()) for (p, kind), st in self._files.items()))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
-def _uncached(path: Path, kind: str, warnings: list[str]) -> _FileState | None:
-    return _read_file(path, kind, None, warnings)
+    @classmethod
+    def load(cls, path: Path) -> LogCache:
+        """The cache saved at ``path``; an empty one if it is missing, corrupt or of another format."""
+        cache = cls()
+        try:
+            with Path(path).open("rb") as fh:
+                body = _PlainUnpickler(fh).load()
+            if not (isinstance(body, tuple) and len(body) == 2 and body[0] == _CACHE_FORMAT):
+                return cache
+            files = {(str(p), str(kind)): _FileState.from_row(row) for p, kind, row in body[1]}
+        except Exception:  # any damage means: start cold
+            return cache
+        cache._files = files
+        return cache
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads plain data only (tuples, lists, str, numbers, None): never imports or calls anything."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a log cache")
+
+
+def _uncached(path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None) -> _FileState | None:
+    return _read_file(path, kind, None, warnings, True, st)
+
+
+def _uncached_full(
+    path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None
+) -> _FileState | None:
+    return _read_file(path, "text" if kind == "texttail" else kind, None, warnings, False, st)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,15 +802,19 @@ def _uncached(path: Path, kind: str, warnings: list[str]) -> _FileState | None:
 
 @dataclass
 class _Start:
-    """One training start: its train records and resolved val points, in order."""
+    """One training start: its resolved val points and what its train records say."""
 
-    train: list[Record] = field(default_factory=list)
     vals: list[ValPoint] = field(default_factory=list)
     max_iters: int | None = None
     first_train_time: float | None = None
     unresolved_vals: int = 0
+    first_iter: int | None = None  # where this start's training (re)began
+    tail: list[_TrainT] = field(default_factory=list)
+    tail_complete: bool = True
+    all_train: Callable[[], list[_TrainT]] | None = None
 
 
+@lru_cache(maxsize=1 << 16)
 def _stamp_to_unix(stamp: str | None, year: int | None) -> float | None:
     if stamp is None:
         return None
@@ -389,82 +828,83 @@ def _stamp_to_unix(stamp: str | None, year: int | None) -> float | None:
         return None
 
 
-def _text_val_iters(records: list[Record]) -> list[int | None]:
-    """Training iteration of each text val line: the last train line or checkpoint before it."""
-    out: list[int | None] = []
-    last: int | None = None
-    for rec in records:
-        if rec.kind in ("train", "ckpt") and rec.iter is not None:
-            last = rec.iter if last is None else max(last, rec.iter)
-        elif rec.kind == "val":
-            out.append(last)
-    return out
+def _needs_text_vals(json_state: _FileState) -> bool:
+    """Whether some JSON val's ``step`` may not be its iteration (then the text log can tell more)."""
+    return any(own is None or own <= 0 or (mark is not None and own < mark) for own, *_, mark in json_state.vals)
 
 
 def _build_start(
-    json_recs: list[Record] | None, text_recs: list[Record], year: int | None, legacy: bool = False
+    json_state: _FileState | None,
+    text_state: _FileState | None,
+    year: int | None,
+    legacy: bool = False,
+    all_train: Callable[[], list[_TrainT]] | None = None,
 ) -> _Start:
-    start = _Start()
-    text_train = [r for r in text_recs if r.kind == "train"]
-    start.max_iters = next((r.max_iters for r in reversed(text_train) if r.max_iters), None)
-    if text_train:
-        start.first_train_time = _stamp_to_unix(text_train[0].stamp, year)
-    text_val_iters = _text_val_iters(text_recs)
-    if json_recs is None:
-        start.train = text_train
-        for rec, it in zip((r for r in text_recs if r.kind == "val"), text_val_iters, strict=False):
-            if it is not None:
-                start.vals.append(ValPoint(it, rec.miou, rec.aacc, rec.macc))
+    start = _Start(all_train=all_train)
+    if text_state is not None:
+        start.max_iters = text_state.max_iters
+        if text_state.first_train is not None:
+            start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
+    train_src = json_state if json_state is not None else text_state
+    if train_src is not None:
+        start.first_iter = train_src.first_train[0] if train_src.first_train is not None else None
+        start.tail = train_src.tail
+        start.tail_complete = train_src.tail_complete
+    if json_state is None:
+        for _own, miou, aacc, macc, mark in text_state.vals if text_state is not None else []:
+            if mark is not None:
+                start.vals.append(ValPoint(mark, miou, aacc, macc))
             else:
                 start.unresolved_vals += 1
         return start
-    json_vals = sum(1 for r in json_recs if r.kind == "val")
+    text_vals = text_state.vals if text_state is not None and text_state.kind == "text" else []
     # The text line of a val is written just before its JSON record: the k-th lines match when
     # the counts agree (or the text is one ahead).
-    use_text = len(text_val_iters) in (json_vals, json_vals + 1)
-    last_train: int | None = None
-    k = 0
-    for rec in json_recs:
-        if rec.kind == "train":
-            start.train.append(rec)
-            if rec.iter is not None:
-                last_train = rec.iter if last_train is None else max(last_train, rec.iter)
-        elif rec.kind == "val":
-            # `step` is the iteration (log_metric_by_epoch=False) or an epoch count, which is never
-            # larger than the iteration: the largest lower bound is the iteration.
-            # (mmseg 0.x: the val record's `iter` is the val dataloader length; its train record precedes it.)
-            own = rec.iter if not (legacy and last_train) else None
-            bounds = [b for b in (own, last_train, text_val_iters[k] if use_text else None) if b]
-            k += 1
-            if bounds:
-                start.vals.append(ValPoint(max(bounds), rec.miou, rec.aacc, rec.macc))
-            else:
-                start.unresolved_vals += 1
+    use_text = len(text_vals) in (len(json_state.vals), len(json_state.vals) + 1)
+    for k, (own, miou, aacc, macc, last_train) in enumerate(json_state.vals):
+        # `step` is the iteration (log_metric_by_epoch=False) or an epoch count, which is never
+        # larger than the iteration: the largest lower bound is the iteration.
+        # (mmseg 0.x: the val record's `iter` is the val dataloader length; its train record precedes it.)
+        own = own if not (legacy and last_train) else None
+        bounds = [b for b in (own, last_train, text_vals[k][4] if use_text else None) if b]
+        if bounds:
+            start.vals.append(ValPoint(max(bounds), miou, aacc, macc))
+        else:
+            start.unresolved_vals += 1
     return start
 
 
 def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: float | None) -> RunLog:
     curve: dict[int, ValPoint] = {}
-    train: dict[int, Record] = {}
     max_iters: int | None = None
     first_time: float | None = None
     for st in starts:  # in start order: a later start overwrites
         for point in st.vals:
             curve[point.iter] = point
-        if st.train:
-            # A resumed start repeats the iterations after its checkpoint: its records replace them.
-            resumed_at = min((r.iter for r in st.train if r.iter is not None), default=None)
-            for it in [i for i in train if resumed_at is not None and i >= resumed_at]:
-                del train[it]
-        for rec in st.train:
-            if rec.iter is not None:
-                train[rec.iter] = rec
         max_iters = st.max_iters or max_iters
         if first_time is None:
             first_time = st.first_train_time
-    last_iter = max(train) if train else None
-    ordered = [train[i] for i in sorted(train)]
-    times = [r.time for r in ordered[-5:] if r.time is not None and math.isfinite(r.time)]
+    # A resumed start repeats the iterations after its checkpoint: its records replace them. So the
+    # train records that count are, from the last start back, each start's below where every later
+    # one began; the last _TAIL of them give the speed.
+    kept: list[_TrainT] = []
+    last_iter: int | None = None
+    bound: int | None = None
+    for st in reversed(starts):
+        if st.first_iter is None:
+            continue
+        recs = [r for r in st.tail if bound is None or r[0] < bound]
+        if len(recs) < _TAIL - len(kept) and not st.tail_complete and st.all_train is not None:
+            recs = [r for r in st.all_train() if bound is None or r[0] < bound]
+        by_iter = dict(recs)  # a repeated iteration: the later record
+        if by_iter:
+            if last_iter is None:
+                last_iter = max(by_iter)
+            kept = sorted(by_iter.items())[-(_TAIL - len(kept)) :] + kept
+        bound = st.first_iter if bound is None else min(bound, st.first_iter)
+        if len(kept) >= _TAIL:
+            break
+    times = [t for _, t in kept[-_TAIL:] if t is not None and math.isfinite(t)]
     seconds = sum(times) / len(times) if times else None
     return RunLog(
         last_iter=last_iter,
@@ -478,7 +918,10 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
     )
 
 
-_GetterType = Callable[[Path, str, list[str]], "_FileState | None"]
+class _GetterType(Protocol):
+    def __call__(
+        self, path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None
+    ) -> _FileState | None: ...
 
 
 def _year_hint(path: Path) -> int | None:
@@ -488,7 +931,18 @@ def _year_hint(path: Path) -> int | None:
         return None
 
 
-def _read_run_log(work_dir: Path, get: _GetterType) -> RunLog:
+def _stat_file(path: str) -> os.stat_result | None:
+    """``path``'s stat when it is a regular file, else None (missing, a directory, unreadable parent)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _read_run_log(
+    work_dir: Path, get: _GetterType, sparse: bool = True, memo: dict[str, tuple[object, RunLog]] | None = None
+) -> RunLog:
     warnings: list[str] = []
     try:
         entries = sorted(os.scandir(work_dir), key=lambda e: e.name)
@@ -496,56 +950,76 @@ def _read_run_log(work_dir: Path, get: _GetterType) -> RunLog:
         return EMPTY
     except OSError as exc:
         return RunLog(None, None, (), 0, None, None, None, (f"{work_dir}: cannot list ({exc.strerror or exc})",))
-    starts: list[_Start] = []
+    # First what the files say (stat, and parse what is new), then the run from it: with a memo,
+    # a run none of whose files changed is not put together again.
+    legacy: list[tuple[str, _FileState]] = []
+    timed: list[tuple[str, _FileState | None, str | None, _FileState | None, str]] = []
     n_starts = 0
-    last_time: float | None = None
     for entry in entries:
         if entry.name.endswith(".log.json") and _is_file(entry):
             n_starts += 1
-            state = get(Path(entry.path), "json0", warnings)
+            state = get(entry.path, "json0", warnings)
             if state is not None:
-                warnings.extend(state.warnings)
-                starts.append(_build_start(state.records, [], None, legacy=True))
+                legacy.append((entry.path, state))
     for entry in entries:
         if not (_TS_DIR.match(entry.name) and _is_dir(entry)):
             continue
-        ts_dir = Path(entry.path)
-        if _is_file(ts_dir / f"{entry.name}.json") and not _is_dir(ts_dir / "vis_data"):
-            continue  # a Runner.test() run: <ts>/<ts>.json holds test metrics, not training
+        ts_dir = entry.path
+        vis_data = os.path.join(ts_dir, "vis_data")
+        json_path: str | None = os.path.join(vis_data, "scalars.json")
+        json_st = _stat_file(json_path) if json_path else None
+        if json_st is None:
+            has_vis = os.path.isdir(vis_data)
+            if not has_vis and _stat_file(os.path.join(ts_dir, f"{entry.name}.json")):
+                continue  # a Runner.test() run: <ts>/<ts>.json holds test metrics, not training
+            json_path = os.path.join(vis_data, f"{entry.name}.json") if has_vis else None
+            json_st = _stat_file(json_path) if json_path else None
         n_starts += 1
-        json_recs: list[Record] | None = None
-        json_mtime: float | None = None
-        for candidate in (ts_dir / "vis_data" / "scalars.json", ts_dir / "vis_data" / f"{entry.name}.json"):
-            if _is_file(candidate):
-                state = get(candidate, "json", warnings)
-                if state is not None:
-                    warnings.extend(state.warnings)
-                    json_recs = state.records
-                    json_mtime = state.mtime
-                break
-        text_recs: list[Record] = []
+        json_state = get(json_path, "json", warnings, json_st) if json_path and json_st else None
+        if json_state is None:
+            json_path = None
+        text_state: _FileState | None = None
+        log_path = os.path.join(ts_dir, f"{entry.name}.log")
+        log_st = _stat_file(log_path)
+        if log_st is not None:
+            need_vals = json_state is None or not sparse or _needs_text_vals(json_state)
+            text_state = get(log_path, "text" if need_vals else "texttail", warnings, log_st)
+        timed.append((entry.name, json_state, json_path, text_state, log_path))
+    key: object = None
+    if memo is not None and not warnings:
+        used = [st for _, st in legacy] + [st for t in timed for st in (t[1], t[3]) if st is not None]
+        key = (n_starts, [t[0] for t in timed], [(id(st), st.size, st.mtime, st.offset) for st in used])
+        hit = memo.get(str(work_dir))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    starts: list[_Start] = []
+    last_time: float | None = None
+    for path, state in legacy:
+        warnings.extend(state.warnings)
+        starts.append(_build_start(state, None, None, legacy=True, all_train=partial(_all_train, path, "json0")))
+    for name, json_state, json_path, text_state, log_path in timed:
         stamp_time: float | None = None
-        log_path = ts_dir / f"{entry.name}.log"
-        if _is_file(log_path):
-            state = get(log_path, "text", warnings)
-            if state is not None:
-                if json_recs is None:
-                    warnings.extend(state.warnings)
-                else:  # the JSON is what counts; the text only for times and iterations
-                    warnings.extend(w for w in state.warnings if "binary" in w)
-                text_recs = state.records
-                stamp_time = _stamp_to_unix(state.last_stamp, None)
-        if stamp_time is None:
-            stamp_time = json_mtime  # no text log: when the JSON was last written
+        if json_state is not None:
+            warnings.extend(json_state.warnings)
+        if text_state is not None:
+            if json_state is None:
+                warnings.extend(text_state.warnings)
+            else:  # the JSON is what counts; the text only for times and iterations
+                warnings.extend(w for w in text_state.warnings if "binary" in w)
+            stamp_time = _stamp_to_unix(text_state.last_stamp, None)
+        if stamp_time is None and json_state is not None:
+            stamp_time = json_state.mtime  # no text log: when the JSON was last written
         if stamp_time is not None:
             last_time = stamp_time if last_time is None else max(last_time, stamp_time)
-        start = _build_start(json_recs, text_recs, None)
+        src = (json_path, "json") if json_path is not None else (log_path, "text")
+        start = _build_start(json_state, text_state, None, all_train=partial(_all_train, *src))
         if start.unresolved_vals:
-            warnings.append(
-                f"{ts_dir.name}: {start.unresolved_vals} val record(s) without a training iteration skipped"
-            )
+            warnings.append(f"{name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)
-    return _merge(starts, n_starts, warnings, last_time)
+    log = _merge(starts, n_starts, warnings, last_time)
+    if memo is not None and key is not None:
+        memo[str(work_dir)] = (key, log)
+    return log
 
 
 def _read_text_log(path: Path, get: _GetterType) -> RunLog:
@@ -561,12 +1035,13 @@ def _read_text_log(path: Path, get: _GetterType) -> RunLog:
         return RunLog(None, None, (), 0, None, None, None, tuple(warnings))
     warnings.extend(state.warnings)
     year = _year_hint(path)
-    start = _build_start(None, state.records, year)
+    all_train = partial(_all_train, path, "text")
+    start = _build_start(None, state, year, all_train=all_train)
     last_time = _stamp_to_unix(state.last_stamp, year)
     mtime = state.mtime
     # A console timestamp has no year: the file's mtime year, or the one before if that is in the future.
     if year is not None and last_time is not None and last_time > mtime + 86400:
-        start = _build_start(None, state.records, year - 1)
+        start = _build_start(None, state, year - 1, all_train=all_train)
         last_time = _stamp_to_unix(state.last_stamp, year - 1)
     n = 1 if state.first_stamp is not None else 0
     return _merge([start], n, warnings, last_time)
@@ -595,3 +1070,8 @@ def read_run_log(work_dir: Path) -> RunLog:
 def read_text_log(path: Path) -> RunLog:
     """The same from one text log, e.g. a job's stdout (console format: no year, ANSI colours)."""
     return _read_text_log(Path(path), _uncached)
+
+
+def read_run_log_full(work_dir: Path) -> RunLog:
+    """:func:`read_run_log` parsing every line of every file (the reference the sparse reader must equal)."""
+    return _read_run_log(Path(work_dir), _uncached_full, sparse=False)

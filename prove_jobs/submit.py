@@ -46,7 +46,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
-from prove_jobs.scheduler import slurm_available
+from prove_jobs.scheduler import run_slurm, slurm_available
 from prove_jobs.spec import Resources, Sweep
 
 EXECUTORS = ("auto", "slurm", "local")
@@ -107,6 +107,9 @@ def submit(
         rendered.append(render_run(sweep, run))
     if rendered and not dry_run:
         check_data_root(sweep.data_root)
+        if kind == "slurm":
+            # Before any claim is written: a controller that does not answer leaves no trace.
+            run_slurm(["sinfo", "--noheader", "--format=%P"], timeout_s=15)
 
     groups: dict[Resources, list[RenderedRun]] = {}
     for item in rendered:

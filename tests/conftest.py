@@ -30,3 +30,9 @@ def write_sweep(folder: Path, body: str, name: str = "sweep.toml") -> Path:
     path = folder / name
     path.write_text(body)
     return path
+
+
+@pytest.fixture(autouse=True)
+def private_log_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`status` keeps a log cache under $XDG_CACHE_HOME: each test gets its own, none touches ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

@@ -406,3 +406,179 @@ def test_parse_chunk_offsets_allow_incremental_reads() -> None:
     assert first.offset == data.index(b"\n") + 1 and len(first.records) == 1
     rest = parse_json_chunk(data[first.offset :], first.offset)
     assert rest.offset == len(data) and [r.kind for r in rest.records] == ["val"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse parsing equals a full parse; the persistent cache
+
+import pickle  # noqa: E402
+import sys  # noqa: E402
+
+from prove_jobs import logs as logs_mod  # noqa: E402
+from prove_jobs.logs import default_cache_path, read_run_log_full  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _bench() -> ModuleType:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_status
+    finally:
+        sys.path.remove(str(BENCH))
+    return bench_status
+
+
+@pytest.fixture
+def sparse_everywhere(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Take the sparse paths even for tiny files; record which parser answered each chunk."""
+    monkeypatch.setattr(logs_mod, "_SPARSE_MIN", 0)
+    monkeypatch.setattr(logs_mod, "_MMAP_MIN", 0)
+    used: list[str] = []
+    for fn in ("_sparse_json", "_sparse_text"):
+        orig = getattr(logs_mod, fn)
+
+        def spy(*args: object, _orig: object = orig, _fn: str = fn, **kw: object) -> object:
+            out = _orig(*args, **kw)  # type: ignore[operator]
+            used.append(_fn if out is not None else f"{_fn}:fallback")
+            return out
+
+        monkeypatch.setattr(logs_mod, fn, spy)
+    return used
+
+
+@pytest.mark.slow
+def test_sparse_equals_full_parse_on_real_mmengine_logs(
+    real_runs: dict[str, Path], tmp_path: Path, sparse_everywhere: list[str]
+) -> None:
+    for name, work in real_runs.items():
+        assert read_run_log(work) == read_run_log_full(work), name
+        text_only = tmp_path / name
+        shutil.copytree(work, text_only)
+        for ts in _ts_dirs(text_only):
+            shutil.rmtree(ts / "vis_data", ignore_errors=True)
+        assert read_run_log(text_only) == read_run_log_full(text_only), name
+    assert "_sparse_json" in sparse_everywhere and "_sparse_text" in sparse_everywhere
+
+
+@pytest.mark.slow
+def test_sparse_equals_full_parse_on_console_log(console_run: tuple[Path, Path], sparse_everywhere: list[str]) -> None:
+    _work, stdout = console_run
+    full = logs_mod._read_text_log(stdout, logs_mod._uncached_full)
+    assert read_text_log(stdout) == full
+    assert LogCache().read_text_log(stdout) == full
+
+
+def test_sparse_equals_full_parse_on_a_generated_three_start_run(tmp_path: Path) -> None:
+    bench = _bench()
+    for seed in (1, 10):  # 10: still training
+        work = tmp_path / f"run{seed}"
+        bench.write_run(work, seed)
+        assert (work / _ts_dirs(work)[0] / "vis_data" / "scalars.json").stat().st_size > logs_mod._SPARSE_MIN
+        sparse, full = read_run_log(work), read_run_log_full(work)
+        assert sparse == full
+        assert sparse.starts == 3 and sparse.warnings == ()
+        assert sparse.last_iter == (bench.MAX_ITERS if seed == 1 else bench.IN_PROGRESS_END)
+        assert sparse.max_iters == bench.MAX_ITERS
+        assert [p.iter for p in sparse.curve] == list(range(2000, sparse.last_iter + 1, 2000))
+        # Without the JSON the text logs alone give the same curve and position.
+        for ts in _ts_dirs(work):
+            shutil.rmtree(ts / "vis_data")
+        text_sparse = read_run_log(work)
+        assert text_sparse == read_run_log_full(work)
+        assert text_sparse.curve == sparse.curve and text_sparse.last_iter == sparse.last_iter
+
+
+def test_sparse_resume_cutting_below_the_kept_tail(tmp_path: Path, sparse_everywhere: list[str]) -> None:
+    # The first start logged up to 12000 (val at 10000, then 39 records more); the resumed one has
+    # logged only 2: the speed needs the first start's records just below the resume point (10050).
+    first = "".join(TRAIN.format(loss=0.5, t=0.1 + i / 1000, i=i * 50) for i in range(1, 241))
+    first += VAL.format(a=1, m=2, c=3, s=10000)
+    second = TRAIN.format(loss=0.5, t=0.9, i=10050) + TRAIN.format(loss=0.5, t=0.8, i=10100)
+    _start(tmp_path, "20260203_100000", first)
+    _start(tmp_path, "20260203_120000", second)
+    log = read_run_log(tmp_path)
+    assert log == read_run_log_full(tmp_path)
+    assert log.last_iter == 10100
+    assert log.seconds_per_iter == pytest.approx((0.298 + 0.299 + 0.3 + 0.9 + 0.8) / 5)
+    assert "_sparse_json" in sparse_everywhere
+
+
+def test_sparse_json_garbage_falls_back_to_exact_warnings(tmp_path: Path, sparse_everywhere: list[str]) -> None:
+    body = "".join(TRAIN.format(loss=0.5, t=0.4, i=i * 50) for i in range(1, 50))
+    torn = body + '{"lr": 0.01, "loss": 0.5, "ti' + TRAIN.format(loss=0.5, t=0.4, i=2500)
+    _start(tmp_path, "20260203_100000", torn)
+    log = read_run_log(tmp_path)
+    assert log == read_run_log_full(tmp_path)
+    assert len(log.warnings) == 1 and "unparsable" in log.warnings[0]
+    assert "_sparse_json:fallback" in sparse_everywhere
+
+
+def test_sparse_nan_loss_is_found(tmp_path: Path, sparse_everywhere: list[str]) -> None:
+    body = "".join(TRAIN.format(loss="NaN" if i == 7 else 0.5, t=0.4, i=i * 50) for i in range(1, 50))
+    _start(tmp_path, "20260203_100000", body)
+    log = read_run_log(tmp_path)
+    assert log == read_run_log_full(tmp_path)
+    assert len(log.warnings) == 1 and "non-finite loss at iteration(s) 350" in log.warnings[0]
+
+
+def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _bench()
+    work = tmp_path / "run"
+    bench.write_run(work, 10)  # still training
+    cache_file = tmp_path / "cache" / "logs.pickle"
+    first = LogCache()
+    log = first.read_run_log(work)
+    first.save(cache_file)
+    assert cache_file.stat().st_size < 20_000
+    assert not [p for p in cache_file.parent.iterdir() if p != cache_file]  # no temp file left
+
+    read: list[int] = []
+    orig = logs_mod._parse_chunk
+
+    def spy(buf: bytes, lo: int, hi: int, *args: object, **kw: object) -> object:
+        read.append(hi - lo)
+        return orig(buf, lo, hi, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logs_mod, "_parse_chunk", spy)
+    loaded = LogCache.load(cache_file)
+    assert loaded.read_run_log(work) == log
+    assert read == []  # nothing changed: nothing read
+    _undo, appended = bench.append_lines(work, 10, 50)
+    after = loaded.read_run_log(work)
+    assert sum(read) == appended and len(read) == 2  # the new JSON and text lines, nothing else
+    monkeypatch.setattr(logs_mod, "_parse_chunk", orig)
+    assert after == read_run_log(work) == read_run_log_full(work)
+    assert after.last_iter == bench.IN_PROGRESS_END + 50 * 50
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not a pickle at all",
+        pickle.dumps(("prove-jobs-logcache-0", ())),  # another format
+        pickle.dumps(("prove-jobs-logcache-1", (("x", "json", (1, 2)),))),  # wrong shape
+        pickle.dumps(Path("/etc/passwd")),  # would import a class: refused
+    ],
+)
+def test_corrupt_cache_file_is_ignored(tmp_path: Path, content: bytes) -> None:
+    _start(tmp_path / "wd", "20260203_100000", TRAIN.format(loss=0.5, t=0.4, i=50))
+    good = LogCache()
+    good.read_run_log(tmp_path / "wd")
+    good.save(tmp_path / "cache.pickle")
+    data = (tmp_path / "cache.pickle").read_bytes()
+    for variant in (content, data[: len(data) // 2]):
+        (tmp_path / "cache.pickle").write_bytes(variant)
+        cache = LogCache.load(tmp_path / "cache.pickle")
+        assert cache._files == {}
+        assert cache.read_run_log(tmp_path / "wd") == read_run_log(tmp_path / "wd")
+    assert LogCache.load(tmp_path / "missing.pickle")._files == {}
+
+
+def test_default_cache_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_path() == tmp_path / "prove-jobs" / "logs.pickle"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_path() == tmp_path / "home" / ".cache" / "prove-jobs" / "logs.pickle"

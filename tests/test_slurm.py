@@ -1,0 +1,141 @@
+"""Against a real SLURM controller (tests/cluster/slurm-up.sh; `make slurm-up`): arrays, states, cancel.
+
+Skipped, with the reason, where no controller answers (a laptop, a non-root CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SWEEPS
+
+from prove_jobs.cli import main
+from prove_jobs.demo_data import make_demo_dataset
+from prove_jobs.locks import training_lock_held
+from prove_jobs.runs import read_meta
+from prove_jobs.scheduler import slurm_available
+from prove_jobs.spec import Sweep, load_sweep
+from prove_jobs.status import RunState, collect_status
+from prove_jobs.submit import submit
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)"),
+]
+
+RESOURCES = """
+[resources]
+partition = "gpu"
+gpus_per_node = 1
+cpus_per_task = 1
+mem_gb = 2
+timeout_min = 10
+"""
+
+
+@pytest.fixture
+def slurm_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sweep:
+    make_demo_dataset(tmp_path / "data" / "cityscapes")
+    (tmp_path / "runs").mkdir()
+    text = (SWEEPS / "demo.toml").read_text()
+    text = text[: text.index("[resources]")] + RESOURCES
+    path = tmp_path / "slurm.toml"
+    path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
+    monkeypatch.chdir(tmp_path)  # sbatch writes nothing here, but a job's cwd must be writable
+    return load_sweep(path)
+
+
+def _scontrol(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def _wait_until(what: str, condition, timeout_s: float = 240):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
+        time.sleep(0.5)
+
+
+def test_one_array_walks_pending_running_completed(slurm_sweep: Sweep) -> None:
+    runs = slurm_sweep.runs(variants=["DEMO_BS4"])
+    result = submit(slurm_sweep, runs, executor="slurm")
+    ids = [s.job_id for s in result.submitted]
+    array = {job_id.split("_")[0] for job_id in ids if job_id}
+    assert len(array) == 1 and sorted(ids) == [f"{next(iter(array))}_{i}" for i in range(len(runs))]
+
+    job = _scontrol(ids[0])
+    assert job["Partition"] == "gpu" and job["TimeLimit"] == "00:10:00"
+    assert "gres/gpu=1" in job.get("TRES", "") or "gpu:1" in job.get("TresPerNode", "")
+    assert job["MinMemoryNode"] in ("2G", "2048M") and job["NumCPUs"] == "1"
+    assert job["JobName"] == f"prove:{slurm_sweep.name}"
+
+    seen: dict[str, set[RunState]] = {run.model: set() for run in runs}
+
+    def all_done() -> bool:
+        for status in collect_status(runs).statuses:
+            seen[status.run.model].add(status.state)
+        return all(s.state is RunState.COMPLETED for s in collect_status(runs).statuses)
+
+    _wait_until("completion of the array", all_done, 300)
+    for model, states in seen.items():
+        assert RunState.RUNNING in states or RunState.PENDING in states, (model, states)
+    for status in collect_status(runs).statuses:
+        assert status.job_id in ids and status.iter == 20 and status.curve and status.curve[-1].miou
+        meta = read_meta(status.run.run_dir)
+        assert meta is not None and meta.job_id == status.job_id and meta.host
+
+
+def test_cancel_through_scancel_releases_the_run(slurm_sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep_file = str(slurm_sweep.path)
+    assert main(["submit", sweep_file, "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_REF",
+                 "--executor", "slurm"]) == 0
+    run = slurm_sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
+    _wait_until("training", lambda: training_lock_held(run.run_dir))
+    assert main(["status", sweep_file, "--model", run.model, "--variant", run.variant, "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["state"] == "running" and row["scheduler_state"] == "RUNNING" and row["node"]
+    assert main(["cancel", sweep_file, "--model", run.model, "--variant", run.variant]) == 0
+    _wait_until("the end of the training", lambda: not training_lock_held(run.run_dir), 60)
+    status = collect_status([run]).statuses[0]
+    assert status.state is RunState.CANCELLED and status.lock_holder is None
+    # a new submit may take the run over, and resumes it
+    assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
+
+
+def test_unreachable_controller(slurm_sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
+    pidfile = Path(os.environ.get("SLURM_STATE_DIR", "/var/lib/prove-jobs-slurm")) / "run" / "slurmctld.pid"
+    if not pidfile.exists() or os.geteuid() != 0:
+        pytest.skip("the controller was not started by tests/cluster/slurm-up.sh as root: not stopping it")
+    runs = slurm_sweep.runs(["demo_segformer_tiny"], ["DEMO_BS4"])
+    submit(slurm_sweep, runs, executor="slurm")
+    run = runs[0]
+    _wait_until("training", lambda: training_lock_held(run.run_dir))
+    subprocess.run(["kill", pidfile.read_text().strip()], check=True)
+    try:
+        _wait_until("the controller to go", lambda: not slurm_available(), 30)
+        report = collect_status(runs)
+        assert report.scheduler_note and "scheduler unreachable" in report.scheduler_note
+        assert report.statuses[0].state in (RunState.RUNNING, RunState.COMPLETED)  # from the metadata and logs
+        sweep_file = str(slurm_sweep.path)
+        code = main(["submit", sweep_file, "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4",
+                     "--executor", "slurm"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "sinfo" in err, err
+        never = slurm_sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_BS4"])[0]
+        assert not (never.run_dir / "prove_run.json").exists()  # no claim left behind
+        assert read_meta(run.run_dir) is not None  # still whole (the job itself may have recorded its end)
+    finally:
+        subprocess.run(["bash", str(REPO / "tests" / "cluster" / "slurm-up.sh")], check=True)
+    _wait_until("completion after the restart",
+                lambda: collect_status(runs).statuses[0].state is RunState.COMPLETED, 240)
