@@ -708,7 +708,7 @@ def _all_train(path: Path | str, kind: str) -> list[_TrainT]:
     return [(r.iter, r.time) for r in records if r.kind == "train" and r.iter is not None]
 
 
-_CACHE_FORMAT = "prove-jobs-logcache-1"  # change it whenever _FileState changes
+_CACHE_FORMAT = "prove-jobs-logcache-2"  # change it whenever _FileState or the run memo changes
 
 
 def default_cache_path() -> Path:
@@ -752,7 +752,11 @@ class LogCache:
         """Write the cache atomically (a temp file, then rename); errors are left to the caller."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = (_CACHE_FORMAT, tuple((p, kind, st.to_row()) for (p, kind), st in self._files.items()))
+        body = (
+            _CACHE_FORMAT,
+            tuple((p, kind, st.to_row()) for (p, kind), st in self._files.items()),
+            tuple((work_dir, key, _log_to_row(log)) for work_dir, (key, log) in self._runs.items()),
+        )
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -770,13 +774,29 @@ class LogCache:
         try:
             with Path(path).open("rb") as fh:
                 body = _PlainUnpickler(fh).load()
-            if not (isinstance(body, tuple) and len(body) == 2 and body[0] == _CACHE_FORMAT):
+            if not (isinstance(body, tuple) and len(body) == 3 and body[0] == _CACHE_FORMAT):
                 return cache
             files = {(str(p), str(kind)): _FileState.from_row(row) for p, kind, row in body[1]}
+            runs = {str(work_dir): (key, _log_from_row(row)) for work_dir, key, row in body[2]}
         except Exception:  # any damage means: start cold
             return cache
         cache._files = files
+        cache._runs = runs
         return cache
+
+
+def _log_to_row(log: RunLog) -> tuple[object, ...]:
+    curve = tuple((p.iter, p.miou, p.aacc, p.macc) for p in log.curve)
+    return (log.last_iter, log.max_iters, curve, log.starts, log.first_time, log.last_time,
+            log.seconds_per_iter, tuple(log.warnings))
+
+
+def _log_from_row(row: tuple[Any, ...]) -> RunLog:
+    last_iter, max_iters, curve, starts, first_time, last_time, seconds_per_iter, warnings = row
+    if not (isinstance(curve, tuple) and isinstance(starts, int) and isinstance(warnings, tuple)):
+        raise ValueError("bad run summary")
+    return RunLog(last_iter, max_iters, tuple(ValPoint(*point) for point in curve), starts, first_time, last_time,
+                  seconds_per_iter, tuple(str(w) for w in warnings))
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -988,7 +1008,9 @@ def _read_run_log(
     key: object = None
     if memo is not None and not warnings:
         used = [st for _, st in legacy] + [st for t in timed for st in (t[1], t[3]) if st is not None]
-        key = (n_starts, [t[0] for t in timed], [(id(st), st.size, st.mtime, st.offset) for st in used])
+        # File identity by (inode, size, mtime, offset), not object id: the memo is saved with the cache.
+        key = (n_starts, tuple(t[0] for t in timed),
+               tuple((st.inode, st.size, st.mtime, st.offset, st.kind) for st in used))
         hit = memo.get(str(work_dir))
         if hit is not None and hit[0] == key:
             return hit[1]

@@ -542,8 +542,12 @@ def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(logs_mod, "_parse_chunk", spy)
     loaded = LogCache.load(cache_file)
+    built: list[object] = []
+    orig_merge = logs_mod._merge
+    monkeypatch.setattr(logs_mod, "_merge", lambda *a, **k: built.append(a) or orig_merge(*a, **k))
     assert loaded.read_run_log(work) == log
     assert read == []  # nothing changed: nothing read
+    assert built == []  # and the run is not put together again: its summary came with the file
     _undo, appended = bench.append_lines(work, 10, 50)
     after = loaded.read_run_log(work)
     assert sum(read) == appended and len(read) == 2  # the new JSON and text lines, nothing else
@@ -558,7 +562,8 @@ def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, monkeyp
         b"",
         b"not a pickle at all",
         pickle.dumps(("prove-jobs-logcache-0", ())),  # another format
-        pickle.dumps(("prove-jobs-logcache-1", (("x", "json", (1, 2)),))),  # wrong shape
+        pickle.dumps(("prove-jobs-logcache-1", (("x", "json", (1, 2)),))),  # an older format
+        pickle.dumps(("prove-jobs-logcache-2", (("x", "json", (1, 2)),), ())),  # wrong shape
         pickle.dumps(Path("/etc/passwd")),  # would import a class: refused
     ],
 )
