@@ -22,6 +22,7 @@ the new offset, so :class:`LogCache` can re-read only what was appended.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import mmap
@@ -35,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "Chunk",
@@ -52,8 +53,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ValPoint:
+class ValPoint(NamedTuple):
+    """One validation: the training iteration and its metrics (a tuple: 40,000 of them load in ms)."""
+
     iter: int
     miou: float | None  # percent
     aacc: float | None  # percent
@@ -708,7 +710,8 @@ def _all_train(path: Path | str, kind: str) -> list[_TrainT]:
     return [(r.iter, r.time) for r in records if r.kind == "train" and r.iter is not None]
 
 
-_CACHE_FORMAT = "prove-jobs-logcache-2"  # change it whenever _FileState or the run memo changes
+_FILE_ROW_LENGTH = 14  # fields in _FileState.to_row()
+_CACHE_FORMAT = "prove-jobs-logcache-4"  # change it whenever _FileState or the run memo changes
 
 
 def default_cache_path() -> Path:
@@ -728,6 +731,21 @@ class LogCache:
         self._files: dict[tuple[str, str], _FileState] = {}
         self._sparse = sparse
         self._runs: dict[str, tuple[object, RunLog]] = {}  # work dir -> (what it was built from, result)
+        self._rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # loaded file states not needed yet
+        # The file states from the cache file, one pickle per run dir, unpacked only when a file
+        # of that run changed: an unchanged sweep needs nothing but the run summaries.
+        self._blobs: dict[str, bytes] = {}
+
+    def _unpack(self, group: str) -> None:
+        blob = self._blobs.pop(group, None)
+        if blob is None:
+            return
+        try:
+            body = _PlainUnpickler(io.BytesIO(blob)).load()
+            rows = {(str(p), str(kind)): tuple(row) for p, kind, row in body}
+        except Exception:  # damaged: that run's files are read afresh
+            return
+        self._rows.update((key, row) for key, row in rows.items() if len(row) == _FILE_ROW_LENGTH)
 
     def _get(
         self, path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None
@@ -735,7 +753,15 @@ class LogCache:
         if not self._sparse and kind == "texttail":
             kind = "text"
         key = (str(path), kind)
-        state = _read_file(path, kind, self._files.get(key), warnings, self._sparse, st)
+        old = self._files.get(key)
+        if old is None and self._blobs:
+            self._unpack(_run_group(key[0]))
+        if old is None and key in self._rows:  # from the cache file: built when first needed
+            try:
+                old = _FileState.from_row(self._rows.pop(key))
+            except (ValueError, TypeError):
+                old = None  # a damaged entry: read the file afresh
+        state = _read_file(path, kind, old, warnings, self._sparse, st)
         if state is None:
             self._files.pop(key, None)
         else:
@@ -752,9 +778,16 @@ class LogCache:
         """Write the cache atomically (a temp file, then rename); errors are left to the caller."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        groups: dict[str, list[tuple[str, str, tuple[Any, ...]]]] = {}
+        rows = {**self._rows, **{key: st.to_row() for key, st in self._files.items()}}
+        for (p, kind), row in rows.items():
+            groups.setdefault(_run_group(p), []).append((p, kind, row))
+        blobs = dict(self._blobs)  # runs not looked at in this process: kept as they were
+        blobs.update((group, pickle.dumps(tuple(items), protocol=pickle.HIGHEST_PROTOCOL))
+                     for group, items in groups.items())
         body = (
             _CACHE_FORMAT,
-            tuple((p, kind, st.to_row()) for (p, kind), st in self._files.items()),
+            tuple(blobs.items()),
             tuple((work_dir, key, _log_to_row(log)) for work_dir, (key, log) in self._runs.items()),
         )
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -776,13 +809,24 @@ class LogCache:
                 body = _PlainUnpickler(fh).load()
             if not (isinstance(body, tuple) and len(body) == 3 and body[0] == _CACHE_FORMAT):
                 return cache
-            files = {(str(p), str(kind)): _FileState.from_row(row) for p, kind, row in body[1]}
+            blobs = {str(group): blob for group, blob in body[1]}
+            if not all(isinstance(blob, bytes) for blob in blobs.values()):
+                raise ValueError("bad file states")
             runs = {str(work_dir): (key, _log_from_row(row)) for work_dir, key, row in body[2]}
         except Exception:  # any damage means: start cold
             return cache
-        cache._files = files
+        cache._blobs = blobs
         cache._runs = runs
         return cache
+
+
+def _run_group(path: str) -> str:
+    """The run dir a log file belongs to: the parent of its ``<timestamp>/`` dir, else its own folder."""
+    parts = path.split(os.sep)
+    for index in range(len(parts) - 1, 0, -1):
+        if _TS_DIR.match(parts[index]):
+            return os.sep.join(parts[:index])
+    return os.path.dirname(path)
 
 
 def _log_to_row(log: RunLog) -> tuple[object, ...]:
@@ -795,7 +839,7 @@ def _log_from_row(row: tuple[Any, ...]) -> RunLog:
     last_iter, max_iters, curve, starts, first_time, last_time, seconds_per_iter, warnings = row
     if not (isinstance(curve, tuple) and isinstance(starts, int) and isinstance(warnings, tuple)):
         raise ValueError("bad run summary")
-    return RunLog(last_iter, max_iters, tuple(ValPoint(*point) for point in curve), starts, first_time, last_time,
+    return RunLog(last_iter, max_iters, tuple(ValPoint._make(point) for point in curve), starts, first_time, last_time,
                   seconds_per_iter, tuple(str(w) for w in warnings))
 
 
@@ -970,17 +1014,16 @@ def _read_run_log(
         return EMPTY
     except OSError as exc:
         return RunLog(None, None, (), 0, None, None, None, (f"{work_dir}: cannot list ({exc.strerror or exc})",))
-    # First what the files say (stat, and parse what is new), then the run from it: with a memo,
-    # a run none of whose files changed is not put together again.
-    legacy: list[tuple[str, _FileState]] = []
-    timed: list[tuple[str, _FileState | None, str | None, _FileState | None, str]] = []
-    n_starts = 0
+    # First which files make the run and their stat; with a memo, a run none of whose files
+    # changed (inode, size, mtime) is answered without parsing or putting it together again.
+    legacy_files: list[tuple[str, os.stat_result]] = []
+    plan: list[tuple[str, str | None, os.stat_result | None, str, os.stat_result | None]] = []
     for entry in entries:
         if entry.name.endswith(".log.json") and _is_file(entry):
-            n_starts += 1
-            state = get(entry.path, "json0", warnings)
-            if state is not None:
-                legacy.append((entry.path, state))
+            legacy_st = _stat_file(entry.path)
+            if legacy_st is not None:
+                legacy_files.append((entry.path, legacy_st))
+    n_starts = len(legacy_files)
     for entry in entries:
         if not (_TS_DIR.match(entry.name) and _is_dir(entry)):
             continue
@@ -995,25 +1038,31 @@ def _read_run_log(
             json_path = os.path.join(vis_data, f"{entry.name}.json") if has_vis else None
             json_st = _stat_file(json_path) if json_path else None
         n_starts += 1
+        log_path = os.path.join(ts_dir, f"{entry.name}.log")
+        plan.append((entry.name, json_path, json_st, log_path, _stat_file(log_path)))
+    key: object = None
+    if memo is not None:
+        stats = [st for _, st in legacy_files] + [st for p in plan for st in (p[2], p[4]) if st is not None]
+        key = (sparse, tuple(p[0] for p in plan), tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats))
+        hit = memo.get(str(work_dir))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+
+    legacy: list[tuple[str, _FileState]] = []
+    for path, legacy_st in legacy_files:
+        state = get(path, "json0", warnings, legacy_st)
+        if state is not None:
+            legacy.append((path, state))
+    timed: list[tuple[str, _FileState | None, str | None, _FileState | None, str]] = []
+    for name, json_path, json_st, log_path, log_st in plan:
         json_state = get(json_path, "json", warnings, json_st) if json_path and json_st else None
         if json_state is None:
             json_path = None
         text_state: _FileState | None = None
-        log_path = os.path.join(ts_dir, f"{entry.name}.log")
-        log_st = _stat_file(log_path)
         if log_st is not None:
             need_vals = json_state is None or not sparse or _needs_text_vals(json_state)
             text_state = get(log_path, "text" if need_vals else "texttail", warnings, log_st)
-        timed.append((entry.name, json_state, json_path, text_state, log_path))
-    key: object = None
-    if memo is not None and not warnings:
-        used = [st for _, st in legacy] + [st for t in timed for st in (t[1], t[3]) if st is not None]
-        # File identity by (inode, size, mtime, offset), not object id: the memo is saved with the cache.
-        key = (n_starts, tuple(t[0] for t in timed),
-               tuple((st.inode, st.size, st.mtime, st.offset, st.kind) for st in used))
-        hit = memo.get(str(work_dir))
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        timed.append((name, json_state, json_path, text_state, log_path))
     starts: list[_Start] = []
     last_time: float | None = None
     for path, state in legacy:
@@ -1039,7 +1088,7 @@ def _read_run_log(
             warnings.append(f"{name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)
     log = _merge(starts, n_starts, warnings, last_time)
-    if memo is not None and key is not None:
+    if memo is not None and key is not None and not warnings:  # a warning (a torn line) is worth a re-read
         memo[str(work_dir)] = (key, log)
     return log
 
