@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,6 +67,7 @@ def test_curve_and_filters(reference_root: Path, capsys: pytest.CaptureFixture[s
 def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:  # noqa: F811
     # A real terminal (a pty): rich Live redraws in place only there.
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))  # rows, columns
     env = {**os.environ, "COLUMNS": "160", "LINES": "60", "TERM": "xterm-256color"}
     watch = subprocess.Popen(
         [sys.executable, "-m", "prove_jobs.cli", "status", str(SWEEPS / "cityscapes.toml"), "--data-root",
@@ -71,19 +76,27 @@ def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:  # noqa: F811
     )
     os.close(follower)
     screen = b""
-    deadline = time.monotonic() + 30
-    while screen.count(b"Ctrl-C to quit") < 3 and time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.5)
-        if ready:
-            try:
-                screen += os.read(leader, 65536)
-            except OSError:
-                break
+
+    def read_until(done: Callable[[], bool], timeout_s: float) -> None:
+        # Keep draining the pty: a child blocked on a full terminal buffer cannot act on Ctrl-C.
+        nonlocal screen
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    return
+                screen += chunk
+
+    read_until(lambda: screen.count(b"Ctrl-C to quit") >= 3, 60)
     watch.send_signal(signal.SIGINT)
-    _, err = watch.communicate(timeout=20)
+    read_until(lambda: watch.poll() is not None, 30)
+    _, err = watch.communicate(timeout=10)
     os.close(leader)
     assert watch.returncode == 0, err
     assert b"Traceback" not in err
-    assert screen.count(b"Ctrl-C to quit") >= 3  # redrawn, not printed once
+    assert screen.count(b"Ctrl-C to quit") >= 3, screen[-3000:]  # redrawn, not printed once
     assert b"\x1b[" in screen  # cursor movement: in place
     assert b"Lock conflict" in screen and OTHER.encode() in screen
