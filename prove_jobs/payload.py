@@ -7,6 +7,7 @@ the login node imports this module (to pickle :class:`TrainingJob` for submitit)
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,6 +96,9 @@ class TrainingJob:
         # Everything this job writes (mmengine's logs, checkpoints, last_checkpoint) stays
         # writable by the group: a colleague may have to resume this run.
         os.umask(self.umask)
+        # `prove-jobs cancel` stops local jobs with SIGINT; a job submitted from a background
+        # shell (`prove-jobs submit ... &`) would otherwise inherit SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         run_dir = Path(self.run_dir)
         try:
             with training_lock(run_dir, self.lock_mode):

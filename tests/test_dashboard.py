@@ -73,6 +73,9 @@ def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:  # noqa: F811
         [sys.executable, "-m", "prove_jobs.cli", "status", str(SWEEPS / "cityscapes.toml"), "--data-root",
          str(reference_root), "--variant", BS16, "--watch", "0.3"],
         stdin=follower, stdout=follower, stderr=subprocess.PIPE, text=False, env=env,
+        # as at a terminal: a test runner started in the background (`cmd &`) ignores SIGINT,
+        # its children inherit that, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(follower)
     screen = b""
