@@ -169,7 +169,9 @@ def _with_lock(status: RunStatus, slurm_states: dict[str, str] | None) -> RunSta
     holder = holder_of(run_dir, status.meta, slurm_states, lock_mode=status.meta.lock_mode) if status.meta else None
     notes = list(status.notes)
     if holder is not None and holder.stale:
-        notes.append(f"stale claim by {holder.describe()}: `prove-jobs resubmit` or `prove-jobs unlock --stale`")
+        # describe() of the live holder: "(stale)" would only repeat the sentence's first word
+        notes.append(f"stale claim by {replace(holder, stale=False).describe()}: "
+                     "`prove-jobs resubmit` or `prove-jobs unlock --stale`")
     conflict = conflict_for(run_dir)
     if conflict is None or status.state is RunState.COMPLETED:
         return replace(status, lock_holder=holder, notes=tuple(notes))
