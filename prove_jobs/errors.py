@@ -22,6 +22,10 @@ class RunError(ProveJobsError):
     """A run directory cannot be used as asked (finished already, unwritable, unreadable metadata)."""
 
 
+class CorruptMetadata(RunError):
+    """A run's ``prove_run.json`` is empty, truncated or not prove-jobs metadata."""
+
+
 class LockConflict(ProveJobsError):
     """Someone else holds the run."""
 

@@ -219,6 +219,20 @@ def file_owner(path: Path) -> str:
         return "unknown"
 
 
+def move_corrupt_claim_aside(run_dir: Path, mode: str = "fcntl") -> Path:
+    """Rename a corrupt ``prove_run.json`` to ``prove_run.json.corrupt-<time>`` (kept, never deleted).
+
+    Only when no process holds the training lock: a corrupt claim is stale only then.
+    """
+    from prove_jobs.runs import META_FILE, meta_path
+
+    if training_lock_held(run_dir, mode) is not False:
+        raise RunError(f"corrupt lock ({meta_path(run_dir)}): a process holds the training lock; left alone")
+    aside = meta_path(run_dir).with_name(f"{META_FILE}.corrupt-{int(now())}")
+    os.replace(meta_path(run_dir), aside)
+    return aside
+
+
 def unlock(run_dir: Path, *, force: bool = False) -> tuple[bool, str]:
     """Release a stale claim on ``run_dir`` (a live one only with ``force``); returns (released, what).
 
@@ -226,19 +240,16 @@ def unlock(run_dir: Path, *, force: bool = False) -> tuple[bool, str]:
     aside); logs, checkpoints and configs never are. Never while a process holds the
     training lock, ``force`` or not.
     """
-    from prove_jobs.runs import META_FILE, meta_path, read_meta, update_meta
+    from prove_jobs.errors import CorruptMetadata
+    from prove_jobs.runs import meta_path, read_meta, update_meta
 
     if not os.access(run_dir, os.R_OK | os.W_OK | os.X_OK):
         raise RunError(f"{run_dir}: cannot read and write this run dir as {current_user()} "
                        f"(owner: {file_owner(run_dir)})")
     try:
         meta = read_meta(run_dir)
-    except RunError:
-        if training_lock_held(run_dir) is not False:
-            raise RunError(f"corrupt lock ({meta_path(run_dir)}): a process holds the training lock; "
-                           "left alone") from None
-        aside = meta_path(run_dir).with_name(f"{META_FILE}.corrupt-{int(now())}")
-        os.replace(meta_path(run_dir), aside)
+    except CorruptMetadata:
+        aside = move_corrupt_claim_aside(run_dir)
         return True, f"corrupt lock ({meta_path(run_dir)}) moved aside to {aside.name}"
     if meta is None or not claim_is_open(meta):
         return False, "no claim"

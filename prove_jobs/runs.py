@@ -28,7 +28,7 @@ from typing import Any
 
 from filelock import BaseFileLock, FileLock, SoftFileLock
 
-from prove_jobs.errors import RunError
+from prove_jobs.errors import CorruptMetadata, RunError
 
 META_FILE = "prove_run.json"
 META_MUTEX = "prove_run.json.lock"
@@ -134,7 +134,7 @@ def read_meta(run_dir: Path) -> RunMeta | None:
             raise ValueError("not a JSON object")
         return RunMeta.from_json(data)
     except (ValueError, TypeError) as exc:
-        raise RunError(f"{path}: corrupt run metadata ({exc}); move it aside to reset the run") from exc
+        raise CorruptMetadata(f"{path}: corrupt run metadata ({exc}); move it aside to reset the run") from exc
 
 
 def write_meta(run_dir: Path, meta: RunMeta) -> RunMeta:

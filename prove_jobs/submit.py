@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prove_jobs.errors import LockConflict, ProveJobsError, RunError
+from prove_jobs.errors import CorruptMetadata, ProveJobsError, RunError
 from prove_jobs.locks import (
     TRAIN_LOCK,
     LockHolder,
@@ -28,19 +28,18 @@ from prove_jobs.locks import (
     conflict_for,
     file_owner,
     holder_of,
+    move_corrupt_claim_aside,
     record_conflict,
     scheduler_states_for,
     training_lock_held,
 )
 from prove_jobs.render import RenderedRun, render_run, write_rendered
 from prove_jobs.runs import (
-    META_FILE,
     Run,
     RunMeta,
     current_host,
     current_user,
     meta_mutex,
-    meta_path,
     now,
     read_meta,
     update_meta,
@@ -180,13 +179,8 @@ def read_claim(run_dir: Path, mode: str) -> RunMeta | None:
     """The run's metadata; a corrupt file is moved aside (kept, never deleted) when nobody trains."""
     try:
         return read_meta(run_dir)
-    except RunError as exc:
-        if "corrupt" not in str(exc):
-            raise
-        if training_lock_held(run_dir, mode) is not False:
-            raise LockConflict(f"corrupt lock ({meta_path(run_dir)}) and a process holds the training lock") from None
-        aside = meta_path(run_dir).with_name(f"{META_FILE}.corrupt-{int(now())}")
-        os.replace(meta_path(run_dir), aside)
+    except CorruptMetadata:
+        move_corrupt_claim_aside(run_dir, mode)
         return None
 
 
