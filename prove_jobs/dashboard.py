@@ -18,16 +18,6 @@ from prove_jobs.runs import Run
 from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep
 from prove_jobs.status import RunState, RunStatus
 
-ICONS = {
-    RunState.NOT_SUBMITTED: "·",
-    RunState.PENDING: "⏳",
-    RunState.RUNNING: "🔄",
-    RunState.COMPLETED: "✅",
-    RunState.FAILED: "❌",
-    RunState.CANCELLED: "⛔",
-    RunState.TIMEOUT: "⌛",
-    RunState.LOCK_CONFLICT: "⏳",
-}
 STYLES = {
     RunState.COMPLETED: "green",
     RunState.RUNNING: "cyan",
@@ -101,7 +91,7 @@ def state_text(status: RunStatus) -> Text:
         label += f" @ {status.iter}/{status.max_iters or '?'}"
     if status.state is not RunState.LOCK_CONFLICT and holder is not None and holder.stale:
         label += " (stale lock)"
-    return Text(f"{ICONS[status.state]} {label}", style=STYLES.get(status.state, ""))
+    return Text(f"{status.state.icon} {label}", style=STYLES.get(status.state, ""))
 
 
 def status_tables(statuses: Sequence[RunStatus], *, title: str = "", width: int = 200) -> Group:

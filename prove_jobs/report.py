@@ -20,10 +20,6 @@ from prove_jobs.errors import ProveJobsError, SpecError
 from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep, Variant
 from prove_jobs.status import RunState, RunStatus
 
-ICONS = {
-    RunState.COMPLETED: "✅", RunState.RUNNING: "🔄", RunState.PENDING: "⏳", RunState.LOCK_CONFLICT: "⏳",
-    RunState.FAILED: "❌", RunState.CANCELLED: "⛔", RunState.TIMEOUT: "⌛", RunState.NOT_SUBMITTED: "·",
-}
 _FAMILY = re.compile(r"^prove_family\s*=\s*['\"](\w+)['\"]", re.MULTILINE)
 
 
@@ -285,7 +281,7 @@ def _results(report: Report) -> list[str]:
 def status_line(status: RunStatus) -> str:
     """``✅ segformer_mit-b3: Completed (alice) - 76.84% mIoU (Job 1057498)``, the report's list item."""
     user = status.lock_holder.user if status.state is RunState.LOCK_CONFLICT and status.lock_holder else status.user
-    text = f"{ICONS[status.state]} {status.run.model}: {status.state.value.capitalize()}"
+    text = f"{status.state.icon} {status.run.model}: {status.state.value.capitalize()}"
     if user:
         text += f" ({user})"
     if status.state in (RunState.RUNNING, RunState.FAILED, RunState.CANCELLED, RunState.TIMEOUT) and status.iter:

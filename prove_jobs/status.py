@@ -43,6 +43,23 @@ class RunState(enum.Enum):
     """Your submit met another user's claim on this run: see ``lock_holder``; when the holder
     is gone (``stale``), ``prove-jobs resubmit --lock-conflicts`` submits it."""
 
+    @property
+    def icon(self) -> str:
+        """The marker the hand-written report puts before a state (dashboard and report alike)."""
+        return _ICONS[self]
+
+
+_ICONS = {
+    RunState.NOT_SUBMITTED: "·",
+    RunState.PENDING: "⏳",
+    RunState.RUNNING: "🔄",
+    RunState.COMPLETED: "✅",
+    RunState.FAILED: "❌",
+    RunState.CANCELLED: "⛔",
+    RunState.TIMEOUT: "⌛",
+    RunState.LOCK_CONFLICT: "⏳",
+}
+
 
 def translate_slurm_state(state: str) -> RunState | None:
     """SLURM's job state word -> RunState; ``None`` when SLURM's word does not settle it."""
@@ -147,7 +164,7 @@ def collect_status(
     """
     now = time.time() if now is None else now
     metas = {run: _read_meta_or_note(run) for run in runs}
-    slurm_ids = [m.job_id for m, _ in metas.values() if m and m.executor == "slurm" and m.job_id and _open(m)]
+    slurm_ids = [m.job_id for m, _ in metas.values() if m and m.executor == "slurm" and m.job_id and claim_is_open(m)]
     jobs: dict[str, Any] = {}
     note = None
     if slurm_ids:
@@ -188,10 +205,6 @@ def _read_meta_or_note(run: Run) -> tuple[RunMeta | None, str | None]:
         return read_meta(run.run_dir), None
     except ProveJobsError as exc:
         return None, str(exc)
-
-
-def _open(meta: RunMeta) -> bool:
-    return claim_is_open(meta)
 
 
 def _status(
