@@ -30,7 +30,8 @@ EXAMPLES = {
     "demo-data": "prove-jobs demo-data demo/data/cityscapes",
     "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
     "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/",
-    "resubmit": "prove-jobs resubmit job_templates/sweeps/cityscapes.toml --lock-conflicts --wait --poll 60",
+    "resubmit": "prove-jobs resubmit job_templates/sweeps/cityscapes.toml --lock-conflicts --wait --poll 60\n"
+                "  prove-jobs resubmit job_templates/sweeps/cityscapes.toml --failed",
 }
 
 
@@ -97,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("--force", action="store_true",
                         help="also release a live claim whose job is not training (never one that is)")
 
-    resubmit = command("resubmit", "Submit the runs that were in lock conflict and whose holder is gone.")
+    resubmit = command("resubmit", "Submit again the runs that met a lock conflict (once the holder is gone) "
+                                   "or that failed; they resume from their last checkpoint.")
     sweep_args(resubmit, optional=True)
-    resubmit.add_argument("--root", type=Path, help="look for conflicts under this data root instead of a sweep")
-    resubmit.add_argument("--lock-conflicts", action="store_true", required=True,
-                          help="resubmit runs whose lock conflict has cleared (the only mode for now)")
+    resubmit.add_argument("--root", type=Path, help="look for runs under this data root instead of a sweep")
+    resubmit.add_argument("--lock-conflicts", action="store_true",
+                          help="runs whose lock conflict has cleared (the holder's job ended)")
+    resubmit.add_argument("--failed", action="store_true",
+                          help="runs that failed or hit their time limit (after you fixed the cause)")
     resubmit.add_argument("--executor", default="auto", choices=["auto", "slurm", "local"])
     resubmit.add_argument("--wait", action="store_true", help="keep trying until no conflict is left")
     resubmit.add_argument("--poll", type=float, default=60.0, help="seconds between tries with --wait")
@@ -277,6 +281,12 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
         from prove_jobs.dashboard import status_tables
 
         term.show(status_tables(statuses, title=title, width=term.out.width))
+    if args.sweep is not None and args.sweep.is_dir():  # one run asked for: say why it stopped
+        from prove_jobs.status import failure_details
+
+        for status in statuses:
+            for line in failure_details(status):
+                term.line(line)
     for warning in warnings:
         term.warn(warning)
     return 0
@@ -371,8 +381,10 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
     import time
 
     from prove_jobs.status import discover_runs
-    from prove_jobs.submit import resubmit_lock_conflicts
+    from prove_jobs.submit import resubmit_failed, resubmit_lock_conflicts
 
+    if not (args.lock_conflicts or args.failed):
+        raise ProveJobsError("resubmit: say which runs: --lock-conflicts, --failed, or both")
     if args.root is not None:
         runs = [r for r in discover_runs(args.root.absolute())
                 if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
@@ -391,6 +403,17 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
             return sweep
     else:
         raise ProveJobsError("resubmit: give a sweep file or --root DIR")
+
+    if args.failed:
+        failed = resubmit_failed(runs, sweep_for, executor=args.executor)
+        for s in failed.submitted:
+            term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
+        for run, holder in failed.conflicts:
+            term.warn(f"{run.name}: lock conflict: held by {holder.describe()}")
+        if not failed.submitted and not failed.conflicts:
+            term.info("no failed runs to resubmit")
+        if not args.lock_conflicts:
+            return 1 if failed.conflicts else 0
 
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     while True:

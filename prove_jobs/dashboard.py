@@ -22,6 +22,7 @@ STYLES = {
     RunState.COMPLETED: "green",
     RunState.RUNNING: "cyan",
     RunState.PENDING: "yellow",
+    RunState.REQUEUED: "yellow",
     RunState.FAILED: "red",
     RunState.CANCELLED: "magenta",
     RunState.TIMEOUT: "red",
@@ -89,6 +90,9 @@ def state_text(status: RunStatus) -> Text:
         label += f" ({holder.user}{', released' if holder.stale else ''})"
     elif status.state is not RunState.COMPLETED and status.iter is not None:
         label += f" @ {status.iter}/{status.max_iters or '?'}"
+    if status.restarts and status.state in (RunState.RUNNING, RunState.REQUEUED, RunState.FAILED,
+                                            RunState.TIMEOUT):
+        label += f" · {status.restarts} restart{'s' if status.restarts > 1 else ''}"
     if status.state is not RunState.LOCK_CONFLICT and holder is not None and holder.stale:
         label += " (stale lock)"
     return Text(f"{status.state.icon} {label}", style=STYLES.get(status.state, ""))

@@ -6,13 +6,16 @@ the login node imports this module (to pickle :class:`TrainingJob` for submitit)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, current_host, now, read_meta, update_meta
+from prove_jobs.errors import ProveJobsError, RunError
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, RunMeta, current_host, now, read_meta, update_meta
 
 if TYPE_CHECKING:
     from submitit.helpers import DelayedSubmission
@@ -42,13 +45,30 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> i
 
     cfg = Config.fromfile(str(config_file))
     cfg.work_dir = str(work_dir)
-    if (work_dir / LAST_CHECKPOINT).is_file():
-        # resume=True with load_from=None: mmengine finds the checkpoint named in last_checkpoint.
+    checkpoint = resume_point(work_dir)
+    if checkpoint is not None:
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = str(checkpoint)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return int(runner.iter)
+
+
+def resume_point(work_dir: Path) -> Path | None:
+    """The checkpoint to resume from: the one ``last_checkpoint`` names, else the newest ``iter_N.pth``.
+
+    mmengine writes ``last_checkpoint`` only after the checkpoint itself, but a job killed while
+    writing it leaves the pointer empty: then the newest numbered checkpoint is the best guess.
+    """
+    pointer = work_dir / LAST_CHECKPOINT
+    try:
+        named = Path(pointer.read_text().strip())
+    except FileNotFoundError:
+        named = None
+    if named is not None and named.name and named.is_file():
+        return named
+    numbered = [(int(p.stem[5:]), p) for p in work_dir.glob("iter_*.pth") if p.stem[5:].isdigit()]
+    return max(numbered)[1] if numbered else None
 
 
 def _allow_mmengine_checkpoints() -> None:
@@ -88,6 +108,7 @@ class TrainingJob:
     threads: int | None = None
     lock_mode: str = "fcntl"
     umask: int = 0o002
+    max_restarts: int | None = None  # the sweep's resources.max_requeues; None: no cap
 
     def __call__(self) -> str:
         from prove_jobs.errors import LockConflict
@@ -110,13 +131,23 @@ class TrainingJob:
     def _train(self, run_dir: Path) -> str:
         meta = read_meta(run_dir)
         attempts = meta.attempts if meta is not None else 0
+        restarts = _restarts_so_far(meta)
         job_id = _scheduler_job_id() or (meta.job_id if meta is not None else None)
+        if self.max_restarts is not None and restarts > self.max_restarts:
+            # A job that is stopped again and again (preempted, out of time, its node failing) must
+            # not loop forever: SLURM's own requeue on preemption knows no limit.
+            message = (f"not started again: this would be restart {restarts} and the sweep's resources.max_requeues "
+                       f"is {self.max_restarts}; `prove-jobs resubmit --failed` goes on from the last checkpoint")
+            update_meta(run_dir, failed_at=now(), error=message, requeued_at=None, job_id=job_id)
+            raise RunError(f"{run_dir}: {message}")
         meta = update_meta(
             run_dir,
             started_at=now(),
             pid=os.getpid(),
             host=current_host(),
             attempts=attempts + 1,
+            restarts=restarts,
+            requeued_at=None,
             job_id=job_id,
             failed_at=None,
             error=None,
@@ -124,16 +155,53 @@ class TrainingJob:
         try:
             final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads)
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
-            update_meta(run_dir, failed_at=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+            # submitit's signal handler raises where training happens to be: inside a bare
+            # `except:` (mmengine's config formatting, run at every checkpoint) its exception
+            # comes out wrapped in another one. The chain says what really happened.
+            cause = {type(e).__name__: e for e in _exception_chain(exc)}
+            if "UncompletedJobError" in cause:  # "timed-out too many times": not requeued
+                error = (f"not requeued again ({cause['UncompletedJobError']}): the sweep's resources.max_requeues "
+                         f"is {self.max_restarts}; `prove-jobs resubmit --failed` goes on from the last checkpoint")
+                update_meta(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
+            elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
+                update_meta(run_dir, failed_at=now(), error=f"{type(exc).__name__}: {exc}"[:500])
             raise
         update_meta(run_dir, finished_at=now())
         return f"completed {meta.variant}/{meta.model} at iter {final_iter}"
 
     def checkpoint(self) -> DelayedSubmission:
-        """Called by submitit on preemption or timeout: requeue the same run; it resumes."""
+        """Called by submitit on preemption or timeout: requeue the same run; it resumes.
+
+        Nothing is saved here: the signal arrives mid-iteration and submitit exits right after,
+        so the run resumes from mmengine's last periodic checkpoint (docs/cluster.md).
+        """
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(TrainingJob(self.run_dir, self.threads, self.lock_mode, self.umask))
+        run_dir = Path(self.run_dir)
+        with contextlib.suppress(ProveJobsError, OSError):  # the requeue matters more than the record
+            update_meta(run_dir, requeued_at=now())
+        resume = resume_point(run_dir)
+        # In the job's stderr, where a user looks first: submitit's own lines are only at INFO.
+        sys.stderr.write(f"prove-jobs: {run_dir} stopped by the scheduler; requeued, it resumes from "
+                         f"{resume.name if resume else 'the start'}\n")
+        sys.stderr.flush()
+        return DelayedSubmission(self)
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _restarts_so_far(meta: RunMeta | None) -> int:
+    """0 for the first start of a submission; n for its n-th start again after a stop."""
+    if meta is None or meta.started_at is None or meta.submitted_at is None:
+        return 0
+    return meta.restarts + 1 if meta.started_at >= meta.submitted_at else 0
 
 
 def _scheduler_job_id() -> str | None:

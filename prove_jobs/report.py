@@ -284,7 +284,8 @@ def status_line(status: RunStatus) -> str:
     text = f"{status.state.icon} {status.run.model}: {status.state.value.capitalize()}"
     if user:
         text += f" ({user})"
-    if status.state in (RunState.RUNNING, RunState.FAILED, RunState.CANCELLED, RunState.TIMEOUT) and status.iter:
+    if status.state in (RunState.RUNNING, RunState.REQUEUED, RunState.FAILED, RunState.CANCELLED,
+                        RunState.TIMEOUT) and status.iter:
         text += f" @ {status.iter}/{status.max_iters or '?'}"
     miou = final_miou(status)
     if miou is not None:

@@ -35,6 +35,9 @@ META_MUTEX = "prove_run.json.lock"
 CONFIG_DIR = "prove"
 CONFIG_FILE = "config.py"
 MODEL_FILE = "model.py"
+# Links to the scheduler's stdout/stderr files of the run's latest job (they live with submitit's pickles).
+JOB_STDOUT = "job.out"
+JOB_STDERR = "job.err"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,9 @@ class RunMeta:
     released_by: str | None = None
     error: str | None = None
     max_iters: int | None = None
-    attempts: int = 0
+    attempts: int = 0  # trainings started in this run dir, over all submissions
+    restarts: int = 0  # trainings started again within the last submission (requeue after preemption or time limit)
+    requeued_at: float | None = None  # the job was stopped and asked to be requeued; cleared when it starts again
     lock_mode: str = "fcntl"  # the sweep's sharing.lock_mode: every lock on this run dir uses it
 
     def to_json(self) -> dict[str, Any]:
@@ -211,3 +216,20 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def tail_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last ``count`` lines of a text file (reading at most its last ``max_bytes``); [] if unreadable."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > max_bytes:
+        lines = lines[1:]  # the first one is cut
+    return [line for line in lines if line.strip()][-count:]
+

@@ -16,7 +16,18 @@ from typing import Any
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
 from prove_jobs.locks import LockHolder, claim_is_open, conflict_for, holder_of
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
-from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, pid_alive, read_meta
+from prove_jobs.runs import (
+    CONFIG_DIR,
+    JOB_STDERR,
+    META_FILE,
+    Run,
+    RunMeta,
+    current_host,
+    current_user,
+    pid_alive,
+    read_meta,
+    tail_lines,
+)
 from prove_jobs.scheduler import query_jobs
 
 # A run started by hand (no prove-jobs metadata) whose logs have not moved for this
@@ -30,7 +41,10 @@ class RunState(enum.Enum):
     PENDING = "pending"
     """Submitted and waiting in the queue (or a local job that has not started training)."""
     RUNNING = "running"
-    """The job is training: see ``iter`` / ``max_iters``."""
+    """The job is training: see ``iter`` / ``max_iters`` (and ``restarts`` after a requeue)."""
+    REQUEUED = "requeued"
+    """The job was stopped (preempted, or at its time limit) and waits in the queue to resume
+    from its last checkpoint; ``restarts`` counts the starts so far after such stops."""
     COMPLETED = "completed"
     """Training reached its last iteration."""
     FAILED = "failed"
@@ -53,6 +67,7 @@ _ICONS = {
     RunState.NOT_SUBMITTED: "·",
     RunState.PENDING: "⏳",
     RunState.RUNNING: "🔄",
+    RunState.REQUEUED: "🔁",
     RunState.COMPLETED: "✅",
     RunState.FAILED: "❌",
     RunState.CANCELLED: "⛔",
@@ -113,6 +128,10 @@ class RunStatus:
         return max(scored, key=lambda p: (p.miou, p.iter)) if scored else None
 
     @property
+    def restarts(self) -> int:
+        return self.meta.restarts if self.meta else 0
+
+    @property
     def job_id(self) -> str | None:
         return self.meta.job_id if self.meta else None
 
@@ -137,6 +156,7 @@ class RunStatus:
             "job_id": self.job_id,
             "user": self.user,
             "executor": self.meta.executor if self.meta else None,
+            "restarts": self.restarts,
             "scheduler_state": self.scheduler_state,
             "node": self.node or None,
             "elapsed_s": None if self.elapsed_s is None else round(self.elapsed_s, 1),
@@ -237,6 +257,9 @@ def _status(
             state = translate_slurm_state(info.state) or RunState.FAILED
             if state is RunState.RUNNING and meta.started_at is None:
                 state = RunState.PENDING  # allocated, payload not started yet
+            elif (state is RunState.PENDING or info.state == "PREEMPTED") and (
+                    meta.requeued_at is not None or meta.started_at is not None):
+                state = RunState.REQUEUED  # it trained in this submission, then was stopped
         elif scheduler_note:
             state = RunState.RUNNING if meta.started_at else RunState.PENDING
         else:
@@ -282,6 +305,21 @@ def _state_without_meta(run_dir: Path, log: RunLog, max_iters: int | None, now: 
     if log.last_time is not None and now - log.last_time < QUIET_AFTER_S:
         return RunState.RUNNING
     return RunState.FAILED
+
+
+def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
+    """Why a run ended without finishing: the recorded error, then the end of its job's stderr."""
+    if status.state not in (RunState.FAILED, RunState.TIMEOUT, RunState.CANCELLED):
+        return []
+    details = []
+    if status.meta is not None and status.meta.error:
+        details.append(f"error: {status.meta.error}")
+    err = status.run.run_dir / CONFIG_DIR / JOB_STDERR
+    tail = tail_lines(err, lines)
+    if tail:
+        details.append(f"last {len(tail)} lines of {err} (job {status.job_id}):")
+        details += [f"  {line}" for line in tail]
+    return details
 
 
 def discover_runs(root: Path) -> list[Run]:

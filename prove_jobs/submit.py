@@ -35,6 +35,9 @@ from prove_jobs.locks import (
 )
 from prove_jobs.render import RenderedRun, render_run, write_rendered
 from prove_jobs.runs import (
+    CONFIG_DIR,
+    JOB_STDERR,
+    JOB_STDOUT,
     Run,
     RunMeta,
     current_host,
@@ -148,8 +151,10 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
         for item in claimed:
             write_rendered(item)
             write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind))
-        job_ids = _queue(kind, sweep, resources, [i.run for i in claimed])
-        for item, job_id in zip(claimed, job_ids, strict=True):
+        jobs = _queue(kind, sweep, resources, [i.run for i in claimed])
+        for item, job in zip(claimed, jobs, strict=True):
+            job_id = str(job.job_id)
+            link_job_logs(item.run.run_dir, Path(job.paths.stdout), Path(job.paths.stderr))
             update_meta(item.run.run_dir, job_id=job_id, **_submitter_pid(kind, job_id))
             clear_conflict(item.run.run_dir)
             result.submitted.append(Submission(item.run, kind, job_id, item.config_hash, resources))
@@ -246,6 +251,30 @@ def resubmit_lock_conflicts(
     return result
 
 
+def resubmit_failed(
+    runs: Sequence[Run], sweep_for: Callable[[Run, str], Sweep], *, executor: str = "auto"
+) -> SubmitResult:
+    """Submit again every run of ``runs`` that failed or ran out of time; it resumes from its last checkpoint.
+
+    Cancelled runs are left alone: someone stopped them on purpose.
+    """
+    from prove_jobs.status import RunState, collect_status
+
+    ended = (RunState.FAILED, RunState.TIMEOUT)
+    by_sweep: dict[Path, tuple[Sweep, list[Run]]] = {}
+    for status in collect_status(runs).statuses:
+        if status.state in ended:
+            sweep = sweep_for(status.run, status.meta.sweep_file if status.meta else "")
+            by_sweep.setdefault(sweep.path, (sweep, []))[1].append(status.run)
+    result = SubmitResult()
+    for sweep, sweep_runs in by_sweep.values():
+        outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
+        result.submitted += outcome.submitted
+        result.skipped += outcome.skipped
+        result.conflicts += outcome.conflicts
+    return result
+
+
 def check_data_root(root: Path) -> None:
     if not root.is_dir():
         raise RunError(f"{root}: data root does not exist (create it, or pass --data-root)")
@@ -276,7 +305,7 @@ def _submitter_pid(kind: str, job_id: str) -> dict[str, Any]:
     return {"pid": int(job_id)} if kind == "local" else {}
 
 
-def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -> list[str]:
+def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -> list[Any]:
     from prove_jobs.payload import TrainingJob  # light: torch is imported only when it runs
 
     folder = sweep.data_root / SUBMITIT_DIR / "%j"
@@ -286,7 +315,7 @@ def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -
         with executor.batch():
             jobs = [
                 executor.submit(TrainingJob(str(run.run_dir), threads, sweep.sharing.lock_mode,
-                                            sweep.sharing.umask_bits))
+                                            sweep.sharing.umask_bits, resources.max_requeues))
                 for run in runs
             ]
     except ProveJobsError:
@@ -294,7 +323,24 @@ def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
         _mark_failed(runs, f"submission failed: {exc}")
         raise ProveJobsError(f"submitting {len(runs)} run(s) to {kind} failed: {_one_line(exc)}") from None
-    return [str(job.job_id) for job in jobs]
+    return jobs
+
+
+def link_job_logs(run_dir: Path, stdout: Path, stderr: Path) -> None:
+    """``prove/job.out`` and ``prove/job.err`` in the run dir point at the latest job's files.
+
+    submitit writes them next to its pickles (one sbatch ``--output`` pattern serves a whole array,
+    so they cannot be written into each run dir). The links are relative: a data root mounted
+    elsewhere on another host still resolves them.
+    """
+    for name, target in ((JOB_STDOUT, stdout), (JOB_STDERR, stderr)):
+        link = run_dir / CONFIG_DIR / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(os.path.relpath(target, link.parent))
+        tmp.replace(link)  # atomic: a reader sees the old link or the new one
 
 
 def _job_name(sweep: Sweep, runs: Sequence[Run]) -> str:

@@ -25,6 +25,10 @@ class Terminal:
     def show(self, renderable: RenderableType) -> None:
         self.out.print(renderable)
 
+    def line(self, text: str) -> None:
+        """Plain text on stdout, never wrapped nor styled (log lines, paths)."""
+        self.out.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def json(self, data: Any) -> None:
         # Plain write: rich would wrap long lines and add markup.
         sys.stdout.write(json.dumps(data, indent=2) + "\n")

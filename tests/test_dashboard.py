@@ -103,3 +103,19 @@ def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:  # noqa: F811
     assert screen.count(b"Ctrl-C to quit") >= 3, screen[-3000:]  # redrawn, not printed once
     assert b"\x1b[" in screen  # cursor movement: in place
     assert b"Lock conflict" in screen and OTHER.encode() in screen
+
+
+def test_state_text_counts_restarts(tmp_path: Path) -> None:
+    from prove_jobs.dashboard import state_text
+    from prove_jobs.runs import Run, RunMeta
+    from prove_jobs.status import RunState, RunStatus
+
+    run = Run("m", "V", "baseline", "cityscapes", tmp_path)
+
+    def text(state: RunState, restarts: int) -> str:
+        meta = RunMeta(model="m", variant="V", restarts=restarts)
+        return state_text(RunStatus(run, state, 20, 40, (), meta)).plain
+
+    assert text(RunState.REQUEUED, 1) == "🔁 Requeued @ 20/40 · 1 restart"
+    assert text(RunState.RUNNING, 2) == "🔄 Running @ 20/40 · 2 restarts"
+    assert text(RunState.RUNNING, 0) == "🔄 Running @ 20/40"  # the report's own wording

@@ -211,7 +211,9 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     assert not second.submitted and second.conflicts[0][1].job_id == first.job_id
 
     deadline = time.monotonic() + 240
-    while not (run.run_dir / "iter_20.pth").exists():
+    # mmengine names a checkpoint in last_checkpoint only once it is fully written: the pointer,
+    # not the .pth appearing, says there is something to resume from.
+    while "iter_20.pth" not in _read_or_empty(run.run_dir / "last_checkpoint"):
         assert time.monotonic() < deadline, "no checkpoint at iteration 20"
         time.sleep(0.2)
     assert training_lock_held(run.run_dir) is True
@@ -239,3 +241,10 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     assert min(r["step"] for r in second_start if "loss" in r) > 20  # resumed, not restarted
     assert main(["resubmit", sweep_file, "--lock-conflicts"]) == 0
     assert "no lock conflicts" in capsys.readouterr().err
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""

@@ -131,3 +131,35 @@ def test_resumes_after_sigkill(tmp_path: Path) -> None:
     assert val_records(run_dir)[-1]["step"] == 40
     meta = read_meta(run_dir)
     assert meta is not None and meta.attempts == 2 and meta.finished_at is not None and meta.failed_at is None
+
+
+def test_resume_point_trusts_the_pointer_then_the_newest_checkpoint(tmp_path: Path) -> None:
+    from prove_jobs.payload import resume_point
+
+    assert resume_point(tmp_path) is None  # a fresh run starts from scratch
+    for n in (8, 16, 24):
+        (tmp_path / f"iter_{n}.pth").write_bytes(b"x")
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_16.pth"))
+    assert resume_point(tmp_path) == tmp_path / "iter_16.pth"
+    # killed while mmengine rewrote the pointer: it is empty, the newest numbered one is taken
+    (tmp_path / "last_checkpoint").write_text("")
+    assert resume_point(tmp_path) == tmp_path / "iter_24.pth"
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "moved-away.pth"))
+    assert resume_point(tmp_path) == tmp_path / "iter_24.pth"
+
+
+def test_restarts_are_counted_and_capped(tmp_path: Path) -> None:
+    from prove_jobs.errors import RunError
+    from prove_jobs.runs import update_meta
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # the job trained once in this submission and was stopped; SLURM starts it again and again
+    write_meta(run_dir, RunMeta(model="m", variant="V", submitted_at=100.0, started_at=200.0, attempts=1))
+    with pytest.raises(RunError, match=r"would be restart 1 and .*max_requeues is 0"):
+        TrainingJob(str(run_dir), max_restarts=0)()
+    meta = read_meta(run_dir)
+    assert meta is not None and meta.failed_at is not None and meta.attempts == 1  # nothing trained
+    update_meta(run_dir, failed_at=None, restarts=2)
+    with pytest.raises(RunError, match="would be restart 3 and"):
+        TrainingJob(str(run_dir), max_restarts=2)()

@@ -1,4 +1,5 @@
-"""Against a real SLURM controller (tests/cluster/slurm-up.sh; `make slurm-up`): arrays, states, cancel.
+"""Against a real SLURM controller (tests/cluster/slurm-up.sh; `make slurm-up`): arrays, states, cancel,
+preemption and requeue, failures, the controller going away.
 
 Skipped, with the reason, where no controller answers (a laptop, a non-root CI).
 """
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SWEEPS
+from conftest import REPO, SWEEPS, TEMPLATES
 
 from prove_jobs.cli import main
 from prove_jobs.demo_data import make_demo_dataset
@@ -49,6 +50,51 @@ def slurm_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sweep:
     path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
     monkeypatch.chdir(tmp_path)  # sbatch writes nothing here, but a job's cwd must be writable
     return load_sweep(path)
+
+
+# Long enough to be preempted between two checkpoints (about 40 s on 2 cores).
+LONG_VARIANT = """
+description = "120 iterations, a checkpoint and a validation every 20"
+max_iters = 120
+batch_size = 2
+lr = 0.01
+warmup_iters = 5
+val_interval = 20
+checkpoint_interval = 20
+crop_size = [64, 64]
+"""
+
+
+def _long_sweep(tmp_path: Path, max_requeues: int) -> Sweep:
+    import shutil
+
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT)
+    make_demo_dataset(tmp_path / "data" / "cityscapes")
+    (tmp_path / "runs").mkdir()
+    text = (SWEEPS / "demo.toml").read_text()
+    text = text[: text.index("[resources]")] + RESOURCES + f"max_requeues = {max_requeues}\n"
+    text = text.replace('variants = ["DEMO_REF", "DEMO_BS4"]', 'variants = ["DEMO_LONG"]\ntemplates = "templates"')
+    path = tmp_path / "long.toml"
+    path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
+    return load_sweep(path)
+
+
+def _preempt() -> str:
+    """A job of the higher-tier partition that needs the whole node: SLURM requeues ours to run it."""
+    out = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--cpus-per-task=2", "--mem=100M",
+                          "--job-name=urgent", "--output=/dev/null", "--wrap=sleep 2"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def _checkpointed(run_dir: Path) -> int:
+    """The iteration of the checkpoint ``last_checkpoint`` names (0 if none yet)."""
+    try:
+        name = Path((run_dir / "last_checkpoint").read_text().strip()).stem
+    except FileNotFoundError:
+        return 0
+    return int(name[5:]) if name.startswith("iter_") else 0
 
 
 def _scontrol(job_id: str) -> dict[str, str]:
@@ -139,3 +185,84 @@ def test_unreachable_controller(slurm_sweep: Sweep, capsys: pytest.CaptureFixtur
         subprocess.run(["bash", str(REPO / "tests" / "cluster" / "slurm-up.sh")], check=True)
     _wait_until("completion after the restart",
                 lambda: collect_status(runs).statuses[0].state is RunState.COMPLETED, 240)
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sweep = _long_sweep(tmp_path, max_requeues=2)
+    [run] = sweep.runs(["demo_fcn_r18_tiny"])
+    [job] = submit(sweep, [run], executor="slurm").submitted
+    _wait_until("a first checkpoint", lambda: _checkpointed(run.run_dir) >= 20, 240)
+    assert _checkpointed(run.run_dir) < 100, "trained too fast to be preempted mid-run"
+    _preempt()
+
+    seen: list[RunState] = []
+
+    def completed() -> bool:
+        status = collect_status([run]).statuses[0]
+        if not seen or seen[-1] is not status.state:
+            seen.append(status.state)
+        return status.state is RunState.COMPLETED
+
+    _wait_until("completion after the preemption", completed, 300)
+    assert RunState.REQUEUED in seen, seen  # stopped, queued again, then running again
+    assert seen[seen.index(RunState.REQUEUED):].count(RunState.RUNNING) >= 1, seen
+    meta = read_meta(run.run_dir)
+    assert meta is not None and meta.restarts == 1 and meta.attempts == 2 and meta.job_id == job.job_id
+    assert meta.requeued_at is None
+    # submitit's handler, not only SLURM's own requeue: our checkpoint() ran on USR2.
+    stderr = (run.run_dir / "prove" / "job.err").read_text()
+    assert "Caught signal SIGUSR2" in stderr and "requeued, it resumes from iter_" in stderr
+    # The curve goes on from the checkpoint: every validation once, none missing.
+    status = collect_status([run]).statuses[0]
+    assert [p.iter for p in status.curve] == [20, 40, 60, 80, 100, 120]
+    assert status.restarts == 1 and status.iter == 120
+    starts = sorted(p for p in run.run_dir.iterdir() if p.is_dir() and p.name[:8].isdigit())
+    second = [json.loads(line) for line in (starts[-1] / "vis_data" / "scalars.json").read_text().splitlines()]
+    assert min(r["step"] for r in second if "loss" in r) > 20  # resumed, not restarted
+
+
+def test_requeues_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    sweep = _long_sweep(tmp_path, max_requeues=0)
+    [run] = sweep.runs(["demo_fcn_r18_tiny"])
+    submit(sweep, [run], executor="slurm")
+    _wait_until("a first checkpoint", lambda: _checkpointed(run.run_dir) >= 20, 240)
+    _preempt()
+    _wait_until("the job to give up", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
+    _wait_until("the training lock to be free", lambda: not training_lock_held(run.run_dir), 60)
+    meta = read_meta(run.run_dir)
+    assert meta is not None and meta.error and "max_requeues" in meta.error, meta
+    # `status RUN` says why, with the end of the job's stderr
+    assert main(["status", str(run.run_dir)]) == 0
+    out = capsys.readouterr()
+    assert "max_requeues" in out.out + out.err
+
+
+def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
+        slurm_sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep_file = str(slurm_sweep.path)
+    run = slurm_sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_BS4"])[0]
+    data = slurm_sweep.path.parent / "data" / "cityscapes"
+    moved = data.with_name("cityscapes-moved")
+    data.rename(moved)  # the images vanish: the training raises when it builds its dataset
+    assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
+    _wait_until("the failure", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
+    job_id = read_meta(run.run_dir).job_id  # type: ignore[union-attr]
+    _wait_until("SLURM to see the job end", lambda: _scontrol(job_id)["JobState"] == "FAILED", 60)
+    capsys.readouterr()
+    assert main(["status", str(run.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Failed" in out and "error: " in out and "cityscapes" in out
+    tail = out[out.index("last "):]
+    assert "job.err" in tail.splitlines()[0] and "srun: error" in tail  # the job's own last words
+
+    moved.rename(data)  # the cause is fixed
+    assert main(["resubmit", sweep_file, "--failed", "--executor", "slurm"]) == 0
+    assert f"resubmitted {run.name} as slurm job" in capsys.readouterr().err
+    _wait_until("completion", lambda: collect_status([run]).statuses[0].state is RunState.COMPLETED, 240)
+    meta = read_meta(run.run_dir)
+    assert meta is not None and meta.attempts == 2 and meta.error is None
+    assert main(["resubmit", sweep_file, "--failed"]) == 0
+    assert "no failed runs to resubmit" in capsys.readouterr().err

@@ -61,9 +61,9 @@ def test_states_from_metadata_and_local_processes(tmp_path: Path) -> None:
 
 
 def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = [make_run(tmp_path, f"m{i}") for i in range(4)]
+    runs = [make_run(tmp_path, f"m{i}") for i in range(5)]
     answers = {"7_0": JobInfo("7_0", "PENDING"), "7_1": JobInfo("7_1", "RUNNING", node="gpu01"),
-               "7_2": JobInfo("7_2", "TIMEOUT")}
+               "7_2": JobInfo("7_2", "TIMEOUT"), "7_4": JobInfo("7_4", "PENDING")}
     calls: list[list[str]] = []
 
     def fake_query(ids: list[str]) -> dict[str, JobInfo]:
@@ -72,11 +72,15 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(status_mod, "query_jobs", fake_query)
     for i, run in enumerate(runs):
-        write_meta(run.run_dir, meta(model=run.model, executor="slurm", job_id=f"7_{i}", started_at=101.0))
+        # 7_0 never started; 7_4 trained, was preempted and waits again, on its second restart
+        write_meta(run.run_dir, meta(model=run.model, executor="slurm", job_id=f"7_{i}",
+                                     started_at=None if i == 0 else 101.0, restarts=2 if i == 4 else 0,
+                                     requeued_at=150.0 if i == 4 else None))
     report = collect_status(runs)
-    assert calls == [["7_0", "7_1", "7_2", "7_3"]]
+    assert calls == [["7_0", "7_1", "7_2", "7_3", "7_4"]]
     states = [s.state for s in report.statuses]
-    assert states == [RunState.PENDING, RunState.RUNNING, RunState.TIMEOUT, RunState.FAILED]
+    assert states == [RunState.PENDING, RunState.RUNNING, RunState.TIMEOUT, RunState.FAILED, RunState.REQUEUED]
+    assert report.statuses[4].restarts == 2 and report.statuses[4].to_json()["state"] == "requeued"
     assert report.statuses[1].node == "gpu01"
     assert any("unknown to SLURM" in note for note in report.statuses[3].notes)
 

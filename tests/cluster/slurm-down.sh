@@ -3,7 +3,7 @@
 # SLURM or munge must survive).
 set -uo pipefail
 STATE=${SLURM_STATE_DIR:-/var/lib/prove-jobs-slurm}
-for daemon in slurmd slurmctld munged; do
+for daemon in slurmd slurmctld slurmdbd mariadbd munged; do
     pidfile="$STATE/run/$daemon.pid"
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
