@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="runs whose lock conflict has cleared (the holder's job ended)")
     resubmit.add_argument("--failed", action="store_true",
                           help="runs that failed or hit their time limit (after you fixed the cause)")
+    resubmit.add_argument("--after-holder", action="store_true",
+                          help="with --lock-conflicts: queue runs still held by a SLURM job behind it "
+                               "(--dependency=afterany); they start by themselves when it ends")
     resubmit.add_argument("--executor", default="auto", choices=["auto", "slurm", "local"])
     resubmit.add_argument("--wait", action="store_true", help="keep trying until no conflict is left")
     resubmit.add_argument("--poll", type=float, default=60.0, help="seconds between tries with --wait")
@@ -385,6 +388,8 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
 
     if not (args.lock_conflicts or args.failed):
         raise ProveJobsError("resubmit: say which runs: --lock-conflicts, --failed, or both")
+    if args.after_holder and not args.lock_conflicts:
+        raise ProveJobsError("resubmit: --after-holder goes with --lock-conflicts")
     if args.root is not None:
         runs = [r for r in discover_runs(args.root.absolute())
                 if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
@@ -417,13 +422,16 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
 
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     while True:
-        result = resubmit_lock_conflicts(runs, sweep_for, executor=args.executor)
+        result = resubmit_lock_conflicts(runs, sweep_for, executor=args.executor, after_holder=args.after_holder)
         for s in result.submitted:
             term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
+        for s, holder in result.queued_after:
+            term.success(f"queued {s.run.name} as slurm job {s.job_id}: starts when {holder.user}'s job "
+                         f"{holder.job_id} ends (and exits at once if that job completed it)")
         for run, why in result.settled:
             term.info(f"{run.name}: {why}; nothing to do")
         if not result.still_held:
-            if not (result.submitted or result.settled):
+            if not (result.submitted or result.settled or result.queued_after):
                 term.info("no lock conflicts to resubmit")
             return 0
         if not args.wait or (deadline is not None and time.monotonic() + args.poll > deadline):

@@ -184,7 +184,22 @@ def training_lock(run_dir: Path, mode: str = "fcntl", wait_s: float = 5) -> Iter
 def record_conflict(run_dir: Path, holder: LockHolder, sweep: str) -> None:
     """Remember that this user's submit met ``holder``, for ``status`` and ``resubmit --lock-conflicts``."""
     conflicts = read_conflicts(run_dir)
-    conflicts[current_user()] = {"holder": holder.to_json(), "at": now(), "sweep": sweep}
+    entry: dict[str, Any] = {"holder": holder.to_json(), "at": now(), "sweep": sweep}
+    previous = conflicts.get(current_user())
+    if isinstance(previous, dict) and previous.get("after_job_id") and previous["after_job_id"] == holder.job_id:
+        # still the same holder: our job queued behind it (--after-holder) stays on record
+        entry.update(queued_job_id=previous.get("queued_job_id"), after_job_id=previous["after_job_id"])
+    conflicts[current_user()] = entry
+    atomic_write_text(run_dir / CONFLICTS_FILE, json.dumps(conflicts, indent=2, sort_keys=True) + "\n")
+
+
+def note_queued_after(run_dir: Path, job_id: str, after_job_id: str) -> None:
+    """Our job ``job_id`` waits in the queue for the holder's ``after_job_id`` to end (--after-holder)."""
+    conflicts = read_conflicts(run_dir)
+    entry = conflicts.get(current_user())
+    if not isinstance(entry, dict):
+        return
+    entry.update(queued_job_id=job_id, after_job_id=after_job_id)
     atomic_write_text(run_dir / CONFLICTS_FILE, json.dumps(conflicts, indent=2, sort_keys=True) + "\n")
 
 

@@ -10,12 +10,23 @@ import contextlib
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prove_jobs.errors import ProveJobsError, RunError
-from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, RunMeta, current_host, now, read_meta, update_meta
+from prove_jobs.runs import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    RunMeta,
+    current_host,
+    current_user,
+    meta_mutex,
+    now,
+    read_meta,
+    update_meta,
+    write_meta,
+)
 
 if TYPE_CHECKING:
     from submitit.helpers import DelayedSubmission
@@ -101,6 +112,15 @@ def _allow_mmengine_checkpoints() -> None:
 
 
 @dataclass(frozen=True)
+class TakeOver:
+    """A job queued behind another user's job on the same run (``resubmit --after-holder``)."""
+
+    holder_job_id: str  # the job we waited for: its claim may be taken over
+    config_hash: str  # what we would train
+    sweep_file: str
+
+
+@dataclass(frozen=True)
 class TrainingJob:
     """The submitit callable for one run; picklable, holds only plain values (the run dir as a str)."""
 
@@ -109,6 +129,7 @@ class TrainingJob:
     lock_mode: str = "fcntl"
     umask: int = 0o002
     max_restarts: int | None = None  # the sweep's resources.max_requeues; None: no cap
+    take_over: TakeOver | None = None
 
     def __call__(self) -> str:
         from prove_jobs.errors import LockConflict
@@ -123,10 +144,47 @@ class TrainingJob:
         run_dir = Path(self.run_dir)
         try:
             with training_lock(run_dir, self.lock_mode):
+                if self.take_over is not None:
+                    outcome = self._take_over(run_dir, self.take_over)
+                    if outcome is not None:
+                        return outcome
                 return self._train(run_dir)
         except LockConflict as exc:
-            update_meta(run_dir, failed_at=now(), error=f"lock conflict: {exc}"[:500])
+            if self.take_over is None:  # the claim is ours: say why it ended; never write on another's
+                update_meta(run_dir, failed_at=now(), error=f"lock conflict: {exc}"[:500])
             raise
+
+    def _take_over(self, run_dir: Path, take: TakeOver) -> str | None:
+        """Claim the run the job we waited for held; a message instead when there is nothing to train."""
+        from prove_jobs.locks import claim_alive, claim_is_open, clear_conflict, scheduler_states_for
+
+        with meta_mutex(run_dir, self.lock_mode):
+            meta = read_meta(run_dir)
+            if meta is not None and meta.finished_at is not None and meta.config_hash == take.config_hash:
+                clear_conflict(run_dir)
+                message = f"already completed by {meta.user} (job {meta.job_id}): not trained again"
+                sys.stderr.write(f"prove-jobs: {run_dir}: {message}\n")
+                return message
+            if meta is not None and meta.finished_at is not None:
+                raise RunError(f"{run_dir}: completed by {meta.user} with another config (hash {meta.config_hash}, "
+                               f"ours {take.config_hash}); not trained over")
+            if (meta is not None and claim_is_open(meta) and meta.job_id != take.holder_job_id
+                    and claim_alive(meta, scheduler_states_for(meta)) is not False):
+                # taken meanwhile (another submit of ours, or a third user): leave it to them
+                message = f"held by {meta.user} (job {meta.job_id}) since we were queued: not started"
+                sys.stderr.write(f"prove-jobs: {run_dir}: {message}\n")
+                return message
+            job_id = _scheduler_job_id()
+            write_meta(run_dir, RunMeta(
+                model=meta.model if meta else Path(run_dir).name, variant=meta.variant if meta else "",
+                sweep_file=take.sweep_file, config_hash=take.config_hash, executor="slurm",
+                user=current_user(), host=current_host(), pid=os.getpid(), submitted_at=now(), job_id=job_id,
+                max_iters=meta.max_iters if meta else None, attempts=meta.attempts if meta else 0,
+                lock_mode=self.lock_mode,
+            ))
+            clear_conflict(run_dir)
+        _link_own_logs(run_dir)
+        return None
 
     def _train(self, run_dir: Path) -> str:
         meta = read_meta(run_dir)
@@ -185,7 +243,18 @@ class TrainingJob:
         sys.stderr.write(f"prove-jobs: {run_dir} stopped by the scheduler; requeued, it resumes from "
                          f"{resume.name if resume else 'the start'}\n")
         sys.stderr.flush()
-        return DelayedSubmission(self)
+        # A requeued take-over job owns the run by now: it trains as any other job.
+        return DelayedSubmission(replace(self, take_over=None))
+
+
+def _link_own_logs(run_dir: Path) -> None:
+    import submitit
+
+    from prove_jobs.submit import link_job_logs
+
+    with contextlib.suppress(RuntimeError, OSError):  # not under submitit, or a read-only run dir
+        paths = submitit.JobEnvironment().paths
+        link_job_logs(run_dir, paths.stdout, paths.stderr)
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:

@@ -217,6 +217,9 @@ def _with_lock(status: RunStatus, slurm_states: dict[str, str] | None) -> RunSta
     if holder is None:
         # The holder's claim ended without completing the run: ours to resubmit.
         holder = replace(LockHolder.from_json(conflict["holder"]), stale=True)
+    if conflict.get("queued_job_id"):
+        notes.append(f"queued as slurm job {conflict['queued_job_id']}: starts when {holder.user}'s job "
+                     f"{conflict.get('after_job_id')} ends")
     return replace(status, state=RunState.LOCK_CONFLICT, lock_holder=holder, notes=tuple(notes))
 
 

@@ -29,6 +29,7 @@ from prove_jobs.locks import (
     file_owner,
     holder_of,
     move_corrupt_claim_aside,
+    note_queued_after,
     record_conflict,
     scheduler_states_for,
     training_lock_held,
@@ -218,15 +219,19 @@ class ResubmitResult:
     submitted: list[Submission] = field(default_factory=list)
     still_held: list[tuple[Run, LockHolder]] = field(default_factory=list)
     settled: list[tuple[Run, str]] = field(default_factory=list)  # nothing left to do, with why
+    queued_after: list[tuple[Submission, LockHolder]] = field(default_factory=list)  # --after-holder
 
 
 def resubmit_lock_conflicts(
-    runs: Sequence[Run], sweep_for: Callable[[Run, str], Sweep], *, executor: str = "auto"
+    runs: Sequence[Run], sweep_for: Callable[[Run, str], Sweep], *, executor: str = "auto",
+    after_holder: bool = False,
 ) -> ResubmitResult:
     """Submit every run of ``runs`` on which this user met a lock conflict whose holder is gone.
 
     ``sweep_for(run, recorded_sweep_path)`` gives the sweep to submit a run with. Runs
     still held stay in conflict; runs the holder completed are settled, not retrained.
+    ``after_holder``: a run still held by a SLURM job is queued behind it
+    (``--dependency=afterany``) and starts by itself when the holder's job ends.
     """
     result = ResubmitResult()
     by_sweep: dict[Path, tuple[Sweep, list[Run]]] = {}
@@ -244,11 +249,63 @@ def resubmit_lock_conflicts(
     for sweep, sweep_runs in by_sweep.values():
         outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
         result.submitted += outcome.submitted
-        result.still_held += outcome.conflicts
         for run, reason in outcome.skipped:
             clear_conflict(run.run_dir)
             result.settled.append((run, reason))
+        for run, holder in outcome.conflicts:
+            queued = queue_after_holder(sweep, run, holder) if after_holder else None
+            if queued is None:
+                result.still_held.append((run, holder))
+            else:
+                result.queued_after.append((queued, holder))
     return result
+
+
+def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder) -> Submission | None:
+    """Queue ``run`` behind its holder's SLURM job; ``None`` when that cannot be done.
+
+    The holder's claim is not touched: our job takes the run over when it starts (the
+    payload checks again then, and exits at once if the holder completed this very config).
+    A job already queued behind the same holder is not queued twice.
+    """
+    if holder.executor != "slurm" or not holder.job_id or holder.stale:
+        return None
+    conflict = conflict_for(run.run_dir) or {}
+    queued = conflict.get("queued_job_id")
+    if queued and conflict.get("after_job_id") == holder.job_id and job_alive_in_slurm(str(queued)):
+        return Submission(run, "slurm", str(queued), "", sweep.resources_for(run))
+    rendered = render_run(sweep, run)
+    meta = read_meta_quietly(run.run_dir)
+    if meta is None or meta.config_hash != rendered.config_hash:
+        raise RunError(f"{run.run_dir}: {holder.user} trains another config here (config hash "
+                       f"{meta.config_hash if meta else '?'} vs ours {rendered.config_hash}); "
+                       "not queued behind it: agree on one, or use another data root")
+    resources = sweep.resources_for(run)
+    executor = make_executor("slurm", sweep.data_root / SUBMITIT_DIR / "%j", resources, job_name=run.name,
+                             after_job=holder.job_id)
+    from prove_jobs.payload import TakeOver, TrainingJob
+
+    old_umask = os.umask(sweep.sharing.umask_bits)
+    try:
+        job = executor.submit(TrainingJob(
+            str(run.run_dir), resources.cpus_per_task, sweep.sharing.lock_mode, sweep.sharing.umask_bits,
+            resources.max_requeues, TakeOver(holder.job_id, rendered.config_hash, str(sweep.path)),
+        ))
+    except Exception as exc:  # submitit wraps sbatch failures in its own errors
+        raise ProveJobsError(f"queueing {run.name} after job {holder.job_id} failed: {_one_line(exc)}") from None
+    finally:
+        os.umask(old_umask)
+    note_queued_after(run.run_dir, str(job.job_id), holder.job_id)
+    return Submission(run, "slurm", str(job.job_id), rendered.config_hash, resources)
+
+
+def job_alive_in_slurm(job_id: str) -> bool:
+    from prove_jobs.locks import SLURM_ALIVE
+    from prove_jobs.scheduler import slurm_states
+
+    with contextlib.suppress(ProveJobsError):
+        return slurm_states([job_id]).get(job_id, "") in SLURM_ALIVE
+    return False
 
 
 def resubmit_failed(
@@ -357,8 +414,12 @@ def _one_line(exc: BaseException) -> str:
     return text[:300]
 
 
-def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: str) -> Any:
-    """A submitit executor for ``kind`` with the sweep's resources applied."""
+def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: str,
+                  after_job: str | None = None) -> Any:
+    """A submitit executor for ``kind`` with the sweep's resources applied.
+
+    ``after_job``: start only once that SLURM job has ended, however it ended (afterany).
+    """
     import submitit
 
     if kind == "local":
@@ -374,6 +435,8 @@ def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: st
         "setup": list(resources.setup),
         "additional_parameters": sbatch_extra(resources.extra_sbatch),
     }
+    if after_job is not None:
+        params["additional_parameters"]["dependency"] = f"afterany:{after_job}"
     # --gres rather than --gpus-per-node: older SLURM and gres-only clusters accept it everywhere.
     if resources.gpus_per_node:
         params["gres"] = f"gpu:{resources.gpus_per_node}"

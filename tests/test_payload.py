@@ -163,3 +163,20 @@ def test_restarts_are_counted_and_capped(tmp_path: Path) -> None:
     update_meta(run_dir, failed_at=None, restarts=2)
     with pytest.raises(RunError, match="would be restart 3 and"):
         TrainingJob(str(run_dir), max_restarts=2)()
+
+
+def test_a_job_queued_behind_a_holder_that_completed_the_run_does_not_train_it(tmp_path: Path) -> None:
+    from prove_jobs.errors import RunError
+    from prove_jobs.payload import TakeOver
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    done = RunMeta(model="m", variant="V", config_hash="c0ffee", user="alice", job_id="11", finished_at=5.0)
+    write_meta(run_dir, done)
+    message = TrainingJob(str(run_dir), take_over=TakeOver("11", "c0ffee", "sweep.toml"))()
+    assert message == "already completed by alice (job 11): not trained again"
+    assert read_meta(run_dir) == done  # the holder's record stays as it was
+    # the holder completed another config in this run dir: refused, and its record is not touched
+    with pytest.raises(RunError, match="another config"):
+        TrainingJob(str(run_dir), take_over=TakeOver("11", "beef", "sweep.toml"))()
+    assert read_meta(run_dir) == done

@@ -52,10 +52,10 @@ def slurm_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sweep:
     return load_sweep(path)
 
 
-# Long enough to be preempted between two checkpoints (about 40 s on 2 cores).
+# Long enough to be preempted between two checkpoints (120 iterations: about 15 s on 2 cores).
 LONG_VARIANT = """
-description = "120 iterations, a checkpoint and a validation every 20"
-max_iters = 120
+description = "a checkpoint and a validation every 20 iterations"
+max_iters = {max_iters}
 batch_size = 2
 lr = 0.01
 warmup_iters = 5
@@ -65,11 +65,11 @@ crop_size = [64, 64]
 """
 
 
-def _long_sweep(tmp_path: Path, max_requeues: int) -> Sweep:
+def _long_sweep(tmp_path: Path, max_requeues: int, max_iters: int = 120) -> Sweep:
     import shutil
 
     shutil.copytree(TEMPLATES, tmp_path / "templates")
-    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT)
+    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT.format(max_iters=max_iters))
     make_demo_dataset(tmp_path / "data" / "cityscapes")
     (tmp_path / "runs").mkdir()
     text = (SWEEPS / "demo.toml").read_text()
@@ -159,28 +159,31 @@ def test_cancel_through_scancel_releases_the_run(slurm_sweep: Sweep, capsys: pyt
     assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
 
 
-def test_unreachable_controller(slurm_sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
     pidfile = Path(os.environ.get("SLURM_STATE_DIR", "/var/lib/prove-jobs-slurm")) / "run" / "slurmctld.pid"
     if not pidfile.exists() or os.geteuid() != 0:
         pytest.skip("the controller was not started by tests/cluster/slurm-up.sh as root: not stopping it")
-    runs = slurm_sweep.runs(["demo_segformer_tiny"], ["DEMO_BS4"])
-    submit(slurm_sweep, runs, executor="slurm")
+    monkeypatch.chdir(tmp_path)
+    sweep = _long_sweep(tmp_path, max_requeues=2, max_iters=400)  # still training while the controller is away
+    runs = sweep.runs(["demo_fcn_r18_tiny"])
+    submit(sweep, runs, executor="slurm")
     run = runs[0]
-    _wait_until("training", lambda: training_lock_held(run.run_dir))
+    _wait_until("training", lambda: _checkpointed(run.run_dir) >= 20)
     subprocess.run(["kill", pidfile.read_text().strip()], check=True)
     try:
         _wait_until("the controller to go", lambda: not slurm_available(), 30)
         report = collect_status(runs)
         assert report.scheduler_note and "scheduler unreachable" in report.scheduler_note
-        assert report.statuses[0].state in (RunState.RUNNING, RunState.COMPLETED)  # from the metadata and logs
-        sweep_file = str(slurm_sweep.path)
-        code = main(["submit", sweep_file, "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4",
-                     "--executor", "slurm"])
+        # from the metadata and the logs (the job may have ended meanwhile and recorded it)
+        assert report.statuses[0].state in (RunState.RUNNING, RunState.COMPLETED)
+        assert report.statuses[0].iter is not None and report.statuses[0].iter >= 20
+        code = main(["submit", str(sweep.path), "--model", "demo_segformer_tiny", "--executor", "slurm"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and "sinfo" in err, err
-        never = slurm_sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_BS4"])[0]
+        never = sweep.runs(["demo_segformer_tiny"])[0]
         assert not (never.run_dir / "prove_run.json").exists()  # no claim left behind
-        assert read_meta(run.run_dir) is not None  # still whole (the job itself may have recorded its end)
+        assert read_meta(run.run_dir) is not None  # still whole
     finally:
         subprocess.run(["bash", str(REPO / "tests" / "cluster" / "slurm-up.sh")], check=True)
     _wait_until("completion after the restart",
@@ -249,8 +252,8 @@ def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
     data.rename(moved)  # the images vanish: the training raises when it builds its dataset
     assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
     _wait_until("the failure", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
-    job_id = read_meta(run.run_dir).job_id  # type: ignore[union-attr]
-    _wait_until("SLURM to see the job end", lambda: _scontrol(job_id)["JobState"] == "FAILED", 60)
+    job_err = run.run_dir / "prove" / "job.err"
+    _wait_until("the job's end in its stderr", lambda: "srun: error" in _read_or_empty(job_err), 60)
     capsys.readouterr()
     assert main(["status", str(run.run_dir)]) == 0
     out = capsys.readouterr().out
@@ -266,3 +269,42 @@ def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
     assert meta is not None and meta.attempts == 2 and meta.error is None
     assert main(["resubmit", sweep_file, "--failed"]) == 0
     assert "no failed runs to resubmit" in capsys.readouterr().err
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def _accounting_on() -> bool:
+    done = subprocess.run(["sacct", "--noheader", "-j", "1"], capture_output=True, text=True, check=False)
+    return done.returncode == 0
+
+
+def _forgotten_by_squeue(job_id: str) -> bool:
+    done = subprocess.run(["squeue", "--noheader", "--states=all", f"--jobs={job_id}"], capture_output=True,
+                          text=True, check=False)
+    return done.returncode != 0 or not done.stdout.strip()
+
+
+def test_a_job_cancelled_behind_our_back_with_and_without_accounting(slurm_sweep: Sweep) -> None:
+    """`scancel` by hand: nothing is recorded by the payload (SIGKILL after KillWait), so the state
+    comes from squeue while it remembers the job, then from sacct, or, with accounting off, from
+    the metadata alone: an open claim whose job SLURM no longer knows is a failure, never 'running'."""
+    [run] = slurm_sweep.runs(["demo_segformer_tiny"], ["DEMO_REF"])
+    [job] = submit(slurm_sweep, [run], executor="slurm").submitted
+    _wait_until("training", lambda: training_lock_held(run.run_dir))
+    subprocess.run(["scancel", str(job.job_id)], check=True)
+    _wait_until("the cancel to show", lambda: collect_status([run]).statuses[0].state is RunState.CANCELLED, 60)
+    meta = read_meta(run.run_dir)
+    assert meta is not None and meta.cancelled_at is None  # squeue said so, not our records
+    _wait_until("squeue to forget the job (MinJobAge)", lambda: _forgotten_by_squeue(str(job.job_id)), 240)
+    status = collect_status([run]).statuses[0]
+    if _accounting_on():
+        assert status.state is RunState.CANCELLED and status.scheduler_state == "CANCELLED"
+    else:
+        assert status.state is RunState.FAILED
+        assert any("unknown to SLURM" in note for note in status.notes), status.notes
+    assert status.lock_holder is not None and status.lock_holder.stale  # free for the next submit

@@ -23,6 +23,7 @@ from conftest import REPO, SWEEPS
 
 from prove_jobs.locks import TRAIN_LOCK, training_lock_held
 from prove_jobs.runs import read_meta
+from prove_jobs.scheduler import slurm_available
 
 GROUP = "prove_share"
 USER_A, USER_B = "prove_a", "prove_b"
@@ -102,7 +103,8 @@ def as_user(
                  "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200", **env}
     command = ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in variables.items()),
                _interpreter(), "-m", "prove_jobs.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=str(base))
+    # The user's home as working dir: a SLURM job starts in the submitter's cwd and must be able to.
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=str(home))
 
 
 def _wait_for(what: str, condition: Callable[[], object], base: Path, timeout_s: float = 180) -> None:
@@ -126,7 +128,7 @@ def _first_train_step(start: Path) -> int | None:
 
 def test_user_b_meets_a_conflict_naming_a_and_resubmits_after_a_ends(shared: Path) -> None:
     pytest.importorskip("mmseg", reason="the train extra (mmsegmentation) is not installed")
-    env = _setup(shared)
+    env = _env(shared)
     sweep = str(shared / "slow.toml")
     run_dir = shared / "runs" / "DEMO_SLOW" / "baseline" / "cityscapes" / "demo_fcn_r18_tiny"
 
@@ -181,10 +183,15 @@ def test_user_b_meets_a_conflict_naming_a_and_resubmits_after_a_ends(shared: Pat
     assert (run_dir / TRAIN_LOCK).stat().st_mode & 0o060 == 0o060  # group read-write
 
 
-def test_a_lock_file_b_cannot_open_is_one_line_naming_its_owner(shared: Path) -> None:
-    env = {"PYTHONPATH": f"{shared / 'src'}:{sysconfig.get_paths()['purelib']}", "DEMO_ROOT": str(shared)}
+def _env(shared: Path) -> dict[str, str]:
+    """The users' environment, setting the shared folder up on first use (tests may run alone)."""
     if not (shared / "src").exists():
-        env = _setup(shared)
+        return _setup(shared)
+    return {"PYTHONPATH": f"{shared / 'src'}:{sysconfig.get_paths()['purelib']}", "DEMO_ROOT": str(shared)}
+
+
+def test_a_lock_file_b_cannot_open_is_one_line_naming_its_owner(shared: Path) -> None:
+    env = _env(shared)
     run_dir = shared / "runs" / "DEMO_BS4" / "baseline" / "cityscapes" / "demo_segformer_tiny"
     run_dir.mkdir(parents=True)
     shutil.chown(run_dir, group=GROUP)
@@ -199,3 +206,70 @@ def test_a_lock_file_b_cannot_open_is_one_line_naming_its_owner(shared: Path) ->
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and f"owner: {USER_A}" in lines[0] and str(lock) in lines[0]
     assert not (run_dir / "prove_run.json").exists()
+
+
+def _checkpointed(run_dir: Path) -> int:
+    try:
+        name = Path((run_dir / "last_checkpoint").read_text().strip()).stem
+    except FileNotFoundError:
+        return 0
+    return int(name[5:]) if name.startswith("iter_") else 0
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
+def test_on_slurm_b_queues_behind_a_and_takes_over_when_a_ends(shared: Path) -> None:
+    pytest.importorskip("mmseg", reason="the train extra (mmsegmentation) is not installed")
+    env = _env(shared)
+    slow = (shared / "slow.toml").read_text()
+    sweep_path = shared / "slurm_slow.toml"
+    sweep_path.write_text(slow[: slow.index("[resources]")]
+                          + '[resources]\npartition = "gpu"\ngpus_per_node = 1\ncpus_per_task = 1\nmem_gb = 2\n')
+    sweep_path.chmod(0o644)
+    sweep = str(sweep_path)
+    args = ["--model", "demo_segformer_tiny", "--variant", "DEMO_SLOW"]
+    run_dir = shared / "runs" / "DEMO_SLOW" / "baseline" / "cityscapes" / "demo_segformer_tiny"
+
+    started = as_user(USER_A, shared, env, "submit", sweep, *args, "--executor", "slurm")
+    assert started.returncode == 0, started.stderr
+    _wait_for("A's first checkpoint on SLURM", lambda: _checkpointed(run_dir) >= 10, shared)
+    a_meta = read_meta(run_dir)
+    assert a_meta is not None and a_meta.user == USER_A and a_meta.executor == "slurm" and a_meta.job_id
+
+    conflict = as_user(USER_B, shared, env, "submit", sweep, *args, "--executor", "slurm")
+    assert conflict.returncode == 1, conflict.stderr
+    assert f"{USER_A}@" in conflict.stderr and f"slurm job {a_meta.job_id}" in conflict.stderr
+
+    queued = as_user(USER_B, shared, env, "resubmit", sweep, *args, "--lock-conflicts", "--after-holder",
+                     "--executor", "slurm")
+    assert queued.returncode == 0, queued.stderr
+    assert f"starts when {USER_A}'s job {a_meta.job_id} ends" in queued.stderr, queued.stderr
+    b_job = queued.stderr.split("as slurm job ")[1].split(":")[0]
+    job = subprocess.run(["scontrol", "show", "job", "--oneliner", b_job], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"afterany:{a_meta.job_id}" in job and "JobState=PENDING" in job and "Reason=Dependency" in job
+    assert f"UserId={USER_B}(" in job
+    assert read_meta(run_dir) == a_meta  # A's claim untouched while A trains
+    shown = as_user(USER_B, shared, env, "status", sweep, *args, "--json")
+    [row] = json.loads(shown.stdout)
+    assert row["state"] == "lock_conflict" and any(f"queued as slurm job {b_job}" in n for n in row["notes"])
+
+    ended = as_user(USER_A, shared, env, "cancel", sweep, *args)
+    assert ended.returncode == 0, ended.stderr
+
+    def b_trains() -> bool:
+        meta = read_meta(run_dir)
+        return bool(meta and meta.user == USER_B and meta.job_id == b_job and meta.started_at)
+
+    _wait_for("B's queued job to take over", b_trains, shared, 120)
+    _wait_for("B's first iterations", lambda: len(_starts(run_dir)) == 2 and _first_train_step(_starts(run_dir)[1]),
+              shared)
+    first_step = _first_train_step(_starts(run_dir)[1])
+    assert first_step is not None and first_step > 10  # resumed from A's checkpoint
+    after = as_user(USER_B, shared, env, "status", sweep, *args, "--json")
+    [row] = json.loads(after.stdout)
+    assert row["state"] == "running" and row["user"] == USER_B and not row["notes"]
+    stopped = as_user(USER_B, shared, env, "cancel", sweep, *args)
+    assert stopped.returncode == 0, stopped.stderr
+    _wait_for("the end of B's job", lambda: not training_lock_held(run_dir), shared, 60)
+

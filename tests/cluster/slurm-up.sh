@@ -8,7 +8,15 @@ STATE=${SLURM_STATE_DIR:-/var/lib/prove-jobs-slurm}
 GPUS=${SLURM_FAKE_GPUS:-2}
 # 1: real accounting (slurmdbd + a local MariaDB), so that sacct answers; 0: accounting off,
 # as on many clusters (sacct: "Slurm accounting storage is disabled"). The tests run under both.
-ACCOUNTING=${SLURM_ACCOUNTING:-0}
+# Unset: as the running cluster has it (a restart keeps the mode), else off.
+if [ -z "${SLURM_ACCOUNTING:-}" ] && grep -qs '^AccountingStorageType=accounting_storage/slurmdbd' /etc/slurm/slurm.conf; then
+    ACCOUNTING=1
+else
+    ACCOUNTING=${SLURM_ACCOUNTING:-0}
+fi
+# How long squeue remembers a finished job (SLURM's default is 300 s): short here, so that the
+# tests see what a user sees later on, when only accounting or the run's metadata know the end.
+MIN_JOB_AGE=${SLURM_MIN_JOB_AGE:-30}
 start_ns=$(date +%s%N)
 
 if [ "$(id -u)" != 0 ]; then echo "slurm-up: must run as root" >&2; exit 1; fi
@@ -64,7 +72,7 @@ MailProg=/bin/true
 ReturnToService=2
 SchedulerParameters=sched_interval=2,bf_interval=2
 KillWait=5
-MinJobAge=300
+MinJobAge=$MIN_JOB_AGE
 GresTypes=gpu
 $accounting
 JobCompType=jobcomp/none
