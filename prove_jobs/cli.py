@@ -180,6 +180,8 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
     sweep, runs = _sweep_and_runs(args)
     result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done)
     submissions = result.submitted
+    for warning in result.warnings:
+        term.warn(warning)
     for run, reason in result.skipped:
         term.info(f"skipped {run.name}: {reason.split(': ', 1)[-1]}")
     if args.dry_run:

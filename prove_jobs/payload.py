@@ -210,6 +210,7 @@ class TrainingJob:
             failed_at=None,
             error=None,
         )
+        _name_slurm_job(f"{meta.variant}/{meta.model}")
         try:
             final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads)
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
@@ -245,6 +246,22 @@ class TrainingJob:
         sys.stderr.flush()
         # A requeued take-over job owns the run by now: it trains as any other job.
         return DelayedSubmission(replace(self, take_over=None))
+
+
+def _name_slurm_job(name: str) -> None:
+    """Show ``<VARIANT>/<model>`` in squeue for this job.
+
+    The tasks of an array share the array's name while they wait; once a task runs it is a
+    job record of its own, and its owner may rename it. Best effort: a name is not worth a failure.
+    """
+    import subprocess
+
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={name}"], capture_output=True,
+                       timeout=10, check=False)
 
 
 def _link_own_logs(run_dir: Path) -> None:

@@ -53,6 +53,8 @@ from prove_jobs.scheduler import run_slurm, slurm_available
 from prove_jobs.spec import Resources, Sweep
 
 EXECUTORS = ("auto", "slurm", "local")
+SIGNAL_DELAY_S = 90  # submitit's --signal=USR2@90: the warning before the time limit
+SIGNAL_JITTER_S = 60  # SLURM checks time limits about once a minute and may signal that much early
 SUBMITIT_DIR = ".prove-jobs/submitit"
 
 
@@ -78,6 +80,7 @@ class SubmitResult:
     submitted: list[Submission] = field(default_factory=list)
     skipped: list[tuple[Run, str]] = field(default_factory=list)  # finished runs, with the reason
     conflicts: list[tuple[Run, LockHolder]] = field(default_factory=list)  # held by someone else
+    warnings: list[str] = field(default_factory=list)
 
 
 def submit(
@@ -117,6 +120,9 @@ def submit(
     groups: dict[Resources, list[RenderedRun]] = {}
     for item in rendered:
         groups.setdefault(sweep.resources_for(item.run), []).append(item)
+    if kind == "slurm":
+        result.warnings += [short_limit_warning(r, items) for r, items in groups.items()
+                            if r.timeout_min * 60 < SIGNAL_DELAY_S + SIGNAL_JITTER_S + 60]
 
     old_umask = os.umask(sweep.sharing.umask_bits)
     try:
@@ -400,6 +406,12 @@ def link_job_logs(run_dir: Path, stdout: Path, stderr: Path) -> None:
         tmp.replace(link)  # atomic: a reader sees the old link or the new one
 
 
+def short_limit_warning(resources: Resources, items: Sequence[RenderedRun]) -> str:
+    return (f"timeout_min = {resources.timeout_min} ({', '.join(i.run.name for i in items)}): SLURM sends the "
+            f"checkpoint signal {SIGNAL_DELAY_S} s before the limit, up to {SIGNAL_JITTER_S} s earlier; these jobs "
+            "would be stopped and requeued almost at once, until max_requeues. Give them at least 4 minutes.")
+
+
 def _job_name(sweep: Sweep, runs: Sequence[Run]) -> str:
     return runs[0].name if len(runs) == 1 else f"prove:{sweep.name}"
 
@@ -430,6 +442,7 @@ def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: st
     params: dict[str, Any] = {
         "job_name": job_name,
         "time": resources.timeout_min,
+        "signal_delay_s": SIGNAL_DELAY_S,
         "cpus_per_task": resources.cpus_per_task,
         "ntasks_per_node": 1,
         "setup": list(resources.setup),
@@ -600,7 +613,8 @@ def describe_command(kind: str, sweep: Sweep, resources: Resources, runs: Sequen
     """What would be queued, as a reader would type it (for ``--dry-run``)."""
     if kind == "local":
         return f"{len(runs)} local process(es), {resources.cpus_per_task} thread(s) each"
-    parts = ["sbatch", f"--job-name={_job_name(sweep, runs)}", f"--time={resources.timeout_min}"]
+    parts = ["sbatch", f"--job-name={_job_name(sweep, runs)}", f"--time={resources.timeout_min}",
+             f"--signal=USR2@{SIGNAL_DELAY_S}"]
     if len(runs) > 1:
         parts.append(f"--array=0-{len(runs) - 1}")
     for key in ("partition", "account", "qos", "constraint"):

@@ -127,8 +127,14 @@ def test_one_array_walks_pending_running_completed(slurm_sweep: Sweep) -> None:
     assert job["JobName"] == f"prove:{slurm_sweep.name}"
 
     seen: dict[str, set[RunState]] = {run.model: set() for run in runs}
+    names: dict[str, set[str]] = {job_id: set() for job_id in ids if job_id}
 
     def all_done() -> bool:
+        queue = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%j"], capture_output=True,
+                               text=True, check=False).stdout
+        for line in queue.splitlines():
+            job_id, _, name = line.strip().partition("|")
+            names.setdefault(job_id, set()).add(name)
         for status in collect_status(runs).statuses:
             seen[status.run.model].add(status.state)
         return all(s.state is RunState.COMPLETED for s in collect_status(runs).statuses)
@@ -136,6 +142,8 @@ def test_one_array_walks_pending_running_completed(slurm_sweep: Sweep) -> None:
     _wait_until("completion of the array", all_done, 300)
     for model, states in seen.items():
         assert RunState.RUNNING in states or RunState.PENDING in states, (model, states)
+    for job_id, run in zip(ids, runs, strict=True):
+        assert run.name in names[str(job_id)], names  # a running task is renamed after its run
     for status in collect_status(runs).statuses:
         assert status.job_id in ids and status.iter == 20 and status.curve and status.curve[-1].miou
         meta = read_meta(status.run.run_dir)

@@ -38,6 +38,19 @@ def test_dry_run_writes_nothing_and_shows_the_array(demo_sweep: Sweep) -> None:
     assert list((demo_sweep.data_root).iterdir()) == []
     command = describe_command("slurm", demo_sweep, submitted[0].resources, runs)
     assert "--array=0-3" in command and "--time=30" in command and "--gres" not in command
+    assert "--signal=USR2@90" in command and result.warnings == []
+
+
+def test_a_time_limit_shorter_than_the_checkpoint_signal_is_a_warning(demo_sweep: Sweep) -> None:
+    from dataclasses import replace
+
+    short = replace(demo_sweep, resources=replace(demo_sweep.resources, timeout_min=3))
+    result = submit(short, short.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"]), executor="slurm", dry_run=True)
+    [warning] = result.warnings
+    assert warning.startswith("timeout_min = 3 (DEMO_REF/demo_fcn_r18_tiny)") and "at least 4 minutes" in warning
+    fine = replace(demo_sweep, resources=replace(demo_sweep.resources, timeout_min=4))
+    assert submit(fine, fine.runs(), executor="slurm", dry_run=True).warnings == []
+    assert submit(short, short.runs(), executor="local", dry_run=True).warnings == []
 
 
 needs_training = pytest.mark.skipif(
