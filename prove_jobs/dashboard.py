@@ -169,7 +169,8 @@ def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int =
     needed = {column.header: max([len(column.header), *(_cell_width(c) for c in cells[column.header])])
               for column in COLUMNS}
     chosen = list(COLUMNS)
-    while sum(needed[c.header] + 2 for c in chosen) > width and any(c.priority > 0 for c in chosen):
+    # rich spends 3 cells per column beyond its text (padding either side, a divider) and 1 for the edge
+    while sum(needed[c.header] + 3 for c in chosen) + 1 > width and any(c.priority > 0 for c in chosen):
         chosen.remove(max(chosen, key=lambda c: (c.priority, COLUMNS.index(c))))
     table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in chosen:

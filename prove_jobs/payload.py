@@ -256,9 +256,11 @@ def _name_slurm_job(name: str) -> None:
     """
     import subprocess
 
-    job_id = os.environ.get("SLURM_JOB_ID")
-    if not job_id:
+    if not os.environ.get("SLURM_JOB_ID"):
         return
+    # <array>_<task>, not SLURM_JOB_ID: the first task to start may share its id with the array's
+    # own record, and renaming that renames the tasks still waiting.
+    job_id = _scheduler_job_id()
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={name}"], capture_output=True,
                        timeout=10, check=False)

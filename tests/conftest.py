@@ -26,6 +26,23 @@ def templates_copy(tmp_path: Path) -> Path:
     return dest
 
 
+def read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def checkpointed(run_dir: Path) -> int:
+    """The iteration of the checkpoint mmengine's ``last_checkpoint`` names (0 if none yet).
+
+    mmengine writes that pointer only after the checkpoint itself: a run killed or preempted
+    after this says N resumes from N.
+    """
+    name = Path(read_or_empty(run_dir / "last_checkpoint").strip()).stem
+    return int(name[5:]) if name.startswith("iter_") and name[5:].isdigit() else 0
+
+
 def write_sweep(folder: Path, body: str, name: str = "sweep.toml") -> Path:
     path = folder / name
     path.write_text(body)

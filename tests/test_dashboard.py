@@ -43,6 +43,25 @@ def test_narrow_terminals_drop_whole_columns_by_priority(reference_root: Path) -
     assert len(narrow) < len(wide)
 
 
+def test_every_row_stays_on_one_line_at_any_width(reference_root: Path) -> None:  # noqa: F811
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from prove_jobs.status import RunState
+
+    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
+    statuses = list(collect_status(sweep.runs(variants=[BS16])).statuses)
+    # the longest state label there is: a resumed run with its restart count
+    statuses[0] = replace(statuses[0], state=RunState.RUNNING, meta=replace(statuses[0].meta, restarts=2))
+    for width in range(70, 201, 10):
+        console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        console.print(status_table(statuses, width=width))
+        lines = [line for line in console.export_text().splitlines() if line.strip()]
+        assert len(lines) == 2 + len(statuses), (width, lines)  # header, rule, one line per run
+        assert "2 restarts" in lines[2] or width < 100, (width, lines[2])
+
+
 def test_curve_and_filters(reference_root: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     sweep = str(SWEEPS / "cityscapes.toml")
     root = ["--data-root", str(reference_root)]

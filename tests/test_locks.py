@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS
+from conftest import SWEEPS, checkpointed
 
 from prove_jobs.cli import main
 from prove_jobs.errors import LockConflict, RunError
@@ -213,7 +213,7 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     deadline = time.monotonic() + 240
     # mmengine names a checkpoint in last_checkpoint only once it is fully written: the pointer,
     # not the .pth appearing, says there is something to resume from.
-    while "iter_20.pth" not in _read_or_empty(run.run_dir / "last_checkpoint"):
+    while checkpointed(run.run_dir) < 20:
         assert time.monotonic() < deadline, "no checkpoint at iteration 20"
         time.sleep(0.2)
     assert training_lock_held(run.run_dir) is True
@@ -241,10 +241,3 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     assert min(r["step"] for r in second_start if "loss" in r) > 20  # resumed, not restarted
     assert main(["resubmit", sweep_file, "--lock-conflicts"]) == 0
     assert "no lock conflicts" in capsys.readouterr().err
-
-
-def _read_or_empty(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""

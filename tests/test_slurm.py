@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SWEEPS, TEMPLATES
+from conftest import REPO, SWEEPS, TEMPLATES, checkpointed, read_or_empty
 
 from prove_jobs.cli import main
 from prove_jobs.demo_data import make_demo_dataset
@@ -88,13 +88,6 @@ def _preempt() -> str:
     return out.strip()
 
 
-def _checkpointed(run_dir: Path) -> int:
-    """The iteration of the checkpoint ``last_checkpoint`` names (0 if none yet)."""
-    try:
-        name = Path((run_dir / "last_checkpoint").read_text().strip()).stem
-    except FileNotFoundError:
-        return 0
-    return int(name[5:]) if name.startswith("iter_") else 0
 
 
 def _scontrol(job_id: str) -> dict[str, str]:
@@ -177,7 +170,7 @@ def test_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     runs = sweep.runs(["demo_fcn_r18_tiny"])
     submit(sweep, runs, executor="slurm")
     run = runs[0]
-    _wait_until("training", lambda: _checkpointed(run.run_dir) >= 20)
+    _wait_until("training", lambda: checkpointed(run.run_dir) >= 20)
     subprocess.run(["kill", pidfile.read_text().strip()], check=True)
     try:
         _wait_until("the controller to go", lambda: not slurm_available(), 30)
@@ -203,8 +196,8 @@ def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path: Path, monkeypa
     sweep = _long_sweep(tmp_path, max_requeues=2)
     [run] = sweep.runs(["demo_fcn_r18_tiny"])
     [job] = submit(sweep, [run], executor="slurm").submitted
-    _wait_until("a first checkpoint", lambda: _checkpointed(run.run_dir) >= 20, 240)
-    assert _checkpointed(run.run_dir) < 100, "trained too fast to be preempted mid-run"
+    _wait_until("a first checkpoint", lambda: checkpointed(run.run_dir) >= 20, 240)
+    assert checkpointed(run.run_dir) < 100, "trained too fast to be preempted mid-run"
     _preempt()
 
     seen: list[RunState] = []
@@ -239,7 +232,7 @@ def test_requeues_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     sweep = _long_sweep(tmp_path, max_requeues=0)
     [run] = sweep.runs(["demo_fcn_r18_tiny"])
     submit(sweep, [run], executor="slurm")
-    _wait_until("a first checkpoint", lambda: _checkpointed(run.run_dir) >= 20, 240)
+    _wait_until("a first checkpoint", lambda: checkpointed(run.run_dir) >= 20, 240)
     _preempt()
     _wait_until("the job to give up", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
     _wait_until("the training lock to be free", lambda: not training_lock_held(run.run_dir), 60)
@@ -261,7 +254,7 @@ def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
     assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
     _wait_until("the failure", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
     job_err = run.run_dir / "prove" / "job.err"
-    _wait_until("the job's end in its stderr", lambda: "srun: error" in _read_or_empty(job_err), 60)
+    _wait_until("the job's end in its stderr", lambda: "srun: error" in read_or_empty(job_err), 60)
     capsys.readouterr()
     assert main(["status", str(run.run_dir)]) == 0
     out = capsys.readouterr().out
@@ -278,12 +271,6 @@ def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
     assert main(["resubmit", sweep_file, "--failed"]) == 0
     assert "no failed runs to resubmit" in capsys.readouterr().err
 
-
-def _read_or_empty(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""
 
 
 def _accounting_on() -> bool:

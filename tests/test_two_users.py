@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SWEEPS
+from conftest import REPO, SWEEPS, checkpointed
 
 from prove_jobs.locks import TRAIN_LOCK, training_lock_held
 from prove_jobs.runs import read_meta
@@ -210,13 +210,6 @@ def test_a_lock_file_b_cannot_open_is_one_line_naming_its_owner(shared: Path) ->
     assert not (run_dir / "prove_run.json").exists()
 
 
-def _checkpointed(run_dir: Path) -> int:
-    try:
-        name = Path((run_dir / "last_checkpoint").read_text().strip()).stem
-    except FileNotFoundError:
-        return 0
-    return int(name[5:]) if name.startswith("iter_") else 0
-
 
 @pytest.mark.slurm
 @pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
@@ -234,7 +227,7 @@ def test_on_slurm_b_queues_behind_a_and_takes_over_when_a_ends(shared: Path) -> 
 
     started = as_user(USER_A, shared, env, "submit", sweep, *args, "--executor", "slurm")
     assert started.returncode == 0, started.stderr
-    _wait_for("A's first checkpoint on SLURM", lambda: _checkpointed(run_dir) >= 10, shared)
+    _wait_for("A's first checkpoint on SLURM", lambda: checkpointed(run_dir) >= 10, shared)
     a_meta = read_meta(run_dir)
     assert a_meta is not None and a_meta.user == USER_A and a_meta.executor == "slurm" and a_meta.job_id
 
