@@ -66,17 +66,19 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> i
 
 
 def resume_point(work_dir: Path) -> Path | None:
-    """The checkpoint to resume from: the one ``last_checkpoint`` names, else the newest ``iter_N.pth``.
+    """The checkpoint to resume from: the one ``last_checkpoint`` names; ``None`` to start afresh.
 
-    mmengine writes ``last_checkpoint`` only after the checkpoint itself, but a job killed while
-    writing it leaves the pointer empty: then the newest numbered checkpoint is the best guess.
+    mmengine rewrites ``last_checkpoint`` only once the checkpoint it names is fully written. No
+    pointer: no checkpoint is known whole (a job killed while saving its first one leaves a
+    truncated ``iter_N.pth``), so the training starts over. A pointer cut short (a kill while
+    it was rewritten) follows a complete save: the newest numbered checkpoint is that one.
     """
     pointer = work_dir / LAST_CHECKPOINT
     try:
         named = Path(pointer.read_text().strip())
     except FileNotFoundError:
-        named = None
-    if named is not None and named.name and named.is_file():
+        return None
+    if named.name and named.is_file():
         return named
     numbered = [(int(p.stem[5:]), p) for p in work_dir.glob("iter_*.pth") if p.stem[5:].isdigit()]
     return max(numbered)[1] if numbered else None

@@ -139,6 +139,8 @@ def test_resume_point_trusts_the_pointer_then_the_newest_checkpoint(tmp_path: Pa
     assert resume_point(tmp_path) is None  # a fresh run starts from scratch
     for n in (8, 16, 24):
         (tmp_path / f"iter_{n}.pth").write_bytes(b"x")
+    # no pointer: killed while writing its first checkpoint, which may be cut short
+    assert resume_point(tmp_path) is None
     (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_16.pth"))
     assert resume_point(tmp_path) == tmp_path / "iter_16.pth"
     # killed while mmengine rewrote the pointer: it is empty, the newest numbered one is taken

@@ -135,7 +135,7 @@ def test_user_b_meets_a_conflict_naming_a_and_resubmits_after_a_ends(shared: Pat
     # submit returns at once even with its output captured: the job holds none of its pipes.
     started = as_user(USER_A, shared, env, "submit", sweep, *RUN_ARGS, "--executor", "local", timeout=60)
     assert started.returncode == 0, started.stderr
-    _wait_for("A's first checkpoint", lambda: (run_dir / "iter_10.pth").exists(), shared)
+    _wait_for("A's first checkpoint", lambda: checkpointed(run_dir) >= 10, shared)
     assert training_lock_held(run_dir) is True
     meta = read_meta(run_dir)
     assert meta is not None and meta.user == USER_A and meta.finished_at is None
