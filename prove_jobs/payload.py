@@ -170,13 +170,15 @@ class TrainingJob:
             if meta is not None and meta.finished_at is not None:
                 raise RunError(f"{run_dir}: completed by {meta.user} with another config (hash {meta.config_hash}, "
                                f"ours {take.config_hash}); not trained over")
+            job_id = _scheduler_job_id()
+            if meta is not None and meta.job_id == job_id and meta.user == current_user():
+                return None  # ours already: this job took the run over, then SLURM requeued it
             if (meta is not None and claim_is_open(meta) and meta.job_id != take.holder_job_id
                     and claim_alive(meta, scheduler_states_for(meta)) is not False):
                 # taken meanwhile (another submit of ours, or a third user): leave it to them
                 message = f"held by {meta.user} (job {meta.job_id}) since we were queued: not started"
                 sys.stderr.write(f"prove-jobs: {run_dir}: {message}\n")
                 return message
-            job_id = _scheduler_job_id()
             write_meta(run_dir, RunMeta(
                 model=meta.model if meta else Path(run_dir).name, variant=meta.variant if meta else "",
                 sweep_file=take.sweep_file, config_hash=take.config_hash, executor="slurm",

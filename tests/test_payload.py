@@ -182,3 +182,28 @@ def test_a_job_queued_behind_a_holder_that_completed_the_run_does_not_train_it(t
     with pytest.raises(RunError, match="another config"):
         TrainingJob(str(run_dir), take_over=TakeOver("11", "beef", "sweep.toml"))()
     assert read_meta(run_dir) == done
+
+
+def test_a_take_over_job_leaves_a_run_claimed_meanwhile_and_keeps_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prove_jobs.payload import TakeOver
+    from prove_jobs.runs import current_host, current_user
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    take = TakeOver("11", "c0ffee", "sweep.toml")
+    # a third party claimed the run after the holder (job 11) ended: its live local job keeps it
+    third = RunMeta(model="m", variant="V", config_hash="c0ffee", user="carol", executor="local",
+                    host=current_host(), pid=os.getpid(), job_id="55", submitted_at=1.0)
+    write_meta(run_dir, third)
+    message = TrainingJob(str(run_dir), take_over=take)._take_over(run_dir, take)
+    assert message == "held by carol (job 55) since we were queued: not started"
+    assert read_meta(run_dir) == third
+    # SLURM requeued this very job after it took the run over: it is ours, it trains on
+    ours = RunMeta(model="m", variant="V", config_hash="c0ffee", user=current_user(), executor="slurm",
+                   job_id="77", submitted_at=1.0, started_at=2.0)
+    write_meta(run_dir, ours)
+    assert TrainingJob(str(run_dir), take_over=take)._take_over(run_dir, take) is None
+    assert read_meta(run_dir) == ours
