@@ -261,6 +261,8 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     cache_path = default_cache_path()
     logs = LogCache.load(cache_path)
 
+    logs.prefetch([run.run_dir for run in runs])  # a cold cache: parse on every core
+
     def collect() -> tuple[list[RunStatus], list[str]]:
         report = collect_status(runs, read_log=logs.read_run_log)
         statuses = [s for s in report.statuses if _wanted(s, args)]

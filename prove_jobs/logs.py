@@ -22,6 +22,7 @@ the new offset, so :class:`LogCache` can re-read only what was appended.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import math
@@ -32,7 +33,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
@@ -771,6 +772,29 @@ class LogCache:
     def read_run_log(self, work_dir: Path) -> RunLog:
         return _read_run_log(Path(work_dir), self._get, self._sparse, self._runs)
 
+    def prefetch(self, work_dirs: Sequence[Path], *, workers: int | None = None) -> int:
+        """Read the run dirs this cache has never seen in ``workers`` processes; returns how many.
+
+        A cold ``status`` of a big sweep is parsing bound: worker processes (forked, each with a
+        cache of its own) read one share of the unseen runs each, and their file states and
+        run summaries are merged here, so that :meth:`read_run_log` then finds every run done.
+        Runs already known are left to the incremental path; few unseen runs are not worth it.
+        """
+        import concurrent.futures
+        import multiprocessing
+
+        unseen = [str(d) for d in work_dirs if str(d) not in self._runs]
+        workers = min(workers or os.cpu_count() or 1, 8, len(unseen) // PREFETCH_MIN_RUNS_PER_WORKER)
+        if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return 0
+        shares = [unseen[i::workers] for i in range(workers)]
+        context = multiprocessing.get_context("fork")  # the parent's imports and state, no re-import
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for files, runs in pool.map(_read_share, shares, [self._sparse] * workers):
+                self._rows.update(files)
+                self._runs.update(runs)
+        return len(unseen)
+
     def read_text_log(self, path: Path) -> RunLog:
         return _read_text_log(Path(path), self._get)
 
@@ -805,19 +829,45 @@ class LogCache:
         """The cache saved at ``path``; an empty one if it is missing, corrupt or of another format."""
         cache = cls()
         try:
-            with Path(path).open("rb") as fh:
-                body = _PlainUnpickler(fh).load()
-            if not (isinstance(body, tuple) and len(body) == 3 and body[0] == _CACHE_FORMAT):
-                return cache
-            blobs = {str(group): blob for group, blob in body[1]}
-            if not all(isinstance(blob, bytes) for blob in blobs.values()):
-                raise ValueError("bad file states")
-            runs = {str(work_dir): (key, _log_from_row(row)) for work_dir, key, row in body[2]}
+            # Tens of thousands of small objects at once: the cyclic GC would walk them again and
+            # again while they are made (it tripled the load time), and none of them form cycles.
+            with _gc_paused():
+                with Path(path).open("rb") as fh:
+                    body = _PlainUnpickler(fh).load()
+                if not (isinstance(body, tuple) and len(body) == 3 and body[0] == _CACHE_FORMAT):
+                    return cache
+                blobs = {str(group): blob for group, blob in body[1]}
+                if not all(isinstance(blob, bytes) for blob in blobs.values()):
+                    raise ValueError("bad file states")
+                runs = {str(work_dir): (key, _log_from_row(row)) for work_dir, key, row in body[2]}
         except Exception:  # any damage means: start cold
             return cache
         cache._blobs = blobs
         cache._runs = runs
         return cache
+
+
+PREFETCH_MIN_RUNS_PER_WORKER = 32
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_share(work_dirs: list[str], sparse: bool) -> tuple[dict[tuple[str, str], tuple[Any, ...]],
+                                                               dict[str, tuple[object, RunLog]]]:
+    """In a worker: read ``work_dirs`` into a fresh cache and hand back its states as plain rows."""
+    cache = LogCache(sparse=sparse)
+    for work_dir in work_dirs:
+        cache.read_run_log(Path(work_dir))
+    return {key: state.to_row() for key, state in cache._files.items()}, cache._runs
 
 
 def _run_group(path: str) -> str:

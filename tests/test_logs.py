@@ -211,6 +211,37 @@ def test_log_cache_reads_only_appended_bytes(real_runs: dict[str, Path], tmp_pat
     assert max(p.iter for p in again.curve) == 10
 
 
+def test_prefetch_reads_unseen_runs_in_worker_processes(real_runs: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs_mod, "PREFETCH_MIN_RUNS_PER_WORKER", 2)
+    dirs = []
+    for i in range(9):
+        name = ("by_iter", "by_epoch", "resumed")[i % 3]
+        dirs.append(tmp_path / f"{name}{i}")
+        shutil.copytree(real_runs[name], dirs[-1])
+    expected = [read_run_log(d) for d in dirs]
+    cache = LogCache()
+    cache.read_run_log(dirs[0])
+    assert cache.prefetch(dirs, workers=2) == 8  # the one already seen is not read again
+
+    def no_parsing(*args: object, **kw: object) -> object:
+        raise AssertionError("parsed in the parent after prefetch")
+
+    monkeypatch.setattr(logs_mod, "_parse_chunk", no_parsing)
+    assert [cache.read_run_log(d) for d in dirs] == expected
+    monkeypatch.undo()
+    # the merged file states serve incremental reads and the cache file like any others
+    scalars = _ts_dirs(dirs[1])[-1] / "vis_data" / "scalars.json"
+    with scalars.open("a") as fh:
+        fh.write('{"aAcc": 90.0, "mIoU": 55.5, "mAcc": 60.0, "data_time": 0.01, "time": 0.02, "step": 16}\n')
+    assert cache.read_run_log(dirs[1]) == read_run_log(dirs[1])
+    assert cache.read_run_log(dirs[1]).curve[-1].miou == 55.5
+    cache.save(tmp_path / "cache.pickle")
+    loaded = LogCache.load(tmp_path / "cache.pickle")
+    assert [loaded.read_run_log(d) for d in dirs] == [read_run_log(d) for d in dirs]
+    assert LogCache().prefetch(dirs[:3]) == 0  # too few runs to be worth a process pool
+
+
 # ---------------------------------------------------------------------------------------------
 # Hand-made edge cases
 
