@@ -190,7 +190,7 @@ def record_conflict(run_dir: Path, holder: LockHolder, sweep: str) -> None:
         # still the same holder: our job queued behind it (--after-holder) stays on record
         entry.update(queued_job_id=previous.get("queued_job_id"), after_job_id=previous["after_job_id"])
     conflicts[current_user()] = entry
-    atomic_write_text(run_dir / CONFLICTS_FILE, json.dumps(conflicts, indent=2, sort_keys=True) + "\n")
+    _write_conflicts(run_dir, conflicts)
 
 
 def note_queued_after(run_dir: Path, job_id: str, after_job_id: str) -> None:
@@ -200,13 +200,17 @@ def note_queued_after(run_dir: Path, job_id: str, after_job_id: str) -> None:
     if not isinstance(entry, dict):
         return
     entry.update(queued_job_id=job_id, after_job_id=after_job_id)
-    atomic_write_text(run_dir / CONFLICTS_FILE, json.dumps(conflicts, indent=2, sort_keys=True) + "\n")
+    _write_conflicts(run_dir, conflicts)
 
 
 def clear_conflict(run_dir: Path, user: str | None = None) -> None:
     conflicts = read_conflicts(run_dir)
     if conflicts.pop(user or current_user(), None) is not None:
-        atomic_write_text(run_dir / CONFLICTS_FILE, json.dumps(conflicts, indent=2, sort_keys=True) + "\n")
+        _write_conflicts(run_dir, conflicts)
+
+
+def _write_conflicts(run_dir: Path, conflicts: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / CONFLICTS_FILE, json.dumps(conflicts, indent=2, sort_keys=True) + "\n")
 
 
 def read_conflicts(run_dir: Path) -> dict[str, Any]:

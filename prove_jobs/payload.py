@@ -273,7 +273,7 @@ def _name_slurm_job(name: str) -> None:
 def _link_own_logs(run_dir: Path) -> None:
     import submitit
 
-    from prove_jobs.submit import link_job_logs
+    from prove_jobs.runs import link_job_logs
 
     with contextlib.suppress(RuntimeError, OSError):  # not under submitit, or a read-only run dir
         paths = submitit.JobEnvironment().paths

@@ -15,6 +15,7 @@ times the payload saw. Progress and mIoU always come from mmengine's own logs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -233,3 +234,19 @@ def tail_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[st
         lines = lines[1:]  # the first one is cut
     return [line for line in lines if line.strip()][-count:]
 
+
+def link_job_logs(run_dir: Path, stdout: Path, stderr: Path) -> None:
+    """``prove/job.out`` and ``prove/job.err`` in the run dir point at the latest job's files.
+
+    submitit writes them next to its pickles (one sbatch ``--output`` pattern serves a whole array,
+    so they cannot be written into each run dir). The links are relative: a data root mounted
+    elsewhere on another host still resolves them.
+    """
+    for name, target in ((JOB_STDOUT, stdout), (JOB_STDERR, stderr)):
+        link = run_dir / CONFIG_DIR / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(os.path.relpath(target, link.parent))
+        tmp.replace(link)  # atomic: a reader sees the old link or the new one

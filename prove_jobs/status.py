@@ -260,8 +260,7 @@ def _status(
             state = translate_slurm_state(info.state) or RunState.FAILED
             if state is RunState.RUNNING and meta.started_at is None:
                 state = RunState.PENDING  # allocated, payload not started yet
-            elif (state is RunState.PENDING or info.state == "PREEMPTED") and (
-                    meta.requeued_at is not None or meta.started_at is not None):
+            elif (state is RunState.PENDING or info.state == "PREEMPTED") and meta.started_at is not None:
                 state = RunState.REQUEUED  # it trained in this submission, then was stopped
         elif scheduler_note:
             state = RunState.RUNNING if meta.started_at else RunState.PENDING

@@ -36,13 +36,11 @@ from prove_jobs.locks import (
 )
 from prove_jobs.render import RenderedRun, render_run, write_rendered
 from prove_jobs.runs import (
-    CONFIG_DIR,
-    JOB_STDERR,
-    JOB_STDOUT,
     Run,
     RunMeta,
     current_host,
     current_user,
+    link_job_logs,
     meta_mutex,
     now,
     read_meta,
@@ -387,23 +385,6 @@ def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -
         _mark_failed(runs, f"submission failed: {exc}")
         raise ProveJobsError(f"submitting {len(runs)} run(s) to {kind} failed: {_one_line(exc)}") from None
     return jobs
-
-
-def link_job_logs(run_dir: Path, stdout: Path, stderr: Path) -> None:
-    """``prove/job.out`` and ``prove/job.err`` in the run dir point at the latest job's files.
-
-    submitit writes them next to its pickles (one sbatch ``--output`` pattern serves a whole array,
-    so they cannot be written into each run dir). The links are relative: a data root mounted
-    elsewhere on another host still resolves them.
-    """
-    for name, target in ((JOB_STDOUT, stdout), (JOB_STDERR, stderr)):
-        link = run_dir / CONFIG_DIR / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(f".{name}.{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.path.relpath(target, link.parent))
-        tmp.replace(link)  # atomic: a reader sees the old link or the new one
 
 
 def short_limit_warning(resources: Resources, items: Sequence[RenderedRun]) -> str:
