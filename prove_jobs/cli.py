@@ -401,7 +401,7 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
 
         def sweep_for(run: Run, recorded: str) -> Sweep:
             if not recorded:
-                raise ProveJobsError(f"{run.run_dir}: the conflict record names no sweep file; pass SWEEP")
+                raise ProveJobsError(f"{run.run_dir}: no sweep file is recorded for this run; pass SWEEP")
             if recorded not in sweeps:
                 sweeps[recorded] = load_sweep(Path(recorded), data_root=run.data_root)
             return sweeps[recorded]
@@ -417,8 +417,7 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
         failed = resubmit_failed(runs, sweep_for, executor=args.executor)
         for s in failed.submitted:
             term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
-        for run, holder in failed.conflicts:
-            term.warn(f"{run.name}: lock conflict: held by {holder.describe()}")
+        _report_conflicts(failed.conflicts, term)
         if not failed.submitted and not failed.conflicts:
             term.info("no failed runs to resubmit")
         if not args.lock_conflicts:

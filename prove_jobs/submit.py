@@ -14,10 +14,10 @@ import signal
 import subprocess
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prove_jobs.errors import CorruptMetadata, ProveJobsError, RunError
 from prove_jobs.locks import (
@@ -49,6 +49,9 @@ from prove_jobs.runs import (
 )
 from prove_jobs.scheduler import run_slurm, slurm_available
 from prove_jobs.spec import Resources, Sweep
+
+if TYPE_CHECKING:
+    from prove_jobs.payload import TakeOver, TrainingJob
 
 EXECUTORS = ("auto", "slurm", "local")
 SIGNAL_DELAY_S = 90  # submitit's --signal=USR2@90: the warning before the time limit
@@ -122,16 +125,39 @@ def submit(
         result.warnings += [short_limit_warning(r, items) for r, items in groups.items()
                             if r.timeout_min * 60 < SIGNAL_DELAY_S + SIGNAL_JITTER_S + 60]
 
-    old_umask = os.umask(sweep.sharing.umask_bits)
-    try:
+    with _sharing_umask(sweep):
         for resources, items in groups.items():
             if dry_run:
                 result.submitted += [Submission(i.run, kind, None, i.config_hash, resources) for i in items]
                 continue
             _claim_and_queue(sweep, kind, resources, items, result)
+    return result
+
+
+@contextlib.contextmanager
+def _sharing_umask(sweep: Sweep) -> Iterator[None]:
+    """Everything written meanwhile (metadata, rendered configs, submitit's folders) follows the sweep's umask."""
+    old_umask = os.umask(sweep.sharing.umask_bits)
+    try:
+        yield
     finally:
         os.umask(old_umask)
-    return result
+
+
+def _training_job(sweep: Sweep, run: Run, resources: Resources, take_over: TakeOver | None = None) -> TrainingJob:
+    """The payload submitit pickles for ``run`` (light: torch is imported only when it runs)."""
+    from prove_jobs.payload import TrainingJob  # the runtime import; torch stays out
+
+    return TrainingJob(str(run.run_dir), resources.cpus_per_task, sweep.sharing.lock_mode,
+                       sweep.sharing.umask_bits, resources.max_requeues, take_over)
+
+
+def _by_sweep(pairs: Iterable[tuple[Sweep, Run]]) -> list[tuple[Sweep, list[Run]]]:
+    """Runs grouped by the sweep they are submitted with, in first-seen order."""
+    groups: dict[Path, tuple[Sweep, list[Run]]] = {}
+    for sweep, run in pairs:
+        groups.setdefault(sweep.path, (sweep, []))[1].append(run)
+    return list(groups.values())
 
 
 def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[RenderedRun],
@@ -238,7 +264,7 @@ def resubmit_lock_conflicts(
     (``--dependency=afterany``) and starts by itself when the holder's job ends.
     """
     result = ResubmitResult()
-    by_sweep: dict[Path, tuple[Sweep, list[Run]]] = {}
+    to_submit: list[tuple[Sweep, Run]] = []
     for run in runs:
         conflict = conflict_for(run.run_dir)
         if conflict is None:
@@ -248,9 +274,8 @@ def resubmit_lock_conflicts(
             clear_conflict(run.run_dir)
             result.settled.append((run, f"completed by {meta.user} (job {meta.job_id})"))
             continue
-        sweep = sweep_for(run, str(conflict.get("sweep", "")))
-        by_sweep.setdefault(sweep.path, (sweep, []))[1].append(run)
-    for sweep, sweep_runs in by_sweep.values():
+        to_submit.append((sweep_for(run, str(conflict.get("sweep", ""))), run))
+    for sweep, sweep_runs in _by_sweep(to_submit):
         outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
         result.submitted += outcome.submitted
         for run, reason in outcome.skipped:
@@ -287,18 +312,14 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder) -> Submission
     resources = sweep.resources_for(run)
     executor = make_executor("slurm", sweep.data_root / SUBMITIT_DIR / "%j", resources, job_name=run.name,
                              after_job=holder.job_id)
-    from prove_jobs.payload import TakeOver, TrainingJob
+    from prove_jobs.payload import TakeOver
 
-    old_umask = os.umask(sweep.sharing.umask_bits)
+    take_over = TakeOver(holder.job_id, rendered.config_hash, str(sweep.path))
     try:
-        job = executor.submit(TrainingJob(
-            str(run.run_dir), resources.cpus_per_task, sweep.sharing.lock_mode, sweep.sharing.umask_bits,
-            resources.max_requeues, TakeOver(holder.job_id, rendered.config_hash, str(sweep.path)),
-        ))
+        with _sharing_umask(sweep):
+            job = executor.submit(_training_job(sweep, run, resources, take_over))
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
         raise ProveJobsError(f"queueing {run.name} after job {holder.job_id} failed: {_one_line(exc)}") from None
-    finally:
-        os.umask(old_umask)
     note_queued_after(run.run_dir, str(job.job_id), holder.job_id)
     return Submission(run, "slurm", str(job.job_id), rendered.config_hash, resources)
 
@@ -322,13 +343,10 @@ def resubmit_failed(
     from prove_jobs.status import RunState, collect_status
 
     ended = (RunState.FAILED, RunState.TIMEOUT)
-    by_sweep: dict[Path, tuple[Sweep, list[Run]]] = {}
-    for status in collect_status(runs).statuses:
-        if status.state in ended:
-            sweep = sweep_for(status.run, status.meta.sweep_file if status.meta else "")
-            by_sweep.setdefault(sweep.path, (sweep, []))[1].append(status.run)
+    to_submit = [(sweep_for(s.run, s.meta.sweep_file if s.meta else ""), s.run)
+                 for s in collect_status(runs).statuses if s.state in ended]
     result = SubmitResult()
-    for sweep, sweep_runs in by_sweep.values():
+    for sweep, sweep_runs in _by_sweep(to_submit):
         outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
         result.submitted += outcome.submitted
         result.skipped += outcome.skipped
@@ -367,18 +385,11 @@ def _submitter_pid(kind: str, job_id: str) -> dict[str, Any]:
 
 
 def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -> list[Any]:
-    from prove_jobs.payload import TrainingJob  # light: torch is imported only when it runs
-
     folder = sweep.data_root / SUBMITIT_DIR / "%j"
     executor = make_executor(kind, folder, resources, job_name=_job_name(sweep, runs))
-    threads = resources.cpus_per_task
     try:
         with executor.batch():
-            jobs = [
-                executor.submit(TrainingJob(str(run.run_dir), threads, sweep.sharing.lock_mode,
-                                            sweep.sharing.umask_bits, resources.max_requeues))
-                for run in runs
-            ]
+            jobs = [executor.submit(_training_job(sweep, run, resources)) for run in runs]
     except ProveJobsError:
         raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
