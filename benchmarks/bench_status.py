@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.truncate(path, size_before)
         rows.append(("(cache file save)", save_s, ""))
 
-    from prove_jobs.status import collect_status, discover_runs
+    from prove_jobs.runs import discover_runs
+    from prove_jobs.status import collect_status
 
     disc_s, runs = timed(lambda: discover_runs(args.data.resolve()))
     coll_s, _ = timed(lambda: collect_status(runs))
@@ -325,7 +326,74 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'measure':<56} {'seconds':>9}  ratio")
     for name, secs, ratio in rows:
         print(f"{name:<56} {secs:>9.3f}  {ratio}")
+    commands(args.data.resolve(), len(dirs))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The command as a user runs it: start-up, and the system calls of a refresh
+
+
+PRINT_CALLS = """
+import os, sys
+from prove_jobs.runs import discover_runs
+from prove_jobs.status import StatusSource
+source = StatusSource(discover_runs(sys.argv[1]))
+source.collect()
+os.path.exists("/prove-jobs-bench-mark")  # where the second refresh begins, in the trace
+source.collect()
+"""
+
+
+def commands(data: Path, n_runs: int) -> None:
+    """Start-up times against the bare interpreter, and path system calls per run, each side by side in one run."""
+    import shutil
+    import statistics
+    import subprocess
+
+    bin_dir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        small = Path(tmp) / "root"
+        for k in range(14):
+            write_run(_run_dir(small, k), k)
+        env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
+        cases = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "prove-jobs --help": [str(bin_dir / "prove-jobs"), "--help"],
+            "prove-jobs status --root <14 runs> --json (warm)": [str(bin_dir / "prove-jobs"), "status", "--root",
+                                                                 str(small), "--json"],
+        }
+        subprocess.run(cases["prove-jobs status --root <14 runs> --json (warm)"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # fills the cache
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(15):  # interleaved: a busy moment of the machine hits every case alike
+            for name, command in cases.items():
+                t0 = time.perf_counter()
+                subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - t0)
+        bare = statistics.median(times["python -c pass"])
+        print(f"\n{'start-up (median of 15, interleaved)':<56} {'seconds':>9}  vs bare interpreter")
+        for name, values in times.items():
+            print(f"{name:<56} {statistics.median(values):>9.3f}  {statistics.median(values) / bare:.1f}x")
+
+        if shutil.which("strace") is None:
+            print("\n(strace not installed: system calls not counted; apt-get install strace)")
+            return
+        print(f"\n{'path system calls touching the data root (strace)':<56} {'calls':>9}  per run")
+        for root, runs in ((small, 14), (data, n_runs)):
+            trace = Path(tmp) / "trace"
+            subprocess.run(["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(trace), sys.executable, "-c",
+                            PRINT_CALLS, str(root)], env={**env, "PYTHONPATH": str(REPO)}, check=True)
+            lines = trace.read_text().splitlines()
+            mark = next(i for i, line in enumerate(lines) if "/prove-jobs-bench-mark" in line)
+            ours = [line for line in lines[mark:] if f'"{root}' in line]
+            print(f"{'warm refresh of ' + str(runs) + ' unchanged runs':<56} {len(ours):>9}  {len(ours) / runs:.1f}")
+            status = [str(bin_dir / "prove-jobs"), "status", "--root", str(root), "--json"]
+            subprocess.run(status, env=env, check=True, stdout=subprocess.DEVNULL)  # warm
+            subprocess.run(["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(trace), *status], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            whole = [line for line in trace.read_text().splitlines() if f'"{root}' in line]
+            print(f"{'prove-jobs status --root (finds the runs, warm)':<56} {len(whole):>9}  {len(whole) / runs:.1f}")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from rich import box
 from rich.cells import cell_len
-from rich.console import Group, JustifyMethod, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from prove_jobs.report import configuration_rows
+from prove_jobs.plan import configuration_rows
 from prove_jobs.runs import Run
-from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep
+from prove_jobs.spec import Sweep
 from prove_jobs.status import RunState, RunStatus
 
 STYLES = {
@@ -28,32 +28,6 @@ STYLES = {
     RunState.TIMEOUT: "red",
     RunState.LOCK_CONFLICT: "yellow",
 }
-
-
-def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
-    rows = []
-    for run in runs:
-        v = sweep.variant(run.variant)
-        rows.append(
-            {
-                "model": run.model,
-                "variant": run.variant,
-                "run_dir": str(run.run_dir),
-                "max_iters": v.max_iters,
-                "batch_size": v.batch_size,
-                "total_samples": v.total_samples,
-                "gradient_steps": v.gradient_steps,
-                "crop_size": list(v.crop_size),
-                "optimizer": OPTIMIZER,
-                "base_lr": v.lr,
-                "lr_rule": v.lr_rule,
-                "warmup_iters": v.warmup_iters,
-                "scheduler": SCHEDULER,
-                "val_interval": v.val_interval,
-                "checkpoint_interval": v.checkpoint_interval,
-            }
-        )
-    return rows
 
 
 def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
@@ -126,6 +100,8 @@ def sparkline(values: Sequence[float | None], width: int = 12) -> str:
 
 @dataclass(frozen=True)
 class _Column:
+    """One dashboard column: how to draw a cell, how wide it wants to be, when to leave it out."""
+
     header: str
     cell: Callable[[RunStatus], RenderableType]
     width: int  # what it needs, for choosing the columns that fit
@@ -214,3 +190,26 @@ def _duration(seconds: float | None) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{sec:02d}"
+
+
+def watch(collect: Callable[[], tuple[Sequence[RunStatus], Sequence[str]]], title: str, every_s: float,
+          console: Console) -> int:
+    """Redraw the status tables in place every ``every_s`` seconds (rich Live) until Ctrl-C."""
+    import time
+
+    from rich.live import Live
+
+    def frame() -> Group:
+        statuses, warnings = collect()
+        stamp = time.strftime("%H:%M:%S")
+        footer = [Text(f"{stamp} · every {every_s:g} s · Ctrl-C to quit", style="dim")]
+        footer += [Text(f"warning: {w}", style="yellow") for w in warnings[:5]]
+        return Group(status_tables(statuses, title=title, width=console.width), *footer)
+
+    try:
+        with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
+            while True:
+                time.sleep(every_s)
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prove_jobs.errors import ProveJobsError, RunError
+from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.runs import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -29,7 +29,11 @@ from prove_jobs.runs import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from submitit.helpers import DelayedSubmission
+
+    from prove_jobs.scheduler import Answer
 
 LAST_CHECKPOINT = "last_checkpoint"
 
@@ -134,8 +138,8 @@ class TrainingJob:
     take_over: TakeOver | None = None
 
     def __call__(self) -> str:
+        from prove_jobs.claims import training_lock
         from prove_jobs.errors import LockConflict
-        from prove_jobs.locks import training_lock
 
         # Everything this job writes (mmengine's logs, checkpoints, last_checkpoint) stays
         # writable by the group: a colleague may have to resume this run.
@@ -158,7 +162,8 @@ class TrainingJob:
 
     def _take_over(self, run_dir: Path, take: TakeOver) -> str | None:
         """Claim the run the job we waited for held; a message instead when there is nothing to train."""
-        from prove_jobs.locks import claim_alive, claim_is_open, clear_conflict, scheduler_states_for
+        from prove_jobs.claims import claim_alive, claim_is_open, clear_conflict, open_slurm_jobs
+        from prove_jobs.scheduler import ask
 
         with meta_mutex(run_dir, self.lock_mode):
             meta = read_meta(run_dir)
@@ -174,7 +179,7 @@ class TrainingJob:
             if meta is not None and meta.job_id == job_id and meta.user == current_user():
                 return None  # ours already: this job took the run over, then SLURM requeued it
             if (meta is not None and claim_is_open(meta) and meta.job_id != take.holder_job_id
-                    and claim_alive(meta, scheduler_states_for(meta)) is not False):
+                    and claim_alive(meta, _ask_quietly(lambda: ask(open_slurm_jobs([meta])))) is not False):
                 # taken meanwhile (another submit of ours, or a third user): leave it to them
                 message = f"held by {meta.user} (job {meta.job_id}) since we were queued: not started"
                 sys.stderr.write(f"prove-jobs: {run_dir}: {message}\n")
@@ -278,6 +283,13 @@ def _link_own_logs(run_dir: Path) -> None:
     with contextlib.suppress(RuntimeError, OSError):  # not under submitit, or a read-only run dir
         paths = submitit.JobEnvironment().paths
         link_job_logs(run_dir, paths.stdout, paths.stderr)
+
+
+def _ask_quietly(question: Callable[[], Answer]) -> Answer | None:
+    try:
+        return question()
+    except SchedulerUnavailable:
+        return None
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:

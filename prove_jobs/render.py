@@ -10,12 +10,14 @@ command, payload start) does.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from prove_jobs.errors import SpecError, TrainingStackMissing
-from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, Run, atomic_write_text
+from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, Run
 from prove_jobs.spec import Sweep
 
 RUN_CONFIG_TEMPLATE = "run_config.py.tmpl"
@@ -23,6 +25,8 @@ RUN_CONFIG_TEMPLATE = "run_config.py.tmpl"
 
 @dataclass(frozen=True)
 class RenderedRun:
+    """A run's two config files as text, before they are written into its run dir."""
+
     run: Run
     model_text: str
     config_text: str
@@ -91,3 +95,21 @@ def flatten(config_file: Path) -> str:
     except Exception as exc:  # mmengine raises anything from SyntaxError to KeyError here
         raise SpecError(config_file, None, f"config does not load: {type(exc).__name__}: {exc}") from None
     return str(cfg.pretty_text)
+
+
+def render_flat(sweep: Sweep, runs: Sequence[Run], out: Path) -> list[Path]:
+    """Write each run's full, flat mmengine config to ``out/<VARIANT>__<model>.py``; returns the files."""
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run in runs:
+        rendered = render_run(sweep, run)
+        with tempfile.TemporaryDirectory(prefix="prove-render-") as scratch:
+            (Path(scratch) / MODEL_FILE).write_text(rendered.model_text)
+            (Path(scratch) / CONFIG_FILE).write_text(rendered.config_text)
+            flat = flatten(Path(scratch) / CONFIG_FILE)
+        target = out / f"{run.variant}__{run.model}.py"
+        atomic_write_text(target, flat)
+        written.append(target)
+    return written

@@ -17,45 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import ProveJobsError, SpecError
-from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep, Variant
+from prove_jobs.plan import configuration_rows, variant_label
+from prove_jobs.runs import Run
+from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunState, RunStatus
 
 _FAMILY = re.compile(r"^prove_family\s*=\s*['\"](\w+)['\"]", re.MULTILINE)
 
 
-def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]]]:
-    """The report's "Training Configurations" rows: (parameter, one cell per variant)."""
-    parameters: list[tuple[str, Callable[[Variant], str]]] = [
-        ("Iterations", lambda v: f"{v.max_iters:,}"),
-        ("Batch size", lambda v: str(v.batch_size)),
-        ("Total samples", lambda v: f"{v.total_samples:,}"),
-        ("Gradient steps", lambda v: f"{v.gradient_steps:,}"),
-        ("Crop size", lambda v: f"{v.crop_size[0]}×{v.crop_size[1]}"),
-        ("Optimizer", lambda v: OPTIMIZER),
-        ("Base LR", lr_text),
-        ("Warmup", lambda v: f"{v.warmup_iters:,}"),
-        ("LR scheduler", lambda v: SCHEDULER),
-        ("Val interval", lambda v: f"{v.val_interval:,}"),
-        ("Checkpoint interval", lambda v: f"{v.checkpoint_interval:,}"),
-    ]
-    return [(label, [cell(v) for v in variants]) for label, cell in parameters]
-
-
-def lr_text(variant: Variant) -> str:
-    """``0.08 (8× scaled)`` for a linearly scaled LR, as the report writes it."""
-    if variant.lr_scale == 1.0:
-        return f"{variant.lr:g}"
-    return f"{variant.lr:g} ({variant.lr_scale:g}× scaled)"
-
-
-def variant_label(variant: Variant) -> str:
-    """``WEIGHTS_CITYSCAPES (20k, BS=16)``: the recipe in the column header."""
-    iters = f"{variant.max_iters // 1000}k" if variant.max_iters % 1000 == 0 else f"{variant.max_iters}"
-    return f"{variant.name} ({iters}, BS={variant.batch_size})"
-
-
 @dataclass(frozen=True)
 class RunTime:
+    """One completed run's training time, and what it bought."""
+
     model: str
     variant: str
     seconds: float
@@ -66,6 +39,8 @@ class RunTime:
 
 @dataclass
 class Report:
+    """Everything the comparison report says, computed once from the runs' statuses."""
+
     sweep: str
     reference: str
     variants: list[Variant]
@@ -387,3 +362,43 @@ def write_plots(report: Report, folder: Path) -> dict[str, Path]:
         plt.close(figure)
         written[variant.name] = path
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+@dataclass
+class ReportFiles:
+    """What ``report`` made: its text, the plots it wrote, warnings to show."""
+
+    text: str  # the report, Markdown or JSON
+    plots: list[Path]
+    warnings: list[str]
+
+
+def make_report(sweep: Sweep, runs: Sequence[Run], *, reference: str | None = None, fmt: str = "md",
+                plots_dir: Path | None = None, out: Path | None = None) -> ReportFiles:
+    """Build the report of ``runs``; write its plots into ``plots_dir`` and the report to ``out`` if given."""
+    import os
+
+    from prove_jobs.fsafe import atomic_write_text
+    from prove_jobs.status import collect_status
+
+    status = collect_status(runs)
+    warnings = [status.scheduler_note] if status.scheduler_note else []
+    report = build_report(sweep, status.statuses, reference=reference)
+    links: dict[str, str] = {}
+    written: list[Path] = []
+    if plots_dir is not None:
+        base = out.parent if out is not None else Path.cwd()
+        for variant, path in write_plots(report, plots_dir).items():
+            links[variant] = os.path.relpath(path.absolute(), base.absolute())
+            written.append(path)
+    if fmt == "json":
+        text = json.dumps({**report.to_json(), "plots": links}, indent=2) + "\n"
+    else:
+        text = render_markdown(report, plots=links)
+    if out is not None:
+        atomic_write_text(out, text)
+    return ReportFiles(text, written, warnings)

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import getpass
 import json
 import os
-import socket
-import tempfile
+import re
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from filelock import BaseFileLock, FileLock, SoftFileLock
 
 from prove_jobs.errors import CorruptMetadata, RunError
+from prove_jobs.fsafe import atomic_write_text
+
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from filelock import BaseFileLock
 
 META_FILE = "prove_run.json"
 META_MUTEX = "prove_run.json.lock"
@@ -39,6 +43,8 @@ MODEL_FILE = "model.py"
 # Links to the scheduler's stdout/stderr files of the run's latest job (they live with submitit's pickles).
 JOB_STDOUT = "job.out"
 JOB_STDERR = "job.err"
+# mmengine names the folder of each training start after its start time: <work_dir>/20260203_101010/
+START_DIR = re.compile(r"^\d{8}_\d{6}$")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Run:
     dataset: str
     data_root: Path
 
-    @property
+    @cached_property  # asked for again and again by every reader of a run: built once
     def run_dir(self) -> Path:
         return run_dir_for(self.data_root, self.variant, self.method, self.dataset, self.model)
 
@@ -63,6 +69,53 @@ class Run:
     @property
     def config_file(self) -> Path:
         return self.run_dir / CONFIG_DIR / CONFIG_FILE
+
+    @classmethod
+    def from_dir(cls, run_dir: Path) -> Run:
+        """The run a work dir laid out as ``<data_root>/<VARIANT>/<method>/<dataset>/<model>/`` holds."""
+        run_dir = Path(run_dir).absolute()
+        if len(run_dir.parts) < 5:
+            raise RunError(f"{run_dir}: not a run dir (<root>/<VARIANT>/<method>/<dataset>/<model>)")
+        variant, method, dataset, model = run_dir.parts[-4:]
+        return cls(model=model, variant=variant, method=method, dataset=dataset, data_root=run_dir.parents[3])
+
+
+def is_start_dir(name: str) -> bool:
+    """Is ``name`` the folder mmengine makes for one training start (``20260203_101010``)?"""
+    return START_DIR.match(name) is not None
+
+
+def looks_like_run(run_dir: Path) -> bool:
+    """A work dir of a training: prove-jobs metadata, a checkpoint pointer, or a training start's folder."""
+    try:
+        entries = list(os.scandir(run_dir))
+    except OSError:
+        return False
+    names = {e.name for e in entries}
+    return META_FILE in names or "last_checkpoint" in names or any(
+        is_start_dir(e.name) and e.is_dir() for e in entries)
+
+
+def discover_runs(root: Path) -> list[Run]:
+    """Every work dir under ``root/<VARIANT>/<method>/<dataset>/<model>/``, ours or not."""
+    root = Path(root)
+    runs = []
+    for model_dir in _subdirs(root, depth=4):
+        if looks_like_run(model_dir):
+            variant, method, dataset, model = model_dir.parts[-4:]
+            runs.append(Run(model=model, variant=variant, method=method, dataset=dataset, data_root=root))
+    return runs
+
+
+def _subdirs(folder: Path, depth: int) -> list[Path]:
+    """Folders ``depth`` levels below ``folder``, sorted, skipping hidden ones (``.prove-jobs``); d_type, no stat."""
+    if depth == 0:
+        return [folder]
+    try:
+        children = sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_dir())
+    except OSError:
+        return []
+    return [found for name in children for found in _subdirs(folder / name, depth - 1)]
 
 
 def run_dir_for(data_root: Path, variant: str, method: str, dataset: str, model: str) -> Path:
@@ -107,14 +160,17 @@ class RunMeta:
 
 
 def current_user() -> str:
+    """The name of the real uid, not ``$USER``: a claim says who holds a run, and the environment is anyone's to set."""
+    import pwd
+
     try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (containers): fall back to the uid
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry (containers): the uid
         return str(os.getuid())
 
 
 def current_host() -> str:
-    return socket.gethostname()
+    return os.uname().nodename
 
 
 def now() -> float:
@@ -169,6 +225,8 @@ def meta_mutex(run_dir: Path, lock_mode: str = "fcntl", timeout_s: float = 120) 
     itself). Group-writable so that a colleague sharing the data root can take it too.
     ``lock_mode`` "soft" uses a marker file instead, for filesystems without fcntl locks.
     """
+    from filelock import FileLock, SoftFileLock
+
     cls = SoftFileLock if lock_mode == "soft" else FileLock
     return cls(run_dir / META_MUTEX, timeout=timeout_s, mode=0o664, is_singleton=True)
 
@@ -194,29 +252,6 @@ def pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; a shared data root needs the group to read (and later write) it.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def tail_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[str]:

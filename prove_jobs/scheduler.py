@@ -1,49 +1,78 @@
 """Ask SLURM about jobs: one batched query per call, never one per job.
 
-Every command goes through ``run_slurm``, which turns a missing command, a timeout or a
-non-zero exit into ``SchedulerUnavailable`` carrying the command and its stderr.
+Every scheduler command goes through :func:`call` (after dask-jobqueue's ``_call``): it times
+out, logs the command with its duration (``prove-jobs -v``), and turns a missing command, a
+timeout or a non-zero exit into ``SchedulerUnavailable`` carrying the command, its exit code
+and its stderr.
 """
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prove_jobs.errors import SchedulerUnavailable
+from prove_jobs.verbose import INFO, SCHEDULER, say
 
 TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
 class JobInfo:
+    """What squeue (or sacct) says of one job."""
+
     job_id: str
     state: str  # SLURM's own word: PENDING, RUNNING, COMPLETED, CANCELLED, TIMEOUT, ...
     node: str = ""
     user: str = ""
-    reason: str = ""
+    reason: str = ""  # squeue's %r: why a pending job waits (Priority, Resources, Dependency, ...)
+    from_accounting: bool = False  # sacct's record of a job squeue has forgotten
 
 
-def run_slurm(args: Sequence[str], *, timeout_s: float = TIMEOUT_S) -> str:
+@dataclass(frozen=True)
+class Answer:
+    """The scheduler's word on the jobs it was asked about: a job asked about and not found is gone."""
+
+    asked: frozenset[str]
+    jobs: Mapping[str, JobInfo]
+
+    def get(self, job_id: str) -> JobInfo | None:
+        return self.jobs.get(job_id)
+
+
+def ask(job_ids: Iterable[str]) -> Answer:
+    """One squeue (then one sacct) for all of ``job_ids``; raises ``SchedulerUnavailable``."""
+    wanted = frozenset(j for j in job_ids if j)
+    return Answer(wanted, query_jobs(wanted) if wanted else {})
+
+
+def call(args: Sequence[str], *, timeout_s: float = TIMEOUT_S) -> str:
+    """Run one scheduler command and return its stdout."""
+    import shutil
+    import subprocess
+
     command = " ".join(args)
     if shutil.which(args[0]) is None:
         raise SchedulerUnavailable(f"{args[0]} not found on PATH (is this a SLURM login node?)")
+    started = time.monotonic()
     try:
         done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
+        say(SCHEDULER, INFO, "%s: no answer within %.0f s", command, timeout_s)
         raise SchedulerUnavailable(f"`{command}` did not answer within {timeout_s:.0f} s") from None
+    elapsed = time.monotonic() - started
+    say(SCHEDULER, INFO, "%s (%.3f s, exit %d)", command, elapsed, done.returncode)
     if done.returncode != 0:
-        stderr = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
-        raise SchedulerUnavailable(f"`{command}` failed: {stderr}")
+        stderr = " ".join(done.stderr.split()) or "no stderr"
+        raise SchedulerUnavailable(f"`{command}` failed (exit {done.returncode}): {stderr}")
     return done.stdout
 
 
 def slurm_available() -> bool:
     """Does a SLURM controller answer here? (``--executor auto`` asks this.)"""
     try:
-        run_slurm(["sinfo", "--noheader", "--format=%P"], timeout_s=10)
+        call(["sinfo", "--noheader", "--format=%P"], timeout_s=10)
     except SchedulerUnavailable:
         return False
     return True
@@ -58,42 +87,36 @@ def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
     missing = [j for j in wanted if j not in found]
     if missing:
         # Accounting is off on many clusters: squeue and the run's metadata must do then.
-        with contextlib.suppress(SchedulerUnavailable):
+        try:
             found.update(_sacct(missing))
+        except SchedulerUnavailable as exc:
+            say(SCHEDULER, INFO, "sacct unavailable: %s", exc)
     return found
 
 
-def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
-    return {job_id: info.state for job_id, info in query_jobs(job_ids).items()}
-
-
 def scancel(job_ids: Sequence[str]) -> None:
-    run_slurm(["scancel", *job_ids])
+    call(["scancel", *job_ids])
 
 
 def _squeue(job_ids: Sequence[str]) -> dict[str, JobInfo]:
     try:
-        out = run_slurm(
-            ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%u|%r",
-             f"--jobs={','.join(job_ids)}"]
-        )
+        out = call(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%u|%r",
+                    f"--jobs={','.join(job_ids)}"])
     except SchedulerUnavailable as exc:
         # squeue refuses the whole query once every listed job has left its memory (MinJobAge).
         if "Invalid job id" in str(exc):
             return {}
         raise
-    return {info.job_id: info for info in _parse(out, 5)}
+    return {info.job_id: info for info in _parse(out, 5, from_accounting=False)}
 
 
 def _sacct(job_ids: Sequence[str]) -> dict[str, JobInfo]:
-    out = run_slurm(
-        ["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,NodeList,User",
-         f"--jobs={','.join(job_ids)}"]
-    )
-    return {info.job_id: info for info in _parse(out, 4)}
+    out = call(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,NodeList,User",
+                f"--jobs={','.join(job_ids)}"])
+    return {info.job_id: info for info in _parse(out, 4, from_accounting=True)}
 
 
-def _parse(out: str, width: int) -> list[JobInfo]:
+def _parse(out: str, width: int, *, from_accounting: bool) -> list[JobInfo]:
     infos = []
     for line in out.splitlines():
         parts = line.strip().split("|")
@@ -101,5 +124,6 @@ def _parse(out: str, width: int) -> list[JobInfo]:
             continue
         # "CANCELLED by 1000" -> "CANCELLED"
         state = parts[1].split()[0] if parts[1] else "UNKNOWN"
-        infos.append(JobInfo(parts[0], state, parts[2], parts[3], parts[4] if width > 4 else ""))
+        reason = parts[4] if width > 4 and parts[4] not in ("None", "(null)") else ""
+        infos.append(JobInfo(parts[0], state, parts[2], parts[3], reason, from_accounting))
     return infos

@@ -107,6 +107,8 @@ class Sharing:
 
 @dataclass(frozen=True)
 class Sweep:
+    """A validated sweep file: models x variants, where their runs go, what each job asks for."""
+
     name: str
     path: Path
     dataset: str

@@ -6,15 +6,15 @@ for all runs), so the answer cannot drift from what is on disk and in the queue.
 
 from __future__ import annotations
 
-import enum
+import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from prove_jobs.claims import CONFLICTS_FILE, LockHolder, conflict_for, holder_of, open_slurm_jobs
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
-from prove_jobs.locks import LockHolder, claim_is_open, conflict_for, holder_of
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.runs import (
     CONFIG_DIR,
@@ -28,83 +28,31 @@ from prove_jobs.runs import (
     read_meta,
     tail_lines,
 )
-from prove_jobs.scheduler import query_jobs
+from prove_jobs.states import RunState, slurm_state
+
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from prove_jobs.scheduler import Answer, JobInfo
+
+__all__ = ["RunState", "RunStatus", "StatusReport", "collect_status", "failure_details", "translate_slurm_state"]
 
 # A run started by hand (no prove-jobs metadata) whose logs have not moved for this
 # long is taken as stopped rather than running.
 QUIET_AFTER_S = 15 * 60
 
 
-class RunState(enum.Enum):
-    NOT_SUBMITTED = "not submitted"
-    """No job was ever submitted for this run and its work dir holds no training logs."""
-    PENDING = "pending"
-    """Submitted and waiting in the queue (or a local job that has not started training)."""
-    RUNNING = "running"
-    """The job is training: see ``iter`` / ``max_iters`` (and ``restarts`` after a requeue)."""
-    REQUEUED = "requeued"
-    """The job was stopped (preempted, or at its time limit) and waits in the queue to resume
-    from its last checkpoint; ``restarts`` counts the starts so far after such stops."""
-    COMPLETED = "completed"
-    """Training reached its last iteration."""
-    FAILED = "failed"
-    """The job ended without finishing: an exception, a crash, or a job that vanished."""
-    CANCELLED = "cancelled"
-    """Someone cancelled the job."""
-    TIMEOUT = "timeout"
-    """The scheduler stopped the job at its time limit and it was not requeued."""
-    LOCK_CONFLICT = "lock conflict"
-    """Your submit met another user's claim on this run: see ``lock_holder``; when the holder
-    is gone (``stale``), ``prove-jobs resubmit --lock-conflicts`` submits it."""
-
-    @property
-    def icon(self) -> str:
-        """The marker the hand-written report puts before a state (dashboard and report alike)."""
-        return _ICONS[self]
-
-
-_ICONS = {
-    RunState.NOT_SUBMITTED: "·",
-    RunState.PENDING: "⏳",
-    RunState.RUNNING: "🔄",
-    RunState.REQUEUED: "🔁",
-    RunState.COMPLETED: "✅",
-    RunState.FAILED: "❌",
-    RunState.CANCELLED: "⛔",
-    RunState.TIMEOUT: "⌛",
-    RunState.LOCK_CONFLICT: "⏳",
-}
-
-
 def translate_slurm_state(state: str) -> RunState | None:
     """SLURM's job state word -> RunState; ``None`` when SLURM's word does not settle it."""
-    return _SLURM_STATES.get(state)
-
-
-_SLURM_STATES = {
-    "PENDING": RunState.PENDING,
-    "CONFIGURING": RunState.PENDING,
-    "REQUEUED": RunState.PENDING,
-    "REQUEUE_HOLD": RunState.PENDING,
-    "REQUEUE_FED": RunState.PENDING,
-    "RESV_DEL_HOLD": RunState.PENDING,
-    "SUSPENDED": RunState.PENDING,
-    "RUNNING": RunState.RUNNING,
-    "COMPLETING": RunState.RUNNING,
-    "STAGE_OUT": RunState.RUNNING,
-    "CANCELLED": RunState.CANCELLED,
-    "TIMEOUT": RunState.TIMEOUT,
-    "DEADLINE": RunState.TIMEOUT,
-    "FAILED": RunState.FAILED,
-    "NODE_FAIL": RunState.FAILED,
-    "OUT_OF_MEMORY": RunState.FAILED,
-    "BOOT_FAIL": RunState.FAILED,
-    "PREEMPTED": RunState.FAILED,
-}
+    return slurm_state(state)[0]
 
 
 @dataclass(frozen=True)
 class RunStatus:
+    """Where one run stands: its state, progress, curve and who holds it."""
+
     run: Run
     state: RunState
     iter: int | None
@@ -170,46 +118,70 @@ class RunStatus:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """The statuses of a set of runs, and a note when the scheduler did not answer."""
+
     statuses: tuple[RunStatus, ...]
     scheduler_note: str | None = None  # e.g. "scheduler unreachable: ..."
 
 
-def collect_status(
-    runs: Sequence[Run], *, now: float | None = None, read_log: Callable[[Path], RunLog] = read_run_log
-) -> StatusReport:
+class Listing:
+    """One ``scandir`` of a run dir: which of prove-jobs' files and mmengine's folders are there.
+
+    On NFS or Lustre every system call is a round trip: a file the listing does not show is not opened.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        try:
+            self.entries: list[os.DirEntry[str]] | None = list(os.scandir(run_dir))
+        except OSError:
+            self.entries = None  # missing or unreadable: readers look (and say why) themselves
+        self.names = frozenset(e.name for e in self.entries) if self.entries is not None else frozenset()
+
+    def may_have(self, name: str) -> bool:
+        return self.entries is None or name in self.names
+
+
+ReadLog = Callable[[Path, "Sequence[os.DirEntry[str]] | None"], RunLog]
+
+
+def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: ReadLog = read_run_log) -> StatusReport:
     """The status of every run, with one scheduler query for all SLURM jobs among them.
 
     ``read_log``: how to read a work dir's logs (``LogCache().read_run_log`` to read only
     what was appended since the last call).
     """
     now = time.time() if now is None else now
-    metas = {run: _read_meta_or_note(run) for run in runs}
-    slurm_ids = [m.job_id for m, _ in metas.values() if m and m.executor == "slurm" and m.job_id and claim_is_open(m)]
-    jobs: dict[str, Any] = {}
+    listings = {run: Listing(run.run_dir) for run in runs}
+    metas = {run: _read_meta_or_note(run, listings[run]) for run in runs}
+    answer: Answer | None = None
     note = None
-    if slurm_ids:
-        try:
-            jobs = query_jobs(slurm_ids)
-        except SchedulerUnavailable as exc:
-            note = f"scheduler unreachable: {exc}"
-    states = None if note else {job_id: info.state for job_id, info in jobs.items()}
+    slurm_jobs = open_slurm_jobs(meta for meta, _ in metas.values())
+    try:
+        if slurm_jobs:  # else no question, and no scheduler module to load
+            from prove_jobs.scheduler import ask
+
+            answer = ask(slurm_jobs)
+    except SchedulerUnavailable as exc:
+        note = f"scheduler unreachable: {exc}"
+    jobs = dict(answer.jobs) if answer is not None else {}
     statuses = tuple(
-        _with_lock(_status(run, meta, read_log(run.run_dir), jobs, now, note, meta_note), states)
+        _with_lock(_status(run, meta, read_log(run.run_dir, listings[run].entries), jobs, now, note, meta_note,
+                           listings[run]), answer, listings[run])
         for run, (meta, meta_note) in metas.items()
     )
     return StatusReport(statuses, note)
 
 
-def _with_lock(status: RunStatus, slurm_states: dict[str, str] | None) -> RunStatus:
+def _with_lock(status: RunStatus, answer: Answer | None, listing: Listing) -> RunStatus:
     """Add who holds the run and, where this user's submit met another's claim, the conflict."""
     run_dir = status.run.run_dir
-    holder = holder_of(run_dir, status.meta, slurm_states, lock_mode=status.meta.lock_mode) if status.meta else None
+    holder = holder_of(run_dir, status.meta, answer, lock_mode=status.meta.lock_mode) if status.meta else None
     notes = list(status.notes)
     if holder is not None and holder.stale:
         # describe() of the live holder: "(stale)" would only repeat the sentence's first word
         notes.append(f"stale claim by {replace(holder, stale=False).describe()}: "
                      "`prove-jobs resubmit` or `prove-jobs unlock --stale`")
-    conflict = conflict_for(run_dir)
+    conflict = conflict_for(run_dir) if listing.may_have(CONFLICTS_FILE) else None
     if conflict is None or status.state is RunState.COMPLETED:
         return replace(status, lock_holder=holder, notes=tuple(notes))
     if holder is not None and holder.user == current_user() and not holder.stale:
@@ -223,7 +195,9 @@ def _with_lock(status: RunStatus, slurm_states: dict[str, str] | None) -> RunSta
     return replace(status, state=RunState.LOCK_CONFLICT, lock_holder=holder, notes=tuple(notes))
 
 
-def _read_meta_or_note(run: Run) -> tuple[RunMeta | None, str | None]:
+def _read_meta_or_note(run: Run, listing: Listing) -> tuple[RunMeta | None, str | None]:
+    if not listing.may_have(META_FILE):
+        return None, None
     try:
         return read_meta(run.run_dir), None
     except ProveJobsError as exc:
@@ -234,10 +208,11 @@ def _status(
     run: Run,
     meta: RunMeta | None,
     log: RunLog,
-    jobs: dict[str, Any],
+    jobs: dict[str, JobInfo],
     now: float,
     scheduler_note: str | None,
     meta_note: str | None,
+    listing: Listing,
 ) -> RunStatus:
     notes = list(log.warnings)
     if meta_note:
@@ -246,7 +221,7 @@ def _status(
     scheduler_state = None
     node = ""
     if meta is None:
-        state = _state_without_meta(run.run_dir, log, max_iters, now)
+        state = _state_without_meta(listing, log, max_iters, now)
     elif meta.finished_at is not None:
         state = RunState.COMPLETED
     elif meta.cancelled_at is not None:
@@ -257,11 +232,15 @@ def _status(
         info = jobs.get(meta.job_id or "")
         if info is not None:
             scheduler_state, node = info.state, info.node
-            state = translate_slurm_state(info.state) or RunState.FAILED
+            word, alive = slurm_state(info.state, from_accounting=info.from_accounting)
+            if word is None:  # COMPLETED without the payload's record of it; a word we do not know
+                word = (RunState.RUNNING if meta.started_at else RunState.PENDING) if alive else RunState.FAILED
+            state = word
             if state is RunState.RUNNING and meta.started_at is None:
                 state = RunState.PENDING  # allocated, payload not started yet
-            elif (state is RunState.PENDING or info.state == "PREEMPTED") and meta.started_at is not None:
-                state = RunState.REQUEUED  # it trained in this submission, then was stopped
+            elif state in (RunState.PENDING, RunState.REQUEUED):
+                # it trained in this submission, then was stopped: requeued; else still waiting
+                state = RunState.REQUEUED if meta.started_at is not None else RunState.PENDING
         elif scheduler_note:
             state = RunState.RUNNING if meta.started_at else RunState.PENDING
         else:
@@ -298,11 +277,11 @@ def _status(
     )
 
 
-def _state_without_meta(run_dir: Path, log: RunLog, max_iters: int | None, now: float) -> RunState:
+def _state_without_meta(listing: Listing, log: RunLog, max_iters: int | None, now: float) -> RunState:
     """A work dir some other tool started: judge it by its logs and checkpoints alone."""
     if log.last_iter is None:
         return RunState.NOT_SUBMITTED
-    if max_iters is not None and (log.last_iter >= max_iters or (run_dir / f"iter_{max_iters}.pth").exists()):
+    if max_iters is not None and (log.last_iter >= max_iters or listing.may_have(f"iter_{max_iters}.pth")):
         return RunState.COMPLETED
     if log.last_time is not None and now - log.last_time < QUIET_AFTER_S:
         return RunState.RUNNING
@@ -324,15 +303,51 @@ def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
     return details
 
 
-def discover_runs(root: Path) -> list[Run]:
-    """Every work dir under ``root/<VARIANT>/<method>/<dataset>/<model>/``, ours or not."""
-    runs = []
-    for model_dir in sorted(root.glob("*/*/*/*")):
-        if not model_dir.is_dir() or model_dir.parts[-4].startswith("."):
-            continue
-        if (model_dir / META_FILE).exists() or (model_dir / "last_checkpoint").exists() or any(
-            child.is_dir() and child.name[:8].isdigit() for child in model_dir.iterdir()
-        ):
-            variant, method, dataset, model = model_dir.parts[-4:]
-            runs.append(Run(model=model, variant=variant, method=method, dataset=dataset, data_root=root))
-    return runs
+def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
+                 models: Sequence[str] = (), variants: Sequence[str] = ()) -> tuple[list[Run], str]:
+    """The runs ``status`` (or ``report``) looks at, with a title: a sweep's, one run dir's, or all under ``root``."""
+    if root is not None:
+        from prove_jobs.runs import discover_runs
+
+        if not root.is_dir():
+            raise ProveJobsError(f"{root}: no such data root")
+        return discover_runs(root.absolute()), f"Runs under {root}"
+    if target is None:
+        raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
+    if target.is_dir():
+        run = Run.from_dir(target)
+        return [run], str(run.run_dir)
+    from prove_jobs.spec import load_sweep
+
+    sweep = load_sweep(target, data_root=data_root)
+    return sweep.runs(models, variants), f"Sweep {sweep.name} ({sweep.data_root})"
+
+
+class StatusSource:
+    """The statuses of a set of runs, read through the log cache: each call parses only appended bytes.
+
+    The cache file (``default_cache_path()``) is loaded once; :meth:`close` saves it (quietly:
+    the cache only saves time, so a read-only home or a full disk must not fail ``status``).
+    """
+
+    def __init__(self, runs: Sequence[Run], cache_path: Path | None = None) -> None:
+        from prove_jobs.logs import LogCache, default_cache_path
+
+        self.runs = list(runs)
+        self.cache_path = cache_path or default_cache_path()
+        self.logs = LogCache.load(self.cache_path)
+        self.logs.prefetch([run.run_dir for run in self.runs])  # a cold cache: parse on every core
+
+    def collect(self, keep: Callable[[RunStatus], bool] = lambda status: True) -> tuple[list[RunStatus], list[str]]:
+        """The statuses ``keep`` accepts, and the warnings to show with them."""
+        report = collect_status(self.runs, read_log=self.logs.read_run_log)
+        statuses = [s for s in report.statuses if keep(s)]
+        warnings = [report.scheduler_note] if report.scheduler_note else []
+        warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]
+        return statuses, warnings
+
+    def close(self) -> None:
+        if not self.logs.dirty:
+            return  # nothing was read: the file on disk says it all already
+        with contextlib.suppress(OSError):
+            self.logs.save(self.cache_path)

@@ -81,7 +81,8 @@ def test_core_modules_do_not_import_the_training_stack() -> None:
     code = (
         "import sys\n"
         "import prove_jobs.cli, prove_jobs.spec, prove_jobs.runs, prove_jobs.render, prove_jobs.submit,"
-        " prove_jobs.status, prove_jobs.dashboard, prove_jobs.scheduler, prove_jobs.logs, prove_jobs.payload\n"
+        " prove_jobs.status, prove_jobs.dashboard, prove_jobs.scheduler, prove_jobs.logs, prove_jobs.payload,"
+        " prove_jobs.claims, prove_jobs.control, prove_jobs.executors, prove_jobs.resubmit, prove_jobs.report\n"
         "heavy = sorted(m for m in ('torch', 'mmengine', 'mmseg', 'mmcv', 'numpy') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

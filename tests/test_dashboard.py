@@ -17,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS
-from test_report import BS16, OTHER, reference_root  # noqa: F401  # the fixture: the report's runs
+from conftest import BS16, OTHER, SWEEPS
 
 from prove_jobs.cli import main
 from prove_jobs.dashboard import COLUMNS, sparkline, status_table
@@ -33,7 +32,7 @@ def test_sparkline_scales_between_min_and_max() -> None:
     assert len(sparkline([float(i) for i in range(40)], width=12)) == 12
 
 
-def test_narrow_terminals_drop_whole_columns_by_priority(reference_root: Path) -> None:  # noqa: F811
+def test_narrow_terminals_drop_whole_columns_by_priority(reference_root: Path) -> None:
     sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
     statuses = collect_status(sweep.runs(variants=[BS16])).statuses
     wide = [c.header for c in status_table(statuses, width=250).columns]
@@ -43,7 +42,7 @@ def test_narrow_terminals_drop_whole_columns_by_priority(reference_root: Path) -
     assert len(narrow) < len(wide)
 
 
-def test_every_row_stays_on_one_line_at_any_width(reference_root: Path) -> None:  # noqa: F811
+def test_every_row_stays_on_one_line_at_any_width(reference_root: Path) -> None:
     from dataclasses import replace
 
     from rich.console import Console
@@ -62,7 +61,7 @@ def test_every_row_stays_on_one_line_at_any_width(reference_root: Path) -> None:
         assert "2 restarts" in lines[2] or width < 100, (width, lines[2])
 
 
-def test_curve_and_filters(reference_root: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_curve_and_filters(reference_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = str(SWEEPS / "cityscapes.toml")
     root = ["--data-root", str(reference_root)]
     assert main(["status", sweep, *root, "--curve", "--model", "segformer_mit-b3", "--variant", BS16]) == 0
@@ -83,7 +82,7 @@ def test_curve_and_filters(reference_root: Path, capsys: pytest.CaptureFixture[s
     assert row["eta_s"] is not None and row["eta_s"] > 0
 
 
-def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:  # noqa: F811
+def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:
     # A real terminal (a pty): rich Live redraws in place only there.
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))  # rows, columns

@@ -7,6 +7,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,16 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS, checkpointed
+from conftest import SWEEPS, TEMPLATES, checkpointed, demo_sweep_with, group_threads_alive, stall_templates
 
+from prove_jobs.claims import TRAIN_LOCK, conflict_for, training_lock_held, unlock
 from prove_jobs.cli import main
+from prove_jobs.control import cancel, wait
 from prove_jobs.errors import LockConflict, RunError
-from prove_jobs.locks import TRAIN_LOCK, conflict_for, training_lock_held, unlock
 from prove_jobs.payload import TrainingJob
 from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, read_meta, write_meta
 from prove_jobs.spec import load_sweep
 from prove_jobs.status import RunState, collect_status
-from prove_jobs.submit import cancel, submit, wait
+from prove_jobs.submit import submit
 
 HOLD_LOCK = """
 import sys, time
@@ -202,27 +204,32 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     make_demo_dataset(tmp_path / "data" / "cityscapes")
     (tmp_path / "runs").mkdir()
     monkeypatch.setenv("DEMO_ROOT", str(tmp_path))
-    sweep_file = str(SWEEPS / "demo.toml")
-    sweep = load_sweep(SWEEPS / "demo.toml")
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    gate = stall_templates(templates, 20, monkeypatch)  # held after iteration 20 until the gate opens
+    sweep_file = str(demo_sweep_with(tmp_path, templates))
+    sweep = load_sweep(Path(sweep_file))
     run = sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
     first = submit(sweep, [run], executor="local").submitted[0]
     # The same run from "another terminal": a conflict naming the first job.
     second = submit(sweep, [run], executor="local")
     assert not second.submitted and second.conflicts[0][1].job_id == first.job_id
 
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 240  # a bound for a hung test, not a measure of speed
+    while not gate.reached:
+        assert time.monotonic() < deadline, "the training did not reach iteration 20"
+        time.sleep(0.2)
     # mmengine names a checkpoint in last_checkpoint only once it is fully written: the pointer,
     # not the .pth appearing, says there is something to resume from.
-    while checkpointed(run.run_dir) < 20:
-        assert time.monotonic() < deadline, "no checkpoint at iteration 20"
-        time.sleep(0.2)
+    assert checkpointed(run.run_dir) == 20
     assert training_lock_held(run.run_dir) is True
     assert first.job_id is not None
     os.killpg(int(first.job_id), signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while training_lock_held(run.run_dir):  # "at once": as soon as the kernel reaps the process
-        assert time.monotonic() < deadline, "the OS lock outlived its process"
+    while group_threads_alive(int(first.job_id)):
+        assert time.monotonic() < deadline, "the killed job's threads did not exit"
         time.sleep(0.05)
+    assert training_lock_held(run.run_dir) is False  # "at once": the kernel dropped it with the last thread
+    gate.open()
 
     assert main(["status", sweep_file, "--model", run.model, "--variant", run.variant, "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)

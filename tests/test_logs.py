@@ -7,12 +7,14 @@ import math
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from prove_jobs.logs import (
+    LIMITS,
     LogCache,
     RunLog,
     ValPoint,
@@ -21,6 +23,21 @@ from prove_jobs.logs import (
     read_run_log,
     read_text_log,
 )
+
+
+def log_reads(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """(bytes read, how) of every file read so far, from the DEBUG lines of `prove-jobs -vv`."""
+    reads = []
+    for record in caplog.records:
+        found = re.match(r"read .*: bytes \d+-\d+ \((\d+)\), (.*)$", record.getMessage())
+        if record.name == "prove_jobs.logs" and found:
+            reads.append((int(found[1]), found[2]))
+    return reads
+
+
+def log_assembled(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The runs put together again from their starts so far (`prove-jobs -vv`)."""
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("assembled ")]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
 
@@ -211,9 +228,11 @@ def test_log_cache_reads_only_appended_bytes(real_runs: dict[str, Path], tmp_pat
     assert max(p.iter for p in again.curve) == 10
 
 
+@pytest.mark.slow
 def test_prefetch_reads_unseen_runs_in_worker_processes(real_runs: dict[str, Path], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(logs_mod, "PREFETCH_MIN_RUNS_PER_WORKER", 2)
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(LIMITS, "prefetch_min_runs_per_worker", 2)
     dirs = []
     for i in range(9):
         name = ("by_iter", "by_epoch", "resumed")[i % 3]
@@ -223,12 +242,9 @@ def test_prefetch_reads_unseen_runs_in_worker_processes(real_runs: dict[str, Pat
     cache = LogCache()
     cache.read_run_log(dirs[0])
     assert cache.prefetch(dirs, workers=2) == 8  # the one already seen is not read again
-
-    def no_parsing(*args: object, **kw: object) -> object:
-        raise AssertionError("parsed in the parent after prefetch")
-
-    monkeypatch.setattr(logs_mod, "_parse_chunk", no_parsing)
-    assert [cache.read_run_log(d) for d in dirs] == expected
+    with caplog.at_level("DEBUG", logger="prove_jobs.logs"):
+        assert [cache.read_run_log(d) for d in dirs] == expected
+    assert log_reads(caplog) == [], "parsed in the parent after prefetch"
     monkeypatch.undo()
     # the merged file states serve incremental reads and the cache file like any others
     scalars = _ts_dirs(dirs[1])[-1] / "vis_data" / "scalars.json"
@@ -445,8 +461,7 @@ def test_parse_chunk_offsets_allow_incremental_reads() -> None:
 import pickle  # noqa: E402
 import sys  # noqa: E402
 
-from prove_jobs import logs as logs_mod  # noqa: E402
-from prove_jobs.logs import default_cache_path, read_run_log_full  # noqa: E402
+from prove_jobs.logs import default_cache_path, read_run_log_full, read_text_log_full  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -460,27 +475,21 @@ def _bench() -> ModuleType:
     return bench_status
 
 
+Parsers = Callable[[], list[str]]
+
+
 @pytest.fixture
-def sparse_everywhere(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Take the sparse paths even for tiny files; record which parser answered each chunk."""
-    monkeypatch.setattr(logs_mod, "_SPARSE_MIN", 0)
-    monkeypatch.setattr(logs_mod, "_MMAP_MIN", 0)
-    used: list[str] = []
-    for fn in ("_sparse_json", "_sparse_text"):
-        orig = getattr(logs_mod, fn)
-
-        def spy(*args: object, _orig: object = orig, _fn: str = fn, **kw: object) -> object:
-            out = _orig(*args, **kw)  # type: ignore[operator]
-            used.append(_fn if out is not None else f"{_fn}:fallback")
-            return out
-
-        monkeypatch.setattr(logs_mod, fn, spy)
-    return used
+def sparse_everywhere(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Parsers:
+    """Take the sparse paths even for tiny files; the function says which parser answered each chunk so far."""
+    monkeypatch.setattr(LIMITS, "sparse_min_bytes", 0)
+    monkeypatch.setattr(LIMITS, "mmap_min_bytes", 0)
+    caplog.set_level("DEBUG", logger="prove_jobs.logs")
+    return lambda: [how for _, how in log_reads(caplog)]
 
 
 @pytest.mark.slow
 def test_sparse_equals_full_parse_on_real_mmengine_logs(
-    real_runs: dict[str, Path], tmp_path: Path, sparse_everywhere: list[str]
+    real_runs: dict[str, Path], tmp_path: Path, sparse_everywhere: Parsers
 ) -> None:
     for name, work in real_runs.items():
         assert read_run_log(work) == read_run_log_full(work), name
@@ -489,13 +498,13 @@ def test_sparse_equals_full_parse_on_real_mmengine_logs(
         for ts in _ts_dirs(text_only):
             shutil.rmtree(ts / "vis_data", ignore_errors=True)
         assert read_run_log(text_only) == read_run_log_full(text_only), name
-    assert "_sparse_json" in sparse_everywhere and "_sparse_text" in sparse_everywhere
+    assert "sparse json" in sparse_everywhere() and "sparse text" in sparse_everywhere()
 
 
 @pytest.mark.slow
-def test_sparse_equals_full_parse_on_console_log(console_run: tuple[Path, Path], sparse_everywhere: list[str]) -> None:
+def test_sparse_equals_full_parse_on_console_log(console_run: tuple[Path, Path], sparse_everywhere: Parsers) -> None:
     _work, stdout = console_run
-    full = logs_mod._read_text_log(stdout, logs_mod._uncached_full)
+    full = read_text_log_full(stdout)
     assert read_text_log(stdout) == full
     assert LogCache().read_text_log(stdout) == full
 
@@ -505,7 +514,7 @@ def test_sparse_equals_full_parse_on_a_generated_three_start_run(tmp_path: Path)
     for seed in (1, 10):  # 10: still training
         work = tmp_path / f"run{seed}"
         bench.write_run(work, seed)
-        assert (work / _ts_dirs(work)[0] / "vis_data" / "scalars.json").stat().st_size > logs_mod._SPARSE_MIN
+        assert (work / _ts_dirs(work)[0] / "vis_data" / "scalars.json").stat().st_size > LIMITS.sparse_min_bytes
         sparse, full = read_run_log(work), read_run_log_full(work)
         assert sparse == full
         assert sparse.starts == 3 and sparse.warnings == ()
@@ -520,7 +529,7 @@ def test_sparse_equals_full_parse_on_a_generated_three_start_run(tmp_path: Path)
         assert text_sparse.curve == sparse.curve and text_sparse.last_iter == sparse.last_iter
 
 
-def test_sparse_resume_cutting_below_the_kept_tail(tmp_path: Path, sparse_everywhere: list[str]) -> None:
+def test_sparse_resume_cutting_below_the_kept_tail(tmp_path: Path, sparse_everywhere: Parsers) -> None:
     # The first start logged up to 12000 (val at 10000, then 39 records more); the resumed one has
     # logged only 2: the speed needs the first start's records just below the resume point (10050).
     first = "".join(TRAIN.format(loss=0.5, t=0.1 + i / 1000, i=i * 50) for i in range(1, 241))
@@ -532,20 +541,20 @@ def test_sparse_resume_cutting_below_the_kept_tail(tmp_path: Path, sparse_everyw
     assert log == read_run_log_full(tmp_path)
     assert log.last_iter == 10100
     assert log.seconds_per_iter == pytest.approx((0.298 + 0.299 + 0.3 + 0.9 + 0.8) / 5)
-    assert "_sparse_json" in sparse_everywhere
+    assert "sparse json" in sparse_everywhere()
 
 
-def test_sparse_json_garbage_falls_back_to_exact_warnings(tmp_path: Path, sparse_everywhere: list[str]) -> None:
+def test_sparse_json_garbage_falls_back_to_exact_warnings(tmp_path: Path, sparse_everywhere: Parsers) -> None:
     body = "".join(TRAIN.format(loss=0.5, t=0.4, i=i * 50) for i in range(1, 50))
     torn = body + '{"lr": 0.01, "loss": 0.5, "ti' + TRAIN.format(loss=0.5, t=0.4, i=2500)
     _start(tmp_path, "20260203_100000", torn)
     log = read_run_log(tmp_path)
     assert log == read_run_log_full(tmp_path)
     assert len(log.warnings) == 1 and "unparsable" in log.warnings[0]
-    assert "_sparse_json:fallback" in sparse_everywhere
+    assert "line by line (not a clean log)" in sparse_everywhere()
 
 
-def test_sparse_nan_loss_is_found(tmp_path: Path, sparse_everywhere: list[str]) -> None:
+def test_sparse_nan_loss_is_found(tmp_path: Path, sparse_everywhere: Parsers) -> None:
     body = "".join(TRAIN.format(loss="NaN" if i == 7 else 0.5, t=0.4, i=i * 50) for i in range(1, 50))
     _start(tmp_path, "20260203_100000", body)
     log = read_run_log(tmp_path)
@@ -553,7 +562,7 @@ def test_sparse_nan_loss_is_found(tmp_path: Path, sparse_everywhere: list[str]) 
     assert len(log.warnings) == 1 and "non-finite loss at iteration(s) 350" in log.warnings[0]
 
 
-def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     bench = _bench()
     work = tmp_path / "run"
     bench.write_run(work, 10)  # still training
@@ -564,25 +573,16 @@ def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, monkeyp
     assert cache_file.stat().st_size < 20_000
     assert not [p for p in cache_file.parent.iterdir() if p != cache_file]  # no temp file left
 
-    read: list[int] = []
-    orig = logs_mod._parse_chunk
-
-    def spy(buf: bytes, lo: int, hi: int, *args: object, **kw: object) -> object:
-        read.append(hi - lo)
-        return orig(buf, lo, hi, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(logs_mod, "_parse_chunk", spy)
+    caplog.set_level("DEBUG", logger="prove_jobs.logs")
     loaded = LogCache.load(cache_file)
-    built: list[object] = []
-    orig_merge = logs_mod._merge
-    monkeypatch.setattr(logs_mod, "_merge", lambda *a, **k: built.append(a) or orig_merge(*a, **k))
     assert loaded.read_run_log(work) == log
-    assert read == []  # nothing changed: nothing read
-    assert built == []  # and the run is not put together again: its summary came with the file
+    assert log_reads(caplog) == []  # nothing changed: nothing read
+    assert log_assembled(caplog) == []  # and the run is not put together again: its summary came with the file
     _undo, appended = bench.append_lines(work, 10, 50)
     after = loaded.read_run_log(work)
+    read = [size for size, _ in log_reads(caplog)]
     assert sum(read) == appended and len(read) == 2  # the new JSON and text lines, nothing else
-    monkeypatch.setattr(logs_mod, "_parse_chunk", orig)
+    caplog.set_level("WARNING", logger="prove_jobs.logs")
     assert after == read_run_log(work) == read_run_log_full(work)
     assert after.last_iter == bench.IN_PROGRESS_END + 50 * 50
 

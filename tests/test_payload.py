@@ -15,33 +15,18 @@ import pytest
 
 pytest.importorskip("mmseg", reason="training needs the train extra (torch, mmengine, mmsegmentation)")
 
-# tests/ is on sys.path (no __init__.py), as for every test module
-from test_templates import render
+from conftest import demo_run_dir
 
-from prove_jobs.demo_data import make_demo_dataset
 from prove_jobs.payload import TrainingJob
 from prove_jobs.runs import RunMeta, read_meta, write_meta
 
 pytestmark = pytest.mark.slow
-DEMO: dict[str, Any] = dict(
-    max_iters=40,
-    batch_size=2,
-    lr=0.01,
-    warmup_iters=5,
-    val_interval=20,
-    checkpoint_interval=20,
-    crop_size=(64, 64),
-    log_interval=5,
-    num_workers=0,
-    seed=0,
-)
 REPO = Path(__file__).resolve().parent.parent
 
 
 def make_run(tmp_path: Path, model: str) -> Path:
-    data = make_demo_dataset(tmp_path / "data" / "cityscapes")
-    run_dir = tmp_path / "runs" / model
-    render(model, run_dir, DEMO, str(data))
+    """A demo run rendered by prove-jobs itself (DEMO_REF: 40 iterations, a val and a checkpoint every 20)."""
+    run_dir = demo_run_dir(tmp_path, model, "DEMO_REF")
     write_meta(run_dir, RunMeta(model=model, variant="DEMO_REF"))
     return run_dir
 

@@ -8,101 +8,17 @@ uses), plus prove-jobs metadata for who ran what.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS
+from conftest import BS8, BS16, OTHER, REF, SWEEPS
 
 from prove_jobs.cli import main
 from prove_jobs.errors import SpecError
-from prove_jobs.locks import LockHolder, record_conflict
 from prove_jobs.report import build_report, render_markdown, training_seconds, write_plots
-from prove_jobs.runs import RunMeta, current_host, current_user, write_meta
+from prove_jobs.runs import current_user
 from prove_jobs.spec import load_sweep
 from prove_jobs.status import collect_status
-
-pytest.importorskip("mmengine", reason="the train extra (mmengine) writes the logs")
-
-REF, BS16, BS8 = "CITYSCAPES_REPLICATION", "WEIGHTS_CITYSCAPES", "WEIGHTS_CITYSCAPES_BS8"
-OTHER = "chge7185"
-# (iteration, mIoU, aAcc) from the report's Training Progress tables
-SEGFORMER_BS16 = [(2000, 57.78, 92.98), (4000, 56.41, 92.72), (6000, 63.15, 93.98), (8000, 69.83, 94.57),
-                  (10000, 68.98, 94.67), (12000, 68.04, 94.10), (14000, 73.13, 95.40), (16000, 74.60, 95.49),
-                  (18000, 74.67, 95.61), (20000, 75.97, 95.58)]
-SEGNEXT_BS16 = [(2000, 59.16, 93.29), (4000, 64.75, 94.06), (6000, 70.93, 95.25), (8000, 74.59, 95.46),
-                (10000, 73.54, 95.37), (12000, 76.80, 95.92), (14000, 76.58, 95.94), (16000, 78.90, 96.18),
-                (18000, 79.40, 96.26), (20000, 79.97, 96.33)]
-SEGFORMER_BS8 = [(4000, 58.69, 93.43), (8000, 62.77, 93.95), (12000, 66.63, 94.29), (16000, 69.27, 94.42),
-                 (20000, 70.95, 94.77), (24000, 71.55, 94.92), (28000, 66.61, 93.60), (32000, 73.77, 95.27),
-                 (36000, 75.87, 95.41), (40000, 76.84, 95.68)]
-SEGNEXT_BS8 = [(4000, 62.63, 94.16), (8000, 65.53, 94.39), (12000, 67.83, 94.87), (16000, 75.30, 95.78),
-               (20000, 75.45, 95.67), (24000, 74.62, 95.99), (28000, 77.59, 95.81), (32000, 79.03, 96.21),
-               (36000, 79.33, 96.32), (40000, 80.54, 96.40)]
-# (variant, model): (curve, run time in seconds, user, job id)
-COMPLETED = {
-    (REF, "pspnet_r50"): ([(80000, 57.64, 94.0)], None, OTHER, "1050001"),
-    (REF, "deeplabv3plus_r50"): ([(80000, 58.02, 94.1)], None, OTHER, "1050002"),
-    (REF, "hrnet_hr48"): ([(80000, 65.67, 95.0)], None, OTHER, "1050003"),
-    (REF, "segformer_mit-b3"): ([(80000, 79.98, 96.2)], 27050, OTHER, "1050004"),
-    (REF, "segnext_mscan-b"): ([(80000, 81.13, 96.5)], 33627, OTHER, "1050005"),
-    (BS16, "pspnet_r50"): ([(20000, 56.86, 93.9)], None, OTHER, "1057001"),
-    (BS16, "segformer_mit-b3"): (SEGFORMER_BS16, 8099, "me", "1057002"),
-    (BS16, "segnext_mscan-b"): (SEGNEXT_BS16, 8794, "me", "1057003"),
-    (BS8, "segformer_mit-b3"): (SEGFORMER_BS8, 8958, "me", "1057498"),
-    (BS8, "segnext_mscan-b"): (SEGNEXT_BS8, 9584, "me", "1057499"),
-}
-LOG_INTERVAL = 500
-
-
-def write_logs(run_dir: Path, max_iters: int, last_iter: int, curve: list[tuple[int, float, float]],
-               seconds: float) -> None:
-    """What LoggerHook writes for one start: train records every LOG_INTERVAL iterations, val records."""
-    from mmengine.visualization import LocalVisBackend
-
-    backend = LocalVisBackend(save_dir=str(run_dir / "20260101_000000" / "vis_data"))
-    vals = {it: (miou, aacc) for it, miou, aacc in curve}
-    for it in range(LOG_INTERVAL, last_iter + 1, LOG_INTERVAL):
-        backend.add_scalars({"lr": 0.01, "data_time": 0.01, "loss": 1.0, "time": seconds / max_iters, "iter": it},
-                            step=it)
-        if it in vals:
-            miou, aacc = vals[it]
-            backend.add_scalars({"aAcc": aacc, "mIoU": miou, "mAcc": miou + 8, "data_time": 0.01, "time": 0.2},
-                                step=it)
-    backend.close()
-
-
-@pytest.fixture
-def reference_root(tmp_path: Path) -> Path:
-    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=tmp_path)
-    me = current_user()
-    for run in sweep.runs():
-        variant = sweep.variant(run.variant)
-        key = (run.variant, run.model)
-        base = RunMeta(model=run.model, variant=run.variant, executor="slurm", host=current_host(),
-                       submitted_at=1.0e9, started_at=1.0e9 + 60, max_iters=variant.max_iters)
-        if key in COMPLETED:
-            curve, seconds, user, job = COMPLETED[key]
-            run.run_dir.mkdir(parents=True)
-            write_logs(run.run_dir, variant.max_iters, variant.max_iters, curve,
-                       seconds or variant.max_iters * 0.3)
-            write_meta(run.run_dir, RunMeta(**{**base.to_json(), "user": me if user == "me" else user,
-                                               "job_id": job, "finished_at": 1.0e9 + 9000}))
-        elif key == (BS16, "mask2former_swin-b"):
-            run.run_dir.mkdir(parents=True)
-            write_logs(run.run_dir, variant.max_iters, 2500, [], 0.5 * variant.max_iters)
-            # live: a local job whose process (this one) is alive
-            write_meta(run.run_dir, RunMeta(**{**base.to_json(), "user": me, "executor": "local",
-                                               "job_id": str(os.getpid()), "pid": os.getpid()}))
-        elif key in {(BS16, "deeplabv3plus_r50"), (BS16, "hrnet_hr48")}:
-            run.run_dir.mkdir(parents=True)
-            held = write_meta(run.run_dir, RunMeta(**{**base.to_json(), "user": OTHER, "executor": "local",
-                                                      "job_id": str(os.getpid()), "pid": os.getpid(),
-                                                      "started_at": None}))
-            holder = LockHolder(user=OTHER, host=held.host, executor="local", job_id=held.job_id, pid=held.pid,
-                                since=held.submitted_at, sweep=str(sweep.path))
-            record_conflict(run.run_dir, holder, str(sweep.path))
-    return tmp_path
 
 
 def test_report_reproduces_the_hand_written_numbers(reference_root: Path, tmp_path: Path) -> None:

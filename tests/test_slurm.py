@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SWEEPS, TEMPLATES, checkpointed, read_or_empty
+from conftest import REPO, SWEEPS, TEMPLATES, Gate, checkpointed, read_or_empty, stall_templates
 
+from prove_jobs.claims import training_lock_held
 from prove_jobs.cli import main
 from prove_jobs.demo_data import make_demo_dataset
-from prove_jobs.locks import training_lock_held
 from prove_jobs.runs import read_meta
 from prove_jobs.scheduler import slurm_available
 from prove_jobs.spec import Sweep, load_sweep
@@ -42,17 +42,27 @@ timeout_min = 10
 
 @pytest.fixture
 def slurm_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sweep:
+    """The demo sweep on the test cluster; its trainings hold after iteration 10 while ``_gate(sweep)`` is closed."""
+    import shutil
+
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    stall_templates(tmp_path / "templates", 10, monkeypatch).open()
     make_demo_dataset(tmp_path / "data" / "cityscapes")
     (tmp_path / "runs").mkdir()
     text = (SWEEPS / "demo.toml").read_text()
     text = text[: text.index("[resources]")] + RESOURCES
+    text = text.replace('name = "demo"', 'name = "demo"\ntemplates = "templates"')
     path = tmp_path / "slurm.toml"
     path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
     monkeypatch.chdir(tmp_path)  # sbatch writes nothing here, but a job's cwd must be writable
     return load_sweep(path)
 
 
-# Long enough to be preempted between two checkpoints (120 iterations: about 15 s on 2 cores).
+def _gate(sweep: Sweep) -> Gate:
+    return Gate(sweep.templates_dir / "stall.gate")
+
+
+# A checkpoint every 20 iterations; the training holds after the first one until the test opens the gate.
 LONG_VARIANT = """
 description = "a checkpoint and a validation every 20 iterations"
 max_iters = {max_iters}
@@ -65,11 +75,12 @@ crop_size = [64, 64]
 """
 
 
-def _long_sweep(tmp_path: Path, max_requeues: int, max_iters: int = 120) -> Sweep:
+def _long_sweep(tmp_path: Path, max_requeues: int, monkeypatch: pytest.MonkeyPatch) -> Sweep:
     import shutil
 
     shutil.copytree(TEMPLATES, tmp_path / "templates")
-    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT.format(max_iters=max_iters))
+    stall_templates(tmp_path / "templates", 20, monkeypatch)  # closed: held after iteration 20
+    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT.format(max_iters=120))
     make_demo_dataset(tmp_path / "data" / "cityscapes")
     (tmp_path / "runs").mkdir()
     text = (SWEEPS / "demo.toml").read_text()
@@ -145,10 +156,11 @@ def test_one_array_walks_pending_running_completed(slurm_sweep: Sweep) -> None:
 
 def test_cancel_through_scancel_releases_the_run(slurm_sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
     sweep_file = str(slurm_sweep.path)
+    _gate(slurm_sweep).close()  # held after iteration 10: live when it is cancelled
     assert main(["submit", sweep_file, "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_REF",
                  "--executor", "slurm"]) == 0
     run = slurm_sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
-    _wait_until("training", lambda: training_lock_held(run.run_dir))
+    _wait_until("training", lambda: _gate(slurm_sweep).reached)
     assert main(["status", sweep_file, "--model", run.model, "--variant", run.variant, "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["state"] == "running" and row["scheduler_state"] == "RUNNING" and row["node"]
@@ -157,6 +169,7 @@ def test_cancel_through_scancel_releases_the_run(slurm_sweep: Sweep, capsys: pyt
     status = collect_status([run]).statuses[0]
     assert status.state is RunState.CANCELLED and status.lock_holder is None
     # a new submit may take the run over, and resumes it
+    _gate(slurm_sweep).open()
     assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
 
 
@@ -166,19 +179,19 @@ def test_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     if not pidfile.exists() or os.geteuid() != 0:
         pytest.skip("the controller was not started by tests/cluster/slurm-up.sh as root: not stopping it")
     monkeypatch.chdir(tmp_path)
-    sweep = _long_sweep(tmp_path, max_requeues=2, max_iters=400)  # still training while the controller is away
+    sweep = _long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
     runs = sweep.runs(["demo_fcn_r18_tiny"])
     submit(sweep, runs, executor="slurm")
     run = runs[0]
-    _wait_until("training", lambda: checkpointed(run.run_dir) >= 20)
+    _wait_until("training to hold at iteration 20", lambda: _gate(sweep).reached)  # live while the controller is away
     subprocess.run(["kill", pidfile.read_text().strip()], check=True)
     try:
         _wait_until("the controller to go", lambda: not slurm_available(), 30)
         report = collect_status(runs)
         assert report.scheduler_note and "scheduler unreachable" in report.scheduler_note
-        # from the metadata and the logs (the job may have ended meanwhile and recorded it)
-        assert report.statuses[0].state in (RunState.RUNNING, RunState.COMPLETED)
-        assert report.statuses[0].iter is not None and report.statuses[0].iter >= 20
+        # from the metadata and the logs
+        assert report.statuses[0].state is RunState.RUNNING
+        assert report.statuses[0].iter == 20
         code = main(["submit", str(sweep.path), "--model", "demo_segformer_tiny", "--executor", "slurm"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and "sinfo" in err, err
@@ -187,28 +200,31 @@ def test_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert read_meta(run.run_dir) is not None  # still whole
     finally:
         subprocess.run(["bash", str(REPO / "tests" / "cluster" / "slurm-up.sh")], check=True)
+        _gate(sweep).open()
     _wait_until("completion after the restart",
                 lambda: collect_status(runs).statuses[0].state is RunState.COMPLETED, 240)
 
 
 def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    sweep = _long_sweep(tmp_path, max_requeues=2)
+    sweep = _long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
     [run] = sweep.runs(["demo_fcn_r18_tiny"])
     [job] = submit(sweep, [run], executor="slurm").submitted
-    _wait_until("a first checkpoint", lambda: checkpointed(run.run_dir) >= 20, 240)
-    assert checkpointed(run.run_dir) < 100, "trained too fast to be preempted mid-run"
+    _wait_until("the training to hold after its first checkpoint", lambda: _gate(sweep).reached, 240)
+    assert checkpointed(run.run_dir) == 20  # preempted mid-run, whatever the machine's speed
     _preempt()
 
     seen: list[RunState] = []
 
-    def completed() -> bool:
+    def reached(state: RunState) -> bool:
         status = collect_status([run]).statuses[0]
         if not seen or seen[-1] is not status.state:
             seen.append(status.state)
-        return status.state is RunState.COMPLETED
+        return status.state is state
 
-    _wait_until("completion after the preemption", completed, 300)
+    _wait_until("the requeue", lambda: reached(RunState.REQUEUED), 240)
+    _gate(sweep).open()  # the resumed start would hold again at iteration 20
+    _wait_until("completion after the preemption", lambda: reached(RunState.COMPLETED), 300)
     assert RunState.REQUEUED in seen, seen  # stopped, queued again, then running again
     assert seen[seen.index(RunState.REQUEUED):].count(RunState.RUNNING) >= 1, seen
     meta = read_meta(run.run_dir)
@@ -229,10 +245,10 @@ def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path: Path, monkeypa
 def test_requeues_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    sweep = _long_sweep(tmp_path, max_requeues=0)
+    sweep = _long_sweep(tmp_path, max_requeues=0, monkeypatch=monkeypatch)
     [run] = sweep.runs(["demo_fcn_r18_tiny"])
     submit(sweep, [run], executor="slurm")
-    _wait_until("a first checkpoint", lambda: checkpointed(run.run_dir) >= 20, 240)
+    _wait_until("the training to hold after its first checkpoint", lambda: _gate(sweep).reached, 240)
     _preempt()
     _wait_until("the job to give up", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
     _wait_until("the training lock to be free", lambda: not training_lock_held(run.run_dir), 60)
@@ -289,8 +305,9 @@ def test_a_job_cancelled_behind_our_back_with_and_without_accounting(slurm_sweep
     comes from squeue while it remembers the job, then from sacct, or, with accounting off, from
     the metadata alone: an open claim whose job SLURM no longer knows is a failure, never 'running'."""
     [run] = slurm_sweep.runs(["demo_segformer_tiny"], ["DEMO_REF"])
+    _gate(slurm_sweep).close()  # held after iteration 10: live when it is cancelled
     [job] = submit(slurm_sweep, [run], executor="slurm").submitted
-    _wait_until("training", lambda: training_lock_held(run.run_dir))
+    _wait_until("training", lambda: _gate(slurm_sweep).reached)
     subprocess.run(["scancel", str(job.job_id)], check=True)
     _wait_until("the cancel to show", lambda: collect_status([run]).statuses[0].state is RunState.CANCELLED, 60)
     meta = read_meta(run.run_dir)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from prove_jobs import status as status_mod
+from prove_jobs import scheduler
 from prove_jobs.errors import SchedulerUnavailable
-from prove_jobs.runs import Run, RunMeta, current_host, write_meta
+from prove_jobs.runs import Run, RunMeta, current_host, discover_runs, write_meta
 from prove_jobs.scheduler import JobInfo
-from prove_jobs.status import RunState, collect_status, discover_runs, translate_slurm_state
+from prove_jobs.status import RunState, collect_status, translate_slurm_state
 
 
 def make_run(root: Path, model: str = "m") -> Run:
@@ -70,7 +70,7 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: p
         calls.append(sorted(ids))
         return {i: answers[i] for i in ids if i in answers}
 
-    monkeypatch.setattr(status_mod, "query_jobs", fake_query)
+    monkeypatch.setattr(scheduler, "query_jobs", fake_query)
     for i, run in enumerate(runs):
         # 7_0 never started; 7_4 trained, was preempted and waits again, on its second restart
         write_meta(run.run_dir, meta(model=run.model, executor="slurm", job_id=f"7_{i}",
@@ -92,7 +92,7 @@ def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, monkeypatc
     def down(ids: list[str]) -> dict[str, JobInfo]:
         raise SchedulerUnavailable("`squeue ...` did not answer within 20 s")
 
-    monkeypatch.setattr(status_mod, "query_jobs", down)
+    monkeypatch.setattr(scheduler, "query_jobs", down)
     report = collect_status([run])
     assert report.scheduler_note is not None and report.scheduler_note.startswith("scheduler unreachable")
     assert report.statuses[0].state is RunState.RUNNING

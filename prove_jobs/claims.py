@@ -13,32 +13,49 @@ Two things guard a run dir (docs/locks.md has the picture):
 
 A claim whose job is gone (the scheduler says so, or a local pid on this host is dead)
 and whose training lock is free is **stale**. A claim from another host is never judged
-stale by pid: only by the scheduler's word on its job.
+stale by pid: only by the scheduler's word on its job. This module never asks the
+scheduler itself: callers ask once for all their runs and pass the answer in.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from filelock import BaseFileLock, FileLock, SoftFileLock, Timeout
+from prove_jobs.errors import CorruptMetadata, LockConflict, RunError
+from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.runs import (
+    META_FILE,
+    Run,
+    RunMeta,
+    current_host,
+    current_user,
+    meta_path,
+    now,
+    pid_alive,
+    read_meta,
+    update_meta,
+)
+from prove_jobs.states import slurm_alive
 
-from prove_jobs.errors import LockConflict, RunError
-from prove_jobs.runs import RunMeta, atomic_write_text, current_host, current_user, now, pid_alive
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from filelock import BaseFileLock
+
+    from prove_jobs.scheduler import Answer
+
+    Jobs = Answer | None  # the scheduler's answer; None: it did not answer
 
 TRAIN_LOCK = "prove_train.lock"
 CONFLICTS_FILE = "prove_conflicts.json"
 GROUP_RW = 0o664
-# SLURM states in which a job may still start or is running: its claim is live.
-SLURM_ALIVE = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-     "RESV_DEL_HOLD", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING"}
-)
 
 
 @dataclass(frozen=True)
@@ -66,12 +83,10 @@ class LockHolder:
         )
 
     def describe(self) -> str:
-        job = f"{self.executor} job {self.job_id}" if self.job_id else f"{self.executor} submission"
-        since = ""
-        if self.since is not None:
-            import datetime
+        import datetime
 
-            since = f" since {datetime.datetime.fromtimestamp(self.since):%Y-%m-%d %H:%M}"
+        job = f"{self.executor} job {self.job_id}" if self.job_id else f"{self.executor} submission"
+        since = f" since {datetime.datetime.fromtimestamp(self.since):%Y-%m-%d %H:%M}" if self.since else ""
         return f"{self.user}@{self.host}, {job}{since}" + (" (stale)" if self.stale else "")
 
 
@@ -81,37 +96,48 @@ def claim_is_open(meta: RunMeta) -> bool:
             and meta.released_at is None)
 
 
-def claim_alive(meta: RunMeta, slurm_states: Mapping[str, str] | None = None) -> bool | None:
-    """Is the claim's job still queued or running? ``None``: nobody here can tell.
+def open_slurm_jobs(metas: Iterable[RunMeta | None]) -> list[str]:
+    """The SLURM job ids of open claims: what to ask the scheduler about, in one query."""
+    return [m.job_id for m in metas if m is not None and m.executor == "slurm" and m.job_id and claim_is_open(m)]
 
-    ``slurm_states``: the scheduler's answer for this job (absent: unknown to SLURM), or
-    ``None`` when the scheduler was not asked or did not answer.
+
+def job_alive(executor: str, job_id: str | None, host: str, pid: int | None, jobs: Jobs) -> bool | None:
+    """Is this job queued or running? ``None``: nobody here can tell.
+
+    ``jobs``: the scheduler's answer (a job it was asked about and does not know is gone), or
+    ``None`` when it did not answer. A job it was not asked about (a claim written after the
+    question) cannot be judged from it.
     """
-    if not claim_is_open(meta):
-        return False
-    if meta.executor == "local":
-        if meta.host != current_host():
+    if executor == "local":
+        if host != current_host():
             return None  # a pid means nothing on another host
-        return meta.pid is not None and pid_alive(meta.pid)
-    if meta.executor == "slurm":
-        if not meta.job_id:
+        return pid is not None and pid_alive(pid)
+    if executor == "slurm":
+        if not job_id:
             # between writing the claim and sbatch answering: the submitter's pid says
-            return meta.pid is not None and pid_alive(meta.pid) if meta.host == current_host() else None
-        if slurm_states is None:
+            return (pid is not None and pid_alive(pid)) if host == current_host() else None
+        if jobs is None or job_id not in jobs.asked:
             return None
-        return slurm_states.get(meta.job_id, "") in SLURM_ALIVE
+        info = jobs.get(job_id)
+        return info is not None and slurm_alive(info.state, from_accounting=info.from_accounting)
     return None
 
 
-def holder_of(run_dir: Path, meta: RunMeta | None, slurm_states: Mapping[str, str] | None = None,
-              *, lock_mode: str = "fcntl") -> LockHolder | None:
+def claim_alive(meta: RunMeta, jobs: Jobs) -> bool | None:
+    """Is the claim's job still queued or running? ``None``: nobody here can tell."""
+    if not claim_is_open(meta):
+        return False
+    return job_alive(meta.executor, meta.job_id, meta.host, meta.pid, jobs)
+
+
+def holder_of(run_dir: Path, meta: RunMeta | None, jobs: Jobs, *, lock_mode: str = "fcntl") -> LockHolder | None:
     """The live or stale holder of ``run_dir``, or ``None`` when nobody claims it.
 
     Stale only when the claim's job is known gone *and* no process holds the training lock.
     """
     if meta is None or not claim_is_open(meta):
         return None
-    alive = claim_alive(meta, slurm_states)
+    alive = claim_alive(meta, jobs)
     stale = alive is False and training_lock_held(run_dir, lock_mode or meta.lock_mode) is False
     return LockHolder(
         user=meta.user, host=meta.host, executor=meta.executor, job_id=meta.job_id, pid=meta.pid,
@@ -119,20 +145,59 @@ def holder_of(run_dir: Path, meta: RunMeta | None, slurm_states: Mapping[str, st
     )
 
 
-def scheduler_states_for(meta: RunMeta | None) -> dict[str, str] | None:
-    """One squeue/sacct for a single claim (``submit``, ``unlock``); ``None`` if unreachable."""
-    if meta is None or meta.executor != "slurm" or not meta.job_id or not claim_is_open(meta):
-        return {}
-    from prove_jobs.errors import SchedulerUnavailable
-    from prove_jobs.scheduler import slurm_states
+def current_holder(run: Run, max_iters: int, mode: str, jobs: Jobs) -> LockHolder | None:
+    """Who holds ``run`` now, live; ``None`` when it is free or its claim is stale (to be taken over).
 
+    Called under the run's metadata mutex, with the scheduler's answer asked for before it.
+    """
+    refuse_finished(run, max_iters)
+    meta = read_claim(run.run_dir, mode)
+    holder = holder_of(run.run_dir, meta, jobs, lock_mode=mode)
+    if holder is not None and not holder.stale:
+        return holder
+    held = training_lock_held(run.run_dir, mode)
+    lock = run.run_dir / TRAIN_LOCK
+    if held is None:
+        raise RunError(f"{lock}: cannot open the training lock as {current_user()} (owner: {file_owner(lock)}); "
+                       "ask them to make it group-writable (see docs/locks.md)")
+    if holder is None and held:
+        # Training without an open claim: started by hand, or a claim unlocked with --force.
+        return LockHolder(user=file_owner(lock), host="?", executor="unknown", job_id=None, pid=None,
+                          since=lock.stat().st_mtime, sweep="")
+    return None
+
+
+def read_claim(run_dir: Path, mode: str) -> RunMeta | None:
+    """The run's metadata; a corrupt file is moved aside (kept, never deleted) when nobody trains."""
     try:
-        return slurm_states([meta.job_id])
-    except SchedulerUnavailable:
+        return read_meta(run_dir)
+    except CorruptMetadata:
+        move_corrupt_claim_aside(run_dir, mode)
         return None
 
 
+def read_meta_quietly(run_dir: Path) -> RunMeta | None:
+    """The metadata, or ``None`` when it is missing or corrupt (the claim check reports that)."""
+    try:
+        return read_meta(run_dir)
+    except RunError:
+        return None
+
+
+def refuse_finished(run: Run, max_iters: int) -> None:
+    """Never train over a finished run."""
+    meta = read_meta_quietly(run.run_dir)
+    if meta is not None and meta.finished_at is not None:
+        raise RunError(f"{run.run_dir}: {run.name} already completed; move the run dir aside to train it again")
+    if (run.run_dir / f"iter_{max_iters}.pth").exists():
+        raise RunError(f"{run.run_dir}: holds iter_{max_iters}.pth, a finished run; nothing submitted")
+
+
+# --- the training lock ---------------------------------------------------------------------------
+
 def train_lock(run_dir: Path, mode: str = "fcntl", timeout_s: float = 0) -> BaseFileLock:
+    from filelock import FileLock, SoftFileLock
+
     if mode not in ("fcntl", "soft"):
         raise RunError(f"lock mode {mode!r} is unknown (valid: fcntl, soft)")
     cls = FileLock if mode == "fcntl" else SoftFileLock
@@ -141,6 +206,8 @@ def train_lock(run_dir: Path, mode: str = "fcntl", timeout_s: float = 0) -> Base
 
 def training_lock_held(run_dir: Path, mode: str = "fcntl") -> bool | None:
     """Is a live process training in ``run_dir``? ``None`` when the lock cannot be probed."""
+    from filelock import Timeout
+
     path = run_dir / TRAIN_LOCK
     if mode == "soft":
         # SoftFileLock's marker exists exactly while held (filelock removes stale ones on acquire).
@@ -165,6 +232,8 @@ def training_lock(run_dir: Path, mode: str = "fcntl", wait_s: float = 5) -> Iter
     Waits a few seconds rather than none: ``status`` probes the lock by taking it for an
     instant, and a training that starts at that instant must not give up.
     """
+    from filelock import Timeout
+
     lock = train_lock(run_dir, mode, wait_s)
     try:
         lock.acquire()
@@ -180,6 +249,8 @@ def training_lock(run_dir: Path, mode: str = "fcntl", wait_s: float = 5) -> Iter
     finally:
         lock.release()
 
+
+# --- recorded conflicts --------------------------------------------------------------------------
 
 def record_conflict(run_dir: Path, holder: LockHolder, sweep: str) -> None:
     """Remember that this user's submit met ``holder``, for ``status`` and ``resubmit --lock-conflicts``."""
@@ -229,6 +300,8 @@ def conflict_for(run_dir: Path, user: str | None = None) -> dict[str, Any] | Non
     return entry if isinstance(entry, dict) and isinstance(entry.get("holder"), dict) else None
 
 
+# --- releasing -----------------------------------------------------------------------------------
+
 def file_owner(path: Path) -> str:
     try:
         import pwd
@@ -243,8 +316,6 @@ def move_corrupt_claim_aside(run_dir: Path, mode: str = "fcntl") -> Path:
 
     Only when no process holds the training lock: a corrupt claim is stale only then.
     """
-    from prove_jobs.runs import META_FILE, meta_path
-
     if training_lock_held(run_dir, mode) is not False:
         raise RunError(f"corrupt lock ({meta_path(run_dir)}): a process holds the training lock; left alone")
     aside = meta_path(run_dir).with_name(f"{META_FILE}.corrupt-{int(now())}")
@@ -252,16 +323,13 @@ def move_corrupt_claim_aside(run_dir: Path, mode: str = "fcntl") -> Path:
     return aside
 
 
-def unlock(run_dir: Path, *, force: bool = False) -> tuple[bool, str]:
+def unlock(run_dir: Path, jobs: Jobs = None, *, force: bool = False) -> tuple[bool, str]:
     """Release a stale claim on ``run_dir`` (a live one only with ``force``); returns (released, what).
 
     Only ``prove_run.json`` is touched (its claim marked released, or a corrupt one moved
     aside); logs, checkpoints and configs never are. Never while a process holds the
     training lock, ``force`` or not.
     """
-    from prove_jobs.errors import CorruptMetadata
-    from prove_jobs.runs import meta_path, read_meta, update_meta
-
     if not os.access(run_dir, os.R_OK | os.W_OK | os.X_OK):
         raise RunError(f"{run_dir}: cannot read and write this run dir as {current_user()} "
                        f"(owner: {file_owner(run_dir)})")
@@ -272,7 +340,7 @@ def unlock(run_dir: Path, *, force: bool = False) -> tuple[bool, str]:
         return True, f"corrupt lock ({meta_path(run_dir)}) moved aside to {aside.name}"
     if meta is None or not claim_is_open(meta):
         return False, "no claim"
-    holder = holder_of(run_dir, meta, scheduler_states_for(meta), lock_mode=meta.lock_mode)
+    holder = holder_of(run_dir, meta, jobs, lock_mode=meta.lock_mode)
     assert holder is not None
     if not holder.stale:
         if not force:

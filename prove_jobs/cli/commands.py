@@ -1,0 +1,275 @@
+"""What each ``prove-jobs`` command does: call one library function, print what it returned."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from prove_jobs.errors import ProveJobsError
+
+TYPE_CHECKING = False  # not typing's: see parser.py
+if TYPE_CHECKING:
+    from prove_jobs.claims import LockHolder
+    from prove_jobs.runs import Run
+    from prove_jobs.spec import Sweep
+    from prove_jobs.status import RunStatus
+    from prove_jobs.terminal import Terminal
+
+
+def _sweep_and_runs(args: argparse.Namespace) -> tuple[Sweep, list[Run]]:
+    from prove_jobs.spec import load_sweep
+
+    sweep = load_sweep(args.sweep, data_root=args.data_root)
+    return sweep, sweep.runs(args.model, args.variant)
+
+
+def cmd_plan(args: argparse.Namespace, term: Terminal) -> int:
+    sweep, runs = _sweep_and_runs(args)
+    if args.json:
+        from prove_jobs.plan import plan_rows
+
+        term.json(plan_rows(sweep, runs))
+    else:
+        from prove_jobs.dashboard import plan_tables
+
+        term.show(plan_tables(sweep, runs))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.render import render_flat
+
+    sweep, runs = _sweep_and_runs(args)
+    for path in render_flat(sweep, runs, args.out):
+        term.info(f"wrote {path}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.submit import submit
+
+    sweep, runs = _sweep_and_runs(args)
+    result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done)
+    for warning in result.warnings:
+        term.warn(warning)
+    for run, reason in result.skipped:
+        term.info(f"skipped {run.name}: {reason.split(': ', 1)[-1]}")
+    if args.dry_run:
+        for s in result.submitted:
+            term.info(f"would submit {s.run.name} -> {s.run.run_dir} (config {s.config_hash})")
+        for script in result.scripts:
+            term.line(script)
+        return 0
+    for s in result.submitted:
+        term.success(f"submitted {s.run.name} as {s.executor} job {s.job_id}")
+    _report_conflicts(result.conflicts, term)
+    if args.wait:
+        code = _wait_and_show([s.run for s in result.submitted], term)
+        return code or (1 if result.conflicts else 0)
+    return 1 if result.conflicts else 0
+
+
+def _report_conflicts(conflicts: Sequence[tuple[Run, LockHolder]], term: Terminal) -> None:
+    for run, holder in conflicts:
+        term.warn(f"lock conflict: {run.name} is held by {holder.describe()}; not submitted")
+    if conflicts:
+        term.info("`prove-jobs resubmit SWEEP --lock-conflicts [--wait]` submits them once their holder is gone")
+
+
+def cmd_wait(args: argparse.Namespace, term: Terminal) -> int:
+    _, runs = _sweep_and_runs(args)
+    return _wait_and_show(runs, term, timeout_s=args.timeout, poll_s=args.poll)
+
+
+def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | None = None,
+                   poll_s: float = 2.0) -> int:
+    """Block until the runs end; one summary line (the table is `status`'s job); exit 1 unless all completed."""
+    from collections import Counter
+
+    from prove_jobs.control import wait
+    from prove_jobs.status import collect_status
+
+    term.info(f"waiting for {len(runs)} run(s)...")
+    wait(runs, timeout_s=timeout_s, poll_s=poll_s)
+    statuses = collect_status(runs).statuses
+    counts = Counter(s.state.value for s in statuses)
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    from prove_jobs.states import RunState
+
+    bad = [s for s in statuses if s.state is not RunState.COMPLETED]
+    if not bad:
+        term.success(f"{len(statuses)} run(s) ended: {summary}")
+        return 0
+    term.warn(f"{len(statuses)} run(s) ended: {summary}")
+    for status in bad:
+        error = status.meta.error if status.meta else None
+        detail = f": {error}" if error else ""
+        term.warn(f"{status.run.name} {status.state.value}{detail} (see {status.run.run_dir})")
+    return 1
+
+
+def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.control import cancel
+
+    _, runs = _sweep_and_runs(args)
+    cancelled = cancel(runs)
+    for run in cancelled:
+        term.success(f"cancelled {run.name}")
+    if not cancelled:
+        term.info("no live job to cancel")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.status import StatusSource, runs_to_show
+
+    runs, title = runs_to_show(args.sweep, root=args.root, data_root=args.data_root, models=args.model,
+                               variants=args.variant)
+    source = StatusSource(runs)
+    try:
+        if args.watch is not None:
+            from prove_jobs.dashboard import watch
+
+            return watch(lambda: source.collect(lambda s: _wanted(s, args)), title, args.watch, term.out)
+        statuses, warnings = source.collect(lambda s: _wanted(s, args))
+    finally:
+        source.close()
+    if args.json:
+        term.json([s.to_json() for s in statuses])
+        return 0
+    if args.curve:
+        from prove_jobs.dashboard import curve_table
+
+        for status in statuses:
+            term.show(curve_table(status))
+    else:
+        from prove_jobs.dashboard import status_tables
+
+        term.show(status_tables(statuses, title=title, width=term.out.width))
+    if args.sweep is not None and args.sweep.is_dir():  # one run asked for: say why it stopped
+        from prove_jobs.status import failure_details
+
+        for status in statuses:
+            for line in failure_details(status):
+                term.line(line)
+    for warning in warnings:
+        term.warn(warning)
+    return 0
+
+
+def _wanted(status: RunStatus, args: argparse.Namespace) -> bool:
+    return ((not args.model or status.run.model in args.model)
+            and (not args.variant or status.run.variant in args.variant)
+            and (not args.state or status.state.key in args.state)
+            and (not args.user or status.user in args.user))
+
+
+def cmd_demo_data(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.demo_data import make_demo_dataset
+
+    root = make_demo_dataset(args.dir)
+    term.success(f"demo dataset ready in {root}")
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.control import unlock_runs
+
+    refused = 0
+    for run_dir, released, what in unlock_runs(args.run_dirs, force=args.force):
+        if released:
+            term.success(f"{run_dir}: {what}")
+        else:
+            quiet = args.stale or what == "no claim"
+            (term.info if quiet else term.warn)(f"{run_dir}: {what}")
+            refused += not quiet
+    return 1 if refused else 0
+
+
+def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.resubmit import (
+        ResubmitResult,
+        recorded_sweeps,
+        resubmit_failed,
+        resubmit_until_free,
+        sweep_of,
+    )
+
+    if not (args.lock_conflicts or args.failed):
+        raise ProveJobsError("resubmit: say which runs: --lock-conflicts, --failed, or both")
+    if args.after_holder and not args.lock_conflicts:
+        raise ProveJobsError("resubmit: --after-holder goes with --lock-conflicts")
+    if args.root is not None:
+        from prove_jobs.runs import discover_runs
+
+        runs = [r for r in discover_runs(args.root.absolute())
+                if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
+        sweep_for = recorded_sweeps()
+    elif args.sweep is not None:
+        sweep, runs = _sweep_and_runs(args)
+        sweep_for = sweep_of(sweep)
+    else:
+        raise ProveJobsError("resubmit: give a sweep file or --root DIR")
+
+    if args.failed:
+        failed = resubmit_failed(runs, sweep_for, executor=args.executor)
+        for s in failed.submitted:
+            term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
+        _report_conflicts(failed.conflicts, term)
+        if not failed.submitted and not failed.conflicts:
+            term.info("no failed runs to resubmit")
+        if not args.lock_conflicts:
+            return 1 if failed.conflicts else 0
+
+    def show(result: ResubmitResult, last: bool) -> None:
+        for s in result.submitted:
+            term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
+        for s, holder in result.queued_after:
+            term.success(f"queued {s.run.name} as slurm job {s.job_id}: starts when {holder.user}'s job "
+                         f"{holder.job_id} ends (and exits at once if that job completed it)")
+        for run, why in result.settled:
+            term.info(f"{run.name}: {why}; nothing to do")
+        if not result.still_held and not (result.submitted or result.settled or result.queued_after):
+            term.info("no lock conflicts to resubmit")
+        elif last:
+            for run, holder in result.still_held:
+                term.warn(f"still held: {run.name} by {holder.describe()}")
+        elif result.still_held:
+            term.info(f"{len(result.still_held)} run(s) still held; next try in {args.poll:g} s")
+
+    result = resubmit_until_free(runs, sweep_for, executor=args.executor, after_holder=args.after_holder,
+                                 keep_trying=args.wait, poll_s=args.poll, timeout_s=args.timeout, on_round=show)
+    return 1 if result.still_held else 0
+
+
+def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.report import make_report
+
+    sweep, runs = _sweep_and_runs(args)
+    made = make_report(sweep, runs, reference=args.reference, fmt=args.format, plots_dir=args.plots, out=args.out)
+    for warning in made.warnings:
+        term.warn(warning)
+    for path in made.plots:
+        term.info(f"wrote {path}")
+    if args.out is None:
+        sys.stdout.write(made.text)
+    else:
+        term.success(f"wrote {args.out}")
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace, Terminal], int]] = {
+    "plan": cmd_plan,
+    "render": cmd_render,
+    "submit": cmd_submit,
+    "wait": cmd_wait,
+    "cancel": cmd_cancel,
+    "status": cmd_status,
+    "demo-data": cmd_demo_data,
+    "unlock": cmd_unlock,
+    "resubmit": cmd_resubmit,
+    "report": cmd_report,
+}
+
+

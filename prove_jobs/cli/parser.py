@@ -1,0 +1,172 @@
+"""The ``prove-jobs`` command line: every command, its options, their help and an example.
+
+Standard library only at import: ``prove-jobs --help`` loads argparse and little else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from prove_jobs import __version__
+
+# Not typing.TYPE_CHECKING: importing typing (and pathlib, with its urllib.parse) costs more than
+# the rest of `prove-jobs --help`; mypy treats a constant of this name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+EXAMPLES = {
+    "plan": "prove-jobs plan job_templates/sweeps/cityscapes.toml --variant WEIGHTS_CITYSCAPES",
+    "render": "prove-jobs render job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny --out rendered/",
+    "submit": "prove-jobs submit job_templates/sweeps/demo.toml --executor local --wait",
+    "wait": "prove-jobs wait job_templates/sweeps/demo.toml --timeout 600",
+    "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny",
+    "status": "prove-jobs status job_templates/sweeps/demo.toml --watch 5\n"
+              "  prove-jobs status --root $AWARE_DATA_ROOT --state running --json\n"
+              "  prove-jobs status demo/runs/DEMO_REF/baseline/cityscapes/demo_fcn_r18_tiny --curve",
+    "demo-data": "prove-jobs demo-data demo/data/cityscapes",
+    "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
+    "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/",
+    "resubmit": "prove-jobs resubmit job_templates/sweeps/cityscapes.toml --lock-conflicts --wait --poll 60\n"
+                "  prove-jobs resubmit job_templates/sweeps/cityscapes.toml --failed",
+}
+EXECUTOR_CHOICES = ["auto", "slurm", "local"]
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``only``: that command alone (the one a command line names); ``""``: the
+    commands' names and help without their options (``prove-jobs --help``, a misspelt command).
+
+    Each argparse parser and argument formats and translates messages (gettext looks for
+    catalogues on disk every time): building the nine commands not asked for is most of the
+    start-up of a ``prove-jobs status``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="prove-jobs",
+        description="Run sweeps of mmsegmentation training jobs on SLURM (or locally) and see where every run stands.",
+    )
+    parser.add_argument("--version", action="version", version=f"prove-jobs {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="print each scheduler command with its duration to stderr; -vv also each log file read")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add) in COMMANDS.items():
+        if only and only != name:
+            continue
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  epilog=f"example:\n  {EXAMPLES[name]}",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        if only == "":
+            continue
+        sub.add_argument("-v", "--verbose", action="count", default=0, dest="verbose_here",
+                         help="as `prove-jobs -v`: scheduler commands (-vv: log files read) on stderr")
+        add(sub)
+    return parser
+
+
+def _sweep_args(sub: argparse.ArgumentParser, *, optional: bool = False, what: str = "sweep file (TOML)") -> None:
+    sub.add_argument("sweep", type=_path, nargs="?" if optional else None, help=what)
+    sub.add_argument("--model", action="append", default=[], help="only this model (repeatable)")
+    sub.add_argument("--variant", action="append", default=[], help="only this variant (repeatable)")
+    sub.add_argument("--data-root", type=_path, help="override the sweep's data_root")
+
+
+def _plan(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+
+def _render(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--out", type=_path, default="rendered", help="folder for <VARIANT>__<model>.py")
+
+
+def _submit(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--executor", default="auto", choices=EXECUTOR_CHOICES,
+                     help="auto: slurm when a controller answers, else local")
+    sub.add_argument("--dry-run", action="store_true", help="print what would be submitted; write nothing")
+    sub.add_argument("--wait", action="store_true", help="block until the jobs end, then show status")
+    sub.add_argument("--skip-done", action="store_true",
+                     help="leave completed and live runs alone and submit the rest (default: refuse)")
+
+
+def _wait(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    sub.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
+
+
+def _cancel(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+
+
+def _status(sub: argparse.ArgumentParser) -> None:
+    from prove_jobs.states import RunState
+
+    _sweep_args(sub, optional=True)
+    sub.add_argument("--root", type=_path, help="show every run found under this data root instead")
+    sub.add_argument("--json", action="store_true", help="print a JSON list instead of a table (docs/status.md)")
+    sub.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+                     help="redraw every SECONDS (default 10) until Ctrl-C")
+    sub.add_argument("--curve", action="store_true", help="per-run table: Iteration | mIoU | aAcc")
+    sub.add_argument("--state", action="append", default=[], type=str.lower,
+                     choices=[s.key for s in RunState], help="only runs in this state (repeatable)")
+    sub.add_argument("--user", action="append", default=[], help="only runs submitted by this user (repeatable)")
+
+
+def _unlock(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("run_dirs", type=_path, nargs="+", metavar="RUN_DIR", help="run directories")
+    sub.add_argument("--stale", action="store_true", help="release stale claims only; list live ones, no error")
+    sub.add_argument("--force", action="store_true",
+                     help="also release a live claim whose job is not training (never one that is)")
+
+
+def _resubmit(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub, optional=True)
+    sub.add_argument("--root", type=_path, help="look for runs under this data root instead of a sweep")
+    sub.add_argument("--lock-conflicts", action="store_true",
+                     help="runs whose lock conflict has cleared (the holder's job ended)")
+    sub.add_argument("--failed", action="store_true",
+                     help="runs that failed or hit their time limit (after you fixed the cause)")
+    sub.add_argument("--after-holder", action="store_true",
+                     help="with --lock-conflicts: queue runs still held by a SLURM job behind it "
+                          "(--dependency=afterany); they start by themselves when it ends")
+    sub.add_argument("--executor", default="auto", choices=EXECUTOR_CHOICES)
+    sub.add_argument("--wait", action="store_true", help="keep trying until no conflict is left")
+    sub.add_argument("--poll", type=float, default=60.0, help="seconds between tries with --wait")
+    sub.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+
+
+def _report(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--reference", help="the variant others are compared with (default: the sweep's first)")
+    sub.add_argument("--out", type=_path, help="write the report here (default: stdout)")
+    sub.add_argument("--plots", type=_path, help="write one mIoU-vs-iteration PNG per variant into this folder")
+    sub.add_argument("--format", choices=["md", "json"], default="md")
+
+
+def _demo_data(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("dir", type=_path, help="folder to write leftImg8bit/ and gtFine/ into")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "plan": ("Show every run of a sweep with its training configuration.", _plan),
+    "render": ("Write the full, flat mmengine config of runs (needs the train extra).", _render),
+    "submit": ("Queue the runs of a sweep, one job array per resource set.", _submit),
+    "wait": ("Block until the submitted runs of a sweep end.", _wait),
+    "cancel": ("Cancel the live jobs of a sweep's runs.", _cancel),
+    "status": ("Show where every run stands: state, progress, mIoU/aAcc, job (a sweep or one run dir).", _status),
+    "unlock": ("Release the claim on run dirs whose job is gone (stale); touches nothing else.", _unlock),
+    "resubmit": ("Submit again the runs that met a lock conflict (once the holder is gone) or that failed; "
+                 "they resume from their last checkpoint.", _resubmit),
+    "report": ("Write the comparison report (Markdown or JSON) of a sweep, with plots.", _report),
+    "demo-data": ("Write a small deterministic synthetic Cityscapes-format dataset.", _demo_data),
+}
+

@@ -1,0 +1,130 @@
+"""Following and stopping submitted runs: wait, cancel, unlock.
+
+Each asks the scheduler once per round for all its runs' jobs, never once per run, and never
+while holding a run's mutex.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from prove_jobs.claims import (
+    claim_alive,
+    open_slurm_jobs,
+    training_lock_held,
+    unlock,
+)
+from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
+from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, now, read_meta, update_meta
+from prove_jobs.scheduler import ask, scancel
+
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from prove_jobs.scheduler import Answer
+
+
+def _ask(metas: Sequence[RunMeta | None]) -> Answer | None:
+    try:
+        return ask(open_slurm_jobs(metas))
+    except SchedulerUnavailable:
+        return None
+
+
+def wait(
+    runs: Sequence[Run],
+    *,
+    poll_s: float = 2.0,
+    timeout_s: float | None = None,
+    on_poll: Callable[[], None] | None = None,
+) -> dict[Run, RunMeta | None]:
+    """Block until no run has a live job; returns each run's final metadata."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        metas = {run: read_meta(run.run_dir) for run in runs}
+        jobs = _ask(list(metas.values()))
+        if not any(meta is not None and _still_running(run.run_dir, meta, jobs) for run, meta in metas.items()):
+            return metas
+        if deadline is not None and time.monotonic() > deadline:
+            raise ProveJobsError(f"timed out after {timeout_s:.0f} s waiting for {len(runs)} run(s)")
+        if on_poll is not None:
+            on_poll()
+        time.sleep(poll_s)
+
+
+def _still_running(run_dir: Path, meta: RunMeta, jobs: Answer | None) -> bool:
+    alive = claim_alive(meta, jobs)
+    if alive is False:
+        # A process whose main thread is gone reads as dead (zombie leader) while its other threads
+        # (torch's) still exit; its files, the training lock with them, close with the last one.
+        return training_lock_held(run_dir, meta.lock_mode) is True
+    # Unknown: keep waiting on a SLURM job (the scheduler may answer next time); a local
+    # job on another host cannot be followed from here.
+    return alive is True or (alive is None and meta.executor == "slurm")
+
+
+def cancel(runs: Sequence[Run]) -> list[Run]:
+    """Cancel the live jobs of ``runs`` (one scancel for all SLURM jobs); returns those cancelled."""
+    metas = {run: read_meta(run.run_dir) for run in runs}
+    jobs = _ask(list(metas.values()))
+    live = [(run, meta) for run, meta in metas.items() if meta is not None and claim_alive(meta, jobs) is True]
+    slurm_ids = [meta.job_id for _, meta in live if meta.executor == "slurm" and meta.job_id]
+    if slurm_ids:
+        scancel(slurm_ids)
+    for _, meta in live:
+        if meta.executor == "local":
+            if meta.host != current_host():
+                raise RunError(f"{meta.model}: local job on {meta.host}; cancel it from there")
+            _kill_local(meta)
+    for run, _ in live:
+        update_meta(run.run_dir, cancelled_at=now())
+    return [run for run, _ in live]
+
+
+def _kill_local(meta: RunMeta, grace_s: float = 10.0) -> None:
+    """Stop a local job's whole process group: SIGINT, then SIGKILL after ``grace_s``.
+
+    Not SIGTERM: submitit's task processes ignore it ("Bypassing signal SIGTERM"), as SLURM
+    sends it ahead of a preemption; SIGINT is what submitit's own LocalJob.cancel sends.
+    """
+    assert meta.job_id is not None
+    # The controller leads its own session (see executors.DetachedLocalExecutor): signal the group.
+    groups = set()
+    for pid in {int(meta.job_id), meta.pid or int(meta.job_id)}:
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.1)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def unlock_runs(run_dirs: Sequence[Path], *, force: bool = False) -> list[tuple[Path, bool, str]]:
+    """Release the stale claims on ``run_dirs`` (live ones only with ``force``): (run dir, released, what)."""
+    for run_dir in run_dirs:
+        if not (run_dir / META_FILE).exists():
+            raise ProveJobsError(f"{run_dir}: not a run dir submitted by prove-jobs (no prove_run.json)")
+    metas = []
+    for run_dir in run_dirs:
+        with contextlib.suppress(RunError):
+            metas.append(read_meta(run_dir))
+    jobs = _ask(metas)
+    return [(run_dir, *unlock(run_dir, jobs, force=force)) for run_dir in run_dirs]

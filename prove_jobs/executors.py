@@ -1,0 +1,157 @@
+"""submitit executors for the two places a job can run: a SLURM cluster, or this machine, detached.
+
+The sbatch parameters are built once (:func:`slurm_parameters`) and serve both the executor
+and ``submit --dry-run``, which prints the batch script submitit itself would write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import types
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from prove_jobs.errors import ProveJobsError
+from prove_jobs.spec import Resources
+
+EXECUTORS = ("auto", "slurm", "local")
+SIGNAL_DELAY_S = 90  # submitit's --signal=USR2@90: the warning before the time limit
+SIGNAL_JITTER_S = 60  # SLURM checks time limits about once a minute and may signal that much early
+SUBMITIT_DIR = ".prove-jobs/submitit"
+
+
+def slurm_parameters(resources: Resources, *, job_name: str, after_job: str | None = None) -> dict[str, Any]:
+    """submitit's ``SlurmExecutor.update_parameters`` for one resource set.
+
+    ``after_job``: start only once that SLURM job has ended, however it ended (afterany).
+    """
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": resources.timeout_min,
+        "signal_delay_s": SIGNAL_DELAY_S,
+        "cpus_per_task": resources.cpus_per_task,
+        "ntasks_per_node": 1,
+        "setup": list(resources.setup),
+        "additional_parameters": sbatch_extra(resources.extra_sbatch),
+    }
+    if after_job is not None:
+        params["additional_parameters"]["dependency"] = f"afterany:{after_job}"
+    # --gres rather than --gpus-per-node: older SLURM and gres-only clusters accept it everywhere.
+    if resources.gpus_per_node:
+        params["gres"] = f"gpu:{resources.gpus_per_node}"
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(resources, key) is not None:
+            params[key] = getattr(resources, key)
+    if resources.mem_gb is not None:
+        params["mem"] = f"{int(resources.mem_gb * 1024)}M"
+    return params
+
+
+def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: str,
+                  after_job: str | None = None) -> Any:
+    """A submitit executor for ``kind`` with the sweep's resources applied."""
+    import submitit
+
+    if kind == "local":
+        local = DetachedLocalExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+        local.update_parameters(timeout_min=resources.timeout_min, setup=list(resources.setup))
+        return local
+    slurm = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+    slurm.update_parameters(**slurm_parameters(resources, job_name=job_name, after_job=after_job))
+    return slurm
+
+
+def batch_script(folder: Path, resources: Resources, *, job_name: str, tasks: int) -> str:
+    """The sbatch script submitit writes for ``tasks`` runs with these resources (``--dry-run``).
+
+    Built by submitit's own ``_make_sbatch_string`` (submitit 1.5: what ``SlurmExecutor`` calls
+    for a submission file), so that what is shown is what would be queued; it needs no SLURM here.
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = " ".join([sys.executable, "-u -m submitit.core._submit", str(folder)])
+    params = slurm_parameters(resources, job_name=job_name)
+    return str(_make_sbatch_string(command=command, folder=folder, map_count=tasks if tasks > 1 else None, **params))
+
+
+def sbatch_extra(lines: Sequence[str]) -> dict[str, Any]:
+    """``["--exclusive", "--reservation=x"]`` (``#SBATCH`` prefix optional) -> submitit's dict."""
+    extra: dict[str, Any] = {}
+    for line in lines:
+        text = line.removeprefix("#SBATCH").strip()
+        if not text.startswith("--"):
+            raise ProveJobsError(f"extra_sbatch: {line!r} is not a long sbatch option like '--exclusive'")
+        key, sep, value = text[2:].partition("=")
+        extra[key.replace("-", "_")] = value if sep else True
+    return extra
+
+
+class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """The controller as a daemon: its own session, and none of the caller's file descriptors.
+
+    Inheriting stdout/stderr would keep a pipe open for as long as the job runs, so that
+    `prove-jobs submit | tee log` (or any caller reading its output) would hang until the
+    training ends. The controller's own messages go to ``controller.log`` in its job folder.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["start_new_session"] = True
+        kwargs["stdin"] = subprocess.DEVNULL
+        command = args[0] if args else kwargs.get("args")
+        log = None
+        if isinstance(command, list) and command:  # [python, -m, submitit.local._local, folder]
+            folder = Path(command[-1])
+            folder.mkdir(parents=True, exist_ok=True)
+            log = open(folder / "controller.log", "ab")  # noqa: SIM115  # the child keeps it; we close ours
+        kwargs["stdout"] = log if log is not None else subprocess.DEVNULL
+        kwargs["stderr"] = subprocess.STDOUT if log is not None else subprocess.DEVNULL
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if log is not None:
+                log.close()
+
+
+class SubmititLocalPatch:
+    """The one place that reaches into submitit's private API (written against submitit 1.5.4).
+
+    ``submitit.local.local.start_controller`` starts the controller with ``subprocess.Popen`` from
+    its module's global ``subprocess``, with no way to pass ``start_new_session``; for the duration
+    of one submission we swap that global for a namespace whose ``Popen`` detaches.
+    tests/test_submit.py fails if the module or the function stop looking like that.
+    """
+
+    MODULE = "submitit.local.local"
+
+    @staticmethod
+    def module() -> Any:
+        from submitit.local import local
+
+        return local
+
+    @classmethod
+    @contextlib.contextmanager
+    def detached(cls) -> Iterator[None]:
+        local = cls.module()
+        original = local.subprocess
+        local.subprocess = types.SimpleNamespace(Popen=_DetachedPopen)
+        try:
+            yield
+        finally:
+            local.subprocess = original
+
+
+class DetachedLocalExecutor(SubmititLocalPatch.module().LocalExecutor):  # type: ignore[misc]
+    """submitit's LocalExecutor whose jobs survive the submitting command and its terminal.
+
+    Why: submitit starts the local controller in the caller's session, so closing the
+    terminal (SIGHUP) or Ctrl-C in ``submit --wait`` kills every training. A new session
+    keeps them apart; ``prove-jobs cancel`` signals the session's process group instead.
+    """
+
+    def _submit_command(self, command: str) -> Any:
+        with SubmititLocalPatch.detached():
+            return super()._submit_command(command)

@@ -1,0 +1,242 @@
+"""Putting a run together: its training starts, in order, into one :class:`RunLog`.
+
+A resumed start repeats the iterations after its checkpoint; its records replace them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from pathlib import Path
+
+from prove_jobs.logs.layout import RunFiles, StartFiles, find_run_files, start_files
+from prove_jobs.logs.runlog import EMPTY, TAIL, RunLog, ValPoint
+from prove_jobs.verbose import DEBUG, LOGS, say
+
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from prove_jobs.logs.filestate import FileState, TrainT
+
+    class FileGetter(Protocol):
+        def __call__(
+            self, path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None
+        ) -> FileState | None: ...
+
+
+@dataclass
+class _Start:
+    """One training start: its resolved val points and what its train records say."""
+
+    vals: list[ValPoint] = field(default_factory=list)
+    max_iters: int | None = None
+    first_train_time: float | None = None
+    unresolved_vals: int = 0
+    first_iter: int | None = None  # where this start's training (re)began
+    tail: list[TrainT] = field(default_factory=list)
+    tail_complete: bool = True
+    all_train: Callable[[], list[TrainT]] | None = None
+
+
+@lru_cache(maxsize=1 << 16)
+def _stamp_to_unix(stamp: str | None, year: int | None) -> float | None:
+    if stamp is None:
+        return None
+    try:
+        if stamp.count("/") == 2:
+            return time.mktime(time.strptime(stamp, "%Y/%m/%d %H:%M:%S"))
+        if year is None:
+            return None
+        return time.mktime(time.strptime(f"{year}/{stamp}", "%Y/%m/%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _needs_text_vals(json_state: FileState) -> bool:
+    """Whether some JSON val's ``step`` may not be its iteration (then the text log can tell more)."""
+    return any(own is None or own <= 0 or (mark is not None and own < mark) for own, *_, mark in json_state.vals)
+
+
+def _build_start(
+    json_state: FileState | None,
+    text_state: FileState | None,
+    year: int | None,
+    legacy: bool = False,
+    all_train: Callable[[], list[TrainT]] | None = None,
+) -> _Start:
+    start = _Start(all_train=all_train)
+    if text_state is not None:
+        start.max_iters = text_state.max_iters
+        if text_state.first_train is not None:
+            start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
+    train_src = json_state if json_state is not None else text_state
+    if train_src is not None:
+        start.first_iter = train_src.first_train[0] if train_src.first_train is not None else None
+        start.tail = train_src.tail
+        start.tail_complete = train_src.tail_complete
+    if json_state is None:
+        for _own, miou, aacc, macc, mark in text_state.vals if text_state is not None else []:
+            if mark is not None:
+                start.vals.append(ValPoint(mark, miou, aacc, macc))
+            else:
+                start.unresolved_vals += 1
+        return start
+    text_vals = text_state.vals if text_state is not None and text_state.kind == "text" else []
+    # The text line of a val is written just before its JSON record: the k-th lines match when
+    # the counts agree (or the text is one ahead).
+    use_text = len(text_vals) in (len(json_state.vals), len(json_state.vals) + 1)
+    for k, (own, miou, aacc, macc, last_train) in enumerate(json_state.vals):
+        # `step` is the iteration (log_metric_by_epoch=False) or an epoch count, which is never
+        # larger than the iteration: the largest lower bound is the iteration.
+        # (mmseg 0.x: the val record's `iter` is the val dataloader length; its train record precedes it.)
+        own = own if not (legacy and last_train) else None
+        bounds = [b for b in (own, last_train, text_vals[k][4] if use_text else None) if b]
+        if bounds:
+            start.vals.append(ValPoint(max(bounds), miou, aacc, macc))
+        else:
+            start.unresolved_vals += 1
+    return start
+
+
+def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: float | None) -> RunLog:
+    curve: dict[int, ValPoint] = {}
+    max_iters: int | None = None
+    first_time: float | None = None
+    for st in starts:  # in start order: a later start overwrites
+        for point in st.vals:
+            curve[point.iter] = point
+        max_iters = st.max_iters or max_iters
+        if first_time is None:
+            first_time = st.first_train_time
+    # A resumed start repeats the iterations after its checkpoint: its records replace them. So the
+    # train records that count are, from the last start back, each start's below where every later
+    # one began; the last TAIL of them give the speed.
+    kept: list[TrainT] = []
+    last_iter: int | None = None
+    bound: int | None = None
+    for st in reversed(starts):
+        if st.first_iter is None:
+            continue
+        recs = [r for r in st.tail if bound is None or r[0] < bound]
+        if len(recs) < TAIL - len(kept) and not st.tail_complete and st.all_train is not None:
+            recs = [r for r in st.all_train() if bound is None or r[0] < bound]
+        by_iter = dict(recs)  # a repeated iteration: the later record
+        if by_iter:
+            if last_iter is None:
+                last_iter = max(by_iter)
+            kept = sorted(by_iter.items())[-(TAIL - len(kept)) :] + kept
+        bound = st.first_iter if bound is None else min(bound, st.first_iter)
+        if len(kept) >= TAIL:
+            break
+    times = [t for _, t in kept[-TAIL:] if t is not None and math.isfinite(t)]
+    seconds = sum(times) / len(times) if times else None
+    return RunLog(
+        last_iter=last_iter,
+        max_iters=max_iters,
+        curve=tuple(curve[i] for i in sorted(curve)),
+        starts=n_starts,
+        first_time=first_time,
+        last_time=last_time,
+        seconds_per_iter=seconds,
+        warnings=tuple(warnings),
+    )
+
+
+def _year_hint(path: Path) -> int | None:
+    try:
+        return time.localtime(path.stat().st_mtime).tm_year
+    except OSError:
+        return None
+
+
+def read_run_log_with(work_dir: Path, get: FileGetter, sparse: bool = True,
+                      entries: Sequence[os.DirEntry[str]] | None = None) -> RunLog:
+    """Put the run in ``work_dir`` together, reading its files through ``get`` (afresh, or the cache's)."""
+    files = find_run_files(work_dir, entries)
+    return files if isinstance(files, RunLog) else assemble(work_dir, files, get, sparse)[0]
+
+
+def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> tuple[RunLog, bool]:
+    """The run's log from its files, and whether it is clean (no warning: worth keeping as it is)."""
+    warnings: list[str] = []
+    legacy = [(path, state) for path in files.legacy if (state := get(path, "json0", warnings)) is not None]
+    plan = [f for name in files.starts[:-1] if (f := start_files(os.path.join(work_dir, name), name)) is not None]
+    plan += [files.newest] if files.newest is not None else []
+    starts, last_time = _read_starts(plan, legacy, get, sparse, warnings)
+    log = _merge(starts, len(legacy) + len(plan), warnings, last_time)
+    say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, len(legacy) + len(plan))
+    return log, not warnings  # a warning (a torn line) is worth a re-read
+
+
+def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileState]], get: FileGetter, sparse: bool,
+                 warnings: list[str]) -> tuple[list[_Start], float | None]:
+    """Read each start's files (through ``get``: the cache, or afresh) and resolve its val iterations."""
+    from prove_jobs.logs.filestate import read_all_train  # the parsing modules: only when a run changed
+
+    starts: list[_Start] = []
+    last_time: float | None = None
+    for path, state in legacy:
+        warnings.extend(state.warnings)
+        starts.append(_build_start(state, None, None, legacy=True, all_train=partial(read_all_train, path, "json0")))
+    for files in plan:
+        json_path = files.json_path if files.json_st is not None else None
+        json_state = get(json_path, "json", warnings, files.json_st) if json_path else None
+        json_path = json_path if json_state is not None else None
+        text_state: FileState | None = None
+        if files.log_st is not None:
+            need_vals = json_state is None or not sparse or _needs_text_vals(json_state)
+            text_state = get(files.log_path, "text" if need_vals else "texttail", warnings, files.log_st)
+        stamp_time: float | None = None
+        if json_state is not None:
+            warnings.extend(json_state.warnings)
+        if text_state is not None:
+            if json_state is None:
+                warnings.extend(text_state.warnings)
+            else:  # the JSON is what counts; the text only for times and iterations
+                warnings.extend(w for w in text_state.warnings if "binary" in w)
+            stamp_time = _stamp_to_unix(text_state.last_stamp, None)
+        if stamp_time is None and json_state is not None:
+            stamp_time = json_state.mtime  # no text log: when the JSON was last written
+        if stamp_time is not None:
+            last_time = stamp_time if last_time is None else max(last_time, stamp_time)
+        src = (json_path, "json") if json_path is not None else (files.log_path, "text")
+        start = _build_start(json_state, text_state, None, all_train=partial(read_all_train, *src))
+        if start.unresolved_vals:
+            warnings.append(f"{files.name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
+        starts.append(start)
+    return starts, last_time
+
+
+def read_text_log_with(path: Path, get: FileGetter) -> RunLog:
+    warnings: list[str] = []
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return EMPTY
+    except OSError:
+        pass  # reported by the read below
+    state = get(path, "text", warnings)
+    if state is None:
+        return RunLog(None, None, (), 0, None, None, None, tuple(warnings))
+    warnings.extend(state.warnings)
+    year = _year_hint(path)
+    from prove_jobs.logs.filestate import read_all_train
+
+    all_train = partial(read_all_train, path, "text")
+    start = _build_start(None, state, year, all_train=all_train)
+    last_time = _stamp_to_unix(state.last_stamp, year)
+    mtime = state.mtime
+    # A console timestamp has no year: the file's mtime year, or the one before if that is in the future.
+    if year is not None and last_time is not None and last_time > mtime + 86400:
+        start = _build_start(None, state, year - 1, all_train=all_train)
+        last_time = _stamp_to_unix(state.last_stamp, year - 1)
+    n = 1 if state.first_stamp is not None else 0
+    return _merge([start], n, warnings, last_time)
+
+

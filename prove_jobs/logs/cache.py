@@ -1,0 +1,243 @@
+"""The persistent log cache: per-file states and run summaries kept across ``status`` calls.
+
+A new process with nothing changed unpickles the run summaries and stats the files, nothing
+else; the per-file states are one small pickle per run dir, unpacked only when a file of that
+run changed. A pickle of plain tuples, loaded with an unpickler that refuses every class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from prove_jobs.logs.layout import find_run_files
+from prove_jobs.logs.runlog import LIMITS, RunLog, ValPoint
+from prove_jobs.runs import START_DIR
+
+TYPE_CHECKING = False  # not typing's: see runlog.py
+if TYPE_CHECKING:
+    from prove_jobs.logs.filestate import FileState
+
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_FILE_ROW_LENGTH = 14  # fields in FileState.to_row()
+_CACHE_FORMAT = "prove-jobs-logcache-4"  # change it whenever FileState or the run memo changes
+
+
+def default_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/prove-jobs/logs.pickle`` (``~/.cache/prove-jobs/logs.pickle`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "prove-jobs" / "logs.pickle"
+
+
+class LogCache:
+    """Keeps per-file (inode, size, offset, summary) so a re-read parses only appended bytes.
+
+    :meth:`save` / :meth:`load` keep it across invocations (a small pickle of plain tuples, loaded
+    without importing anything).
+    """
+
+    def __init__(self, *, sparse: bool = True) -> None:
+        self._files: dict[tuple[str, str], FileState] = {}
+        self._sparse = sparse
+        self._runs: dict[str, tuple[object, RunLog]] = {}  # work dir -> (what it was built from, result)
+        self._rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # loaded file states not needed yet
+        # The file states from the cache file, one pickle per run dir, unpacked only when a file
+        # of that run changed: an unchanged sweep needs nothing but the run summaries.
+        self._blobs: dict[str, bytes] = {}
+        self.dirty = False  # something was read since the load: worth saving
+
+    def _unpack(self, group: str) -> None:
+        blob = self._blobs.pop(group, None)
+        if blob is None:
+            return
+        try:
+            body = _PlainUnpickler(io.BytesIO(blob)).load()
+            rows = {(str(p), str(kind)): tuple(row) for p, kind, row in body}
+        except Exception:  # damaged: that run's files are read afresh
+            return
+        self._rows.update((key, row) for key, row in rows.items() if len(row) == _FILE_ROW_LENGTH)
+
+    def _get(
+        self, path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None
+    ) -> FileState | None:
+        from prove_jobs.logs.filestate import FileState, read_file  # the parsing modules: a file changed
+
+        self.dirty = True
+        if not self._sparse and kind == "texttail":
+            kind = "text"
+        key = (str(path), kind)
+        old = self._files.get(key)
+        if old is None and self._blobs:
+            self._unpack(_run_group(key[0]))
+        if old is None and key in self._rows:  # from the cache file: built when first needed
+            try:
+                old = FileState.from_row(self._rows.pop(key))
+            except (ValueError, TypeError):
+                old = None  # a damaged entry: read the file afresh
+        state = read_file(path, kind, old, warnings, self._sparse, st)
+        if state is None:
+            self._files.pop(key, None)
+        else:
+            self._files[key] = state
+        return state
+
+    def read_run_log(self, work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = None) -> RunLog:
+        """The run's log; ``entries``: the run dir's listing if the caller made one (saves a system call).
+
+        A run with no new start and whose newest start's files did not change is answered from the
+        memo, without reading anything else: mmengine never writes into an older start.
+        """
+        files = find_run_files(Path(work_dir), entries)
+        if isinstance(files, RunLog):
+            return files
+        key = files.key(self._sparse)
+        hit = self._runs.get(str(work_dir))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        from prove_jobs.logs.assemble import assemble  # putting a run together: only when it changed
+
+        log, clean = assemble(Path(work_dir), files, self._get, self._sparse)
+        self.dirty = True
+        if clean:
+            self._runs[str(work_dir)] = (key, log)
+        return log
+
+    def prefetch(self, work_dirs: Sequence[Path], *, workers: int | None = None) -> int:
+        """Read the run dirs this cache has never seen in ``workers`` processes; returns how many.
+
+        A cold ``status`` of a big sweep is parsing bound: worker processes (forked, each with a
+        cache of its own) read one share of the unseen runs each, and their file states and
+        run summaries are merged here, so that :meth:`read_run_log` then finds every run done.
+        Runs already known are left to the incremental path; few unseen runs are not worth it.
+        """
+        unseen = [str(d) for d in work_dirs if str(d) not in self._runs]
+        workers = min(workers or os.cpu_count() or 1, 8, len(unseen) // LIMITS.prefetch_min_runs_per_worker)
+        if workers < 2:
+            return 0
+        import concurrent.futures  # a warm status never gets here: it does not pay for these imports
+        import multiprocessing
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return 0
+        shares = [unseen[i::workers] for i in range(workers)]
+        context = multiprocessing.get_context("fork")  # the parent's imports and state, no re-import
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for files, runs in pool.map(_read_share, shares, [self._sparse] * workers):
+                self._rows.update(files)
+                self._runs.update(runs)
+        self.dirty = True
+        return len(unseen)
+
+    def read_text_log(self, path: Path) -> RunLog:
+        from prove_jobs.logs.assemble import read_text_log_with
+
+        return read_text_log_with(Path(path), self._get)
+
+    def save(self, path: Path) -> None:
+        """Write the cache atomically (a temp file, then rename); errors are left to the caller."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        groups: dict[str, list[tuple[str, str, tuple[Any, ...]]]] = {}
+        rows = {**self._rows, **{key: st.to_row() for key, st in self._files.items()}}
+        for (p, kind), row in rows.items():
+            groups.setdefault(_run_group(p), []).append((p, kind, row))
+        blobs = dict(self._blobs)  # runs not looked at in this process: kept as they were
+        blobs.update((group, pickle.dumps(tuple(items), protocol=pickle.HIGHEST_PROTOCOL))
+                     for group, items in groups.items())
+        body = (
+            _CACHE_FORMAT,
+            tuple(blobs.items()),
+            tuple((work_dir, key, _log_to_row(log)) for work_dir, (key, log) in self._runs.items()),
+        )
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> LogCache:
+        """The cache saved at ``path``; an empty one if it is missing, corrupt or of another format."""
+        cache = cls()
+        try:
+            # Tens of thousands of small objects at once: the cyclic GC would walk them again and
+            # again while they are made (it tripled the load time), and none of them form cycles.
+            with _gc_paused():
+                with Path(path).open("rb") as fh:
+                    body = _PlainUnpickler(fh).load()
+                if not (isinstance(body, tuple) and len(body) == 3 and body[0] == _CACHE_FORMAT):
+                    return cache
+                blobs = {str(group): blob for group, blob in body[1]}
+                if not all(isinstance(blob, bytes) for blob in blobs.values()):
+                    raise ValueError("bad file states")
+                runs = {str(work_dir): (key, _log_from_row(row)) for work_dir, key, row in body[2]}
+        except Exception:  # any damage means: start cold
+            return cache
+        cache._blobs = blobs
+        cache._runs = runs
+        return cache
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_share(work_dirs: list[str], sparse: bool) -> tuple[dict[tuple[str, str], tuple[Any, ...]],
+                                                               dict[str, tuple[object, RunLog]]]:
+    """In a worker: read ``work_dirs`` into a fresh cache and hand back its states as plain rows."""
+    cache = LogCache(sparse=sparse)
+    for work_dir in work_dirs:
+        cache.read_run_log(Path(work_dir))
+    return {key: state.to_row() for key, state in cache._files.items()}, cache._runs
+
+
+def _run_group(path: str) -> str:
+    """The run dir a log file belongs to: the parent of its ``<timestamp>/`` dir, else its own folder."""
+    parts = path.split(os.sep)
+    for index in range(len(parts) - 1, 0, -1):
+        if START_DIR.match(parts[index]):
+            return os.sep.join(parts[:index])
+    return os.path.dirname(path)
+
+
+def _log_to_row(log: RunLog) -> tuple[object, ...]:
+    curve = tuple((p.iter, p.miou, p.aacc, p.macc) for p in log.curve)
+    return (log.last_iter, log.max_iters, curve, log.starts, log.first_time, log.last_time,
+            log.seconds_per_iter, tuple(log.warnings))
+
+
+def _log_from_row(row: tuple[Any, ...]) -> RunLog:
+    last_iter, max_iters, curve, starts, first_time, last_time, seconds_per_iter, warnings = row
+    if not (isinstance(curve, tuple) and isinstance(starts, int) and isinstance(warnings, tuple)):
+        raise ValueError("bad run summary")
+    return RunLog(last_iter, max_iters, tuple(ValPoint._make(point) for point in curve), starts, first_time, last_time,
+                  seconds_per_iter, tuple(str(w) for w in warnings))
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads plain data only (tuples, lists, str, numbers, None): never imports or calls anything."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a log cache")

@@ -1,0 +1,178 @@
+"""Per-file state: where a file was read to and a compact summary of what it said.
+
+Compact, so that a persistent cache stays small; a re-read continues from the offset.
+
+kind: "json" (mmengine scalars.json), "json0" (mmseg 0.x *.log.json), "text" (a text log that
+is all there is of its start) or "texttail" (the text log of a start that has a JSON log: only
+its first/last train lines and timestamps are needed).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prove_jobs.logs.records import LIMITS, Record, parse_json_chunk, parse_text_chunk
+from prove_jobs.logs.runlog import TAIL
+from prove_jobs.logs.sparse import Buffer, Sparse, sparse_json, sparse_text
+from prove_jobs.verbose import DEBUG, LOGS, say
+
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+TrainT = tuple[int, float | None]  # iteration, seconds per iteration
+ValT = tuple[int | None, float | None, float | None, float | None, int | None]  # own iter, mIoU, aAcc, mAcc,
+# and the latest train (JSON) or train/checkpoint (text) iteration before it
+
+
+@dataclass
+class FileState:
+    """Where a file was read to, and the summary of what it said (see :meth:`add`)."""
+
+    inode: int
+    size: int
+    offset: int
+    mtime: float = 0.0
+    kind: str = ""
+    warnings: list[str] = field(default_factory=list)
+    first_stamp: str | None = None
+    last_stamp: str | None = None
+    first_train: tuple[int, str | None] | None = None  # iteration, text timestamp
+    tail: list[TrainT] = field(default_factory=list)  # the last TAIL train records
+    tail_complete: bool = True  # tail holds every train record of the file
+    vals: list[ValT] = field(default_factory=list)
+    mark: int | None = None
+    max_iters: int | None = None
+
+    def add(self, records: Sequence[Record], complete: bool) -> None:
+        """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
+        for rec in records:
+            if rec.kind == "train" and rec.iter is not None:
+                if self.first_train is None:
+                    self.first_train = (rec.iter, rec.stamp)
+                self.tail.append((rec.iter, rec.time))
+                if len(self.tail) > TAIL:
+                    del self.tail[0]
+                    self.tail_complete = False
+                if rec.max_iters:
+                    self.max_iters = rec.max_iters
+            if rec.kind in ("train", "ckpt") and rec.iter is not None:
+                self.mark = rec.iter if self.mark is None else max(self.mark, rec.iter)
+            elif rec.kind == "val":
+                self.vals.append((rec.iter, rec.miou, rec.aacc, rec.macc, self.mark))
+        if not complete:
+            self.tail_complete = False
+
+    def to_row(self) -> tuple[object, ...]:
+        return (
+            self.inode, self.size, self.offset, self.mtime, self.kind, tuple(self.warnings), self.first_stamp,
+            self.last_stamp, self.first_train, tuple(self.tail), self.tail_complete, tuple(self.vals), self.mark,
+            self.max_iters,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> FileState:
+        (inode, size, offset, mtime, kind, warnings, first_stamp, last_stamp) = row[:8]
+        (first_train, tail, tail_complete, vals, mark, max_iters) = row[8:]
+        if not (isinstance(inode, int) and isinstance(size, int) and isinstance(offset, int)):
+            raise ValueError("bad file state")
+        if not (isinstance(mtime, float) and isinstance(tail, tuple) and isinstance(vals, tuple)):
+            raise ValueError("bad file state")
+        state = cls(inode, size, offset, mtime, str(kind), list(warnings), first_stamp, last_stamp)
+        state.first_train, state.tail, state.tail_complete = first_train, list(tail), bool(tail_complete)
+        state.vals, state.mark, state.max_iters = list(vals), mark, max_iters
+        return state
+
+
+def read_file(
+    path: Path | str,
+    kind: str,
+    old: FileState | None,
+    warnings: list[str],
+    sparse: bool = True,
+    st: os.stat_result | None = None,
+) -> FileState | None:
+    """Parse ``path``, continuing from ``old`` when it still applies (``st``: its stat, if known)."""
+    try:
+        st = os.stat(path) if st is None else st
+        if old is not None and (old.inode != st.st_ino or st.st_size < old.offset):
+            old = None  # replaced or truncated: start over
+        if old is not None and st.st_size == old.size and old.mtime == st.st_mtime:
+            return old
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if old is not None and (old.inode != st.st_ino or st.st_size < old.offset):
+                old = None
+            start = old.offset if old is not None else 0
+            if kind == "texttail" and sparse and st.st_size - start >= LIMITS.mmap_min_bytes:
+                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    chunk = parse_chunk(mm, start, st.st_size, kind, str(path), sparse)
+            else:
+                fh.seek(start)
+                data = fh.read()
+                chunk = parse_chunk(data, 0, len(data), kind, str(path), sparse, offset=start)
+        say(LOGS, DEBUG, "read %s: bytes %d-%d (%d), %s", path, start, st.st_size, st.st_size - start, chunk.how)
+    except (OSError, ValueError) as exc:
+        msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        warnings.append(f"{path}: cannot read ({msg})")
+        return None
+    state = old if old is not None else FileState(inode=st.st_ino, size=0, offset=0, kind=kind)
+    state.size = st.st_size
+    state.mtime = st.st_mtime
+    state.offset = chunk.offset
+    state.add(chunk.records, chunk.complete)
+    state.warnings.extend(chunk.warnings)
+    if chunk.first_stamp is not None and state.first_stamp is None:
+        state.first_stamp = chunk.first_stamp
+    state.last_stamp = chunk.last_stamp or state.last_stamp
+    return state
+
+
+def parse_chunk(
+    buf: Buffer, lo: int, hi: int, kind: str, name: str, sparse: bool, offset: int | None = None
+) -> Sparse:
+    offset = lo if offset is None else offset
+    got = None
+    if sparse and kind == "json" and isinstance(buf, bytes):
+        got = sparse_json(buf, offset, name)
+    elif sparse and kind in ("text", "texttail"):
+        got = sparse_text(buf, lo, hi, offset, name, full=kind == "text")
+    if got is not None:
+        got.how = f"sparse {'json' if kind == 'json' else 'text'}"
+        return got
+    declined = sparse and kind != "json0" and hi - lo >= LIMITS.sparse_min_bytes
+    data = buf if isinstance(buf, bytes) and lo == 0 and hi == len(buf) else bytes(buf[lo:hi])
+    if kind in ("json", "json0"):
+        c = parse_json_chunk(data, offset, name=name, fractions=kind == "json0")
+    else:
+        c = parse_text_chunk(data, offset, name=name)
+    how = "line by line (not a clean log)" if declined else "line by line"
+    return Sparse(list(c.records), c.offset, list(c.warnings), True, c.first_stamp, c.last_stamp, c.binary, how)
+
+
+def read_all_train(path: Path | str, kind: str) -> list[TrainT]:
+    """Every train record of a file, by a full parse (when a resume cuts deeper than the kept tail)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return []
+    if kind in ("json", "json0"):
+        records = parse_json_chunk(data, name=str(path), fractions=kind == "json0").records
+    else:
+        records = parse_text_chunk(data, name=str(path)).records
+    return [(r.iter, r.time) for r in records if r.kind == "train" and r.iter is not None]
+
+
+def uncached(path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None) -> FileState | None:
+    return read_file(path, kind, None, warnings, True, st)
+
+
+def uncached_full(
+    path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None
+) -> FileState | None:
+    return read_file(path, "text" if kind == "texttail" else kind, None, warnings, False, st)

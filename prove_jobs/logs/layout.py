@@ -1,0 +1,107 @@
+"""Which files make a run's logs, found with one listing of the run dir and a few stats.
+
+mmengine writes each training start into a ``<YYYYMMDD_HHMMSS>/`` folder of the work dir and
+never goes back to an older one: the newest start's two files say whether a run changed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prove_jobs.logs.runlog import EMPTY, RunLog
+from prove_jobs.runs import START_DIR
+
+Identity = tuple[int, int, int]  # inode, size, mtime: what says a file is unchanged
+
+
+@dataclass(frozen=True)
+class StartFiles:
+    """The files of one training start, with their stat (None: missing)."""
+
+    name: str
+    json_path: str | None
+    json_st: os.stat_result | None
+    log_path: str
+    log_st: os.stat_result | None
+
+    def identity(self) -> tuple[Identity | None, Identity | None]:
+        return identity(self.json_st), identity(self.log_st)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A run's training starts (folder names, in order), mmseg 0.x logs, and the newest start's files."""
+
+    starts: tuple[str, ...]
+    legacy: tuple[str, ...]
+    newest: StartFiles | None
+
+    def key(self, sparse: bool) -> object:
+        """Equal keys: no new start, the newest start's files unchanged, the legacy logs unchanged."""
+        return (sparse, self.starts, self.newest.identity() if self.newest else None,
+                tuple(identity(stat_file(p)) for p in self.legacy))
+
+
+def find_run_files(work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = None) -> RunFiles | RunLog:
+    """The run's files, from ``entries`` (the run dir's listing, if the caller made one) or one ``scandir``.
+
+    A run dir that cannot be listed is an empty :class:`RunLog` saying why (or nothing, when missing).
+    """
+    if entries is None:
+        try:
+            entries = list(os.scandir(work_dir))
+        except FileNotFoundError:
+            return EMPTY
+        except OSError as exc:
+            return RunLog(None, None, (), 0, None, None, None, (f"{work_dir}: cannot list ({exc.strerror or exc})",))
+    starts = tuple(sorted(e.name for e in entries if START_DIR.match(e.name) and _is_dir(e)))
+    legacy = tuple(sorted(e.path for e in entries if e.name.endswith(".log.json") and _is_file(e)))
+    newest = start_files(os.path.join(work_dir, starts[-1]), starts[-1]) if starts else None
+    return RunFiles(starts, legacy, newest)
+
+
+def start_files(ts_dir: str, name: str) -> StartFiles | None:
+    """One start's JSON and text log; ``None`` for a ``Runner.test()`` folder (its <ts>.json holds test metrics)."""
+    vis_data = os.path.join(ts_dir, "vis_data")
+    json_path: str | None = os.path.join(vis_data, "scalars.json")
+    json_st = stat_file(json_path) if json_path else None
+    if json_st is None:
+        has_vis = os.path.isdir(vis_data)
+        if not has_vis and stat_file(os.path.join(ts_dir, f"{name}.json")):
+            return None
+        json_path = os.path.join(vis_data, f"{name}.json") if has_vis else None
+        json_st = stat_file(json_path) if json_path else None
+    log_path = os.path.join(ts_dir, f"{name}.log")
+    return StartFiles(name, json_path, json_st, log_path, stat_file(log_path))
+
+
+def stat_file(path: str) -> os.stat_result | None:
+    """``path``'s stat when it is a regular file, else None (missing, a directory, unreadable parent)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def identity(st: os.stat_result | None) -> Identity | None:
+    return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """``is_file()`` that says False instead of raising (e.g. PermissionError on the parent)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False

@@ -1,0 +1,68 @@
+"""What a sweep would train: each run's recipe, as ``plan`` shows it and the report's first table reads.
+
+Derived from the sweep spec alone (no run, no log): both the dashboard and the report use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from prove_jobs.runs import Run
+from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep, Variant
+
+
+def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
+    rows = []
+    for run in runs:
+        v = sweep.variant(run.variant)
+        rows.append(
+            {
+                "model": run.model,
+                "variant": run.variant,
+                "run_dir": str(run.run_dir),
+                "max_iters": v.max_iters,
+                "batch_size": v.batch_size,
+                "total_samples": v.total_samples,
+                "gradient_steps": v.gradient_steps,
+                "crop_size": list(v.crop_size),
+                "optimizer": OPTIMIZER,
+                "base_lr": v.lr,
+                "lr_rule": v.lr_rule,
+                "warmup_iters": v.warmup_iters,
+                "scheduler": SCHEDULER,
+                "val_interval": v.val_interval,
+                "checkpoint_interval": v.checkpoint_interval,
+            }
+        )
+    return rows
+
+
+def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]]]:
+    """The report's "Training Configurations" rows: (parameter, one cell per variant)."""
+    parameters: list[tuple[str, Callable[[Variant], str]]] = [
+        ("Iterations", lambda v: f"{v.max_iters:,}"),
+        ("Batch size", lambda v: str(v.batch_size)),
+        ("Total samples", lambda v: f"{v.total_samples:,}"),
+        ("Gradient steps", lambda v: f"{v.gradient_steps:,}"),
+        ("Crop size", lambda v: f"{v.crop_size[0]}×{v.crop_size[1]}"),
+        ("Optimizer", lambda v: OPTIMIZER),
+        ("Base LR", lr_text),
+        ("Warmup", lambda v: f"{v.warmup_iters:,}"),
+        ("LR scheduler", lambda v: SCHEDULER),
+        ("Val interval", lambda v: f"{v.val_interval:,}"),
+        ("Checkpoint interval", lambda v: f"{v.checkpoint_interval:,}"),
+    ]
+    return [(label, [cell(v) for v in variants]) for label, cell in parameters]
+
+
+def lr_text(variant: Variant) -> str:
+    """``0.08 (8× scaled)`` for a linearly scaled LR, as the report writes it."""
+    if variant.lr_scale == 1.0:
+        return f"{variant.lr:g}"
+    return f"{variant.lr:g} ({variant.lr_scale:g}× scaled)"
+
+
+def variant_label(variant: Variant) -> str:
+    """``WEIGHTS_CITYSCAPES (20k, BS=16)``: the recipe in the column header."""
+    iters = f"{variant.max_iters // 1000}k" if variant.max_iters % 1000 == 0 else f"{variant.max_iters}"
+    return f"{variant.name} ({iters}, BS={variant.batch_size})"

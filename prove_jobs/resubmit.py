@@ -1,0 +1,131 @@
+"""Submitting runs again: after a lock conflict once the holder is gone, or after a failure.
+
+Sits above ``status`` (which runs failed) and ``submit`` (how to queue them): the CLI only
+parses and prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prove_jobs.claims import LockHolder, clear_conflict, conflict_for, read_meta_quietly
+from prove_jobs.errors import ProveJobsError
+from prove_jobs.runs import Run
+from prove_jobs.spec import Sweep, load_sweep
+from prove_jobs.states import RunState
+from prove_jobs.submit import Submission, SubmitResult, queue_after_holder, submit
+
+SweepFor = Callable[[Run, str], Sweep]  # (run, the sweep path recorded with it) -> the sweep to submit it with
+
+
+@dataclass
+class ResubmitResult:
+    """What one round of ``resubmit --lock-conflicts`` did, run by run."""
+
+    submitted: list[Submission] = field(default_factory=list)
+    still_held: list[tuple[Run, LockHolder]] = field(default_factory=list)
+    settled: list[tuple[Run, str]] = field(default_factory=list)  # nothing left to do, with why
+    queued_after: list[tuple[Submission, LockHolder]] = field(default_factory=list)  # --after-holder
+
+
+def sweep_of(sweep: Sweep) -> SweepFor:
+    """Every run is submitted with ``sweep`` (the sweep file was named on the command line)."""
+    return lambda run, recorded: sweep
+
+
+def recorded_sweeps() -> SweepFor:
+    """Each run is submitted with the sweep recorded with it (``--root``), each sweep loaded once."""
+    loaded: dict[str, Sweep] = {}
+
+    def sweep_for(run: Run, recorded: str) -> Sweep:
+        if not recorded:
+            raise ProveJobsError(f"{run.run_dir}: no sweep file is recorded for this run; pass SWEEP")
+        if recorded not in loaded:
+            loaded[recorded] = load_sweep(Path(recorded), data_root=run.data_root)
+        return loaded[recorded]
+
+    return sweep_for
+
+
+def by_sweep(pairs: Iterable[tuple[Sweep, Run]]) -> list[tuple[Sweep, list[Run]]]:
+    """Runs grouped by the sweep they are submitted with, in first-seen order."""
+    groups: dict[Path, tuple[Sweep, list[Run]]] = {}
+    for sweep, run in pairs:
+        groups.setdefault(sweep.path, (sweep, []))[1].append(run)
+    return list(groups.values())
+
+
+def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str = "auto",
+                            after_holder: bool = False) -> ResubmitResult:
+    """Submit every run of ``runs`` on which this user met a lock conflict whose holder is gone.
+
+    Runs still held stay in conflict; runs the holder completed are settled, not retrained.
+    ``after_holder``: a run still held by a SLURM job is queued behind it
+    (``--dependency=afterany``) and starts by itself when the holder's job ends.
+    """
+    result = ResubmitResult()
+    to_submit: list[tuple[Sweep, Run]] = []
+    for run in runs:
+        conflict = conflict_for(run.run_dir)
+        if conflict is None:
+            continue
+        meta = read_meta_quietly(run.run_dir)
+        if meta is not None and meta.finished_at is not None:
+            clear_conflict(run.run_dir)
+            result.settled.append((run, f"completed by {meta.user} (job {meta.job_id})"))
+            continue
+        to_submit.append((sweep_for(run, str(conflict.get("sweep", ""))), run))
+    for sweep, sweep_runs in by_sweep(to_submit):
+        outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
+        result.submitted += outcome.submitted
+        for run, reason in outcome.skipped:
+            clear_conflict(run.run_dir)
+            result.settled.append((run, reason))
+        for run, holder in outcome.conflicts:
+            queued = queue_after_holder(sweep, run, holder) if after_holder else None
+            if queued is None:
+                result.still_held.append((run, holder))
+            else:
+                result.queued_after.append((queued, holder))
+    return result
+
+
+def resubmit_until_free(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str = "auto",
+                        after_holder: bool = False, keep_trying: bool = False, poll_s: float = 60.0,
+                        timeout_s: float | None = None,
+                        on_round: Callable[[ResubmitResult, bool], None] = lambda result, last: None) -> ResubmitResult:
+    """:func:`resubmit_lock_conflicts`, again every ``poll_s`` while runs are still held (``keep_trying``).
+
+    ``on_round(result, last)`` sees every round's result; the last round's is returned.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        result = resubmit_lock_conflicts(runs, sweep_for, executor=executor, after_holder=after_holder)
+        last = (not result.still_held or not keep_trying
+                or (deadline is not None and time.monotonic() + poll_s > deadline))
+        on_round(result, last)
+        if last:
+            return result
+        time.sleep(poll_s)
+
+
+def resubmit_failed(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str = "auto") -> SubmitResult:
+    """Submit again every run of ``runs`` that failed or ran out of time; it resumes from its last checkpoint.
+
+    Cancelled runs are left alone: someone stopped them on purpose.
+    """
+    from prove_jobs.status import collect_status
+
+    ended = (RunState.FAILED, RunState.TIMEOUT)
+    to_submit = [(sweep_for(s.run, s.meta.sweep_file if s.meta else ""), s.run)
+                 for s in collect_status(runs).statuses if s.state in ended]
+    result = SubmitResult()
+    for sweep, sweep_runs in by_sweep(to_submit):
+        outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
+        result.submitted += outcome.submitted
+        result.skipped += outcome.skipped
+        result.conflicts += outcome.conflicts
+    return result
