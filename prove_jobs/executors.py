@@ -56,10 +56,10 @@ def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: st
     import submitit
 
     if kind == "local":
-        local = DetachedLocalExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+        local = DetachedLocalExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=resources.python)
         local.update_parameters(timeout_min=resources.timeout_min, setup=list(resources.setup))
         return local
-    slurm = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+    slurm = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=resources.python)
     slurm.update_parameters(**slurm_parameters(resources, job_name=job_name, after_job=after_job))
     return slurm
 
@@ -70,9 +70,12 @@ def batch_script(folder: Path, resources: Resources, *, job_name: str, tasks: in
     Built by submitit's own ``_make_sbatch_string`` (submitit 1.5: what ``SlurmExecutor`` calls
     for a submission file), so that what is shown is what would be queued; it needs no SLURM here.
     """
+    import shlex
+
     from submitit.slurm.slurm import _make_sbatch_string
 
-    command = " ".join([sys.executable, "-u -m submitit.core._submit", str(folder)])
+    python = resources.python or shlex.quote(sys.executable)  # as submitit's SlurmExecutor.python
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
     params = slurm_parameters(resources, job_name=job_name)
     return str(_make_sbatch_string(command=command, folder=folder, map_count=tasks if tasks > 1 else None, **params))
 

@@ -48,9 +48,10 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> i
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from prove_jobs import _mmcv_shim
+    if _needs_shim():
+        from prove_jobs import _mmcv_shim
 
-    _mmcv_shim.install()
+        _mmcv_shim.install()
     from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
@@ -67,6 +68,22 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> i
     runner = Runner.from_cfg(cfg)
     runner.train()
     return int(runner.iter)
+
+
+def _needs_shim() -> bool:
+    """Whether this process needs :mod:`prove_jobs._mmcv_shim`: mmcv-lite, or setuptools without pkg_resources.
+
+    Decided here, where the job runs, not where it was submitted: a job pickled on a lite login
+    node (the shim imported there) trains on full-flavour nodes without it. With full mmcv (its
+    compiled ``mmcv._ext`` present) and ``pkg_resources`` available the shim is never imported.
+    """
+    import importlib.util
+
+    try:
+        compiled_ops = importlib.util.find_spec("mmcv._ext") is not None
+    except ImportError:  # no mmcv at all: importing mmseg fails on its own, with its own message
+        compiled_ops = False
+    return not compiled_ops or importlib.util.find_spec("pkg_resources") is None
 
 
 def resume_point(work_dir: Path) -> Path | None:

@@ -78,6 +78,9 @@ class Resources:
     max_requeues: int = 3
     extra_sbatch: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
+    # The Python the job runs (a command line, used as it is): the training environment's, when it is
+    # not the one running prove-jobs (a lite login node submitting to full-flavour nodes). Default: this one.
+    python: str | None = None
 
 
 @dataclass(frozen=True)
