@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.truncate(path, size_before)
         rows.append(("(cache file save)", save_s, ""))
 
-    from prove_jobs.runs import discover_runs
+    from prove_jobs.discover import discover_runs
     from prove_jobs.status import collect_status
 
     disc_s, runs = timed(lambda: discover_runs(args.data.resolve()))
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
 PRINT_CALLS = """
 import os, sys
-from prove_jobs.runs import discover_runs
+from prove_jobs.discover import discover_runs
 from prove_jobs.status import StatusSource
 source = StatusSource(discover_runs(sys.argv[1]))
 source.collect()

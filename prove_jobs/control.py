@@ -20,7 +20,7 @@ from prove_jobs.claims import (
     unlock,
 )
 from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
-from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, now, read_meta, update_meta
+from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, now, read_meta, update_meta
 from prove_jobs.scheduler import ask, scancel
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -82,7 +82,7 @@ def cancel(runs: Sequence[Run]) -> list[Run]:
                 raise RunError(f"{meta.model}: local job on {meta.host}; cancel it from there")
             _kill_local(meta)
     for run, _ in live:
-        update_meta(run.run_dir, cancelled_at=now())
+        update_meta(run.run_dir, cancelled_at=now(), cancelled_by=current_user())
     return [run for run, _ in live]
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console, Group, JustifyMethod, RenderableType
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from prove_jobs.plan import configuration_rows
+from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, resources_cells
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep
 from prove_jobs.status import RunState, RunStatus
@@ -21,6 +20,8 @@ from prove_jobs.status import RunState, RunStatus
 STYLES = {
     RunState.COMPLETED: "green",
     RunState.RUNNING: "cyan",
+    RunState.STARTING: "cyan",
+    RunState.STOPPED: "magenta",
     RunState.PENDING: "yellow",
     RunState.REQUEUED: "yellow",
     RunState.FAILED: "red",
@@ -43,8 +44,10 @@ def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
     listing = Table(title=f"{len(runs)} run(s) of sweep {sweep.name}, under {sweep.data_root}", title_justify="left")
     # The relative dir names variant and model (<VARIANT>/<method>/<dataset>/<model>): no separate columns.
     listing.add_column("Run dir", overflow="fold")
+    for header in RESOURCE_HEADERS:
+        listing.add_column(header, justify="right")
     for run in runs:
-        listing.add_row(_relative(run.run_dir, sweep.data_root))
+        listing.add_row(_relative(run.run_dir, sweep.data_root), *resources_cells(sweep.resources_for(run)))
     return Group(config, Text(""), listing)
 
 
@@ -64,8 +67,8 @@ def state_text(status: RunStatus) -> Text:
         label += f" ({holder.user}{', released' if holder.stale else ''})"
     elif status.state is not RunState.COMPLETED and status.iter is not None:
         label += f" @ {status.iter}/{status.max_iters or '?'}"
-    if status.restarts and status.state in (RunState.RUNNING, RunState.REQUEUED, RunState.FAILED,
-                                            RunState.TIMEOUT):
+    if status.restarts and status.state in (RunState.RUNNING, RunState.STARTING, RunState.REQUEUED,
+                                            RunState.FAILED, RunState.TIMEOUT):
         label += f" · {status.restarts} restart{'s' if status.restarts > 1 else ''}"
     if status.state is not RunState.LOCK_CONFLICT and holder is not None and holder.stale:
         label += " (stale lock)"
@@ -107,48 +110,101 @@ class _Column:
     width: int  # what it needs, for choosing the columns that fit
     priority: int  # lower = dropped last
     justify: JustifyMethod = "left"
+    narrow: Callable[[RunStatus], RenderableType] | None = None  # a shorter cell, when even the kept columns are wide
+
+
+BAR_WIDTH = 10
 
 
 def _progress(s: RunStatus) -> RenderableType:
+    """A bar of block characters and the percentage: readable at 0 %, in a pipe, and pasted."""
     if not s.max_iters:
         return ""
-    done = min(s.iter or 0, s.max_iters)
-    return ProgressBar(total=s.max_iters, completed=done, width=10,
-                       complete_style="green" if s.state is RunState.COMPLETED else "cyan")
+    fraction = min(s.iter or 0, s.max_iters) / s.max_iters
+    filled = int(fraction * BAR_WIDTH + 0.5)
+    style = "green" if s.state is RunState.COMPLETED else "cyan"
+    return Text.assemble(("█" * filled, style), ("░" * (BAR_WIDTH - filled), "dim"), f" {fraction * 100:3.0f}%")
 
 
 def _at(value: float | None, at: int | None) -> str:
     return "-" if value is None else f"{value:.2f}" + (f" @{at}" if at is not None else "")
 
 
+def _speed(s: RunStatus) -> RenderableType:
+    """Seconds per iteration; the share spent waiting for data when that dominates (a loader bottleneck)."""
+    seconds = s.log.seconds_per_iter if s.log else None
+    if seconds is None or s.state not in (RunState.RUNNING, RunState.STARTING, RunState.REQUEUED):
+        return "-"
+    train = s.train
+    text = f"{seconds:.2f} s/it"
+    if train is not None and train.data_time is not None and train.time and train.data_time > train.time / 2:
+        return Text(f"{text} (data {train.data_time / train.time:.0%})", style="yellow")
+    return text
+
+
+def _memory(s: RunStatus) -> str:
+    train = s.train
+    return "-" if train is None or train.memory_mb is None else f"{train.memory_mb / 1024:.1f} GB"
+
+
+def _loss(s: RunStatus) -> str:
+    train = s.train
+    return "-" if train is None or train.loss is None else f"{train.loss:.4g}"
+
+
+def _lr(s: RunStatus) -> str:
+    train = s.train
+    return "-" if train is None or train.lr is None else f"{train.lr:.1e}"
+
+
+# In the order shown; the lowest priority (highest number) goes first when the terminal is narrow:
+# Model, State and mIoU always stay, then progress and ETA, then elapsed time, speed, best mIoU, job.
 COLUMNS = [
     _Column("Model", lambda s: s.run.model, 20, 0),
     _Column("State", state_text, 22, 0),
-    _Column("Progress", _progress, 10, 3),
+    _Column("Progress", _progress, BAR_WIDTH + 5, 1),
     _Column("mIoU", lambda s: _at(s.last_val.miou if s.last_val else None, s.last_val.iter if s.last_val else None),
-            12, 1, "right"),
-    _Column("aAcc", lambda s: _pct(s.last_val.aacc if s.last_val else None), 6, 2, "right"),
+            12, 0, "right", narrow=lambda s: _at(s.last_val.miou if s.last_val else None, None)),
+    _Column("ETA", lambda s: _duration(s.eta_s), 8, 1, "right"),
+    _Column("Elapsed", lambda s: _duration(s.elapsed_s), 8, 2, "right"),
+    _Column("Speed", _speed, 9, 3, "right"),
     _Column("Best mIoU", lambda s: _at(s.best_val.miou if s.best_val else None,
-                                       s.best_val.iter if s.best_val else None), 12, 2, "right"),
-    _Column("Curve", lambda s: Text(sparkline([p.miou for p in s.curve]), style="cyan"), 12, 5),
-    _Column("Elapsed", lambda s: _duration(s.elapsed_s), 8, 3, "right"),
-    _Column("ETA", lambda s: _duration(s.eta_s), 8, 4, "right"),
-    _Column("Job", lambda s: s.job_id or "-", 9, 2),
-    _Column("User", lambda s: s.user or "-", 8, 4),
-    _Column("Node", lambda s: s.node or "-", 8, 6),
+                                       s.best_val.iter if s.best_val else None), 12, 3, "right"),
+    _Column("Job", lambda s: s.job_id or "-", 9, 3),
+    _Column("aAcc", lambda s: _pct(s.last_val.aacc if s.last_val else None), 6, 4, "right"),
+    _Column("Loss", _loss, 7, 4, "right"),
+    _Column("Mem", _memory, 7, 5, "right"),
+    _Column("User", lambda s: s.user or "-", 8, 5),
+    _Column("LR", _lr, 7, 6, "right"),
+    _Column("Curve", lambda s: Text(sparkline([p.miou for p in s.curve]), style="cyan"), 12, 6),
+    _Column("Node", lambda s: s.node or "-", 8, 7),
 ]
 
 
 def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int = 200) -> Table:
-    """The dashboard table; on a narrow terminal the least important columns are left out whole."""
+    """The dashboard table; on a narrow terminal the least important columns are left out whole.
+
+    The caption names what was left out, so that nobody takes a missing column for missing data.
+    """
     cells = {column.header: [column.cell(s) for s in statuses] for column in COLUMNS}
     needed = {column.header: max([len(column.header), *(_cell_width(c) for c in cells[column.header])])
               for column in COLUMNS}
     chosen = list(COLUMNS)
-    # rich spends 3 cells per column beyond its text (padding either side, a divider) and 1 for the edge
-    while sum(needed[c.header] + 3 for c in chosen) + 1 > width and any(c.priority > 0 for c in chosen):
+
+    def too_wide() -> bool:
+        # rich spends 3 cells per column beyond its text (padding either side, a divider) and 1 for the edge
+        return sum(needed[c.header] + 3 for c in chosen) + 1 > width
+
+    while too_wide() and any(c.priority > 0 for c in chosen):
         chosen.remove(max(chosen, key=lambda c: (c.priority, COLUMNS.index(c))))
-    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in chosen:
+        if too_wide() and column.narrow is not None:
+            cells[column.header] = [column.narrow(s) for s in statuses]
+            needed[column.header] = max([len(column.header), *(_cell_width(c) for c in cells[column.header])])
+    hidden = [c.header for c in COLUMNS if c not in chosen]
+    caption = f"not shown at {width} columns: {', '.join(hidden)} (a wider terminal, or --json)" if hidden else None
+    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, caption=caption,
+                  caption_justify="left", caption_style="dim")
     for column in chosen:
         table.add_column(column.header, justify=column.justify, overflow="fold")
     for index in range(len(statuses)):
@@ -157,9 +213,22 @@ def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int =
 
 
 def _cell_width(cell: RenderableType) -> int:
-    if isinstance(cell, ProgressBar):
-        return cell.width or 10
     return cell_len(cell.plain if isinstance(cell, Text) else str(cell))
+
+
+def waiting_line(statuses: Sequence[RunStatus]) -> str:
+    """``2 pending · 1 running · 3 ended · slowest: DEMO_REF/demo_fcn_r18_tiny @ 20/40``: ``wait``'s live line."""
+    from collections import Counter
+
+    live = (RunState.PENDING, RunState.STARTING, RunState.RUNNING, RunState.REQUEUED)
+    counts = Counter("pending" if s.state in (RunState.PENDING, RunState.REQUEUED) else
+                     "running" if s.state in live else "ended" for s in statuses)
+    parts = [f"{counts[word]} {word}" for word in ("pending", "running", "ended") if counts[word]]
+    running = [s for s in statuses if s.state in (RunState.STARTING, RunState.RUNNING) and s.max_iters]
+    if running:
+        slowest = min(running, key=lambda s: (s.iter or 0) / (s.max_iters or 1))
+        parts.append(f"slowest: {slowest.run.name} @ {slowest.iter or 0}/{slowest.max_iters}")
+    return " · ".join(parts)
 
 
 def curve_table(status: RunStatus) -> Group:
@@ -193,8 +262,9 @@ def _duration(seconds: float | None) -> str:
 
 
 def watch(collect: Callable[[], tuple[Sequence[RunStatus], Sequence[str]]], title: str, every_s: float,
-          console: Console) -> int:
-    """Redraw the status tables in place every ``every_s`` seconds (rich Live) until Ctrl-C."""
+          console: Console, show: Callable[[RenderableType], None]) -> int:
+    """Every ``every_s`` seconds until Ctrl-C: on a terminal, redraw the tables in place (rich Live);
+    to a file or a pipe, write each frame after the last (``show``), so that the file is a log of it."""
     import time
 
     from rich.live import Live
@@ -207,9 +277,28 @@ def watch(collect: Callable[[], tuple[Sequence[RunStatus], Sequence[str]]], titl
         return Group(status_tables(statuses, title=title, width=console.width), *footer)
 
     try:
+        if not console.is_terminal:
+            while True:
+                show(frame())
+                show(Text(""))
+                time.sleep(every_s)
         with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
             while True:
                 time.sleep(every_s)
                 live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+def watch_json(collect: Callable[[], tuple[Sequence[RunStatus], Sequence[str]]], every_s: float,
+               write: Callable[[object], None]) -> int:
+    """``--watch --json``: one JSON line (the list ``status --json`` prints) per refresh, until Ctrl-C."""
+    import time
+
+    try:
+        while True:
+            statuses, _warnings = collect()
+            write([s.to_json() for s in statuses])
+            time.sleep(every_s)
     except KeyboardInterrupt:
         return 0

@@ -6,9 +6,10 @@ Derived from the sweep spec alone (no run, no log): both the dashboard and the r
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 
 from prove_jobs.runs import Run
-from prove_jobs.spec import OPTIMIZER, SCHEDULER, Sweep, Variant
+from prove_jobs.spec import OPTIMIZER, SCHEDULER, Resources, Sweep, Variant
 
 
 def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
@@ -32,9 +33,25 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
                 "scheduler": SCHEDULER,
                 "val_interval": v.val_interval,
                 "checkpoint_interval": v.checkpoint_interval,
+                "resources": resources_json(sweep.resources_for(run)),
             }
         )
     return rows
+
+
+def resources_json(resources: Resources) -> dict[str, object]:
+    """What a run's job asks for, after the per-variant and per-model overrides."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(resources).items()}
+
+
+def resources_cells(resources: Resources) -> list[str]:
+    """Partition, GPUs, CPUs, memory and time limit as the plan's table shows them ("-": the cluster's default)."""
+    hours, minutes = divmod(resources.timeout_min, 60)
+    return [resources.partition or "-", str(resources.gpus_per_node), str(resources.cpus_per_task),
+            "-" if resources.mem_gb is None else f"{resources.mem_gb:g} GB", f"{hours}:{minutes:02d}"]
+
+
+RESOURCE_HEADERS = ("Partition", "GPUs", "CPUs", "Memory", "Time limit")
 
 
 def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]]]:

@@ -81,8 +81,13 @@ def write_rendered(rendered: RenderedRun) -> Path:
     return folder / CONFIG_FILE
 
 
-def flatten(config_file: Path) -> str:
-    """The full, flat mmengine config (all ``_base_`` resolved) as Python source."""
+def flatten(config_file: Path, what: str = "") -> str:
+    """The full, flat mmengine config (all ``_base_`` resolved) as Python source; ``what`` names it in errors.
+
+    Its ``custom_imports`` are not imported (Mask2Former's name mmdet): a config is read, not built,
+    so the lite flavour renders every model. mmengine finds ``mmseg::`` bases through pkg_resources,
+    which new setuptools lack: the shim's lookup stands in (the payload installs the same).
+    """
     try:
         from mmengine.config import Config
     except ImportError as exc:
@@ -90,26 +95,33 @@ def flatten(config_file: Path) -> str:
             f"flattening a config needs mmengine and mmsegmentation ({exc}); install the train extra: "
             "pip install 'prove-jobs[train]'"
         ) from None
+    from prove_jobs import _mmcv_shim
+
+    _mmcv_shim.install_mmengine_package_lookup()
     try:
-        cfg = Config.fromfile(str(config_file))
+        cfg = Config.fromfile(str(config_file), import_custom_modules=False)
+        return str(cfg.pretty_text)
     except Exception as exc:  # mmengine raises anything from SyntaxError to KeyError here
-        raise SpecError(config_file, None, f"config does not load: {type(exc).__name__}: {exc}") from None
-    return str(cfg.pretty_text)
+        raise SpecError(what or config_file, None, f"config does not load: {type(exc).__name__}: {exc}") from None
 
 
 def render_flat(sweep: Sweep, runs: Sequence[Run], out: Path) -> list[Path]:
-    """Write each run's full, flat mmengine config to ``out/<VARIANT>__<model>.py``; returns the files."""
+    """Write each run's full, flat mmengine config to ``out/<VARIANT>__<model>.py``; returns the files.
+
+    Every config is flattened before anything is written: one that does not load leaves no file
+    and no ``out`` folder behind.
+    """
     import tempfile
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    flat: dict[Path, str] = {}
     for run in runs:
         rendered = render_run(sweep, run)
         with tempfile.TemporaryDirectory(prefix="prove-render-") as scratch:
             (Path(scratch) / MODEL_FILE).write_text(rendered.model_text)
             (Path(scratch) / CONFIG_FILE).write_text(rendered.config_text)
-            flat = flatten(Path(scratch) / CONFIG_FILE)
-        target = out / f"{run.variant}__{run.model}.py"
-        atomic_write_text(target, flat)
-        written.append(target)
-    return written
+            what = f"{sweep.model_template(run.model)} ({run.name})"
+            flat[out / f"{run.variant}__{run.model}.py"] = flatten(Path(scratch) / CONFIG_FILE, what)
+    out.mkdir(parents=True, exist_ok=True)
+    for target, text in flat.items():
+        atomic_write_text(target, text)
+    return list(flat)

@@ -16,7 +16,7 @@ from prove_jobs.errors import ProveJobsError
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
-from prove_jobs.submit import Submission, SubmitResult, queue_after_holder, submit
+from prove_jobs.submit import Submission, SubmitResult, cancelled_on_purpose, queue_after_holder, submit
 
 SweepFor = Callable[[Run, str], Sweep]  # (run, the sweep path recorded with it) -> the sweep to submit it with
 
@@ -66,16 +66,23 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
     ``after_holder``: a run still held by a SLURM job is queued behind it
     (``--dependency=afterany``) and starts by itself when the holder's job ends.
     """
+    from prove_jobs.status import collect_status
+
     result = ResubmitResult()
     to_submit: list[tuple[Sweep, Run]] = []
-    for run in runs:
-        conflict = conflict_for(run.run_dir)
-        if conflict is None:
-            continue
+    conflicted = [(run, conflict) for run in runs if (conflict := conflict_for(run.run_dir)) is not None]
+    states = {s.run: s for s in collect_status([run for run, _ in conflicted]).statuses} if conflicted else {}
+    for run, conflict in conflicted:
         meta = read_meta_quietly(run.run_dir)
         if meta is not None and meta.finished_at is not None:
             clear_conflict(run.run_dir)
             result.settled.append((run, f"completed by {meta.user} (job {meta.job_id})"))
+            continue
+        if states[run].state is RunState.CANCELLED:  # stopped on purpose: it stays stopped until named again
+            clear_conflict(run.run_dir)
+            why = cancelled_on_purpose(meta, None) or "cancelled"
+            result.settled.append((run, f"{why}: not restarted; `prove-jobs submit SWEEP --model {run.model} "
+                                        f"--variant {run.variant}` trains it again"))
             continue
         to_submit.append((sweep_for(run, str(conflict.get("sweep", ""))), run))
     for sweep, sweep_runs in by_sweep(to_submit):

@@ -56,9 +56,12 @@ class Run:
     method: str
     dataset: str
     data_root: Path
+    path: Path | None = None  # a work dir outside the layout (found by `status --root`): where it is
 
     @cached_property  # asked for again and again by every reader of a run: built once
     def run_dir(self) -> Path:
+        if self.path is not None:
+            return self.path
         return run_dir_for(self.data_root, self.variant, self.method, self.dataset, self.model)
 
     @property
@@ -85,39 +88,6 @@ def is_start_dir(name: str) -> bool:
     return START_DIR.match(name) is not None
 
 
-def looks_like_run(run_dir: Path) -> bool:
-    """A work dir of a training: prove-jobs metadata, a checkpoint pointer, or a training start's folder."""
-    try:
-        entries = list(os.scandir(run_dir))
-    except OSError:
-        return False
-    names = {e.name for e in entries}
-    return META_FILE in names or "last_checkpoint" in names or any(
-        is_start_dir(e.name) and e.is_dir() for e in entries)
-
-
-def discover_runs(root: Path) -> list[Run]:
-    """Every work dir under ``root/<VARIANT>/<method>/<dataset>/<model>/``, ours or not."""
-    root = Path(root)
-    runs = []
-    for model_dir in _subdirs(root, depth=4):
-        if looks_like_run(model_dir):
-            variant, method, dataset, model = model_dir.parts[-4:]
-            runs.append(Run(model=model, variant=variant, method=method, dataset=dataset, data_root=root))
-    return runs
-
-
-def _subdirs(folder: Path, depth: int) -> list[Path]:
-    """Folders ``depth`` levels below ``folder``, sorted, skipping hidden ones (``.prove-jobs``); d_type, no stat."""
-    if depth == 0:
-        return [folder]
-    try:
-        children = sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_dir())
-    except OSError:
-        return []
-    return [found for name in children for found in _subdirs(folder / name, depth - 1)]
-
-
 def run_dir_for(data_root: Path, variant: str, method: str, dataset: str, model: str) -> Path:
     return data_root / variant / method / dataset / model
 
@@ -140,6 +110,7 @@ class RunMeta:
     finished_at: float | None = None
     failed_at: float | None = None
     cancelled_at: float | None = None
+    cancelled_by: str | None = None  # who ran `prove-jobs cancel`: the run stays cancelled until named again
     released_at: float | None = None  # the claim was cleared by `prove-jobs unlock`
     released_by: str | None = None
     error: str | None = None
@@ -246,7 +217,7 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # alive, owned by someone else
+        pass  # someone else's process: /proc still says whether it is a zombie
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"

@@ -69,13 +69,18 @@ def call(args: Sequence[str], *, timeout_s: float = TIMEOUT_S) -> str:
     return done.stdout
 
 
-def slurm_available() -> bool:
-    """Does a SLURM controller answer here? (``--executor auto`` asks this.)"""
+def slurm_silence() -> str | None:
+    """Why no SLURM controller answers here (``sinfo`` missing, silent, failing); ``None`` when one does."""
     try:
         call(["sinfo", "--noheader", "--format=%P"], timeout_s=10)
-    except SchedulerUnavailable:
-        return False
-    return True
+    except SchedulerUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def slurm_available() -> bool:
+    """Does a SLURM controller answer here?"""
+    return slurm_silence() is None
 
 
 def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:

@@ -13,9 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from prove_jobs.claims import CONFLICTS_FILE, LockHolder, conflict_for, holder_of, open_slurm_jobs
+from prove_jobs.claims import (
+    CONFLICTS_FILE,
+    TRAIN_LOCK,
+    LockHolder,
+    conflict_for,
+    holder_of,
+    open_slurm_jobs,
+    training_lock_held,
+)
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
+from prove_jobs.logs.runlog import TrainPoint
 from prove_jobs.runs import (
     CONFIG_DIR,
     JOB_STDERR,
@@ -39,9 +48,15 @@ if TYPE_CHECKING:
 
 __all__ = ["RunState", "RunStatus", "StatusReport", "collect_status", "failure_details", "translate_slurm_state"]
 
-# A run started by hand (no prove-jobs metadata) whose logs have not moved for this
-# long is taken as stopped rather than running.
-QUIET_AFTER_S = 15 * 60
+# A run started by hand (no prove-jobs claim) is running only on evidence: its training lock is
+# held, or its logs were written within this long, or within ten of its own log intervals when
+# those are longer (a validation or a checkpoint of a big model writes nothing for minutes).
+QUIET_AFTER_S = 10 * 60
+QUIET_LOG_INTERVALS = 10
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None or value != value else round(value, digits)  # NaN: not a number to show
 
 
 def translate_slurm_state(state: str) -> RunState | None:
@@ -65,6 +80,7 @@ class RunStatus:
     eta_s: float | None = None
     lock_holder: LockHolder | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    log: RunLog | None = None  # what the logs said (speed, loss, memory: the live view)
 
     @property
     def last_val(self) -> ValPoint | None:
@@ -86,6 +102,23 @@ class RunStatus:
     @property
     def user(self) -> str | None:
         return self.meta.user if self.meta else None
+
+    @property
+    def train(self) -> TrainPoint | None:
+        """The last train record: speed, loss, LR, memory."""
+        return self.log.last_train if self.log else None
+
+    def progress_json(self) -> dict[str, Any]:
+        """How the training goes, from its last train record (``null`` before the first)."""
+        train = self.train
+        return {
+            "sec_per_iter": _rounded(self.log.seconds_per_iter if self.log else None, 4),
+            "data_time": _rounded(train.data_time if train else None, 4),
+            "memory_mb": train.memory_mb if train else None,
+            "loss": _rounded(train.loss if train else None, 6),
+            "lr": train.lr if train else None,
+            "log_path": self.log.log_path if self.log else None,
+        }
 
     def to_json(self) -> dict[str, Any]:
         last, best = self.last_val, self.best_val
@@ -113,6 +146,7 @@ class RunStatus:
             "lock_holder": self.lock_holder.to_json() if self.lock_holder else None,
             "curve": [[p.iter, p.miou, p.aacc] for p in self.curve],
             "notes": list(self.notes),
+            **self.progress_json(),
         }
 
 
@@ -182,7 +216,8 @@ def _with_lock(status: RunStatus, answer: Answer | None, listing: Listing) -> Ru
         notes.append(f"stale claim by {replace(holder, stale=False).describe()}: "
                      "`prove-jobs resubmit` or `prove-jobs unlock --stale`")
     conflict = conflict_for(run_dir) if listing.may_have(CONFLICTS_FILE) else None
-    if conflict is None or status.state is RunState.COMPLETED:
+    # Completed, or cancelled on purpose (by its holder, or by scancel): not a conflict to resubmit.
+    if conflict is None or status.state in (RunState.COMPLETED, RunState.CANCELLED):
         return replace(status, lock_holder=holder, notes=tuple(notes))
     if holder is not None and holder.user == current_user() and not holder.stale:
         return replace(status, lock_holder=holder, notes=tuple(notes))  # our own other submission holds it
@@ -221,7 +256,7 @@ def _status(
     scheduler_state = None
     node = ""
     if meta is None:
-        state = _state_without_meta(listing, log, max_iters, now)
+        state = _state_without_meta(listing, log, max_iters, now, run.run_dir, notes)
     elif meta.finished_at is not None:
         state = RunState.COMPLETED
     elif meta.cancelled_at is not None:
@@ -255,11 +290,11 @@ def _status(
         state = RunState.FAILED
         notes.append(f"local process {meta.pid} is gone without recording an end")
 
-    elapsed = eta = None
-    if meta is not None and meta.started_at is not None:
-        elapsed = (meta.finished_at or meta.failed_at or meta.cancelled_at or now) - meta.started_at
-    elif log.first_time is not None and log.last_time is not None:
-        elapsed = log.last_time - log.first_time
+    if state is RunState.RUNNING and (log.fresh_start or log.last_iter is None
+                                      or (meta is not None and log.starts < meta.attempts)):
+        state = RunState.STARTING  # the job runs; its newest start has logged no iteration yet
+    notes += _log_notes(state, log)
+    eta = None
     if state is RunState.RUNNING and log.seconds_per_iter and max_iters and log.last_iter is not None:
         eta = max(0, max_iters - log.last_iter) * log.seconds_per_iter
     return RunStatus(
@@ -271,21 +306,53 @@ def _status(
         meta=meta,
         scheduler_state=scheduler_state,
         node=node or (meta.host if meta and meta.executor == "local" and meta.started_at else ""),
-        elapsed_s=elapsed,
+        elapsed_s=_elapsed(meta, log),
         eta_s=eta,
         notes=tuple(notes),
+        log=log,
     )
 
 
-def _state_without_meta(listing: Listing, log: RunLog, max_iters: int | None, now: float) -> RunState:
-    """A work dir some other tool started: judge it by its logs and checkpoints alone."""
-    if log.last_iter is None:
+def _elapsed(meta: RunMeta | None, log: RunLog) -> float | None:
+    """From the first logged training record to the last one, both written by the node's clock.
+
+    Never against this host's clock (a node's may differ), so a run that died stops counting where
+    its logs end, and a run shows the same with or without prove-jobs' metadata. Without a text log
+    (no timestamps), from the times the payload recorded on the node, once it ended.
+    """
+    if log.first_time is not None and log.last_time is not None:
+        return max(0.0, log.last_time - log.first_time)
+    if meta is not None and meta.started_at is not None:
+        end = meta.finished_at or meta.failed_at or meta.cancelled_at
+        return None if end is None else max(0.0, end - meta.started_at)
+    return None
+
+
+def _log_notes(state: RunState, log: RunLog) -> list[str]:
+    if state in (RunState.RUNNING, RunState.STARTING, RunState.PENDING):
+        return []
+    return [f"{path}: its last line is cut off (the training stopped while writing it)" for path in log.torn]
+
+
+def _state_without_meta(listing: Listing, log: RunLog, max_iters: int | None, now: float,
+                        run_dir: Path, notes: list[str]) -> RunState:
+    """A work dir some other tool started (no prove-jobs claim): judge it by its logs, checkpoints and lock."""
+    if log.last_iter is None and not log.starts:
         return RunState.NOT_SUBMITTED
-    if max_iters is not None and (log.last_iter >= max_iters or listing.may_have(f"iter_{max_iters}.pth")):
+    if max_iters is not None and log.last_iter is not None and (
+            log.last_iter >= max_iters or listing.may_have(f"iter_{max_iters}.pth")):
         return RunState.COMPLETED
-    if log.last_time is not None and now - log.last_time < QUIET_AFTER_S:
-        return RunState.RUNNING
-    return RunState.FAILED
+    quiet: float = QUIET_AFTER_S
+    if log.seconds_per_iter and log.log_every:
+        quiet = max(quiet, QUIET_LOG_INTERVALS * log.seconds_per_iter * log.log_every)
+    if log.last_write is not None and now - log.last_write < quiet:
+        return RunState.RUNNING if log.last_iter is not None else RunState.STARTING
+    if listing.may_have(TRAIN_LOCK) and training_lock_held(run_dir) is True:
+        return RunState.RUNNING if log.last_iter is not None else RunState.STARTING
+    if log.last_write is not None:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(log.last_write))
+        notes.append(f"logs idle since {since}, not finished; no process holds its training lock: stopped")
+    return RunState.STOPPED
 
 
 def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
@@ -303,24 +370,46 @@ def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
     return details
 
 
-def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
-                 models: Sequence[str] = (), variants: Sequence[str] = ()) -> tuple[list[Run], str]:
-    """The runs ``status`` (or ``report``) looks at, with a title: a sweep's, one run dir's, or all under ``root``."""
-    if root is not None:
-        from prove_jobs.runs import discover_runs
+@dataclass(frozen=True)
+class Selection:
+    """The runs a command looks at, a title for them, and what to say about where they were looked for."""
 
+    runs: list[Run]
+    title: str
+    warnings: list[str]
+
+
+def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
+                 models: Sequence[str] = (), variants: Sequence[str] = ()) -> Selection:
+    """The runs ``status`` (or ``report``) looks at: a sweep's, one run dir's, or all at any depth under ``root``."""
+    if root is not None:
+        from prove_jobs.discover import MAX_DEPTH, discover_runs
+
+        if target is not None:
+            raise ProveJobsError(f"status: give a sweep file or --root DIR, not both ({target} and --root {root})")
         if not root.is_dir():
-            raise ProveJobsError(f"{root}: no such data root")
-        return discover_runs(root.absolute()), f"Runs under {root}"
+            raise ProveJobsError(f"{root}: no such folder (--root)")
+        runs = discover_runs(root.absolute())
+        warnings = [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
+                                    "a <timestamp>/ log folder or last_checkpoint"]
+        return Selection(runs, f"Runs under {root}", warnings)
     if target is None:
         raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
     if target.is_dir():
+        from prove_jobs.discover import looks_like_run
+
+        if not looks_like_run(target):
+            raise ProveJobsError(f"{target}: not a run dir (no prove_run.json, no <timestamp>/ log folder, no "
+                                 f"last_checkpoint); did you mean --root {target}?")
         run = Run.from_dir(target)
-        return [run], str(run.run_dir)
+        return Selection([run], str(run.run_dir), [])
     from prove_jobs.spec import load_sweep
 
     sweep = load_sweep(target, data_root=data_root)
-    return sweep.runs(models, variants), f"Sweep {sweep.name} ({sweep.data_root})"
+    warnings = [] if sweep.data_root.is_dir() else [
+        f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there "
+        "(is the variable in data_root set as when you submitted? --data-root DIR)"]
+    return Selection(sweep.runs(models, variants), f"Sweep {sweep.name} ({sweep.data_root})", warnings)
 
 
 class StatusSource:

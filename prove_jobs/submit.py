@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from prove_jobs.claims import (
     record_conflict,
     refuse_finished,
 )
-from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
+from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable, SpecError, TrainingStackMissing
 from prove_jobs.executors import (
     EXECUTORS,
     SIGNAL_DELAY_S,
@@ -46,7 +47,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
-from prove_jobs.scheduler import ask, call, slurm_available
+from prove_jobs.scheduler import ask, call, slurm_silence
 from prove_jobs.spec import Resources, Sweep
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 
     from prove_jobs.payload import TakeOver, TrainingJob
     from prove_jobs.scheduler import Answer
+
+
+# What a dataset's folder must hold for its loader (mmseg's CityscapesDataset reads these two).
+DATASET_FOLDERS = {"cityscapes": ("leftImg8bit", "gtFine")}
 
 
 @dataclass(frozen=True)
@@ -76,16 +81,27 @@ class SubmitResult:
     submitted: list[Submission] = field(default_factory=list)
     skipped: list[tuple[Run, str]] = field(default_factory=list)  # finished runs, with the reason
     conflicts: list[tuple[Run, LockHolder]] = field(default_factory=list)  # held by someone else
+    already_running: list[tuple[Run, LockHolder]] = field(default_factory=list)  # held by this user's own job
     warnings: list[str] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)  # dry run: what each array would be, as submitted
 
 
-def choose_executor(name: str) -> str:
+def choose_executor(name: str, sweep: Sweep | None = None, runs: Sequence[Run] = ()) -> str:
+    """``auto``: SLURM when a controller answers; else this machine, but only for runs that ask for no GPU
+    (on a login node whose SLURM is down, a GPU sweep must not start training there)."""
     if name not in EXECUTORS:
         raise ProveJobsError(f"unknown executor {name!r} (valid: {', '.join(EXECUTORS)})")
-    if name == "auto":
-        return "slurm" if slurm_available() else "local"
-    return name
+    if name != "auto":
+        return name
+    silence = slurm_silence()
+    if silence is None:
+        return "slurm"
+    gpus = [r for r in runs if sweep is not None and sweep.resources_for(r).gpus_per_node > 0]
+    if gpus:
+        raise SchedulerUnavailable(
+            f"--executor auto: {silence}, and {gpus[0].name} asks for GPUs (resources.gpus_per_node): not trained on "
+            "this machine; start SLURM (or run where it answers), or --executor local to train here anyway")
+    return "local"
 
 
 def submit(
@@ -95,18 +111,23 @@ def submit(
     executor: str = "auto",
     dry_run: bool = False,
     skip_done: bool = False,
+    named: Collection[str] = (),
 ) -> SubmitResult:
     """Render, claim and queue ``runs``.
 
     A finished run is refused (nothing at all is written) unless ``skip_done``, which
     leaves such runs alone and submits the rest. A run someone else holds (a live claim
     or a held training lock) is a lock conflict: recorded for ``status`` and
-    ``resubmit --lock-conflicts``, and not submitted; the other runs still are.
+    ``resubmit --lock-conflicts``, and not submitted; the other runs still are. A run this
+    user's own job holds is ``already_running``, and nothing is recorded. A run someone
+    cancelled stays cancelled unless its model is ``named`` (``--model``: asked for by name).
     Nothing is written on a dry run.
     """
-    kind = choose_executor(executor)
+    kind = choose_executor(executor, sweep, runs)
     result = SubmitResult()
     rendered = []
+    metas = {run: read_meta_quietly(run.run_dir) for run in runs}
+    jobs = _ask_scheduler(list(metas.values()))
     for run in runs:
         try:
             refuse_finished(run, sweep.variant(run.variant).max_iters)
@@ -115,11 +136,19 @@ def submit(
                 raise
             result.skipped.append((run, str(exc)))
             continue
+        cancelled = cancelled_on_purpose(metas[run], jobs)
+        if cancelled and run.model not in named:
+            result.skipped.append((run, f"{cancelled}; name it to train it again (--model {run.model} "
+                                        f"--variant {run.variant})"))
+            continue
         rendered.append(render_run(sweep, run))
     if rendered and not dry_run:
+        # Before any claim is written: what would make every job fail leaves no trace.
         check_data_root(sweep.data_root)
+        check_dataset_root(sweep)
+        if kind == "local":
+            check_training_stack([sweep.resources_for(item.run) for item in rendered])
         if kind == "slurm":
-            # Before any claim is written: a controller that does not answer leaves no trace.
             call(["sinfo", "--noheader", "--format=%P"], timeout_s=15)
 
     groups: dict[Resources, list[RenderedRun]] = {}
@@ -139,7 +168,6 @@ def submit(
                 result.scripts.append(f"{len(items)} local process(es), {resources.cpus_per_task} thread(s) each")
         return result
 
-    jobs = _ask_scheduler([read_meta_quietly(item.run.run_dir) for item in rendered])
     with sharing_umask(sweep):
         for resources, items in groups.items():
             _claim_and_queue(sweep, kind, resources, items, result, jobs)
@@ -184,11 +212,13 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
         claimed = []
         for item in items:
             holder = current_holder(item.run, sweep.variant(item.run.variant).max_iters, mode, jobs)
-            if holder is not None:
+            if holder is None:
+                claimed.append(item)
+            elif holder.user == current_user():
+                result.already_running.append((item.run, holder))  # not a conflict: nothing to record
+            else:
                 record_conflict(item.run.run_dir, holder, str(sweep.path))
                 result.conflicts.append((item.run, holder))
-            else:
-                claimed.append(item)
         if not claimed:
             return
         for item in claimed:
@@ -237,6 +267,52 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder) -> Submission
         raise ProveJobsError(f"queueing {run.name} after job {holder.job_id} failed: {_one_line(exc)}") from None
     note_queued_after(run.run_dir, str(job.job_id), holder.job_id)
     return Submission(run, "slurm", str(job.job_id), rendered.config_hash, resources)
+
+
+def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | None:
+    """``cancelled by alice on 2026-12-01 21:40`` when someone cancelled the run's last submission:
+    with ``prove-jobs cancel``, or with scancel (SLURM says CANCELLED of its job)."""
+    if meta is None or meta.finished_at is not None:
+        return None
+    if meta.cancelled_at is not None:
+        import time
+
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(meta.cancelled_at))
+        return f"cancelled by {meta.cancelled_by or meta.user} on {when}"
+    info = jobs.get(meta.job_id) if jobs is not None and meta.job_id and meta.executor == "slurm" else None
+    if info is not None and info.state == "CANCELLED" and meta.failed_at is None:
+        return f"its SLURM job {meta.job_id} was cancelled (scancel)"
+    return None
+
+
+def check_dataset_root(sweep: Sweep) -> None:
+    """The dataset is where the sweep says, with the folders its loader reads (one line naming the field)."""
+    root = sweep.dataset_root
+    needed = DATASET_FOLDERS.get(sweep.dataset, ())
+    missing = [name for name in needed if not (root / name).is_dir()]
+    if not root.is_dir() or missing:
+        what = "does not exist" if not root.is_dir() else f"has no {', '.join(f'{m}/' for m in missing)}"
+        raise SpecError(sweep.path, "dataset_root", f"{root} {what}: point dataset_root at the {sweep.dataset} dataset "
+                        "(it holds leftImg8bit/ and gtFine/; `prove-jobs demo-data DIR` writes a small one)")
+
+
+def check_training_stack(resources: Sequence[Resources]) -> None:
+    """A local job trains in this Python: it needs torch, mmengine and mmsegmentation (the train extra)."""
+    if any(r.python for r in resources):
+        return  # another interpreter trains: its environment is its own
+    import importlib.util
+
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # a broken install, or a finder that refuses it
+            return True
+
+    missing = [name for name in ("torch", "mmengine", "mmseg") if absent(name)]
+    if missing:
+        raise TrainingStackMissing(
+            f"a local job trains in this Python ({sys.executable}), which lacks {', '.join(missing)}: install the "
+            "train extra (pip install torch==<build> 'prove-jobs[train]', docs/install.md), or submit to SLURM")
 
 
 def check_data_root(root: Path) -> None:

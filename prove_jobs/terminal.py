@@ -5,9 +5,12 @@ rich is imported on first use: a command that only prints JSON never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import time
+from collections.abc import Callable, Iterator
 from functools import cached_property
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -31,7 +34,7 @@ class Terminal:
         from rich.console import Console
 
         width = self._width
-        if width is None and not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        if width is None and not sys.stdout.isatty() and not os.environ.get("COLUMNS"):  # set and empty: unset
             width = PIPE_WIDTH
         return Console(width=width, highlight=False)
 
@@ -55,11 +58,24 @@ class Terminal:
         root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
 
     def show(self, renderable: RenderableType) -> None:
-        self.out.print(renderable)
+        """A table: as rich draws it on a terminal; elsewhere without the trailing spaces that pad each
+        line to the table's width (a table pasted into an issue or a chat stays tidy)."""
+        if self.out.is_terminal:
+            self.out.print(renderable)
+            return
+        with self.out.capture() as captured:
+            self.out.print(renderable)
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+        sys.stdout.flush()
 
     def line(self, text: str) -> None:
         """Plain text on stdout, never wrapped nor styled (log lines, paths)."""
         self.out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def json_line(self, data: Any) -> None:
+        """One compact JSON document on one line (``--watch --json``: a line per refresh)."""
+        sys.stdout.write(json.dumps(data) + "\n")
+        sys.stdout.flush()
 
     def json(self, data: Any) -> None:
         """Plain write (rich would wrap long lines and add markup); a list has one item a line.
@@ -71,6 +87,27 @@ class Terminal:
             sys.stdout.write("[\n" + ",\n".join(json.dumps(item) for item in data) + "\n]\n")
         else:
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[Callable[[str], None]]:
+        """A live status line on stderr, for a command that waits: redrawn in place on a terminal;
+        elsewhere (a log file, CI) written when it changes, at most once a minute."""
+        if self.err.is_terminal:
+            from rich.live import Live
+            from rich.text import Text
+
+            with Live(Text(""), console=self.err, transient=True, auto_refresh=False) as live:
+                yield lambda text: live.update(Text(text, style="dim"), refresh=True)
+            return
+        shown, at = "", 0.0
+
+        def write(text: str) -> None:
+            nonlocal shown, at
+            if text != shown and time.monotonic() - at >= 60:
+                self.info(text)
+                shown, at = text, time.monotonic()
+
+        yield write
 
     def info(self, text: str) -> None:
         self.err.print(text, markup=False)

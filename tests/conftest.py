@@ -4,6 +4,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,6 +202,17 @@ def group_threads_alive(pgid: int) -> bool:
         if any(thread.rsplit(")", 1)[1].split()[0] != "Z" for thread in threads):
             return True
     return False
+
+
+def bench_module() -> Any:
+    """benchmarks/bench_status.py: it writes runs in mmengine 0.10.7's on-disk format (``write_run``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_status", REPO / "benchmarks" / "bench_status.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_or_empty(path: Path) -> str:

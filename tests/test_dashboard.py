@@ -55,7 +55,9 @@ def test_every_row_stays_on_one_line_at_any_width(reference_root: Path) -> None:
     statuses[0] = replace(statuses[0], state=RunState.RUNNING, meta=replace(statuses[0].meta, restarts=2))
     for width in range(70, 201, 10):
         console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-        console.print(status_table(statuses, width=width))
+        table = status_table(statuses, width=width)
+        table.caption = None  # the caption naming the columns left out may take lines of its own
+        console.print(table)
         lines = [line for line in console.export_text().splitlines() if line.strip()]
         assert len(lines) == 2 + len(statuses), (width, lines)  # header, rule, one line per run
         assert "2 restarts" in lines[2] or width < 100, (width, lines[2])

@@ -19,10 +19,10 @@ from conftest import SWEEPS, TEMPLATES, checkpointed, demo_sweep_with, group_thr
 
 from prove_jobs.claims import TRAIN_LOCK, conflict_for, training_lock_held, unlock
 from prove_jobs.cli import main
-from prove_jobs.control import cancel, wait
+from prove_jobs.control import cancel
 from prove_jobs.errors import LockConflict, RunError
 from prove_jobs.payload import TrainingJob
-from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, read_meta, write_meta
+from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, read_meta, update_meta, write_meta
 from prove_jobs.spec import load_sweep
 from prove_jobs.status import RunState, collect_status
 from prove_jobs.submit import submit
@@ -159,11 +159,16 @@ def _race_worker(barrier: multiprocessing.synchronize.Barrier, demo_root: str, o
 
 @pytest.mark.slow
 def test_eight_racing_submitters_start_exactly_one_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prove_jobs.demo_data import make_demo_dataset
+
     ctx = multiprocessing.get_context("spawn")
     contenders, rounds = 8, 20
+    data = make_demo_dataset(tmp_path / "data" / "cityscapes")
     for round_no in range(rounds):
         demo_root = tmp_path / f"round{round_no}"
         (demo_root / "runs").mkdir(parents=True)
+        (demo_root / "data").mkdir()
+        (demo_root / "data" / "cityscapes").symlink_to(data)  # submit checks the dataset is there
         barrier, out = ctx.Barrier(contenders), ctx.Queue()
         workers = [ctx.Process(target=_race_worker, args=(barrier, str(demo_root), out)) for _ in range(contenders)]
         for worker in workers:
@@ -182,10 +187,11 @@ def test_eight_racing_submitters_start_exactly_one_job(tmp_path: Path, monkeypat
         assert len(winners) == 1 and len(losers) == contenders - 1, (round_no, results)
         assert f"as local job {meta.job_id}" in winners[0]
         for err in losers:
-            assert "lock conflict" in err and f"local job {meta.job_id}" in err, (round_no, err)
+            # all one user: the losers meet the winner's job as their own, not as a conflict
+            assert "already running as your local job" in err and f"local job {meta.job_id}" in err, (round_no, err)
         jobs = [p for p in (sweep.data_root / ".prove-jobs" / "submitit").iterdir() if p.name.isdigit()]
         assert len(jobs) == 1, (round_no, jobs)
-        assert conflict_for(run.run_dir) is not None  # recorded for status and resubmit
+        assert conflict_for(run.run_dir) is None  # all one user: own job, nothing to record
 
 
 # --- kill -9, stale claim, resubmit --lock-conflicts resumes --------------------------------------
@@ -211,9 +217,15 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     sweep = load_sweep(Path(sweep_file))
     run = sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
     first = submit(sweep, [run], executor="local").submitted[0]
-    # The same run from "another terminal": a conflict naming the first job.
+    # The same run again from this user: not a conflict, the user's own live job (nothing recorded).
+    again = submit(sweep, [run], executor="local")
+    assert not again.submitted and not again.conflicts and again.already_running[0][1].job_id == first.job_id
+    assert conflict_for(run.run_dir) is None
+    # As if alice had submitted it (tests/test_two_users.py has two real users): a conflict naming her job.
+    update_meta(run.run_dir, user="alice")
     second = submit(sweep, [run], executor="local")
     assert not second.submitted and second.conflicts[0][1].job_id == first.job_id
+    assert second.conflicts[0][1].user == "alice"
 
     deadline = time.monotonic() + 240  # a bound for a hung test, not a measure of speed
     while not gate.reached:
@@ -236,9 +248,11 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     assert row["state"] == "lock_conflict"
     assert row["lock_holder"]["stale"] is True and row["lock_holder"]["job_id"] == first.job_id
 
-    assert main(["resubmit", sweep_file, "--lock-conflicts", "--executor", "local"]) == 0
-    assert "resubmitted DEMO_REF/demo_fcn_r18_tiny" in capsys.readouterr().err
-    final = wait([run], poll_s=0.5, timeout_s=300)[run]
+    # --wait: until no conflict is left, then until the resubmitted job has ended, as submit --wait
+    assert main(["resubmit", sweep_file, "--lock-conflicts", "--executor", "local", "--wait", "--poll", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "resubmitted DEMO_REF/demo_fcn_r18_tiny" in err and "1 run(s) ended: 1 completed" in err
+    final = read_meta(run.run_dir)
     assert final is not None and final.finished_at is not None and final.attempts == 2
     status = collect_status([run]).statuses[0]
     assert status.state is RunState.COMPLETED and status.iter == 40 and status.lock_holder is None

@@ -596,9 +596,9 @@ def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, caplog:
         pickle.dumps(("prove-jobs-logcache-1", (("x", "json", (1, 2)),))),  # an older format
         pickle.dumps(("prove-jobs-logcache-2", (("x", "json", (1, 2)),), ())),  # an older format
         pickle.dumps(("prove-jobs-logcache-3", b"", ())),  # an older format
-        pickle.dumps(("prove-jobs-logcache-4", (("x", "json"),), ())),  # wrong shape
-        pickle.dumps(("prove-jobs-logcache-4", (), (("/r", (), (1,)),))),  # a bad run summary
-        pickle.dumps(("prove-jobs-logcache-4", (("/w", b"garbage"),), ())),  # damaged file states
+        pickle.dumps(("prove-jobs-logcache-5", (("x", "json"),), ())),  # wrong shape
+        pickle.dumps(("prove-jobs-logcache-5", (), (("/r", (), (1,)),))),  # a bad run summary
+        pickle.dumps(("prove-jobs-logcache-5", (("/w", b"garbage"),), ())),  # damaged file states
         pickle.dumps(Path("/etc/passwd")),  # would import a class: refused
     ],
 )

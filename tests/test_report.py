@@ -15,7 +15,9 @@ from conftest import BS8, BS16, OTHER, REF, SWEEPS
 
 from prove_jobs.cli import main
 from prove_jobs.errors import SpecError
-from prove_jobs.report import build_report, render_markdown, training_seconds, write_plots
+from prove_jobs.report import build_report, training_seconds
+from prove_jobs.report.markdown import render_markdown
+from prove_jobs.report.plots import write_plots
 from prove_jobs.runs import current_user
 from prove_jobs.spec import load_sweep
 from prove_jobs.status import collect_status
@@ -37,9 +39,9 @@ def test_report_reproduces_the_hand_written_numbers(reference_root: Path, tmp_pa
     assert round(times[("segnext_mscan-b", REF)].minutes_per_point, 1) == 6.9
 
     md = render_markdown(report)
-    assert "| pspnet_r50 | 57.64% | 56.86% | - | **-0.78%** |" in md
-    assert "| segformer_mit-b3 | 79.98% | 75.97% | **76.84%** | **-3.14%** |" in md
-    assert "| segnext_mscan-b | 81.13% | 79.97% | **80.54%** | **-0.59%** |" in md
+    assert "| pspnet_r50 | 57.64% | 56.86% | - | **-0.78 pts** |" in md
+    assert "| segformer_mit-b3 | 79.98% | 75.97% | **76.84%** | **-3.14 pts** |" in md
+    assert "| segnext_mscan-b | 81.13% | 79.97% | **80.54%** | **-0.59 pts** |" in md
     assert "| mask2former_swin-b | - | (running @ 2500) | - | - |" in md
     assert "| **Base LR** | 0.01 | 0.08 (8× scaled) | 0.04 (4× scaled) |" in md
     assert "| **Total samples** | 160,000 | 320,000 | 320,000 |" in md
@@ -48,7 +50,7 @@ def test_report_reproduces_the_hand_written_numbers(reference_root: Path, tmp_pa
     assert f"- ⏳ deeplabv3plus_r50: Lock conflict ({OTHER})" in md
     assert f"- ⏳ hrnet_hr48: Lock conflict ({OTHER})" in md
     assert "| **20000** | **75.97%** | **95.58%** |" in md and "| 14000 | 73.13% | 95.40% |" in md
-    row = "| **segformer_mit-b3** | WEIGHTS_CITYSCAPES | 8,099 sec (2.25 hrs) | 75.97% | 1.8 min | ~3.3× faster |"
+    row = "| **segformer_mit-b3** | WEIGHTS_CITYSCAPES | 8,099 sec (2.25 hrs) | 75.97% | 1.8 min | ~3.3× shorter |"
     assert row in md
     assert "0.00%" not in md  # no val yet is never shown as a zero
 

@@ -264,9 +264,9 @@ def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
         slurm_sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
     sweep_file = str(slurm_sweep.path)
     run = slurm_sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_BS4"])[0]
-    data = slurm_sweep.path.parent / "data" / "cityscapes"
-    moved = data.with_name("cityscapes-moved")
-    data.rename(moved)  # the images vanish: the training raises when it builds its dataset
+    data = slurm_sweep.path.parent / "data" / "cityscapes" / "leftImg8bit" / "train"
+    moved = data.with_name("train-moved")
+    data.rename(moved)  # the training images vanish: the training raises when it builds its dataset
     assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
     _wait_until("the failure", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
     job_err = run.run_dir / "prove" / "job.err"

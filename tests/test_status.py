@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from prove_jobs import scheduler
+from prove_jobs.discover import discover_runs
 from prove_jobs.errors import SchedulerUnavailable
-from prove_jobs.runs import Run, RunMeta, current_host, discover_runs, write_meta
+from prove_jobs.runs import Run, RunMeta, current_host, write_meta
 from prove_jobs.scheduler import JobInfo
 from prove_jobs.status import RunState, collect_status, translate_slurm_state
 
@@ -34,6 +36,16 @@ def dead_pid() -> int:
     return child.pid
 
 
+def train_log(run: Run, iteration: int = 5) -> Path:
+    """One training start's scalars.json with one train record: the run has logged an iteration."""
+    scalars = run.run_dir / "20260101_000000" / "vis_data" / "scalars.json"
+    scalars.parent.mkdir(parents=True, exist_ok=True)
+    record = {"lr": 0.01, "data_time": 0.2, "loss": 1.5, "time": 0.5, "iter": iteration, "memory": 812,
+              "step": iteration}
+    scalars.write_text(json.dumps(record) + "\n")
+    return scalars
+
+
 def state_of(run: Run) -> RunState:
     return collect_status([run]).statuses[0].state
 
@@ -43,8 +55,14 @@ def test_states_from_metadata_and_local_processes(tmp_path: Path) -> None:
     assert state_of(run) is RunState.NOT_SUBMITTED
     write_meta(run.run_dir, meta(pid=os.getpid()))
     assert state_of(run) is RunState.PENDING
-    write_meta(run.run_dir, meta(pid=os.getpid(), started_at=101.0))
+    write_meta(run.run_dir, meta(pid=os.getpid(), started_at=101.0, attempts=1))
+    assert state_of(run) is RunState.STARTING  # the job runs, its training has logged no iteration yet
+    scalars = train_log(run)
     assert state_of(run) is RunState.RUNNING
+    live = collect_status([run]).statuses[0].to_json()
+    assert (live["sec_per_iter"], live["data_time"], live["loss"], live["lr"], live["memory_mb"]) == (
+        0.5, 0.2, 1.5, 0.01, 812)
+    assert live["log_path"] == str(scalars)
     write_meta(run.run_dir, meta(pid=dead_pid(), started_at=101.0))
     report = collect_status([run])
     assert report.statuses[0].state is RunState.FAILED
@@ -76,6 +94,7 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: p
         write_meta(run.run_dir, meta(model=run.model, executor="slurm", job_id=f"7_{i}",
                                      started_at=None if i == 0 else 101.0, restarts=2 if i == 4 else 0,
                                      requeued_at=150.0 if i == 4 else None))
+    train_log(runs[1])  # 7_1 has logged an iteration
     report = collect_status(runs)
     assert calls == [["7_0", "7_1", "7_2", "7_3", "7_4"]]
     states = [s.state for s in report.statuses]
@@ -88,6 +107,7 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: p
 def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = make_run(tmp_path)
     write_meta(run.run_dir, meta(executor="slurm", job_id="9", started_at=101.0))
+    train_log(run)
 
     def down(ids: list[str]) -> dict[str, JobInfo]:
         raise SchedulerUnavailable("`squeue ...` did not answer within 20 s")

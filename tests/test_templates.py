@@ -1,55 +1,55 @@
-"""Every model template, rendered under the run layer the way prove_jobs.render does, loads with
-the variant's numbers; the ones this environment can build, build."""
+"""Every model template, rendered by prove-jobs itself (``render_run`` + ``write_rendered``, what
+``submit`` writes into a run dir), loads with the variant's numbers; the ones this environment can
+build, build. ``prove-jobs render`` (the command) is tested in tests/test_newcomer.py."""
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import pytest
+from conftest import TEMPLATES
 
 pytest.importorskip("mmengine", reason="loading configs needs the train extra (mmengine, mmsegmentation)")
 pytest.importorskip("mmseg", reason="loading configs needs the train extra (mmengine, mmsegmentation)")
 
-REPO = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO / "job_templates" / "models"
-MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.py"))
-VARIANT: dict[str, Any] = dict(
-    max_iters=20000,
-    batch_size=16,
-    lr=0.08,
-    warmup_iters=500,
-    val_interval=2000,
-    checkpoint_interval=2000,
-    crop_size=(512, 512),
-    log_interval=50,
-    num_workers=4,
-    seed=0,
-)
+MODELS = sorted(p.stem for p in (TEMPLATES / "models").glob("*.py"))
 NEEDS_MMDET = {"mask2former_swin-b"}
+SWEEP = """
+name = "templates"
+dataset = "cityscapes"
+data_root = "{root}"
+dataset_root = "/data/cityscapes"
+crop_size = [512, 512]
+templates = "{templates}"
+models = ["{model}"]
+variants = ["{variant}"]
+
+[training]
+log_interval = 50
+num_workers = {num_workers}
+seed = 0
+"""
 
 
-def render(model: str, run_dir: Path, variant: dict[str, Any], dataset_root: str) -> Path:
-    prove = run_dir / "prove"
-    prove.mkdir(parents=True)
-    shutil.copy(MODELS_DIR / f"{model}.py", prove / "model.py")
-    slots = {key: repr(value) for key, value in variant.items()}
-    slots |= {"model_config": repr("./model.py"), "dataset_root": repr(dataset_root)}
-    template = Template((REPO / "job_templates" / "run_config.py.tmpl").read_text())
-    (prove / "config.py").write_text(template.substitute(slots))
-    return prove / "config.py"
-
-
-def load(model: str, tmp_path: Path, variant: dict[str, Any] = VARIANT) -> Any:
+def load(model: str, tmp_path: Path, *, variant: str = "WEIGHTS_CITYSCAPES", num_workers: int = 4,
+         templates: Path = TEMPLATES) -> Any:
+    """The config prove-jobs renders for ``model`` x ``variant`` (20k iterations at batch 16, LR 0.08), loaded."""
     from mmengine.config import Config
 
     from prove_jobs import _mmcv_shim
+    from prove_jobs.render import render_run, write_rendered
+    from prove_jobs.spec import load_sweep
 
+    sweep_file = tmp_path / f"{model}.toml"
+    sweep_file.write_text(SWEEP.format(root=tmp_path / "runs", templates=templates, model=model, variant=variant,
+                                       num_workers=num_workers))
+    sweep = load_sweep(sweep_file)
+    [run] = sweep.runs()
+    config = write_rendered(render_run(sweep, run))
     _mmcv_shim.install()  # also lets mmengine resolve 'mmseg::' bases without pkg_resources
-    return Config.fromfile(str(render(model, tmp_path / model, variant, "/data/cityscapes")))
+    return Config.fromfile(str(config))
 
 
 def test_all_models_present() -> None:
@@ -86,8 +86,10 @@ def test_variant_applied(model: str, tmp_path: Path) -> None:
     assert "http" not in str(cfg.model.to_dict()) and "open-mmlab://" not in str(cfg.model.to_dict())
 
 
-def test_no_warmup_and_no_workers(tmp_path: Path) -> None:
-    cfg = load("demo_fcn_r18_tiny", tmp_path, dict(VARIANT, warmup_iters=0, num_workers=0))
+def test_no_warmup_and_no_workers(tmp_path: Path, templates_copy: Path) -> None:
+    (templates_copy / "variants" / "NO_WARMUP.toml").write_text(
+        "max_iters = 20000\nbatch_size = 16\nlr = 0.08\nwarmup_iters = 0\nval_interval = 2000\n")
+    cfg = load("demo_fcn_r18_tiny", tmp_path, variant="NO_WARMUP", num_workers=0, templates=templates_copy)
     assert [s.type for s in cfg.param_scheduler] == ["PolyLR"]
     assert cfg.train_dataloader.persistent_workers is False
 

@@ -17,15 +17,20 @@ if TYPE_CHECKING:
     from prove_jobs.terminal import Terminal
 
 
-def _sweep_and_runs(args: argparse.Namespace) -> tuple[Sweep, list[Run]]:
+def _sweep_and_runs(args: argparse.Namespace, term: Terminal | None = None) -> tuple[Sweep, list[Run]]:
+    """The sweep and the runs asked for; with ``term``, a preview: an unset ``${VAR}`` is shown, not refused."""
     from prove_jobs.spec import load_sweep
 
-    sweep = load_sweep(args.sweep, data_root=args.data_root)
+    sweep = load_sweep(args.sweep, data_root=args.data_root, preview=term is not None)
+    if term is not None and sweep.unset:
+        names = ", ".join(sweep.unset)
+        term.warn(f"{names} not set: paths are shown as ${{{sweep.unset[0]}}}/...; export {sweep.unset[0]}=/path "
+                  "(or pass --data-root DIR) before you submit")
     return sweep, sweep.runs(args.model, args.variant)
 
 
 def cmd_plan(args: argparse.Namespace, term: Terminal) -> int:
-    sweep, runs = _sweep_and_runs(args)
+    sweep, runs = _sweep_and_runs(args, term)
     if args.json:
         from prove_jobs.plan import plan_rows
 
@@ -40,7 +45,7 @@ def cmd_plan(args: argparse.Namespace, term: Terminal) -> int:
 def cmd_render(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.render import render_flat
 
-    sweep, runs = _sweep_and_runs(args)
+    sweep, runs = _sweep_and_runs(args, term)
     for path in render_flat(sweep, runs, args.out):
         term.info(f"wrote {path}")
     return 0
@@ -50,11 +55,12 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.submit import submit
 
     sweep, runs = _sweep_and_runs(args)
-    result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done)
+    result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done,
+                    named=args.model)
     for warning in result.warnings:
         term.warn(warning)
     for run, reason in result.skipped:
-        term.info(f"skipped {run.name}: {reason.split(': ', 1)[-1]}")
+        term.info(f"skipped {run.name}: {reason.split(': ', 1)[-1] if 'completed' in reason else reason}")
     if args.dry_run:
         for s in result.submitted:
             term.info(f"would submit {s.run.name} -> {s.run.run_dir} (config {s.config_hash})")
@@ -63,11 +69,15 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
         return 0
     for s in result.submitted:
         term.success(f"submitted {s.run.name} as {s.executor} job {s.job_id}")
+    for run, holder in result.already_running:
+        term.info(f"{run.name}: already running as your {holder.executor} job {holder.job_id} on {holder.host}; "
+                  "not submitted again")
     _report_conflicts(result.conflicts, term)
+    held = bool(result.conflicts) or (bool(result.already_running) and not args.skip_done)
     if args.wait:
-        code = _wait_and_show([s.run for s in result.submitted], term)
-        return code or (1 if result.conflicts else 0)
-    return 1 if result.conflicts else 0
+        mine = [s.run for s in result.submitted] + [run for run, _ in result.already_running]
+        return _wait_and_show(mine, term, title=f"Sweep {sweep.name} ({sweep.data_root})") or (1 if held else 0)
+    return 1 if held else 0
 
 
 def _report_conflicts(conflicts: Sequence[tuple[Run, LockHolder]], term: Terminal) -> None:
@@ -82,21 +92,38 @@ def cmd_wait(args: argparse.Namespace, term: Terminal) -> int:
     return _wait_and_show(runs, term, timeout_s=args.timeout, poll_s=args.poll)
 
 
-def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | None = None,
-                   poll_s: float = 2.0) -> int:
-    """Block until the runs end; one summary line (the table is `status`'s job); exit 1 unless all completed."""
+def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | None = None, poll_s: float = 2.0,
+                   title: str | None = None) -> int:
+    """Block until the submitted ones of ``runs`` end, with a live line of where they stand; then one summary
+    line (and, with ``title``, the status table); exit 1 unless all completed."""
     from collections import Counter
 
     from prove_jobs.control import wait
-    from prove_jobs.status import collect_status
+    from prove_jobs.dashboard import waiting_line
+    from prove_jobs.runs import META_FILE
+    from prove_jobs.states import RunState
+    from prove_jobs.status import StatusSource
 
-    term.info(f"waiting for {len(runs)} run(s)...")
-    wait(runs, timeout_s=timeout_s, poll_s=poll_s)
-    statuses = collect_status(runs).statuses
+    waited = [run for run in runs if (run.run_dir / META_FILE).exists()]
+    if not waited:
+        term.info(f"nothing to wait for: none of these {len(runs)} run(s) has been submitted")
+        return 0
+    term.info(f"waiting for {len(waited)} run(s)" + (f" ({len(runs) - len(waited)} never submitted)"
+                                                     if len(waited) < len(runs) else "") + "...")
+    source = StatusSource(waited)
+    try:
+        with term.progress() as progress:
+            wait(waited, timeout_s=timeout_s, poll_s=poll_s,
+                 on_poll=lambda: progress(waiting_line(source.collect()[0])))
+        statuses, _ = source.collect()
+    finally:
+        source.close()
+    if title is not None:
+        from prove_jobs.dashboard import status_tables
+
+        term.show(status_tables(statuses, title=title, width=term.out.width))
     counts = Counter(s.state.value for s in statuses)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    from prove_jobs.states import RunState
-
     bad = [s for s in statuses if s.state is not RunState.COMPLETED]
     if not bad:
         term.success(f"{len(statuses)} run(s) ended: {summary}")
@@ -104,8 +131,8 @@ def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | No
     term.warn(f"{len(statuses)} run(s) ended: {summary}")
     for status in bad:
         error = status.meta.error if status.meta else None
-        detail = f": {error}" if error else ""
-        term.warn(f"{status.run.name} {status.state.value}{detail} (see {status.run.run_dir})")
+        detail = f": {error.splitlines()[0]}" if error else ""
+        term.warn(f"{status.run.name} {status.state.value}{detail} (prove-jobs status {status.run.run_dir})")
     return 1
 
 
@@ -124,14 +151,21 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.status import StatusSource, runs_to_show
 
-    runs, title = runs_to_show(args.sweep, root=args.root, data_root=args.data_root, models=args.model,
-                               variants=args.variant)
-    source = StatusSource(runs)
+    chosen = runs_to_show(args.sweep, root=args.root, data_root=args.data_root, models=args.model,
+                          variants=args.variant)
+    for warning in chosen.warnings:
+        term.warn(warning)
+    source = StatusSource(chosen.runs)
     try:
         if args.watch is not None:
-            from prove_jobs.dashboard import watch
+            from prove_jobs.dashboard import watch, watch_json
 
-            return watch(lambda: source.collect(lambda s: _wanted(s, args)), title, args.watch, term.out)
+            def collect() -> tuple[list[RunStatus], list[str]]:
+                return source.collect(lambda s: _wanted(s, args))
+
+            if args.json:
+                return watch_json(collect, args.watch, term.json_line)
+            return watch(collect, chosen.title, args.watch, term.out, term.show)
         statuses, warnings = source.collect(lambda s: _wanted(s, args))
     finally:
         source.close()
@@ -146,7 +180,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     else:
         from prove_jobs.dashboard import status_tables
 
-        term.show(status_tables(statuses, title=title, width=term.out.width))
+        term.show(status_tables(statuses, title=chosen.title, width=term.out.width))
     if args.sweep is not None and args.sweep.is_dir():  # one run asked for: say why it stopped
         from prove_jobs.status import failure_details
 
@@ -168,7 +202,13 @@ def _wanted(status: RunStatus, args: argparse.Namespace) -> bool:
 def cmd_demo_data(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.demo_data import make_demo_dataset
 
-    root = make_demo_dataset(args.dir)
+    if args.dir.exists() and not args.dir.is_dir():
+        raise ProveJobsError(f"{args.dir}: is a file; demo-data writes a folder (leftImg8bit/, gtFine/) there")
+    try:
+        root = make_demo_dataset(args.dir)
+    except OSError as exc:
+        raise ProveJobsError(f"{exc.filename or args.dir}: cannot write the demo dataset "
+                             f"({exc.strerror or exc})") from None
     term.success(f"demo dataset ready in {root}")
     return 0
 
@@ -201,7 +241,7 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
     if args.after_holder and not args.lock_conflicts:
         raise ProveJobsError("resubmit: --after-holder goes with --lock-conflicts")
     if args.root is not None:
-        from prove_jobs.runs import discover_runs
+        from prove_jobs.discover import discover_runs
 
         runs = [r for r in discover_runs(args.root.absolute())
                 if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
@@ -212,17 +252,21 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
     else:
         raise ProveJobsError("resubmit: give a sweep file or --root DIR")
 
+    started: list[Run] = []  # the jobs --wait follows to their end
     if args.failed:
         failed = resubmit_failed(runs, sweep_for, executor=args.executor)
+        started += [s.run for s in failed.submitted]
         for s in failed.submitted:
             term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
         _report_conflicts(failed.conflicts, term)
         if not failed.submitted and not failed.conflicts:
             term.info("no failed runs to resubmit")
         if not args.lock_conflicts:
-            return 1 if failed.conflicts else 0
+            code = 1 if failed.conflicts else 0
+            return (_wait_and_show(started, term, timeout_s=args.timeout) or code) if args.wait and started else code
 
     def show(result: ResubmitResult, last: bool) -> None:
+        started.extend(s.run for s in result.submitted)
         for s in result.submitted:
             term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
         for s, holder in result.queued_after:
@@ -240,7 +284,10 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
 
     result = resubmit_until_free(runs, sweep_for, executor=args.executor, after_holder=args.after_holder,
                                  keep_trying=args.wait, poll_s=args.poll, timeout_s=args.timeout, on_round=show)
-    return 1 if result.still_held else 0
+    code = 1 if result.still_held else 0
+    if args.wait and started:  # as submit --wait: the resubmitted jobs, to their end
+        return _wait_and_show(started, term, timeout_s=args.timeout) or code
+    return code
 
 
 def cmd_report(args: argparse.Namespace, term: Terminal) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import NoReturn
 
 from prove_jobs import __version__
 
@@ -40,6 +41,23 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, as every other prove-jobs error, with where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; ``only``: that command alone (the one a command line names); ``""``: the
     commands' names and help without their options (``prove-jobs --help``, a misspelt command).
@@ -48,14 +66,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     catalogues on disk every time): building the nine commands not asked for is most of the
     start-up of a ``prove-jobs status``.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prove-jobs",
         description="Run sweeps of mmsegmentation training jobs on SLURM (or locally) and see where every run stands.",
     )
     parser.add_argument("--version", action="version", version=f"prove-jobs {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="print each scheduler command with its duration to stderr; -vv also each log file read")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, add) in COMMANDS.items():
         if only and only != name:
             continue
@@ -90,7 +108,8 @@ def _render(sub: argparse.ArgumentParser) -> None:
 def _submit(sub: argparse.ArgumentParser) -> None:
     _sweep_args(sub)
     sub.add_argument("--executor", default="auto", choices=EXECUTOR_CHOICES,
-                     help="auto: slurm when a controller answers, else local")
+                     help="auto (default): slurm when a controller answers; else local, for sweeps that ask "
+                          "for no GPUs only")
     sub.add_argument("--dry-run", action="store_true", help="print what would be submitted; write nothing")
     sub.add_argument("--wait", action="store_true", help="block until the jobs end, then show status")
     sub.add_argument("--skip-done", action="store_true",
@@ -99,8 +118,8 @@ def _submit(sub: argparse.ArgumentParser) -> None:
 
 def _wait(sub: argparse.ArgumentParser) -> None:
     _sweep_args(sub)
-    sub.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
-    sub.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
+    sub.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds (default: never)")
+    sub.add_argument("--poll", type=_seconds, default=2.0, help="seconds between checks (default: %(default)g)")
 
 
 def _cancel(sub: argparse.ArgumentParser) -> None:
@@ -110,11 +129,12 @@ def _cancel(sub: argparse.ArgumentParser) -> None:
 def _status(sub: argparse.ArgumentParser) -> None:
     from prove_jobs.states import RunState
 
-    _sweep_args(sub, optional=True)
-    sub.add_argument("--root", type=_path, help="show every run found under this data root instead")
+    _sweep_args(sub, optional=True, what="a sweep file (TOML), or one run dir")
+    sub.add_argument("--root", type=_path, help="every run found at any depth below this folder, instead of a sweep")
     sub.add_argument("--json", action="store_true", help="print a JSON list instead of a table (docs/status.md)")
-    sub.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
-                     help="redraw every SECONDS (default 10) until Ctrl-C")
+    sub.add_argument("--watch", type=_seconds, nargs="?", const=10.0, metavar="SECONDS",
+                     help="redraw every SECONDS (default 10) until Ctrl-C; to a file or pipe: one frame "
+                          "after the other; with --json: one JSON line per refresh")
     sub.add_argument("--curve", action="store_true", help="per-run table: Iteration | mIoU | aAcc")
     sub.add_argument("--state", action="append", default=[], type=str.lower,
                      choices=[s.key for s in RunState], help="only runs in this state (repeatable)")
@@ -123,14 +143,17 @@ def _status(sub: argparse.ArgumentParser) -> None:
 
 def _unlock(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("run_dirs", type=_path, nargs="+", metavar="RUN_DIR", help="run directories")
-    sub.add_argument("--stale", action="store_true", help="release stale claims only; list live ones, no error")
+    sub.add_argument("--stale", action="store_true",
+                     help="release stale claims only; list live ones, no error (without --stale: a live "
+                          "claim is an error, exit 1)")
     sub.add_argument("--force", action="store_true",
                      help="also release a live claim whose job is not training (never one that is)")
 
 
 def _resubmit(sub: argparse.ArgumentParser) -> None:
     _sweep_args(sub, optional=True)
-    sub.add_argument("--root", type=_path, help="look for runs under this data root instead of a sweep")
+    sub.add_argument("--root", type=_path, help="look for runs under this folder instead of a sweep "
+                                                 "(each is submitted with the sweep recorded in it)")
     sub.add_argument("--lock-conflicts", action="store_true",
                      help="runs whose lock conflict has cleared (the holder's job ended)")
     sub.add_argument("--failed", action="store_true",
@@ -138,10 +161,12 @@ def _resubmit(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--after-holder", action="store_true",
                      help="with --lock-conflicts: queue runs still held by a SLURM job behind it "
                           "(--dependency=afterany); they start by themselves when it ends")
-    sub.add_argument("--executor", default="auto", choices=EXECUTOR_CHOICES)
-    sub.add_argument("--wait", action="store_true", help="keep trying until no conflict is left")
-    sub.add_argument("--poll", type=float, default=60.0, help="seconds between tries with --wait")
-    sub.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    sub.add_argument("--executor", default="auto", choices=EXECUTOR_CHOICES,
+                     help="auto: slurm when a controller answers, else local (GPU sweeps: only slurm)")
+    sub.add_argument("--wait", action="store_true",
+                     help="keep trying until no conflict is left, then wait for the jobs to end")
+    sub.add_argument("--poll", type=_seconds, default=60.0, help="seconds between tries (default: %(default)g)")
+    sub.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds (default: never)")
 
 
 def _report(sub: argparse.ArgumentParser) -> None:
@@ -149,7 +174,8 @@ def _report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--reference", help="the variant others are compared with (default: the sweep's first)")
     sub.add_argument("--out", type=_path, help="write the report here (default: stdout)")
     sub.add_argument("--plots", type=_path, help="write one mIoU-vs-iteration PNG per variant into this folder")
-    sub.add_argument("--format", choices=["md", "json"], default="md")
+    sub.add_argument("--format", choices=["md", "json"], default="md",
+                     help="md: the report as the group writes it (default); json: the same numbers as data")
 
 
 def _demo_data(sub: argparse.ArgumentParser) -> None:
@@ -163,7 +189,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "wait": ("Block until the submitted runs of a sweep end.", _wait),
     "cancel": ("Cancel the live jobs of a sweep's runs.", _cancel),
     "status": ("Show where every run stands: state, progress, mIoU/aAcc, job (a sweep or one run dir).", _status),
-    "unlock": ("Release the claim on run dirs whose job is gone (stale); touches nothing else.", _unlock),
+    "unlock": ("Release the claim on run dirs whose job is gone (stale); touches nothing else. A live claim "
+               "is left alone: reported (exit 1), or listed with --stale; --force releases it if nothing trains.",
+               _unlock),
     "resubmit": ("Submit again the runs that met a lock conflict (once the holder is gone) or that failed; "
                  "they resume from their last checkpoint.", _resubmit),
     "report": ("Write the comparison report (Markdown or JSON) of a sweep, with plots.", _report),

@@ -9,18 +9,18 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
 
 from prove_jobs.logs.layout import RunFiles, StartFiles, find_run_files, start_files
-from prove_jobs.logs.runlog import EMPTY, TAIL, RunLog, ValPoint
+from prove_jobs.logs.runlog import EMPTY, TAIL, RunLog, TrainPoint, ValPoint
 from prove_jobs.verbose import DEBUG, LOGS, say
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from prove_jobs.logs.filestate import FileState, TrainT
 
@@ -42,6 +42,7 @@ class _Start:
     tail: list[TrainT] = field(default_factory=list)
     tail_complete: bool = True
     all_train: Callable[[], list[TrainT]] | None = None
+    last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
 
 
 @lru_cache(maxsize=1 << 16)
@@ -80,6 +81,7 @@ def _build_start(
         start.first_iter = train_src.first_train[0] if train_src.first_train is not None else None
         start.tail = train_src.tail
         start.tail_complete = train_src.tail_complete
+        start.last_train = train_src.last_train
     if json_state is None:
         for _own, miou, aacc, macc, mark in text_state.vals if text_state is not None else []:
             if mark is not None:
@@ -119,10 +121,12 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
     # one began; the last TAIL of them give the speed.
     kept: list[TrainT] = []
     last_iter: int | None = None
+    last_train = None
     bound: int | None = None
     for st in reversed(starts):
         if st.first_iter is None:
             continue
+        last_train = last_train or st.last_train
         recs = [r for r in st.tail if bound is None or r[0] < bound]
         if len(recs) < TAIL - len(kept) and not st.tail_complete and st.all_train is not None:
             recs = [r for r in st.all_train() if bound is None or r[0] < bound]
@@ -145,6 +149,9 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
         last_time=last_time,
         seconds_per_iter=seconds,
         warnings=tuple(warnings),
+        last_train=TrainPoint(*last_train) if last_train else None,
+        log_every=kept[-1][0] - kept[-2][0] if len(kept) >= 2 else None,
+        fresh_start=bool(starts) and starts[-1].first_iter is None,
     )
 
 
@@ -168,19 +175,34 @@ def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> 
     legacy = [(path, state) for path in files.legacy if (state := get(path, "json0", warnings)) is not None]
     plan = [f for name in files.starts[:-1] if (f := start_files(os.path.join(work_dir, name), name)) is not None]
     plan += [files.newest] if files.newest is not None else []
-    starts, last_time = _read_starts(plan, legacy, get, sparse, warnings)
+    starts, last_time, newest = _read_starts(plan, legacy, get, sparse, warnings)
     log = _merge(starts, len(legacy) + len(plan), warnings, last_time)
     say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, len(legacy) + len(plan))
+    if files.newest is not None and plan and plan[-1] is files.newest:
+        log = replace(log, **_newest_start(files.newest, *newest))
     return log, not warnings  # a warning (a torn line) is worth a re-read
 
 
+def _newest_start(files: StartFiles, json_state: FileState | None, text_state: FileState | None) -> dict[str, Any]:
+    """What the newest start's files say beyond the records: a cut-off last line, when they were last written."""
+    states = [(path, state) for path, state in ((files.json_path, json_state), (files.log_path, text_state))
+              if path is not None and state is not None]
+    mtimes = [st.st_mtime for st in (files.json_st, files.log_st) if st is not None]
+    return {
+        "torn": tuple(str(path) for path, state in states if state.offset < state.size),
+        "last_write": max(mtimes) if mtimes else None,
+        "log_path": files.log_path if files.log_st is not None else files.json_path,
+    }
+
+
 def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileState]], get: FileGetter, sparse: bool,
-                 warnings: list[str]) -> tuple[list[_Start], float | None]:
+                 warnings: list[str]) -> tuple[list[_Start], float | None, tuple[FileState | None, FileState | None]]:
     """Read each start's files (through ``get``: the cache, or afresh) and resolve its val iterations."""
     from prove_jobs.logs.filestate import read_all_train  # the parsing modules: only when a run changed
 
     starts: list[_Start] = []
     last_time: float | None = None
+    json_state = text_state = None
     for path, state in legacy:
         warnings.extend(state.warnings)
         starts.append(_build_start(state, None, None, legacy=True, all_train=partial(read_all_train, path, "json0")))
@@ -188,7 +210,7 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
         json_path = files.json_path if files.json_st is not None else None
         json_state = get(json_path, "json", warnings, files.json_st) if json_path else None
         json_path = json_path if json_state is not None else None
-        text_state: FileState | None = None
+        text_state = None
         if files.log_st is not None:
             need_vals = json_state is None or not sparse or _needs_text_vals(json_state)
             text_state = get(files.log_path, "text" if need_vals else "texttail", warnings, files.log_st)
@@ -210,7 +232,7 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
         if start.unresolved_vals:
             warnings.append(f"{files.name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)
-    return starts, last_time
+    return starts, last_time, (json_state, text_state)
 
 
 def read_text_log_with(path: Path, get: FileGetter) -> RunLog:

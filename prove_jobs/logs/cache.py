@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from prove_jobs.logs.layout import find_run_files
-from prove_jobs.logs.runlog import LIMITS, RunLog, ValPoint
+from prove_jobs.logs.runlog import LIMITS, RunLog, TrainPoint, ValPoint
 from prove_jobs.runs import START_DIR
 
 TYPE_CHECKING = False  # not typing's: see runlog.py
@@ -28,8 +28,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_FILE_ROW_LENGTH = 14  # fields in FileState.to_row()
-_CACHE_FORMAT = "prove-jobs-logcache-4"  # change it whenever FileState or the run memo changes
+_FILE_ROW_LENGTH = 15  # fields in FileState.to_row()
+_CACHE_FORMAT = "prove-jobs-logcache-5"  # change it whenever FileState or the run memo changes
 
 
 def default_cache_path() -> Path:
@@ -224,16 +224,21 @@ def _run_group(path: str) -> str:
 
 def _log_to_row(log: RunLog) -> tuple[object, ...]:
     curve = tuple((p.iter, p.miou, p.aacc, p.macc) for p in log.curve)
+    train = log.last_train.to_row() if log.last_train else None
     return (log.last_iter, log.max_iters, curve, log.starts, log.first_time, log.last_time,
-            log.seconds_per_iter, tuple(log.warnings))
+            log.seconds_per_iter, tuple(log.warnings), train, log.fresh_start, log.torn, log.last_write, log.log_path,
+            log.log_every)
 
 
 def _log_from_row(row: tuple[Any, ...]) -> RunLog:
-    last_iter, max_iters, curve, starts, first_time, last_time, seconds_per_iter, warnings = row
-    if not (isinstance(curve, tuple) and isinstance(starts, int) and isinstance(warnings, tuple)):
+    (last_iter, max_iters, curve, starts, first_time, last_time, seconds_per_iter, warnings, train, fresh_start, torn,
+     last_write, log_path, log_every) = row
+    if not (isinstance(curve, tuple) and isinstance(starts, int) and isinstance(warnings, tuple)
+            and isinstance(torn, tuple) and (train is None or (isinstance(train, tuple) and len(train) == 6))):
         raise ValueError("bad run summary")
     return RunLog(last_iter, max_iters, tuple(ValPoint._make(point) for point in curve), starts, first_time, last_time,
-                  seconds_per_iter, tuple(str(w) for w in warnings))
+                  seconds_per_iter, tuple(str(w) for w in warnings), TrainPoint(*train) if train else None,
+                  bool(fresh_start), tuple(str(p) for p in torn), last_write, log_path, log_every)
 
 
 class _PlainUnpickler(pickle.Unpickler):

@@ -48,6 +48,7 @@ class FileState:
     vals: list[ValT] = field(default_factory=list)
     mark: int | None = None
     max_iters: int | None = None
+    last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
 
     def add(self, records: Sequence[Record], complete: bool) -> None:
         """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
@@ -56,6 +57,7 @@ class FileState:
                 if self.first_train is None:
                     self.first_train = (rec.iter, rec.stamp)
                 self.tail.append((rec.iter, rec.time))
+                self.last_train = (rec.iter, rec.time, rec.data_time, rec.loss, rec.lr, rec.memory)
                 if len(self.tail) > TAIL:
                     del self.tail[0]
                     self.tail_complete = False
@@ -72,13 +74,13 @@ class FileState:
         return (
             self.inode, self.size, self.offset, self.mtime, self.kind, tuple(self.warnings), self.first_stamp,
             self.last_stamp, self.first_train, tuple(self.tail), self.tail_complete, tuple(self.vals), self.mark,
-            self.max_iters,
+            self.max_iters, self.last_train,
         )  # fmt: skip
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> FileState:
         (inode, size, offset, mtime, kind, warnings, first_stamp, last_stamp) = row[:8]
-        (first_train, tail, tail_complete, vals, mark, max_iters) = row[8:]
+        (first_train, tail, tail_complete, vals, mark, max_iters, last_train) = row[8:]
         if not (isinstance(inode, int) and isinstance(size, int) and isinstance(offset, int)):
             raise ValueError("bad file state")
         if not (isinstance(mtime, float) and isinstance(tail, tuple) and isinstance(vals, tuple)):
@@ -86,6 +88,9 @@ class FileState:
         state = cls(inode, size, offset, mtime, str(kind), list(warnings), first_stamp, last_stamp)
         state.first_train, state.tail, state.tail_complete = first_train, list(tail), bool(tail_complete)
         state.vals, state.mark, state.max_iters = list(vals), mark, max_iters
+        if last_train is not None and not (isinstance(last_train, tuple) and len(last_train) == 6):
+            raise ValueError("bad file state")
+        state.last_train = last_train
         return state
 
 

@@ -30,8 +30,11 @@ class Record:
     kind: str
     iter: int | None = None
     max_iters: int | None = None
-    time: float | None = None
+    time: float | None = None  # seconds per iteration, the mean since the previous record
     loss: float | None = None
+    data_time: float | None = None  # of `time`, seconds spent waiting for data
+    lr: float | None = None
+    memory: float | None = None  # MB: torch's peak allocated GPU memory (none on CPU)
     miou: float | None = None
     aacc: float | None = None
     macc: float | None = None
@@ -187,7 +190,8 @@ def json_record(obj: dict[str, object], fractions: bool) -> Record | None:
     seconds = _num(obj.get("time"))
     if seconds is None:
         seconds = _num(obj.get("train/time"))
-    return Record("train", iter=it, time=seconds, loss=loss)
+    return Record("train", iter=it, time=seconds, loss=loss, data_time=_num(obj.get("data_time")),
+                  lr=_num(obj.get("lr")), memory=_num(obj.get("memory")))
 
 
 def parse_text_chunk(data: bytes, offset: int = 0, *, name: str = "") -> Chunk:
@@ -244,6 +248,9 @@ def _text_record(msg: str, stamp: str) -> Record | None:
             max_iters=int(header["tot"]),
             time=items.get("time"),
             loss=items.get("loss"),
+            data_time=items.get("data_time"),
+            lr=items.get("lr"),
+            memory=items.get("memory"),
             stamp=stamp,
         )
     if header["mode"] == "val":

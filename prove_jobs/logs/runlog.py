@@ -7,7 +7,7 @@ change loads this and never the parsing modules.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
@@ -44,6 +44,21 @@ else:  # the same tuple without importing typing at start-up
 
 
 @dataclass(frozen=True)
+class TrainPoint:
+    """The last train record: where the training is and how it goes."""
+
+    iter: int
+    time: float | None  # seconds per iteration
+    data_time: float | None  # of which waiting for data
+    loss: float | None
+    lr: float | None
+    memory_mb: float | None  # peak GPU memory allocated (mmengine's `memory`; none on CPU)
+
+    def to_row(self) -> tuple[object, ...]:
+        return (self.iter, self.time, self.data_time, self.loss, self.lr, self.memory_mb)
+
+
+@dataclass(frozen=True)
 class RunLog:
     """Everything the logs of a run dir say: position, curve, speed, times, warnings."""
 
@@ -55,6 +70,13 @@ class RunLog:
     last_time: float | None
     seconds_per_iter: float | None
     warnings: tuple[str, ...]
+    last_train: TrainPoint | None = None
+    fresh_start: bool = False  # the newest start has logged no train record yet (building, loading data)
+    torn: tuple[str, ...] = ()  # files of the newest start whose last line is cut off
+    # Where and when, not what: two copies of one run's logs say the same (compare=False).
+    last_write: float | None = field(default=None, compare=False)  # the newest start's files' mtime
+    log_path: str | None = field(default=None, compare=False)  # the newest start's text log (else its JSON)
+    log_every: int | None = None  # iterations between the last two train records: the log's pace
 
 
 EMPTY = RunLog(None, None, (), 0, None, None, None, ())

@@ -154,11 +154,14 @@ class _JsonPicker:
             s = line_end(self.data, s, self.end) + 1
 
     def last_trains(self) -> bool:
-        """Pick the last TAIL train records; whether they are all the buffer has."""
+        """Pick the last TAIL train records, the very last one in full; whether they are all the buffer has."""
         found, s = 0, self.end
         while s > 0:
             s = prev_line(self.data, s, 0)
-            found += self.is_train(s)
+            if self.is_train(s):
+                found += 1
+                if found == 1:
+                    self.parse(s)  # its loss, lr, data_time, memory: what the dashboard shows of a live run
             if found >= TAIL and s > 0:
                 return False
         return True

@@ -1,9 +1,9 @@
 """The comparison report the group used to write by hand, built from the runs' statuses.
 
 ``build_report`` turns a sweep's statuses into a :class:`Report` (plain data, also the
-``--format json`` output); ``render_markdown`` writes it the way
-``cityscapes-training-comparison.md`` does; ``write_plots`` draws one mIoU-vs-iteration
-PNG per variant (matplotlib, the optional ``report`` extra, imported only there).
+``--format json`` output); ``markdown.render_markdown`` writes it the way
+``cityscapes-training-comparison.md`` does; ``plots.write_plots`` draws the mIoU-vs-iteration
+PNGs (matplotlib, the optional ``report`` extra, imported only there).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prove_jobs.errors import ProveJobsError, SpecError
-from prove_jobs.plan import configuration_rows, variant_label
+from prove_jobs.errors import SpecError
+from prove_jobs.plan import configuration_rows
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunState, RunStatus
@@ -46,6 +46,8 @@ class Report:
     variants: list[Variant]
     statuses: list[RunStatus]
     families: dict[str, str]  # model -> family tag of its template ("cnn", "transformer", ...)
+    sweep_file: str = ""
+    generated_at: float = 0.0
     differences: dict[str, float] = field(default_factory=dict)  # model -> best non-reference - reference
     times: list[RunTime] = field(default_factory=list)
 
@@ -67,6 +69,8 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "sweep": self.sweep,
+            "sweep_file": self.sweep_file,
+            "generated_at": self.generated_at,
             "reference": self.reference,
             "configurations": {v.name: dict(zip([r[0] for r in configuration_rows([v])],
                                                 [r[1][0] for r in configuration_rows([v])], strict=True))
@@ -103,9 +107,12 @@ def build_report(sweep: Sweep, statuses: Sequence[RunStatus], *, reference: str 
     if reference not in {v.name for v in sweep.variants}:
         raise SpecError(sweep.path, "--reference", f"variant {reference!r} is not in this sweep "
                         f"(variants: {', '.join(v.name for v in sweep.variants)})")
+    import time
+
     report = Report(
         sweep=sweep.name, reference=reference, variants=list(sweep.variants), statuses=list(statuses),
         families={model: _family(sweep, model) for model in dict.fromkeys(s.run.model for s in statuses)},
+        sweep_file=str(sweep.path), generated_at=time.time(),
     )
     for model in report.models:
         ref = final_miou(report.status(model, reference))
@@ -186,187 +193,6 @@ def _family(sweep: Sweep, model: str) -> str:
     return found.group(1) if found else "other"
 
 
-# ---------------------------------------------------------------------------------------------
-# Markdown
-
-
-def render_markdown(report: Report, *, plots: dict[str, str] | None = None) -> str:
-    """The report as Markdown; ``plots`` maps a variant to its PNG's path relative to the report."""
-    lines = [f"# {report.sweep}: training comparison", ""]
-    lines += _configurations(report) + _results(report) + _status(report)
-    lines += _progress(report, plots or {}) + _times(report)
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*out, ""]
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}%"
-
-
-def _configurations(report: Report) -> list[str]:
-    header = ["Parameter", *(v.name for v in report.variants)]
-    rows = [[f"**{label}**", *cells] for label, cells in configuration_rows(report.variants)]
-    return ["## Training Configurations", "", *_table(header, rows)]
-
-
-def _cell(status: RunStatus | None, bold: bool) -> str:
-    if status is None or status.state is RunState.NOT_SUBMITTED:
-        return "-"
-    miou = final_miou(status)
-    if miou is not None:
-        return f"**{miou:.2f}%**" if bold else f"{miou:.2f}%"
-    if status.state is RunState.RUNNING:
-        return f"(running @ {status.iter})" if status.iter is not None else "(running)"
-    if status.state is RunState.LOCK_CONFLICT and status.lock_holder is not None:
-        return f"(lock conflict: {status.lock_holder.user})"
-    return f"({status.state.value})"
-
-
-def _results(report: Report) -> list[str]:
-    others = [v for v in report.variants if v.name != report.reference]
-    header = ["Model", *(("Reference: " if v.name == report.reference else "") + variant_label(v)
-                         for v in report.variants), "Difference vs Ref"]
-    rows = []
-    for model in report.models:
-        finals = {v.name: final_miou(report.status(model, v.name)) for v in others}
-        scored = [m for m in finals.values() if m is not None]
-        best = max(scored) if len(scored) > 1 else None
-        cells = [_cell(report.status(model, v.name), bold=v.name != report.reference and finals.get(v.name) == best)
-                 for v in report.variants]
-        diff = report.differences.get(model)
-        rows.append([model, *cells, "-" if diff is None else f"**{diff:+.2f}%**"])
-    out = ["## Validation mIoU Results", "",
-           f"Final validation mIoU per run; the difference is the best non-reference result minus "
-           f"{report.reference}, in points.", "", *_table(header, rows)]
-    averages = report.family_averages()
-    if averages:
-        out += ["### Average difference vs reference", ""]
-        for name, value in sorted(averages.items(), key=lambda kv: (kv[0] != "all", kv[0])):
-            count = sum(1 for m in report.differences if name == "all" or report.families.get(m) == name)
-            out.append(f"- **{name}**: {value:+.2f}% ({count} model(s))")
-        out.append("")
-    return out
-
-
-def status_line(status: RunStatus) -> str:
-    """``✅ segformer_mit-b3: Completed (alice) - 76.84% mIoU (Job 1057498)``, the report's list item."""
-    user = status.lock_holder.user if status.state is RunState.LOCK_CONFLICT and status.lock_holder else status.user
-    text = f"{status.state.icon} {status.run.model}: {status.state.value.capitalize()}"
-    if user:
-        text += f" ({user})"
-    if status.state in (RunState.RUNNING, RunState.REQUEUED, RunState.FAILED, RunState.CANCELLED,
-                        RunState.TIMEOUT) and status.iter:
-        text += f" @ {status.iter}/{status.max_iters or '?'}"
-    miou = final_miou(status)
-    if miou is not None:
-        text += f" - {miou:.2f}% mIoU"
-    if status.job_id and status.state is not RunState.LOCK_CONFLICT:
-        text += f" (Job {status.job_id})"
-    return text
-
-
-def _status(report: Report) -> list[str]:
-    out = ["## Status", ""]
-    for variant in report.variants:
-        group = [s for s in report.statuses if s.run.variant == variant.name]
-        if not group:
-            continue
-        out += [f"### {variant.name} (BS={variant.batch_size}, {variant.max_iters:,} iters)", ""]
-        out += [f"- {status_line(s)}" for s in group] + [""]
-    return out
-
-
-def _progress(report: Report, plots: dict[str, str]) -> list[str]:
-    out = ["## Training Progress", ""]
-    for variant in report.variants:
-        group = [s for s in report.statuses if s.run.variant == variant.name and s.curve]
-        if not group:
-            continue
-        out += [f"### {variant_label(variant)}", ""]
-        if variant.name in plots:
-            out += [f"![mIoU vs iteration, {variant.name}]({plots[variant.name]})", ""]
-        for status in group:
-            rows = [[str(p.iter), _pct(p.miou), _pct(p.aacc)] for p in status.curve]
-            if status.state is RunState.COMPLETED:
-                rows[-1] = [f"**{cell}**" for cell in rows[-1]]
-            out += [f"**{status.run.model}:**", *_table(["Iteration", "mIoU", "aAcc"], rows)]
-    return out
-
-
-def _duration(seconds: float) -> str:
-    """The report's units: hours for real trainings, minutes or seconds for toy ones."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.2f} hrs"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} sec"
-
-
-def _run_time(seconds: float) -> str:
-    return f"{seconds:,.0f} sec ({_duration(seconds)})" if seconds >= 60 else _duration(seconds)
-
-
-def _times(report: Report) -> list[str]:
-    if not report.times:
-        return []
-    rows = []
-    for t in report.times:
-        speed = "reference" if t.variant == report.reference else (
-            "-" if t.speedup_vs_reference is None else f"~{t.speedup_vs_reference:.1f}× faster")
-        rows.append([f"**{t.model}**", t.variant, _run_time(t.seconds), _pct(t.miou),
-                     _duration(t.minutes_per_point * 60), speed])
-    return ["## Training Time Comparison", "",
-            "Run time is the training iterations' measured time summed over every start (queue waits, "
-            "requeue gaps and validation excluded).", "",
-            *_table(["Model", "Config", "Run Time", "mIoU", "Time per 1% mIoU", "vs reference"], rows)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-
-def write_plots(report: Report, folder: Path) -> dict[str, Path]:
-    """One PNG per variant with a curve: mIoU vs iteration for every model. Returns variant -> file."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ProveJobsError("plots need matplotlib: pip install 'prove-jobs[report]' (or leave out --plots)") from None
-    folder.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    for variant in report.variants:
-        group = [s for s in report.statuses if s.run.variant == variant.name and s.curve]
-        if not group:
-            continue
-        figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
-        for status in group:
-            points = [(p.iter, p.miou) for p in status.curve if p.miou is not None]
-            axes.plot([i for i, _ in points], [m for _, m in points], marker="o", markersize=3,
-                      label=status.run.model)
-        axes.set_title(f"{variant_label(variant)}: validation mIoU")
-        axes.set_xlabel("iteration")
-        axes.set_ylabel("mIoU (%)")
-        axes.set_xlim(0, variant.max_iters * 1.03)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-        figure.tight_layout()
-        path = folder / f"{variant.name}.png"
-        figure.savefig(path)
-        plt.close(figure)
-        written[variant.name] = path
-    return written
-
-
-# ---------------------------------------------------------------------------------------------
-# The command
-
 
 @dataclass
 class ReportFiles:
@@ -383,6 +209,8 @@ def make_report(sweep: Sweep, runs: Sequence[Run], *, reference: str | None = No
     import os
 
     from prove_jobs.fsafe import atomic_write_text
+    from prove_jobs.report.markdown import render_markdown
+    from prove_jobs.report.plots import write_plots
     from prove_jobs.status import collect_status
 
     status = collect_status(runs)
@@ -390,7 +218,9 @@ def make_report(sweep: Sweep, runs: Sequence[Run], *, reference: str | None = No
     report = build_report(sweep, status.statuses, reference=reference)
     links: dict[str, str] = {}
     written: list[Path] = []
-    if plots_dir is not None:
+    if plots_dir is not None and not any(s.curve for s in report.statuses):
+        warnings.append(f"no run has a validation yet: no plot written (and {plots_dir} not made)")
+    elif plots_dir is not None:
         base = out.parent if out is not None else Path.cwd()
         for variant, path in write_plots(report, plots_dir).items():
             links[variant] = os.path.relpath(path.absolute(), base.absolute())

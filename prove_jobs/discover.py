@@ -1,0 +1,82 @@
+"""Finding runs under a folder: every mmengine work dir at any depth, ours or started by hand.
+
+A run is a work dir: prove-jobs metadata, a ``<timestamp>/`` folder of a training start, or
+mmengine's ``last_checkpoint``. Its own subfolders are not searched, nor hidden folders, nor
+symbolic links (a link in a shared data root is anyone's to plant).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prove_jobs.errors import RunError
+from prove_jobs.runs import META_FILE, Run, is_start_dir, read_meta
+
+MAX_DEPTH = 8  # below the folder asked about; a data root's runs are 4 deep
+
+
+def is_run_dir(entries: list[os.DirEntry[str]]) -> bool:
+    """Does a folder with these entries hold a training (metadata, a start's folder, a checkpoint pointer)?"""
+    names = {e.name for e in entries}
+    return META_FILE in names or "last_checkpoint" in names or any(
+        is_start_dir(e.name) and e.is_dir(follow_symlinks=False) for e in entries)
+
+
+def looks_like_run(folder: Path) -> bool:
+    try:
+        return is_run_dir(list(os.scandir(folder)))
+    except OSError:
+        return False
+
+
+def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH) -> list[Run]:
+    """Every run at or below ``root``, in path order."""
+    root = Path(root)
+    found: list[Run] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        if is_run_dir(entries):
+            found.append(run_at(folder, root))
+            return
+        if depth >= max_depth:
+            return
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                walk(Path(entry.path), depth + 1)
+
+    walk(root, 0)
+    return found
+
+
+def run_at(folder: Path, root: Path) -> Run:
+    """The run in ``folder``: named by its path where that has the layout (``<VARIANT>/<method>/<dataset>/
+    <model>``, as prove-jobs' metadata confirms or four levels below ``root``), else by the config
+    mmengine saved in it (``<work_dir>/<config>.py``) below the folder above it."""
+    folder = Path(folder).absolute()
+    parts = folder.parts
+    try:
+        meta = read_meta(folder)
+    except RunError:
+        meta = None
+    in_layout = len(parts) >= 5 and (
+        (meta is not None and parts[-1] == meta.model and parts[-4] == meta.variant)
+        or (meta is None and len(folder.relative_to(Path(root).absolute()).parts) >= 4))
+    if in_layout:
+        return Run.from_dir(folder)
+    model = meta.model if meta is not None else _config_name(folder) or folder.name
+    variant = meta.variant if meta is not None else folder.parent.name or "-"
+    return Run(model=model, variant=variant, method="-", dataset="-", data_root=folder.parent, path=folder)
+
+
+def _config_name(folder: Path) -> str | None:
+    """The name of the config a hand-started training ran: mmengine copies it into the work dir."""
+    try:
+        configs = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".py") and e.is_file())
+    except OSError:
+        return None
+    return configs[0][:-3] if len(configs) == 1 else None

@@ -1,0 +1,242 @@
+"""Sweep files: which models, which variants (training recipes), where, on what resources.
+
+A sweep file is TOML; a variant is one TOML file under ``<templates>/variants/`` (``variant.py``);
+a model is one mmengine config under ``<templates>/models/``. Everything is validated here,
+once, so that later stages can trust a ``Sweep``. See docs/sweep-file.md for the format.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from prove_jobs.errors import SpecError
+from prove_jobs.runs import Run
+from prove_jobs.spec.fields import (
+    as_str,
+    crop,
+    dataclass_from,
+    expand,
+    overrides,
+    refuse_duplicates,
+    refuse_unknown,
+    require,
+    str_list,
+)
+from prove_jobs.spec.variant import Variant, load_variant
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["LOCK_MODES", "OPTIMIZER", "SCHEDULER", "Resources", "Sharing", "Sweep", "Training", "Variant",
+           "default_templates_dir", "load_sweep", "load_variant"]
+
+LOCK_MODES = ("fcntl", "soft")
+OPTIMIZER = "SGD"  # what job_templates/run_config.py.tmpl sets; shown by `plan`
+SCHEDULER = "Poly"
+SWEEP_KEYS = {
+    "name", "dataset", "method", "data_root", "dataset_root", "models", "variants",
+    "templates", "training", "resources", "crop_size", "sharing",
+}
+
+
+def default_templates_dir() -> Path:
+    """``job_templates/`` beside the package (editable install) or inside it (wheel)."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here.parent / "job_templates", here / "job_templates"):
+        if (candidate / "models").is_dir():
+            return candidate
+    raise SpecError(here, None, "job_templates/ not found next to the prove_jobs package; reinstall it")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks the scheduler for. ``None`` leaves the cluster's default."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int = 1
+    cpus_per_task: int = 4
+    mem_gb: float | None = None
+    timeout_min: int = 24 * 60
+    constraint: str | None = None
+    max_requeues: int = 3
+    extra_sbatch: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    # The Python the job runs (a command line, used as it is): the training environment's, when it is
+    # not the one running prove-jobs (a lite login node submitting to full-flavour nodes). Default: this one.
+    python: str | None = None
+
+
+@dataclass(frozen=True)
+class Training:
+    """Settings shared by every run of a sweep that are not part of a variant's recipe."""
+
+    log_interval: int = 50
+    num_workers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """How a data root shared by several users is written (docs/locks.md)."""
+
+    # "fcntl": OS locks through filelock.FileLock (local disks, NFSv4, Lustre mounted with flock);
+    # "soft": filelock.SoftFileLock marker files, for filesystems where fcntl locks do not work.
+    lock_mode: str = "fcntl"
+    # Applied to everything prove-jobs and the training write in a run dir: "0002" keeps files
+    # group-writable, so that a colleague can take over a run (mmengine rewrites last_checkpoint).
+    umask: str = "0002"
+
+    @property
+    def umask_bits(self) -> int:
+        return int(self.umask, 8)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep file: models x variants, where their runs go, what each job asks for."""
+
+    name: str
+    path: Path
+    dataset: str
+    method: str
+    data_root: Path
+    dataset_root: Path
+    models: tuple[str, ...]
+    variants: tuple[Variant, ...]
+    templates_dir: Path
+    training: Training = Training()
+    sharing: Sharing = Sharing()
+    resources: Resources = Resources()
+    variant_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    unset: tuple[str, ...] = ()  # a preview's ${VAR}s that are not set: the paths still hold them
+
+    def variant(self, name: str) -> Variant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise SpecError(self.path, "variants", f"unknown variant {name!r} (in this sweep: {_names(self.variants)})")
+
+    def model_template(self, model: str) -> Path:
+        return self.templates_dir / "models" / f"{model}.py"
+
+    def runs(self, models: Iterable[str] = (), variants: Iterable[str] = ()) -> list[Run]:
+        """Every (model, variant) of the sweep, variant-major, optionally filtered by name."""
+        wanted_models = list(models) or list(self.models)
+        wanted_variants = list(variants) or [v.name for v in self.variants]
+        for model in wanted_models:
+            if model not in self.models:
+                known = ", ".join(self.models)
+                raise SpecError(self.path, "models", f"unknown model {model!r} (in this sweep: {known})")
+        for name in wanted_variants:
+            self.variant(name)
+        return [
+            Run(model=m, variant=v, method=self.method, dataset=self.dataset, data_root=self.data_root)
+            for v in wanted_variants
+            for m in self.models
+            if m in wanted_models
+        ]
+
+    def resources_for(self, run: Run) -> Resources:
+        """Sweep defaults, then the variant's overrides, then the model's."""
+        merged = self.resources
+        for table in (self.variant_resources.get(run.variant, {}), self.model_resources.get(run.model, {})):
+            merged = replace(merged, **table)
+        return merged
+
+
+def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = False) -> Sweep:
+    """Parse and validate a sweep file. ``data_root`` overrides the file's (``--data-root``).
+
+    ``preview`` (``plan``, ``render``): a ``${VAR}`` that is not set stays as written in the
+    paths (``Sweep.unset`` names it) instead of being an error.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(path, None, "sweep file not found") from None
+    except OSError as exc:
+        raise SpecError(path, None, f"cannot read sweep file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(path, None, f"not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise SpecError(path, None, "not a text file (a sweep file is TOML)") from None
+
+    refuse_unknown(path, "", raw, SWEEP_KEYS)
+    templates_dir = default_templates_dir()
+    if "templates" in raw:
+        templates_dir = (path.parent / as_str(path, "templates", raw["templates"])).resolve()
+        if not (templates_dir / "models").is_dir():
+            raise SpecError(path, "templates", f"{templates_dir} has no models/ folder")
+
+    unset: list[str] | None = [] if preview else None
+    root_text = as_str(path, "data_root", require(path, raw, "data_root"))
+    # --data-root wins without expanding the file's value: its ${VAR} need not be set then.
+    root = data_root if data_root is not None else Path(
+        expand(path, "data_root", root_text, hint="or pass --data-root DIR", unset=unset))
+    dataset_root = Path(expand(path, "dataset_root", as_str(path, "dataset_root", require(path, raw, "dataset_root")),
+                               hint="--data-root sets where runs go, not dataset_root", unset=unset))
+
+    models = tuple(str_list(path, "models", require(path, raw, "models")))
+    for model in models:
+        if not (templates_dir / "models" / f"{model}.py").is_file():
+            known = ", ".join(sorted(p.stem for p in (templates_dir / "models").glob("*.py")))
+            raise SpecError(path, "models", f"unknown model {model!r} (known: {known})")
+    refuse_duplicates(path, "models", models)
+
+    training = dataclass_from(path, "training", raw.get("training", {}), Training)
+    sharing = dataclass_from(path, "sharing", raw.get("sharing", {}), Sharing)
+    if sharing.lock_mode not in LOCK_MODES:
+        raise SpecError(path, "sharing.lock_mode", f"must be one of {', '.join(LOCK_MODES)}, got {sharing.lock_mode!r}")
+    if not (len(sharing.umask) in (3, 4) and all(c in "01234567" for c in sharing.umask)):
+        raise SpecError(path, "sharing.umask", f"must be an octal umask like '0002', got {sharing.umask!r}")
+    variant_names = str_list(path, "variants", require(path, raw, "variants"))
+    refuse_duplicates(path, "variants", variant_names)
+    crop_default = crop(path, "crop_size", raw.get("crop_size", [512, 512]))
+    variants = tuple(load_variant(templates_dir, name, path, crop_default) for name in variant_names)
+
+    resources_raw = raw.get("resources", {})
+    if not isinstance(resources_raw, dict):
+        raise SpecError(path, "resources", "must be a table")
+    resources_raw = dict(resources_raw)
+    per_variant = resources_raw.pop("variants", {})
+    per_model = resources_raw.pop("models", {})
+    resources = dataclass_from(path, "resources", resources_raw, Resources)
+    variant_resources = overrides(path, "resources.variants", per_variant, set(variant_names), Resources)
+    model_resources = overrides(path, "resources.models", per_model, set(models), Resources)
+
+    return Sweep(
+        name=as_str(path, "name", raw.get("name", path.stem)),
+        path=path.resolve(),
+        dataset=as_str(path, "dataset", require(path, raw, "dataset")),
+        method=as_str(path, "method", raw.get("method", "baseline")),
+        data_root=_absolute(root),
+        dataset_root=_absolute(dataset_root),
+        models=models,
+        variants=variants,
+        templates_dir=templates_dir,
+        training=training,
+        sharing=sharing,
+        resources=resources,
+        variant_resources=variant_resources,
+        model_resources=model_resources,
+        unset=tuple(dict.fromkeys(unset or ())),
+    )
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute, but a path still holding an unset ``${VAR}`` (a preview) is shown as written."""
+    return path if str(path).startswith("${") else path.expanduser().absolute()
+
+
+def _names(variants: Iterable[Variant]) -> str:
+    return ", ".join(v.name for v in variants)

@@ -1,0 +1,124 @@
+"""Checking a TOML table field by field: one-line errors that name the file and the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from prove_jobs.errors import SpecError
+
+
+def crop(path: Path, key: str, value: Any) -> tuple[int, int]:
+    if not (isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(c, int) and c > 0 for c in value)):
+        raise SpecError(path, key, f"must be [height, width] in pixels, got {value!r}")
+    return value[0], value[1]
+
+
+ZERO_ALLOWED = {"max_requeues", "num_workers", "seed", "gpus_per_node"}
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand(path: Path, key: str, text: str, *, hint: str, unset: list[str] | None = None) -> str:
+    """``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error naming ``key``.
+
+    ``unset``: a preview (``plan``, ``render``) keeps such a variable as written and lists it there.
+    """
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        if unset is not None:
+            unset.append(name)
+            return match.group(0)
+        raise SpecError(path, key, f"${{{name}}} is not set: export {name}=/path ({hint})")
+
+    return _ENV.sub(sub, text)
+
+
+def require(path: Path, raw: Mapping[str, Any], key: str) -> Any:
+    if key not in raw:
+        raise SpecError(path, key, "missing (required)")
+    return raw[key]
+
+
+def as_str(path: Path, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise SpecError(path, key, f"must be a string, got {value!r}")
+    return value
+
+
+def str_list(path: Path, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(path, key, f"must be a non-empty list of names, got {value!r}")
+    return value
+
+
+def refuse_duplicates(path: Path, key: str, names: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise SpecError(path, key, f"{name!r} is listed twice")
+        seen.add(name)
+
+
+def refuse_unknown(path: Path, prefix: str, raw: Mapping[str, Any], valid: set[str]) -> None:
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise SpecError(
+            path, prefix + unknown[0], f"unknown field (valid fields are: {', '.join(sorted(valid))})"
+        )
+
+
+def dataclass_from(path: Path, key: str, raw: Any, cls: type[Any]) -> Any:
+    if not isinstance(raw, dict):
+        raise SpecError(path, key, "must be a table")
+    return cls(**checked_fields(path, key, raw, cls))
+
+
+def checked_fields(path: Path, key: str, raw: Mapping[str, Any], cls: type[Any]) -> dict[str, Any]:
+    """Type-check a table against a dataclass's fields (types taken from its defaults)."""
+    specs = {f.name: f for f in fields(cls)}
+    refuse_unknown(path, f"{key}.", raw, set(specs))
+    checked: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in raw.items():
+        default = getattr(defaults, name)
+        where = f"{key}.{name}"
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SpecError(path, where, f"must be a list of strings, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, bool) or isinstance(value, bool):
+            raise SpecError(path, where, f"unexpected boolean {value!r}")
+        elif isinstance(default, int):
+            low = 0 if name in ZERO_ALLOWED else 1
+            if not isinstance(value, int) or value < low:
+                raise SpecError(path, where, f"must be an integer >= {low}, got {value!r}")
+        elif name == "mem_gb":
+            if not isinstance(value, int | float) or value <= 0:
+                raise SpecError(path, where, f"must be a positive number, got {value!r}")
+        elif not isinstance(value, str):
+            raise SpecError(path, where, f"must be a string, got {value!r}")
+        checked[name] = value
+    return checked
+
+
+def overrides(path: Path, key: str, raw: Any, allowed: set[str], cls: type[Any]) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise SpecError(path, key, "must be a table of tables")
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        if name not in allowed:
+            raise SpecError(path, f"{key}.{name}", f"not in this sweep (sweep has: {', '.join(sorted(allowed))})")
+        if not isinstance(table, dict):
+            raise SpecError(path, f"{key}.{name}", "must be a table")
+        out[name] = checked_fields(path, f"{key}.{name}", table, cls)
+    return out

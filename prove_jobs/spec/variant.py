@@ -1,0 +1,125 @@
+"""A variant: one training recipe (schedule, batch, learning rate), one TOML file under ``variants/``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prove_jobs.errors import SpecError
+from prove_jobs.spec.fields import as_str, crop, refuse_unknown
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+VARIANT_KEYS = {
+    "description", "max_iters", "batch_size", "lr", "lr_scaling", "warmup_iters",
+    "val_interval", "checkpoint_interval", "crop_size",
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A training recipe: schedule, batch size and learning rate."""
+
+    name: str
+    max_iters: int
+    batch_size: int
+    lr: float
+    warmup_iters: int
+    val_interval: int
+    checkpoint_interval: int
+    crop_size: tuple[int, int]
+    lr_rule: str
+    lr_scale: float = 1.0  # lr / base_lr when scaled from a reference recipe
+    description: str = ""
+    source: Path | None = None
+
+    @property
+    def total_samples(self) -> int:
+        return self.max_iters * self.batch_size
+
+    @property
+    def gradient_steps(self) -> int:
+        return self.max_iters
+
+
+def load_variant(templates_dir: Path, name: str, sweep_path: Path,
+                 crop_default: tuple[int, int] = (512, 512)) -> Variant:
+    """Read and check ``<templates>/variants/<name>.toml``; errors name that file and the field."""
+    vpath = templates_dir / "variants" / f"{name}.toml"
+    if not vpath.is_file():
+        known = ", ".join(sorted(p.stem for p in (templates_dir / "variants").glob("*.toml")))
+        raise SpecError(sweep_path, "variants", f"unknown variant {name!r} (known: {known})")
+    try:
+        raw = tomllib.loads(vpath.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(vpath, None, f"not valid TOML ({exc})") from None
+    refuse_unknown(vpath, "", raw, VARIANT_KEYS)
+
+    def positive(key: str, default: int | None = None) -> int:
+        value = raw.get(key, default)
+        if value is None:
+            raise SpecError(vpath, key, "missing (required)")
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise SpecError(vpath, key, f"must be a positive integer, got {value!r}")
+        return value
+
+    max_iters = positive("max_iters")
+    batch_size = positive("batch_size")
+    val_interval = positive("val_interval")
+    warmup = raw.get("warmup_iters", 0)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup < max_iters:
+        raise SpecError(vpath, "warmup_iters", f"must be an integer in [0, max_iters), got {warmup!r}")
+    lr, rule, scale = _learning_rate(vpath, raw, batch_size)
+    crop_size = crop(vpath, "crop_size", raw["crop_size"]) if "crop_size" in raw else crop_default
+    checkpoint_interval = positive("checkpoint_interval", val_interval)
+    for key, every in (("val_interval", val_interval), ("checkpoint_interval", checkpoint_interval)):
+        if every > max_iters:
+            never = "validate" if key == "val_interval" else "save a checkpoint"
+            raise SpecError(vpath, key, f"{every} is more than max_iters ({max_iters}): the run would never {never}")
+    return Variant(
+        name=name,
+        max_iters=max_iters,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_iters=warmup,
+        val_interval=val_interval,
+        checkpoint_interval=checkpoint_interval,
+        crop_size=crop_size,
+        lr_rule=rule,
+        lr_scale=scale,
+        description=as_str(vpath, "description", raw.get("description", "")),
+        source=vpath,
+    )
+
+
+def _learning_rate(vpath: Path, raw: Mapping[str, Any], batch_size: int) -> tuple[float, str, float]:
+    """The LR given directly, or scaled linearly (Goyal et al. 2017) from a reference recipe."""
+    if ("lr" in raw) == ("lr_scaling" in raw):
+        raise SpecError(vpath, "lr", "give exactly one of 'lr' or 'lr_scaling'")
+    if "lr" in raw:
+        lr = raw["lr"]
+        if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
+            raise SpecError(vpath, "lr", f"must be a positive number, got {lr!r}")
+        return float(lr), "given", 1.0
+    scaling = raw["lr_scaling"]
+    if not isinstance(scaling, dict):
+        raise SpecError(vpath, "lr_scaling", "must be a table with base_lr and base_batch_size")
+    refuse_unknown(vpath, "lr_scaling.", scaling, {"rule", "base_lr", "base_batch_size"})
+    if scaling.get("rule", "linear") != "linear":
+        raise SpecError(vpath, "lr_scaling.rule", f"only 'linear' is supported, got {scaling.get('rule')!r}")
+    base_lr = scaling.get("base_lr")
+    base_bs = scaling.get("base_batch_size")
+    if not isinstance(base_lr, int | float) or isinstance(base_lr, bool) or base_lr <= 0:
+        raise SpecError(vpath, "lr_scaling.base_lr", f"must be a positive number, got {base_lr!r}")
+    if not isinstance(base_bs, int) or isinstance(base_bs, bool) or base_bs <= 0:
+        raise SpecError(vpath, "lr_scaling.base_batch_size", f"must be a positive integer, got {base_bs!r}")
+    # Rounded so that 0.01 * 16 / 2 prints as 0.08, not 0.08000000000000002.
+    lr = round(float(base_lr) * batch_size / base_bs, 12)
+    factor = batch_size / base_bs
+    return lr, f"linear: {base_lr} x {factor:g} (batch {batch_size} / {base_bs})", factor
