@@ -158,11 +158,11 @@ def _lr(s: RunStatus) -> str:
 
 
 # In the order shown; the lowest priority (highest number) goes first when the terminal is narrow:
-# Model, State and mIoU always stay, then progress and ETA, then elapsed time, speed, best mIoU, job.
+# Model, State (with its iteration) and mIoU always stay, then ETA, the progress bar, elapsed time, speed, best mIoU.
 COLUMNS = [
     _Column("Model", lambda s: s.run.model, 20, 0),
     _Column("State", state_text, 22, 0),
-    _Column("Progress", _progress, BAR_WIDTH + 5, 1),
+    _Column("Progress", _progress, BAR_WIDTH + 5, 2),  # after ETA: State already says "@ 490/600"
     _Column("mIoU", lambda s: _at(s.last_val.miou if s.last_val else None, s.last_val.iter if s.last_val else None),
             12, 0, "right", narrow=lambda s: _at(s.last_val.miou if s.last_val else None, None)),
     _Column("ETA", lambda s: _duration(s.eta_s), 8, 1, "right"),
