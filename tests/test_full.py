@@ -209,7 +209,7 @@ def test_mask2former_resumes_after_a_kill(tmp_path: Path, monkeypatch: pytest.Mo
     # The job stalls right after its checkpoint at iteration 2 (the probe), before the validation.
     while not ((tmp_path / "stalled").is_file() and checkpointed(run_dir) == 2):
         assert time.monotonic() < deadline, f"no checkpoint at iteration 2 within 600 s\n{job_output(run_dir)}"
-        assert status(sweep, capsys)["state"] in ("pending", "running"), job_output(run_dir)
+        assert status(sweep, capsys)["state"] in ("pending", "starting", "running"), job_output(run_dir)
         time.sleep(0.5)
     job_id = status(sweep, capsys)["job_id"]
     os.killpg(int(job_id), signal.SIGKILL)  # the local job id is the controller's pid; it leads its session
