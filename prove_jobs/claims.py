@@ -34,10 +34,13 @@ from prove_jobs.runs import (
     RunMeta,
     current_host,
     current_user,
+    file_lock,
+    lock_error,
+    locked,
     meta_path,
     now,
-    pid_alive,
     read_meta,
+    same_process,
     update_meta,
 )
 from prove_jobs.states import slurm_alive
@@ -101,21 +104,23 @@ def open_slurm_jobs(metas: Iterable[RunMeta | None]) -> list[str]:
     return [m.job_id for m in metas if m is not None and m.executor == "slurm" and m.job_id and claim_is_open(m)]
 
 
-def job_alive(executor: str, job_id: str | None, host: str, pid: int | None, jobs: Jobs) -> bool | None:
+def job_alive(executor: str, job_id: str | None, jobs: Jobs, *, host: str = "", pid: int | None = None,
+              pid_start: int | None = None, boot: str | None = None) -> bool | None:
     """Is this job queued or running? ``None``: nobody here can tell.
 
     ``jobs``: the scheduler's answer (a job it was asked about and does not know is gone), or
     ``None`` when it did not answer. A job it was not asked about (a claim written after the
-    question) cannot be judged from it.
+    question) cannot be judged from it. A local pid counts only while it is the process that
+    was recorded (same start time, same boot): pids are reused.
     """
     if executor == "local":
         if host != current_host():
             return None  # a pid means nothing on another host
-        return pid is not None and pid_alive(pid)
+        return same_process(pid, pid_start, boot)
     if executor == "slurm":
         if not job_id:
             # between writing the claim and sbatch answering: the submitter's pid says
-            return (pid is not None and pid_alive(pid)) if host == current_host() else None
+            return same_process(pid, pid_start, boot) if host == current_host() else None
         if jobs is None or job_id not in jobs.asked:
             return None
         info = jobs.get(job_id)
@@ -127,7 +132,8 @@ def claim_alive(meta: RunMeta, jobs: Jobs) -> bool | None:
     """Is the claim's job still queued or running? ``None``: nobody here can tell."""
     if not claim_is_open(meta):
         return False
-    return job_alive(meta.executor, meta.job_id, meta.host, meta.pid, jobs)
+    return job_alive(meta.executor, meta.job_id, jobs, host=meta.host, pid=meta.pid, pid_start=meta.pid_start,
+                     boot=meta.boot_id)
 
 
 def holder_of(run_dir: Path, meta: RunMeta | None, jobs: Jobs, *, lock_mode: str = "fcntl") -> LockHolder | None:
@@ -189,19 +195,25 @@ def refuse_finished(run: Run, max_iters: int) -> None:
     meta = read_meta_quietly(run.run_dir)
     if meta is not None and meta.finished_at is not None:
         raise RunError(f"{run.run_dir}: {run.name} already completed; move the run dir aside to train it again")
-    if (run.run_dir / f"iter_{max_iters}.pth").exists():
+    last = run.run_dir / f"iter_{max_iters}.pth"
+    if last.exists() and _vouched_for(run.run_dir, last):
         raise RunError(f"{run.run_dir}: holds iter_{max_iters}.pth, a finished run; nothing submitted")
+
+
+def _vouched_for(run_dir: Path, checkpoint: Path) -> bool:
+    """Does ``last_checkpoint`` name ``checkpoint``? mmengine rewrites it only once a save is whole: a final
+    checkpoint cut short (a full disk, a kill while saving) is no sign of a finished run."""
+    try:
+        named = (run_dir / "last_checkpoint").read_text().strip()
+    except OSError:
+        return True  # no pointer to go by (an older mmengine): the file's name says it
+    return Path(named).name == checkpoint.name
 
 
 # --- the training lock ---------------------------------------------------------------------------
 
 def train_lock(run_dir: Path, mode: str = "fcntl", timeout_s: float = 0) -> BaseFileLock:
-    from filelock import FileLock, SoftFileLock
-
-    if mode not in ("fcntl", "soft"):
-        raise RunError(f"lock mode {mode!r} is unknown (valid: fcntl, soft)")
-    cls = FileLock if mode == "fcntl" else SoftFileLock
-    return cls(run_dir / TRAIN_LOCK, timeout=timeout_s, mode=GROUP_RW)
+    return file_lock(run_dir / TRAIN_LOCK, mode, timeout_s=timeout_s)
 
 
 def training_lock_held(run_dir: Path, mode: str = "fcntl") -> bool | None:
@@ -244,6 +256,8 @@ def training_lock(run_dir: Path, mode: str = "fcntl", wait_s: float = 5) -> Iter
             f"{run_dir / TRAIN_LOCK}: cannot open the training lock (owner: {file_owner(run_dir / TRAIN_LOCK)}); "
             "ask them to make it group-writable (sharing.umask in the sweep file)"
         ) from None
+    except OSError as exc:  # no flock on this filesystem, a planted link
+        raise lock_error(run_dir / TRAIN_LOCK, exc) from None
     try:
         yield
     finally:
@@ -252,32 +266,42 @@ def training_lock(run_dir: Path, mode: str = "fcntl", wait_s: float = 5) -> Iter
 
 # --- recorded conflicts --------------------------------------------------------------------------
 
-def record_conflict(run_dir: Path, holder: LockHolder, sweep: str) -> None:
-    """Remember that this user's submit met ``holder``, for ``status`` and ``resubmit --lock-conflicts``."""
-    conflicts = read_conflicts(run_dir)
-    entry: dict[str, Any] = {"holder": holder.to_json(), "at": now(), "sweep": sweep}
-    previous = conflicts.get(current_user())
-    if isinstance(previous, dict) and previous.get("after_job_id") and previous["after_job_id"] == holder.job_id:
-        # still the same holder: our job queued behind it (--after-holder) stays on record
-        entry.update(queued_job_id=previous.get("queued_job_id"), after_job_id=previous["after_job_id"])
-    conflicts[current_user()] = entry
-    _write_conflicts(run_dir, conflicts)
+def record_conflict(run_dir: Path, holder: LockHolder, sweep: str, *, user: str | None = None) -> None:
+    """Remember that ``user``'s (this user's) submit met ``holder``, for ``status`` and ``resubmit --lock-conflicts``.
+
+    Read, changed and rewritten under the run's mutex: several users meeting one holder at once
+    all stay on record.
+    """
+    user = user or current_user()
+    with locked(run_dir):
+        conflicts = read_conflicts(run_dir)
+        entry: dict[str, Any] = {"holder": holder.to_json(), "at": now(), "sweep": sweep}
+        previous = conflicts.get(user)
+        if isinstance(previous, dict) and previous.get("after_job_id") and previous["after_job_id"] == holder.job_id:
+            # still the same holder: our job queued behind it (--after-holder) stays on record
+            entry.update(queued_job_id=previous.get("queued_job_id"), after_job_id=previous["after_job_id"])
+        conflicts[user] = entry
+        _write_conflicts(run_dir, conflicts)
 
 
 def note_queued_after(run_dir: Path, job_id: str, after_job_id: str) -> None:
     """Our job ``job_id`` waits in the queue for the holder's ``after_job_id`` to end (--after-holder)."""
-    conflicts = read_conflicts(run_dir)
-    entry = conflicts.get(current_user())
-    if not isinstance(entry, dict):
-        return
-    entry.update(queued_job_id=job_id, after_job_id=after_job_id)
-    _write_conflicts(run_dir, conflicts)
+    with locked(run_dir):
+        conflicts = read_conflicts(run_dir)
+        entry = conflicts.get(current_user())
+        if not isinstance(entry, dict):
+            return
+        entry.update(queued_job_id=job_id, after_job_id=after_job_id)
+        _write_conflicts(run_dir, conflicts)
 
 
 def clear_conflict(run_dir: Path, user: str | None = None) -> None:
-    conflicts = read_conflicts(run_dir)
-    if conflicts.pop(user or current_user(), None) is not None:
-        _write_conflicts(run_dir, conflicts)
+    if not (run_dir / CONFLICTS_FILE).exists():
+        return  # nothing on record: no lock to take (most runs, most of the time)
+    with locked(run_dir):
+        conflicts = read_conflicts(run_dir)
+        if conflicts.pop(user or current_user(), None) is not None:
+            _write_conflicts(run_dir, conflicts)
 
 
 def _write_conflicts(run_dir: Path, conflicts: dict[str, Any]) -> None:
@@ -285,12 +309,15 @@ def _write_conflicts(run_dir: Path, conflicts: dict[str, Any]) -> None:
 
 
 def read_conflicts(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFLICTS_FILE
     try:
-        data = json.loads((run_dir / CONFLICTS_FILE).read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb", closefd=True) as handle:
+            data = json.loads(handle.read(1 << 20))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):
-        return {}  # a broken record only loses a hint; the claim itself is in prove_run.json
+        return {}  # a broken record (or a planted link) only loses a hint; the claim is in prove_run.json
     return data if isinstance(data, dict) else {}
 
 

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prove_jobs.claims import (
@@ -20,7 +21,17 @@ from prove_jobs.claims import (
     unlock,
 )
 from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
-from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, now, read_meta, update_meta
+from prove_jobs.runs import (
+    META_FILE,
+    Run,
+    RunMeta,
+    current_host,
+    current_user,
+    now,
+    read_meta,
+    same_process,
+    update_meta,
+)
 from prove_jobs.scheduler import ask, scancel
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -68,22 +79,46 @@ def _still_running(run_dir: Path, meta: RunMeta, jobs: Answer | None) -> bool:
     return alive is True or (alive is None and meta.executor == "slurm")
 
 
-def cancel(runs: Sequence[Run]) -> list[Run]:
-    """Cancel the live jobs of ``runs`` (one scancel for all SLURM jobs); returns those cancelled."""
+@dataclass
+class CancelResult:
+    """What ``cancel`` did: the runs whose jobs it stopped, and those it could not stop, each with why."""
+
+    cancelled: list[Run] = field(default_factory=list)
+    refused: list[tuple[Run, str]] = field(default_factory=list)
+
+
+def cancel(runs: Sequence[Run]) -> CancelResult:
+    """Cancel the live jobs of ``runs`` (one scancel for all SLURM jobs); one that cannot be cancelled
+    (another user's, a local job on another host) does not stop the others."""
     metas = {run: read_meta(run.run_dir) for run in runs}
     jobs = _ask(list(metas.values()))
     live = [(run, meta) for run, meta in metas.items() if meta is not None and claim_alive(meta, jobs) is True]
-    slurm_ids = [meta.job_id for _, meta in live if meta.executor == "slurm" and meta.job_id]
-    if slurm_ids:
-        scancel(slurm_ids)
-    for _, meta in live:
-        if meta.executor == "local":
-            if meta.host != current_host():
-                raise RunError(f"{meta.model}: local job on {meta.host}; cancel it from there")
+    result = CancelResult()
+    slurm = {meta.job_id: run for run, meta in live if meta.executor == "slurm" and meta.job_id}
+    refused = scancel(list(slurm)) if slurm else {}
+    for job_id, run in slurm.items():
+        if job_id in refused:
+            owner = jobs.get(job_id) if jobs is not None else None
+            who = f" (job of {owner.user})" if owner is not None and owner.user else ""
+            result.refused.append((run, f"SLURM job {job_id}{who}: {refused[job_id]}"))
+        else:
+            result.cancelled.append(run)
+    for run, meta in live:
+        if meta.executor != "local":
+            continue
+        if meta.host != current_host():
+            result.refused.append((run, f"local job on {meta.host}; cancel it from there"))
+            continue
+        try:
             _kill_local(meta)
-    for run, _ in live:
+        except PermissionError:
+            result.refused.append((run, f"local job {meta.job_id} belongs to {meta.user}: only they (or root) may "
+                                        "stop it"))
+            continue
+        result.cancelled.append(run)
+    for run in result.cancelled:
         update_meta(run.run_dir, cancelled_at=now(), cancelled_by=current_user())
-    return [run for run, _ in live]
+    return result
 
 
 def _kill_local(meta: RunMeta, grace_s: float = 10.0) -> None:
@@ -91,13 +126,17 @@ def _kill_local(meta: RunMeta, grace_s: float = 10.0) -> None:
 
     Not SIGTERM: submitit's task processes ignore it ("Bypassing signal SIGTERM"), as SLURM
     sends it ahead of a preemption; SIGINT is what submitit's own LocalJob.cancel sends.
+    Only processes that are still the ones recorded (same start time, same boot) are signalled:
+    a pid reused since by someone else's process is left alone.
     """
     assert meta.job_id is not None
     # The controller leads its own session (see executors.DetachedLocalExecutor): signal the group.
+    recorded = {(int(meta.job_id), meta.job_start), (meta.pid or int(meta.job_id), meta.pid_start)}
     groups = set()
-    for pid in {int(meta.job_id), meta.pid or int(meta.job_id)}:
-        with contextlib.suppress(ProcessLookupError):
-            groups.add(os.getpgid(pid))
+    for pid, start in recorded:
+        if same_process(pid, start, meta.boot_id):
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
     for group in groups:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGINT)

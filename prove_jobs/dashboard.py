@@ -65,6 +65,8 @@ def state_text(status: RunStatus) -> Text:
     holder = status.lock_holder
     if status.state is RunState.LOCK_CONFLICT and holder is not None:
         label += f" ({holder.user}{', released' if holder.stale else ''})"
+    elif status.pending_reason:
+        label += f" ({status.pending_reason})"  # squeue's why: Priority, Resources, Dependency...
     elif status.state is not RunState.COMPLETED and status.iter is not None:
         label += f" @ {status.iter}/{status.max_iters or '?'}"
     if status.restarts and status.state in (RunState.RUNNING, RunState.STARTING, RunState.REQUEUED,

@@ -26,12 +26,20 @@ class CorruptMetadata(RunError):
     """A run's ``prove_run.json`` is empty, truncated or not prove-jobs metadata."""
 
 
+class ClaimMoved(RunError):
+    """A job's claim on its run was taken over, released or replaced: the job must write nothing."""
+
+
 class LockConflict(ProveJobsError):
     """Someone else holds the run."""
 
 
 class SchedulerUnavailable(ProveJobsError):
-    """The scheduler command is missing, timed out or failed."""
+    """The scheduler command is missing, timed out or failed; ``stderr``: what it said, whole."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
 
 
 class TrainingStackMissing(ProveJobsError):

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from prove_jobs.errors import ProveJobsError
 from prove_jobs.spec import Resources
 
 EXECUTORS = ("auto", "slurm", "local")
@@ -81,15 +80,10 @@ def batch_script(folder: Path, resources: Resources, *, job_name: str, tasks: in
 
 
 def sbatch_extra(lines: Sequence[str]) -> dict[str, Any]:
-    """``["--exclusive", "--reservation=x"]`` (``#SBATCH`` prefix optional) -> submitit's dict."""
-    extra: dict[str, Any] = {}
-    for line in lines:
-        text = line.removeprefix("#SBATCH").strip()
-        if not text.startswith("--"):
-            raise ProveJobsError(f"extra_sbatch: {line!r} is not a long sbatch option like '--exclusive'")
-        key, sep, value = text[2:].partition("=")
-        extra[key.replace("-", "_")] = value if sep else True
-    return extra
+    """``extra_sbatch`` as submitit's dict (already validated when the sweep was loaded)."""
+    from prove_jobs.spec.fields import sbatch_options
+
+    return sbatch_options(lines)
 
 
 class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]

@@ -14,15 +14,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
+from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
+from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
 from prove_jobs.runs import (
     CONFIG_DIR,
     CONFIG_FILE,
     RunMeta,
+    boot_id,
+    check_token,
     current_host,
     current_user,
-    meta_mutex,
+    locked,
     now,
+    process_start,
     read_meta,
     update_meta,
     write_meta,
@@ -30,12 +34,15 @@ from prove_jobs.runs import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from submitit.helpers import DelayedSubmission
 
     from prove_jobs.scheduler import Answer
 
-LAST_CHECKPOINT = "last_checkpoint"
+# submitit's USR2 handler has SLURM's --signal=USR2@90 before the kill: the requeue record may not
+# wait out a colleague's slow metadata update (the default wait is minutes).
+SIGNAL_MUTEX_WAIT_S = 10.0
 
 
 def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> int:
@@ -55,7 +62,7 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> i
     from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    _allow_mmengine_checkpoints()
+    allow_mmengine_checkpoints()
     if threads is not None:
         torch.set_num_threads(threads)
 
@@ -63,6 +70,7 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> i
     cfg.work_dir = str(work_dir)
     checkpoint = resume_point(work_dir)
     if checkpoint is not None:
+        check_checkpoint(checkpoint)  # before the Runner: a refused checkpoint leaves no start behind
         cfg.resume = True
         cfg.load_from = str(checkpoint)
     runner = Runner.from_cfg(cfg)
@@ -86,54 +94,6 @@ def _needs_shim() -> bool:
     return not compiled_ops or importlib.util.find_spec("pkg_resources") is None
 
 
-def resume_point(work_dir: Path) -> Path | None:
-    """The checkpoint to resume from: the one ``last_checkpoint`` names; ``None`` to start afresh.
-
-    mmengine rewrites ``last_checkpoint`` only once the checkpoint it names is fully written. No
-    pointer: no checkpoint is known whole (a job killed while saving its first one leaves a
-    truncated ``iter_N.pth``), so the training starts over. A pointer cut short (a kill while
-    it was rewritten) follows a complete save: the newest numbered checkpoint is that one.
-    """
-    pointer = work_dir / LAST_CHECKPOINT
-    try:
-        named = Path(pointer.read_text().strip())
-    except FileNotFoundError:
-        return None
-    if named.name and named.is_file():
-        return named
-    numbered = [(int(p.stem[5:]), p) for p in work_dir.glob("iter_*.pth") if p.stem[5:].isdigit()]
-    return max(numbered)[1] if numbered else None
-
-
-def _allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` (the default since torch 2.6) read mmengine's checkpoints.
-
-    mmengine 0.10.7 resumes with a plain ``torch.load``; its checkpoints pickle the message hub's
-    log history: HistoryBuffer objects holding numpy arrays and scalars, and a dict of its bound
-    classmethods, pickled as ``getattr(HistoryBuffer, 'min')``. We allow exactly those globals
-    (found by resuming real checkpoints until no "Unsupported global" was left) rather than
-    turning the check off for every load (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD). ``getattr`` only
-    fetches attributes: the unpickler still calls nothing outside the allow-list.
-    """
-    import builtins
-
-    import numpy as np
-    import torch
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray  # type: ignore[no-redef]
-
-    torch.serialization.add_safe_globals(
-        [HistoryBuffer, builtins.getattr, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar]
-        # numpy >= 1.25 builds each dtype as its own class; float64 and int64 are in every
-        # mid-run checkpoint, float32 and int32 are harmless insurance.
-        + [type(np.dtype(code)) for code in ("f8", "i8", "f4", "i4")]
-    )
-
-
 @dataclass(frozen=True)
 class TakeOver:
     """A job queued behind another user's job on the same run (``resubmit --after-holder``)."""
@@ -145,7 +105,13 @@ class TakeOver:
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """The submitit callable for one run; picklable, holds only plain values (the run dir as a str)."""
+    """The submitit callable for one run; picklable, holds only plain values (the run dir as a str).
+
+    ``token`` is the submission's (recorded in the claim by ``submit``): every write this job
+    makes to ``prove_run.json`` first checks, under the run's mutex, that the claim is still that
+    submission's. A job whose claim moved on (taken over, released, cancelled, submitted again)
+    writes nothing, trains nothing, and says why in its own stderr.
+    """
 
     run_dir: str
     threads: int | None = None
@@ -153,10 +119,10 @@ class TrainingJob:
     umask: int = 0o002
     max_restarts: int | None = None  # the sweep's resources.max_requeues; None: no cap
     take_over: TakeOver | None = None
+    token: str = ""
 
     def __call__(self) -> str:
         from prove_jobs.claims import training_lock
-        from prove_jobs.errors import LockConflict
 
         # Everything this job writes (mmengine's logs, checkpoints, last_checkpoint) stays
         # writable by the group: a colleague may have to resume this run.
@@ -172,39 +138,55 @@ class TrainingJob:
                     if outcome is not None:
                         return outcome
                 return self._train(run_dir)
+        except ClaimMoved as exc:
+            return _say(run_dir, str(exc).removeprefix(f"{run_dir}: "))
         except LockConflict as exc:
-            if self.take_over is None:  # the claim is ours: say why it ended; never write on another's
-                update_meta(run_dir, failed_at=now(), error=f"lock conflict: {exc}"[:500])
+            if self.take_over is None:
+                # our claim (only if it still is): say why the job ended; never write on another's
+                with contextlib.suppress(ClaimMoved):
+                    self._record(run_dir, failed_at=now(), error=f"lock conflict: {exc}"[:500])
             raise
+
+    def _record(self, run_dir: Path, wait_s: float | None = None, **changes: Any) -> RunMeta:
+        """Update the run's metadata, only while its claim is still this submission's."""
+        if wait_s is None:
+            return update_meta(run_dir, token=self.token, **changes)
+        return update_meta(run_dir, token=self.token, wait_s=wait_s, **changes)
+
+    def _owns(self, meta: RunMeta) -> bool:
+        """Is ``meta`` this submission's claim? Its token says; a job pickled without one (an older
+        prove-jobs) goes by its scheduler job id and user."""
+        if self.token:
+            return meta.token == self.token
+        return meta.job_id == _scheduler_job_id() and meta.user == current_user()
 
     def _take_over(self, run_dir: Path, take: TakeOver) -> str | None:
         """Claim the run the job we waited for held; a message instead when there is nothing to train."""
         from prove_jobs.claims import claim_alive, claim_is_open, clear_conflict, open_slurm_jobs
         from prove_jobs.scheduler import ask
 
-        with meta_mutex(run_dir, self.lock_mode):
+        meta = read_meta(run_dir)
+        # The scheduler is asked before the mutex is taken: a slow controller never holds up the run's writers.
+        jobs = _ask_quietly(lambda: ask(open_slurm_jobs([meta])))
+        with locked(run_dir):
             meta = read_meta(run_dir)
+            if meta is not None and claim_is_open(meta) and self._owns(meta):
+                return None  # ours already: this job took the run over, then SLURM requeued it
             if meta is not None and meta.finished_at is not None and meta.config_hash == take.config_hash:
                 clear_conflict(run_dir)
-                message = f"already completed by {meta.user} (job {meta.job_id}): not trained again"
-                sys.stderr.write(f"prove-jobs: {run_dir}: {message}\n")
-                return message
+                return _say(run_dir, f"already completed by {meta.user} (job {meta.job_id}): not trained again")
             if meta is not None and meta.finished_at is not None:
                 raise RunError(f"{run_dir}: completed by {meta.user} with another config (hash {meta.config_hash}, "
                                f"ours {take.config_hash}); not trained over")
-            job_id = _scheduler_job_id()
-            if meta is not None and meta.job_id == job_id and meta.user == current_user():
-                return None  # ours already: this job took the run over, then SLURM requeued it
             if (meta is not None and claim_is_open(meta) and meta.job_id != take.holder_job_id
-                    and claim_alive(meta, _ask_quietly(lambda: ask(open_slurm_jobs([meta])))) is not False):
+                    and claim_alive(meta, jobs) is not False):
                 # taken meanwhile (another submit of ours, or a third user): leave it to them
-                message = f"held by {meta.user} (job {meta.job_id}) since we were queued: not started"
-                sys.stderr.write(f"prove-jobs: {run_dir}: {message}\n")
-                return message
+                return _say(run_dir, f"held by {meta.user} (job {meta.job_id}) since we were queued: not started")
             write_meta(run_dir, RunMeta(
                 model=meta.model if meta else Path(run_dir).name, variant=meta.variant if meta else "",
                 sweep_file=take.sweep_file, config_hash=take.config_hash, executor="slurm",
-                user=current_user(), host=current_host(), pid=os.getpid(), submitted_at=now(), job_id=job_id,
+                user=current_user(), host=current_host(), pid=os.getpid(), pid_start=process_start(os.getpid()),
+                boot_id=boot_id(), submitted_at=now(), job_id=_scheduler_job_id(), token=self.token,
                 max_iters=meta.max_iters if meta else None, attempts=meta.attempts if meta else 0,
                 lock_mode=self.lock_mode,
             ))
@@ -213,30 +195,38 @@ class TrainingJob:
         return None
 
     def _train(self, run_dir: Path) -> str:
-        meta = read_meta(run_dir)
-        attempts = meta.attempts if meta is not None else 0
-        restarts = _restarts_so_far(meta)
-        job_id = _scheduler_job_id() or (meta.job_id if meta is not None else None)
-        if self.max_restarts is not None and restarts > self.max_restarts:
-            # A job that is stopped again and again (preempted, out of time, its node failing) must
-            # not loop forever: SLURM's own requeue on preemption knows no limit.
-            message = (f"not started again: this would be restart {restarts} and the sweep's resources.max_requeues "
-                       f"is {self.max_restarts}; `prove-jobs resubmit --failed` goes on from the last checkpoint")
-            update_meta(run_dir, failed_at=now(), error=message, requeued_at=None, job_id=job_id)
-            raise RunError(f"{run_dir}: {message}")
-        meta = update_meta(
-            run_dir,
-            started_at=now(),
-            pid=os.getpid(),
-            host=current_host(),
-            attempts=attempts + 1,
-            restarts=restarts,
-            requeued_at=None,
-            job_id=job_id,
-            failed_at=None,
-            error=None,
-        )
+        with locked(run_dir):
+            meta = read_meta(run_dir)
+            if meta is None:
+                raise RunError(f"{run_dir}: no run metadata; submit the run with prove-jobs first")
+            check_token(run_dir, meta, self.token)
+            restarts = _restarts_so_far(meta)
+            job_id = _scheduler_job_id() or meta.job_id
+            if self.max_restarts is not None and restarts > self.max_restarts:
+                # A job that is stopped again and again (preempted, out of time, its node failing) must
+                # not loop forever: SLURM's own requeue on preemption knows no limit.
+                message = (f"not started again: this would be restart {restarts} and the sweep's "
+                           f"resources.max_requeues is {self.max_restarts}; `prove-jobs resubmit --failed` goes on "
+                           "from the last checkpoint")
+                self._record(run_dir, failed_at=now(), error=message, requeued_at=None, job_id=job_id)
+                raise RunError(f"{run_dir}: {message}")
+            meta = self._record(
+                run_dir,
+                started_at=now(),
+                pid=os.getpid(),
+                pid_start=process_start(os.getpid()),
+                boot_id=boot_id(),
+                host=current_host(),
+                attempts=meta.attempts + 1,
+                starts=meta.starts + 1,
+                restarts=restarts,
+                requeued_at=None,
+                job_id=job_id,
+                failed_at=None,
+                error=None,
+            )
         _name_slurm_job(f"{meta.variant}/{meta.model}")
+        reserve = _reserve_space(run_dir)
         try:
             final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads)
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
@@ -244,14 +234,19 @@ class TrainingJob:
             # `except:` (mmengine's config formatting, run at every checkpoint) its exception
             # comes out wrapped in another one. The chain says what really happened.
             cause = {type(e).__name__: e for e in _exception_chain(exc)}
-            if "UncompletedJobError" in cause:  # "timed-out too many times": not requeued
-                error = (f"not requeued again ({cause['UncompletedJobError']}): the sweep's resources.max_requeues "
-                         f"is {self.max_restarts}; `prove-jobs resubmit --failed` goes on from the last checkpoint")
-                update_meta(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
-            elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
-                update_meta(run_dir, failed_at=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+            _release(reserve)  # a full disk (the likely cause) still has room for the record
+            with contextlib.suppress(ClaimMoved):
+                if "UncompletedJobError" in cause:  # "timed-out too many times": not requeued
+                    error = (f"not requeued again ({cause['UncompletedJobError']}): the sweep's "
+                             f"resources.max_requeues is {self.max_restarts}; `prove-jobs resubmit --failed` goes on "
+                             "from the last checkpoint")
+                    self._record(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
+                elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
+                    self._record(run_dir, failed_at=now(), error=f"{type(exc).__name__}: {exc}"[:500])
             raise
-        update_meta(run_dir, finished_at=now())
+        finally:
+            _release(reserve)
+        self._record(run_dir, finished_at=now())
         return f"completed {meta.variant}/{meta.model} at iter {final_iter}"
 
     def checkpoint(self) -> DelayedSubmission:
@@ -264,14 +259,50 @@ class TrainingJob:
 
         run_dir = Path(self.run_dir)
         with contextlib.suppress(ProveJobsError, OSError):  # the requeue matters more than the record
-            update_meta(run_dir, requeued_at=now())
+            self._record(run_dir, wait_s=SIGNAL_MUTEX_WAIT_S, requeued_at=now())
         resume = resume_point(run_dir)
         # In the job's stderr, where a user looks first: submitit's own lines are only at INFO.
         sys.stderr.write(f"prove-jobs: {run_dir} stopped by the scheduler; requeued, it resumes from "
                          f"{resume.name if resume else 'the start'}\n")
         sys.stderr.flush()
-        # A requeued take-over job owns the run by now: it trains as any other job.
+        # A requeued take-over job owns the run by now (its claim carries this token): it trains as any other job.
         return DelayedSubmission(replace(self, take_over=None))
+
+
+RESERVE_FILE = ".space-reserve"
+RESERVE_BYTES = 256 * 1024
+
+
+def _reserve_space(run_dir: Path) -> Path | None:
+    """A few blocks kept in ``prove/`` while the job trains, freed before the job records how it ended.
+
+    A training that fills the disk (a checkpoint cut short by ENOSPC) would otherwise leave no room
+    for its own ``prove_run.json`` (rewritten through a temp file): the run would read as a job
+    that vanished, not as failed with that error. Best effort; never through a link.
+    """
+    path = run_dir / CONFIG_DIR / RESERVE_FILE
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, bytes(RESERVE_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return path
+    return None
+
+
+def _release(reserve: Path | None) -> None:
+    if reserve is not None:
+        with contextlib.suppress(OSError):
+            reserve.unlink()
+
+
+def _say(run_dir: Path, message: str) -> str:
+    """Tell the job's stderr (where a user looks first) why it ends without training; the job's result too."""
+    sys.stderr.write(f"prove-jobs: {run_dir}: {message}\n")
+    sys.stderr.flush()
+    return message
 
 
 def _name_slurm_job(name: str) -> None:
@@ -318,11 +349,16 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def _restarts_so_far(meta: RunMeta | None) -> int:
-    """0 for the first start of a submission; n for its n-th start again after a stop."""
-    if meta is None or meta.started_at is None or meta.submitted_at is None:
-        return 0
-    return meta.restarts + 1 if meta.started_at >= meta.submitted_at else 0
+def _restarts_so_far(meta: RunMeta) -> int:
+    """0 for the first start of a submission; n for its n-th start again after a stop.
+
+    SLURM's own count where the job runs under SLURM (``SLURM_RESTART_COUNT``: requeues of this
+    job id, including those that never reached the payload), else the starts recorded under this
+    submission's token. Never from comparing times: the login node's clock (``submitted_at``) and
+    a compute node's (``started_at``) may differ by more than a job's whole run.
+    """
+    count = os.environ.get("SLURM_RESTART_COUNT", "") if os.environ.get("SLURM_JOB_ID") else ""
+    return int(count) if count.isdigit() else meta.starts
 
 
 def _scheduler_job_id() -> str | None:

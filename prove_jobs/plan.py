@@ -13,6 +13,9 @@ from prove_jobs.spec import OPTIMIZER, SCHEDULER, Resources, Sweep, Variant
 
 
 def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
+    """``plan --json``: each run's recipe, and the ``config_hash`` that identifies what it trains."""
+    from prove_jobs.render import render_run
+
     rows = []
     for run in runs:
         v = sweep.variant(run.variant)
@@ -34,6 +37,7 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
                 "val_interval": v.val_interval,
                 "checkpoint_interval": v.checkpoint_interval,
                 "resources": resources_json(sweep.resources_for(run)),
+                "config_hash": render_run(sweep, run).config_hash,
             }
         )
     return rows

@@ -21,24 +21,31 @@ from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, Run
 from prove_jobs.spec import Sweep
 
 RUN_CONFIG_TEMPLATE = "run_config.py.tmpl"
+RENDERED_MODE = 0o644
 
 
 @dataclass(frozen=True)
 class RenderedRun:
-    """A run's two config files as text, before they are written into its run dir."""
+    """A run's two config files as text, before they are written into its run dir.
+
+    ``config_hash`` identifies what is trained: the model template and the variant's numbers as
+    rendered, with the dataset named by its kind rather than by where this user keeps it, and
+    without the header naming the sweep file. Two users' copies of one sweep, in their own
+    folders, give one hash: "already completed by alice" and ``--after-holder`` work across users.
+    """
 
     run: Run
     model_text: str
     config_text: str
+    config_hash: str
 
-    @property
-    def config_hash(self) -> str:
-        """Identifies what would be trained: same hash, same run (used to spot a finished twin)."""
-        digest = hashlib.sha256()
-        for text in (self.model_text, self.config_text):
-            digest.update(text.encode())
-            digest.update(b"\0")
-        return digest.hexdigest()[:16]
+
+def config_hash(model_text: str, portable_config: str) -> str:
+    digest = hashlib.sha256()
+    for text in (model_text, portable_config):
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 def render_run(sweep: Sweep, run: Run) -> RenderedRun:
@@ -66,18 +73,22 @@ def render_run(sweep: Sweep, run: Run) -> RenderedRun:
     }
     try:
         config_text = template.substitute(slots)
+        portable = template.substitute(slots, dataset_root=repr(f"<{sweep.dataset} dataset>"))
     except (KeyError, ValueError) as exc:
         raise SpecError(template_path, None, f"template does not render: bad or unknown slot {exc}") from None
     header = f"# Rendered by prove-jobs for {run.name} of sweep {sweep.name} ({sweep.path}).\n"
-    return RenderedRun(run=run, model_text=model_text, config_text=header + config_text)
+    return RenderedRun(run=run, model_text=model_text, config_text=header + config_text,
+                       config_hash=config_hash(model_text, portable))
 
 
 def write_rendered(rendered: RenderedRun) -> Path:
-    """Write ``prove/model.py`` and ``prove/config.py``; returns the config path."""
+    """Write ``prove/model.py`` and ``prove/config.py``; returns the config path.
+
+    Mode 0644: the group reads what a colleague will train, and cannot rewrite it under her.
+    """
     folder = rendered.run.run_dir / CONFIG_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / MODEL_FILE, rendered.model_text)
-    atomic_write_text(folder / CONFIG_FILE, rendered.config_text)
+    atomic_write_text(folder / MODEL_FILE, rendered.model_text, mode=RENDERED_MODE)
+    atomic_write_text(folder / CONFIG_FILE, rendered.config_text, mode=RENDERED_MODE)
     return folder / CONFIG_FILE
 
 

@@ -16,7 +16,19 @@ from prove_jobs.errors import ProveJobsError
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
-from prove_jobs.submit import Submission, SubmitResult, cancelled_on_purpose, queue_after_holder, submit
+from prove_jobs.submit import (
+    Submission,
+    SubmitResult,
+    cancelled_on_purpose,
+    queue_after_holder,
+    queued_behind,
+    submit,
+)
+
+# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from prove_jobs.scheduler import Answer
 
 SweepFor = Callable[[Run, str], Sweep]  # (run, the sweep path recorded with it) -> the sweep to submit it with
 
@@ -37,17 +49,41 @@ def sweep_of(sweep: Sweep) -> SweepFor:
 
 
 def recorded_sweeps() -> SweepFor:
-    """Each run is submitted with the sweep recorded with it (``--root``), each sweep loaded once."""
+    """Each run is submitted with the sweep recorded with it (``--root``), each sweep loaded once.
+
+    The path comes from a group-writable record and the sweep names the templates that will be
+    trained: it is followed only if this user could have named it (see :func:`trusted_sweep`).
+    """
     loaded: dict[str, Sweep] = {}
 
     def sweep_for(run: Run, recorded: str) -> Sweep:
         if not recorded:
             raise ProveJobsError(f"{run.run_dir}: no sweep file is recorded for this run; pass SWEEP")
         if recorded not in loaded:
+            trusted_sweep(run, Path(recorded))
             loaded[recorded] = load_sweep(Path(recorded), data_root=run.data_root)
+            trusted_sweep(run, loaded[recorded].templates_dir)
         return loaded[recorded]
 
     return sweep_for
+
+
+def trusted_sweep(run: Run, path: Path) -> None:
+    """Refuse a recorded sweep file (or its templates folder) that someone else could have rewritten:
+    one owned by another user and writable by its group or by anyone."""
+    import os
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ProveJobsError(f"{run.run_dir}: the sweep recorded for it, {path}, cannot be read ({exc.strerror}); "
+                             "pass SWEEP") from None
+    if st.st_uid != os.geteuid() and st.st_mode & 0o022:
+        from prove_jobs.claims import file_owner
+
+        raise ProveJobsError(f"{run.run_dir}: the sweep recorded for it, {path}, belongs to {file_owner(path)} and "
+                             "others may rewrite it: not followed; name the sweep you mean: "
+                             "`prove-jobs resubmit SWEEP --lock-conflicts`")
 
 
 def by_sweep(pairs: Iterable[tuple[Sweep, Run]]) -> list[tuple[Sweep, list[Run]]]:
@@ -91,13 +127,25 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
         for run, reason in outcome.skipped:
             clear_conflict(run.run_dir)
             result.settled.append((run, reason))
+        waiting = _ask_quietly(queued_behind(r, h) for r, h in outcome.conflicts) if after_holder else None
         for run, holder in outcome.conflicts:
-            queued = queue_after_holder(sweep, run, holder) if after_holder else None
+            queued = queue_after_holder(sweep, run, holder, waiting) if after_holder else None
             if queued is None:
                 result.still_held.append((run, holder))
             else:
                 result.queued_after.append((queued, holder))
     return result
+
+
+def _ask_quietly(job_ids: Iterable[str | None]) -> Answer | None:
+    """One query for the jobs already queued behind holders; ``None`` when SLURM does not answer."""
+    from prove_jobs.errors import SchedulerUnavailable
+    from prove_jobs.scheduler import ask
+
+    try:
+        return ask(j for j in job_ids if j)
+    except SchedulerUnavailable:
+        return None
 
 
 def resubmit_until_free(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str = "auto",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -25,12 +26,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from prove_jobs.errors import CorruptMetadata, RunError
-from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.errors import ClaimMoved, CorruptMetadata, RunError
+from prove_jobs.fsafe import atomic_write_text, replace_link
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     from filelock import BaseFileLock
@@ -45,6 +47,8 @@ JOB_STDOUT = "job.out"
 JOB_STDERR = "job.err"
 # mmengine names the folder of each training start after its start time: <work_dir>/20260203_101010/
 START_DIR = re.compile(r"^\d{8}_\d{6}$")
+MAX_META_BYTES = 1 << 20  # a prove_run.json is about 1 KB: anything this big is not one
+MUTEX_WAIT_S = 120.0  # a metadata update waits this long for another process's (their holds are short)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,11 @@ class RunMeta:
     failed_at: float | None = None
     cancelled_at: float | None = None
     cancelled_by: str | None = None  # who ran `prove-jobs cancel`: the run stays cancelled until named again
+    token: str = ""  # the submission's: a job writes only while the claim is still its own
+    starts: int = 0  # trainings started under this token (the first is 1)
+    pid_start: int | None = None  # when `pid` started (clock ticks since boot): a reused pid is another process
+    job_start: int | None = None  # the same for a local job's controller (its pid is the job id)
+    boot_id: str | None = None  # the boot of `host` those were read in
     released_at: float | None = None  # the claim was cleared by `prove-jobs unlock`
     released_by: str | None = None
     error: str | None = None
@@ -153,15 +162,29 @@ def meta_path(run_dir: Path) -> Path:
 
 
 def read_meta(run_dir: Path) -> RunMeta | None:
-    """The run's metadata, or ``None`` for a run dir prove-jobs never wrote to."""
+    """The run's metadata, or ``None`` for a run dir prove-jobs never wrote to.
+
+    Never through a symbolic link: prove-jobs writes this file by renaming a new one over it, so
+    a link is someone's plant (to a fifo that would hang ``status``, to a file of yours).
+    """
     path = meta_path(run_dir)
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptMetadata(f"{path}: a symbolic link, not run metadata (prove-jobs never makes one): "
+                                  "remove it") from None
         raise RunError(f"{path}: cannot read run metadata ({exc.strerror})") from exc
     try:
+        with open(fd, "rb", closefd=True) as handle:
+            raw = handle.read(MAX_META_BYTES + 1)
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read run metadata ({exc.strerror})") from exc
+    try:
+        if len(raw) > MAX_META_BYTES:
+            raise ValueError(f"over {MAX_META_BYTES} bytes")
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
@@ -171,24 +194,69 @@ def read_meta(run_dir: Path) -> RunMeta | None:
 
 
 def write_meta(run_dir: Path, meta: RunMeta) -> RunMeta:
+    # 0664 less the umask: a colleague taking the run over rewrites it (docs/locks.md)
     atomic_write_text(meta_path(run_dir), json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n")
     return meta
 
 
-def update_meta(run_dir: Path, **changes: Any) -> RunMeta:
+def update_meta(run_dir: Path, *, token: str | None = None, wait_s: float = MUTEX_WAIT_S, **changes: Any) -> RunMeta:
     """Read, change and atomically rewrite the metadata of a run prove-jobs submitted.
 
     Serialised by a short-lived lock: ``submit`` records the job id while a local job may
-    already be recording its start, and neither write may be lost.
+    already be recording its start, and neither write may be lost. ``token``: the claim must
+    still be that submission's and still open to it (a job writes only to its own claim: not
+    after a take-over, an ``unlock`` or a ``cancel``), else ``ClaimMoved`` and nothing is written.
     """
-    with meta_mutex(run_dir, _recorded_lock_mode(run_dir)):
+    with locked(run_dir, wait_s):
         meta = read_meta(run_dir)
         if meta is None:
             raise RunError(f"{meta_path(run_dir)}: no run metadata; submit the run with prove-jobs first")
+        if token is not None:
+            check_token(run_dir, meta, token)
         return write_meta(run_dir, dataclasses.replace(meta, **changes))
 
 
-def meta_mutex(run_dir: Path, lock_mode: str = "fcntl", timeout_s: float = 120) -> BaseFileLock:
+def check_token(run_dir: Path, meta: RunMeta, token: str) -> None:
+    """Raise ``ClaimMoved`` unless ``meta`` is still the open claim of the submission ``token``."""
+    if meta.token != token:
+        raise ClaimMoved(f"{run_dir}: the claim is no longer this submission's: {meta.user} submitted it again "
+                         f"({meta.executor} job {meta.job_id or '?'}); this job writes nothing and does not train")
+    ended = ((meta.released_at, f"released by {meta.released_by} (prove-jobs unlock)"),
+             (meta.cancelled_at, f"cancelled by {meta.cancelled_by}"))
+    for when, why in ended:
+        if when is not None:
+            raise ClaimMoved(f"{run_dir}: this job's claim was {why}; it writes nothing and does not train")
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, wait_s: float = MUTEX_WAIT_S) -> Iterator[None]:
+    """Hold the run's metadata mutex for the block (re-entrant within a process), waiting at most ``wait_s``."""
+    from filelock import Timeout
+
+    lock = meta_mutex(run_dir, _recorded_lock_mode(run_dir))
+    try:
+        lock.acquire(timeout=wait_s)
+    except Timeout:
+        raise RunError(f"{run_dir / META_MUTEX}: held for more than {wait_s:g} s by another process") from None
+    except OSError as exc:
+        raise lock_error(run_dir / META_MUTEX, exc) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def lock_error(path: Path, exc: OSError) -> RunError:
+    """A lock file that cannot be used, in one line that says what to do."""
+    if exc.errno == errno.ENOSYS:
+        return RunError(f"{path}: this filesystem has no working flock; set [sharing] lock_mode = \"soft\" in the "
+                        "sweep file (docs/locks.md)")
+    if exc.errno == errno.ELOOP:
+        return RunError(f"{path}: a symbolic link where prove-jobs keeps a lock; it never follows one: remove it")
+    return RunError(f"{path}: cannot open the lock ({exc.strerror or exc})")
+
+
+def meta_mutex(run_dir: Path, lock_mode: str = "fcntl") -> BaseFileLock:
     """The short-lived lock behind every check-and-set on a run's metadata.
 
     A singleton per path so that the holder can update the metadata it guards (flock
@@ -196,10 +264,19 @@ def meta_mutex(run_dir: Path, lock_mode: str = "fcntl", timeout_s: float = 120) 
     itself). Group-writable so that a colleague sharing the data root can take it too.
     ``lock_mode`` "soft" uses a marker file instead, for filesystems without fcntl locks.
     """
+    return file_lock(run_dir / META_MUTEX, lock_mode, singleton=True)
+
+
+def file_lock(path: Path, lock_mode: str, *, singleton: bool = False, timeout_s: float = -1) -> BaseFileLock:
+    """filelock's lock for ``path``: ``fcntl`` never falls back to marker files on its own (filelock 4 would,
+    on a filesystem without flock: two hosts would then each believe they hold it); ``soft`` says so."""
     from filelock import FileLock, SoftFileLock
 
-    cls = SoftFileLock if lock_mode == "soft" else FileLock
-    return cls(run_dir / META_MUTEX, timeout=timeout_s, mode=0o664, is_singleton=True)
+    if lock_mode == "soft":
+        return SoftFileLock(path, timeout=timeout_s, mode=0o664, is_singleton=singleton)
+    if lock_mode != "fcntl":
+        raise RunError(f"lock mode {lock_mode!r} is unknown (valid: fcntl, soft)")
+    return FileLock(path, timeout=timeout_s, mode=0o664, is_singleton=singleton, fallback_to_soft=False)
 
 
 def _recorded_lock_mode(run_dir: Path) -> str:
@@ -208,6 +285,36 @@ def _recorded_lock_mode(run_dir: Path) -> str:
     except RunError:
         return "fcntl"
     return meta.lock_mode if meta is not None else "fcntl"
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (/proc/<pid>/stat): with the boot id, who it is."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def same_process(pid: int | None, start: int | None, boot: str | None) -> bool:
+    """Is ``pid`` alive and still the process that was recorded (same start time, same boot)?
+
+    A pid is reused once its process is gone; a record without a start time (older prove-jobs)
+    is judged by the pid alone.
+    """
+    if pid is None or not pid_alive(pid):
+        return False
+    if boot is not None and boot != boot_id():
+        return False
+    return start is None or process_start(pid) == start
 
 
 def pid_alive(pid: int) -> bool:
@@ -246,13 +353,8 @@ def link_job_logs(run_dir: Path, stdout: Path, stderr: Path) -> None:
 
     submitit writes them next to its pickles (one sbatch ``--output`` pattern serves a whole array,
     so they cannot be written into each run dir). The links are relative: a data root mounted
-    elsewhere on another host still resolves them.
+    elsewhere on another host still resolves them. Replaced atomically, never followed.
     """
     for name, target in ((JOB_STDOUT, stdout), (JOB_STDERR, stderr)):
         link = run_dir / CONFIG_DIR / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(f".{name}.{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.path.relpath(target, link.parent))
-        tmp.replace(link)  # atomic: a reader sees the old link or the new one
+        replace_link(link, os.path.relpath(target, link.parent))

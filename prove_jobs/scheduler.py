@@ -65,7 +65,7 @@ def call(args: Sequence[str], *, timeout_s: float = TIMEOUT_S) -> str:
     say(SCHEDULER, INFO, "%s (%.3f s, exit %d)", command, elapsed, done.returncode)
     if done.returncode != 0:
         stderr = " ".join(done.stderr.split()) or "no stderr"
-        raise SchedulerUnavailable(f"`{command}` failed (exit {done.returncode}): {stderr}")
+        raise SchedulerUnavailable(f"`{command}` failed (exit {done.returncode}): {stderr}", done.stderr)
     return done.stdout
 
 
@@ -99,8 +99,22 @@ def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
     return found
 
 
-def scancel(job_ids: Sequence[str]) -> None:
-    call(["scancel", *job_ids])
+def scancel(job_ids: Sequence[str]) -> dict[str, str]:
+    """Cancel ``job_ids`` with one scancel; returns the jobs it could not cancel, each with scancel's word on it.
+
+    scancel goes on past a job it may not cancel (another user's) and exits 1 naming it; a
+    failure that names no job (no controller) is every job's.
+    """
+    import re
+
+    try:
+        call(["scancel", *job_ids])
+    except SchedulerUnavailable as exc:
+        named = {m.group(1): m.group(2).strip()
+                 for m in re.finditer(r"job id (\S+?):\s*(.+)", exc.stderr)}
+        failed = {job: why for job, why in named.items() if job in job_ids}
+        return failed or dict.fromkeys(job_ids, str(exc))
+    return {}
 
 
 def _squeue(job_ids: Sequence[str]) -> dict[str, JobInfo]:

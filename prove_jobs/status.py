@@ -6,7 +6,6 @@ for all runs), so the answer cannot drift from what is on disk and in the queue.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +32,8 @@ from prove_jobs.runs import (
     RunMeta,
     current_host,
     current_user,
-    pid_alive,
     read_meta,
+    same_process,
     tail_lines,
 )
 from prove_jobs.states import RunState, slurm_state
@@ -79,6 +78,7 @@ class RunStatus:
     elapsed_s: float | None = None
     eta_s: float | None = None
     lock_holder: LockHolder | None = None
+    pending_reason: str = ""  # squeue's word on why a pending job waits: Priority, Resources, Dependency...
     notes: tuple[str, ...] = field(default_factory=tuple)
     log: RunLog | None = None  # what the logs said (speed, loss, memory: the live view)
 
@@ -139,6 +139,7 @@ class RunStatus:
             "executor": self.meta.executor if self.meta else None,
             "restarts": self.restarts,
             "scheduler_state": self.scheduler_state,
+            "pending_reason": self.pending_reason or None,
             "node": self.node or None,
             "elapsed_s": None if self.elapsed_s is None else round(self.elapsed_s, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
@@ -254,6 +255,7 @@ def _status(
         notes.append(meta_note)
     max_iters = (meta.max_iters if meta else None) or log.max_iters
     scheduler_state = None
+    pending_reason = ""
     node = ""
     if meta is None:
         state = _state_without_meta(listing, log, max_iters, now, run.run_dir, notes)
@@ -266,7 +268,7 @@ def _status(
     elif meta.executor == "slurm":
         info = jobs.get(meta.job_id or "")
         if info is not None:
-            scheduler_state, node = info.state, info.node
+            scheduler_state, node, pending_reason = info.state, info.node, info.reason
             word, alive = slurm_state(info.state, from_accounting=info.from_accounting)
             if word is None:  # COMPLETED without the payload's record of it; a word we do not know
                 word = (RunState.RUNNING if meta.started_at else RunState.PENDING) if alive else RunState.FAILED
@@ -284,7 +286,7 @@ def _status(
     elif meta.host != current_host():
         state = RunState.RUNNING if meta.started_at else RunState.PENDING
         notes.append(f"local job on {meta.host}: liveness not checked from here")
-    elif meta.pid is not None and pid_alive(meta.pid):
+    elif meta.pid is not None and same_process(meta.pid, meta.pid_start, meta.boot_id):
         state = RunState.RUNNING if meta.started_at else RunState.PENDING
     else:
         state = RunState.FAILED
@@ -308,6 +310,7 @@ def _status(
         node=node or (meta.host if meta and meta.executor == "local" and meta.started_at else ""),
         elapsed_s=_elapsed(meta, log),
         eta_s=eta,
+        pending_reason=pending_reason if state in (RunState.PENDING, RunState.REQUEUED) else "",
         notes=tuple(notes),
         log=log,
     )
@@ -318,12 +321,13 @@ def _elapsed(meta: RunMeta | None, log: RunLog) -> float | None:
 
     Never against this host's clock (a node's may differ), so a run that died stops counting where
     its logs end, and a run shows the same with or without prove-jobs' metadata. Without a text log
-    (no timestamps), from the times the payload recorded on the node, once it ended.
+    (no timestamps), from the times the payload recorded on the node, once it ended there: not
+    from ``cancelled_at`` (written by ``prove-jobs cancel`` on the login node's clock).
     """
     if log.first_time is not None and log.last_time is not None:
         return max(0.0, log.last_time - log.first_time)
     if meta is not None and meta.started_at is not None:
-        end = meta.finished_at or meta.failed_at or meta.cancelled_at
+        end = meta.finished_at or meta.failed_at  # both written by the job, once it started
         return None if end is None else max(0.0, end - meta.started_at)
     return None
 
@@ -435,8 +439,13 @@ class StatusSource:
         warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]
         return statuses, warnings
 
-    def close(self) -> None:
+    def close(self) -> str | None:
+        """Save the cache file; a warning (never an error) when it cannot be saved."""
         if not self.logs.dirty:
-            return  # nothing was read: the file on disk says it all already
-        with contextlib.suppress(OSError):
+            return None  # nothing was read: the file on disk says it all already
+        try:
             self.logs.save(self.cache_path)
+        except OSError as exc:
+            return (f"log cache {self.cache_path} not saved ({exc.strerror or exc}): the next status reads the logs "
+                    "afresh")
+        return None

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prove_jobs.claims import (
+    CONFLICTS_FILE,
+    TRAIN_LOCK,
     LockHolder,
     clear_conflict,
     conflict_for,
@@ -35,15 +37,23 @@ from prove_jobs.executors import (
     batch_script,
     make_executor,
 )
+from prove_jobs.fsafe import check_below, make_dirs
 from prove_jobs.render import RenderedRun, render_run, write_rendered
 from prove_jobs.runs import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    META_FILE,
+    META_MUTEX,
+    MODEL_FILE,
     Run,
     RunMeta,
+    boot_id,
     current_host,
     current_user,
     link_job_logs,
-    meta_mutex,
+    locked,
     now,
+    process_start,
     update_meta,
     write_meta,
 )
@@ -145,6 +155,7 @@ def submit(
     if rendered and not dry_run:
         # Before any claim is written: what would make every job fail leaves no trace.
         check_data_root(sweep.data_root)
+        check_planted_links(sweep, [item.run for item in rendered])
         check_dataset_root(sweep)
         if kind == "local":
             check_training_stack([sweep.resources_for(item.run) for item in rendered])
@@ -161,9 +172,8 @@ def submit(
         for resources, items in groups.items():
             result.submitted += [Submission(i.run, kind, None, i.config_hash, resources) for i in items]
             if kind == "slurm":
-                folder = sweep.data_root / SUBMITIT_DIR / "%j"
-                result.scripts.append(batch_script(folder, resources, job_name=_job_name(sweep, [i.run for i in items]),
-                                                   tasks=len(items)))
+                name = _job_name(sweep, [i.run for i in items])
+                result.scripts.append(batch_script(job_folder(sweep), resources, job_name=name, tasks=len(items)))
             else:
                 result.scripts.append(f"{len(items)} local process(es), {resources.cpus_per_task} thread(s) each")
         return result
@@ -192,12 +202,48 @@ def sharing_umask(sweep: Sweep) -> Iterator[None]:
         os.umask(old_umask)
 
 
-def training_job(sweep: Sweep, run: Run, resources: Resources, take_over: TakeOver | None = None) -> TrainingJob:
-    """The payload submitit pickles for ``run`` (light: torch is imported only when it runs)."""
+def training_job(sweep: Sweep, run: Run, resources: Resources, token: str,
+                 take_over: TakeOver | None = None) -> TrainingJob:
+    """The payload submitit pickles for ``run`` (light: torch is imported only when it runs).
+
+    ``token``: the submission's; the job writes to the run's claim only while it is still that one.
+    """
     from prove_jobs.payload import TrainingJob  # the runtime import; torch stays out
 
     return TrainingJob(str(run.run_dir), resources.cpus_per_task, sweep.sharing.lock_mode,
-                       sweep.sharing.umask_bits, resources.max_requeues, take_over)
+                       sweep.sharing.umask_bits, resources.max_requeues, take_over, token)
+
+
+def new_token() -> str:
+    import secrets
+
+    return secrets.token_hex(8)
+
+
+def job_folder(sweep: Sweep) -> Path:
+    """submitit's folder for this user's jobs (pickles, scheduler stdout/stderr): ``%j`` is the job id.
+
+    One per user, not group-writable: nobody else can plant a link where a job of yours will be
+    written (a job id is easy to guess).
+    """
+    return sweep.data_root / SUBMITIT_DIR / current_user() / "%j"
+
+
+def _make_job_folder(sweep: Sweep) -> None:
+    folder = job_folder(sweep).parent
+    make_dirs(folder)
+    if folder.stat().st_uid == os.geteuid():
+        folder.chmod(0o755)
+
+
+def check_planted_links(sweep: Sweep, runs: Sequence[Run]) -> None:
+    """Refuse a submission (nothing written yet) where someone else's link sits where it would write."""
+    # prove/job.out and job.err are links by design (made by whoever submitted last): they are
+    # replaced by a rename, never followed, so only the folder they sit in is checked.
+    in_run = [META_FILE, META_MUTEX, TRAIN_LOCK, CONFLICTS_FILE, *(f"{CONFIG_DIR}/{name}" for name in (CONFIG_FILE,
+                                                                                                  MODEL_FILE))]
+    check_below(sweep.data_root, [job_folder(sweep).parent,
+                                  *(run.run_dir / name for run in runs for name in in_run)])
 
 
 def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[RenderedRun],
@@ -207,8 +253,8 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
         # Check-and-set under each run's mutex: of several submitters racing for one run,
         # exactly one passes the check and records its claim before the others look.
         for item in sorted(items, key=lambda i: str(i.run.run_dir)):
-            item.run.run_dir.mkdir(parents=True, exist_ok=True)
-            held.enter_context(meta_mutex(item.run.run_dir, mode))
+            make_dirs(item.run.run_dir)
+            held.enter_context(locked(item.run.run_dir))
         claimed = []
         for item in items:
             holder = current_holder(item.run, sweep.variant(item.run.variant).max_iters, mode, jobs)
@@ -221,51 +267,62 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
                 result.conflicts.append((item.run, holder))
         if not claimed:
             return
+        tokens = {item.run: new_token() for item in claimed}
         for item in claimed:
             write_rendered(item)
-            write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind))
-        queued = _queue(kind, sweep, resources, [i.run for i in claimed])
+            write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind, tokens[item.run]))
+        queued = _queue(kind, sweep, resources, [(i.run, tokens[i.run]) for i in claimed])
         for item, job in zip(claimed, queued, strict=True):
             job_id = str(job.job_id)
             link_job_logs(item.run.run_dir, Path(job.paths.stdout), Path(job.paths.stderr))
-            update_meta(item.run.run_dir, job_id=job_id, **_submitter_pid(kind, job_id))
+            update_meta(item.run.run_dir, token=tokens[item.run], job_id=job_id, **_job_identity(kind, job_id))
             clear_conflict(item.run.run_dir)
             result.submitted.append(Submission(item.run, kind, job_id, item.config_hash, resources))
 
 
-def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder) -> Submission | None:
+def queued_behind(run: Run, holder: LockHolder) -> str | None:
+    """The job of ours already queued behind ``holder``'s job on ``run`` (--after-holder), if any."""
+    conflict = conflict_for(run.run_dir) or {}
+    queued = conflict.get("queued_job_id")
+    return str(queued) if queued and conflict.get("after_job_id") == holder.job_id else None
+
+
+def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answer | None) -> Submission | None:
     """Queue ``run`` behind its holder's SLURM job; ``None`` when that cannot be done.
 
     The holder's claim is not touched: our job takes the run over when it starts (the
     payload checks again then, and exits at once if the holder completed this very config).
-    A job already queued behind the same holder is not queued twice.
+    A job already queued behind the same holder is not queued twice: ``queued`` is the
+    scheduler's answer on those jobs (:func:`queued_behind`), asked once for all runs.
     """
     if holder.executor != "slurm" or not holder.job_id or holder.stale:
         return None
-    conflict = conflict_for(run.run_dir) or {}
-    queued = conflict.get("queued_job_id")
-    if queued and conflict.get("after_job_id") == holder.job_id:
-        with contextlib.suppress(SchedulerUnavailable):
-            if job_alive("slurm", str(queued), "", None, ask([str(queued)])):
-                return Submission(run, "slurm", str(queued), "", sweep.resources_for(run))
+    waiting = queued_behind(run, holder)
+    if waiting and job_alive("slurm", waiting, queued):
+        return Submission(run, "slurm", waiting, "", sweep.resources_for(run))
     rendered = render_run(sweep, run)
     meta = read_meta_quietly(run.run_dir)
     if meta is None or meta.config_hash != rendered.config_hash:
         raise RunError(f"{run.run_dir}: {holder.user} trains another config here (config hash "
                        f"{meta.config_hash if meta else '?'} vs ours {rendered.config_hash}); "
                        "not queued behind it: agree on one, or use another data root")
+    check_planted_links(sweep, [run])
     resources = sweep.resources_for(run)
-    executor = make_executor("slurm", sweep.data_root / SUBMITIT_DIR / "%j", resources, job_name=run.name,
-                             after_job=holder.job_id)
     from prove_jobs.payload import TakeOver
 
+    token = new_token()
     take_over = TakeOver(holder.job_id, rendered.config_hash, str(sweep.path))
     try:
-        with sharing_umask(sweep):
-            job = executor.submit(training_job(sweep, run, resources, take_over))
+        _make_job_folder(sweep)
+        executor = make_executor("slurm", job_folder(sweep), resources, job_name=run.name, after_job=holder.job_id)
+        with private_umask(sweep):
+            job = executor.submit(training_job(sweep, run, resources, token, take_over))
+    except ProveJobsError:
+        raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
         raise ProveJobsError(f"queueing {run.name} after job {holder.job_id} failed: {_one_line(exc)}") from None
-    note_queued_after(run.run_dir, str(job.job_id), holder.job_id)
+    with sharing_umask(sweep):
+        note_queued_after(run.run_dir, str(job.job_id), holder.job_id)
     return Submission(run, "slurm", str(job.job_id), rendered.config_hash, resources)
 
 
@@ -322,7 +379,7 @@ def check_data_root(root: Path) -> None:
         raise RunError(f"{root}: data root is not writable by {current_user()}")
 
 
-def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str) -> RunMeta:
+def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMeta:
     previous = read_meta_quietly(item.run.run_dir)
     return RunMeta(
         model=item.run.model,
@@ -333,6 +390,9 @@ def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str) -> RunMeta:
         user=current_user(),
         host=current_host(),
         pid=os.getpid(),  # the submitter's, until the job id is known: the claim is live meanwhile
+        pid_start=process_start(os.getpid()),
+        boot_id=boot_id(),
+        token=token,
         submitted_at=now(),
         max_iters=sweep.variant(item.run.variant).max_iters,
         attempts=previous.attempts if previous else 0,
@@ -340,22 +400,37 @@ def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str) -> RunMeta:
     )
 
 
-def _submitter_pid(kind: str, job_id: str) -> dict[str, Any]:
-    # A local job id is the pid of submitit's controller: alive while the job is.
-    return {"pid": int(job_id)} if kind == "local" else {}
+def _job_identity(kind: str, job_id: str) -> dict[str, Any]:
+    # A local job id is the pid of submitit's controller: alive while the job is (and while it is
+    # that process: its start time, read now, tells it from a later process given the same pid).
+    if kind != "local":
+        return {}
+    start = process_start(int(job_id))
+    return {"pid": int(job_id), "pid_start": start, "job_start": start}
 
 
-def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[Run]) -> list[Any]:
-    folder = sweep.data_root / SUBMITIT_DIR / "%j"
-    executor = make_executor(kind, folder, resources, job_name=_job_name(sweep, runs))
+@contextlib.contextmanager
+def private_umask(sweep: Sweep) -> Iterator[None]:
+    """submitit's job folders and the scheduler's log files: readable by the group, writable by their owner
+    only (a colleague could otherwise plant a link in them before the job writes there)."""
+    old_umask = os.umask(sweep.sharing.umask_bits | 0o022)
     try:
-        with executor.batch():
-            jobs = [executor.submit(training_job(sweep, run, resources)) for run in runs]
+        yield
+    finally:
+        os.umask(old_umask)
+
+
+def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[tuple[Run, str]]) -> list[Any]:
+    _make_job_folder(sweep)
+    executor = make_executor(kind, job_folder(sweep), resources, job_name=_job_name(sweep, [r for r, _ in runs]))
+    try:
+        with private_umask(sweep), executor.batch():
+            jobs = [executor.submit(training_job(sweep, run, resources, token)) for run, token in runs]
     except ProveJobsError:
         raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
-        for run in runs:
-            update_meta(run.run_dir, failed_at=now(), error=f"submission failed: {exc}"[:500])
+        for run, token in runs:
+            update_meta(run.run_dir, token=token, failed_at=now(), error=f"submission failed: {exc}"[:500])
         raise ProveJobsError(f"submitting {len(runs)} run(s) to {kind} failed: {_one_line(exc)}") from None
     return jobs
 

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from prove_jobs.runs import Run, RunMeta
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "job_templates"
@@ -117,6 +124,17 @@ def reference_root(tmp_path: Path) -> Path:
             record_conflict(run.run_dir, holder, str(sweep.path))
     return tmp_path
 
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """DEMO_ROOT with the demo dataset and an empty runs/ folder, as `make demo` leaves it before training."""
+    from prove_jobs.demo_data import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "data" / "cityscapes")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("DEMO_ROOT", str(tmp_path))
+    return tmp_path
 
 
 def demo_run_dir(tmp_path: Path, model: str, variant: str = "DEMO_REF") -> Path:
@@ -242,3 +260,44 @@ def write_sweep(folder: Path, body: str, name: str = "sweep.toml") -> Path:
 def private_log_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """`status` keeps a log cache under $XDG_CACHE_HOME: each test gets its own, none touches ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1], mode=0o664)
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def process_holding_lock(run_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process (another interpreter) holding the run's training lock."""
+    from prove_jobs.claims import TRAIN_LOCK
+
+    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / TRAIN_LOCK)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def make_run(root: Path) -> Run:
+    """An empty run dir of the demo sweep's layout under ``root``."""
+    run = Run(model="demo_fcn_r18_tiny", variant="DEMO_REF", method="baseline", dataset="cityscapes", data_root=root)
+    run.run_dir.mkdir(parents=True)
+    return run
+
+
+def claim(run: Run, **changes: object) -> RunMeta:
+    """An open local claim by alice (submission token ``t-alice``) on ``run``, with ``changes``."""
+    from prove_jobs.runs import current_host, write_meta
+
+    base = RunMeta(model=run.model, variant=run.variant, executor="local", host=current_host(), user="alice",
+                   job_id="1", pid=os.getpid(), submitted_at=time.time(), max_iters=40, token="t-alice")
+    return write_meta(run.run_dir, RunMeta(**{**base.to_json(), **changes}))  # type: ignore[arg-type]

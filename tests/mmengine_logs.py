@@ -106,20 +106,10 @@ def _classes() -> dict[str, Any]:
 
 
 def _allow_mmengine_checkpoints() -> None:
-    """torch>=2.6 loads with weights_only=True: allow-list what an mmengine checkpoint pickles.
+    """torch>=2.6 loads with weights_only=True: the payload's own allow-list (its restricted getattr included)."""
+    from prove_jobs.resume import allow_mmengine_checkpoints
 
-    (Narrower than TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, which we must not set.)
-    """
-    import numpy as np
-    import torch
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    # What torch.serialization.get_unsafe_globals_in_checkpoint() lists for these checkpoints.
-    # `getattr` is how numpy pickles its dtype classes (numpy.dtypes.Float64DType, ...).
-    safe: list[Any] = [HistoryBuffer, np.ndarray, np.dtype, multiarray.scalar, multiarray._reconstruct, getattr]
-    safe += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
-    torch.serialization.add_safe_globals(safe)
+    allow_mmengine_checkpoints()
 
 
 def _wait_for_new_second() -> None:

@@ -15,51 +15,27 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS, TEMPLATES, checkpointed, demo_sweep_with, group_threads_alive, stall_templates
+from conftest import (
+    SWEEPS,
+    TEMPLATES,
+    checkpointed,
+    claim,
+    demo_sweep_with,
+    group_threads_alive,
+    make_run,
+    process_holding_lock,
+    stall_templates,
+)
 
 from prove_jobs.claims import TRAIN_LOCK, conflict_for, training_lock_held, unlock
 from prove_jobs.cli import main
 from prove_jobs.control import cancel
 from prove_jobs.errors import LockConflict, RunError
 from prove_jobs.payload import TrainingJob
-from prove_jobs.runs import META_FILE, Run, RunMeta, current_host, current_user, read_meta, update_meta, write_meta
+from prove_jobs.runs import META_FILE, current_user, read_meta, update_meta
 from prove_jobs.spec import load_sweep
 from prove_jobs.status import RunState, collect_status
 from prove_jobs.submit import submit
-
-HOLD_LOCK = """
-import sys, time
-from filelock import FileLock
-lock = FileLock(sys.argv[1], mode=0o664)
-lock.acquire()
-print("held", flush=True)
-time.sleep(600)
-"""
-
-
-@contextlib.contextmanager
-def process_holding_lock(run_dir: Path):  # type: ignore[no-untyped-def]
-    """Another process (another interpreter) holding the run's training lock."""
-    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / TRAIN_LOCK)], stdout=subprocess.PIPE,
-                             text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "held"
-        yield child
-    finally:
-        child.kill()
-        child.wait()
-
-
-def make_run(root: Path) -> Run:
-    run = Run(model="demo_fcn_r18_tiny", variant="DEMO_REF", method="baseline", dataset="cityscapes", data_root=root)
-    run.run_dir.mkdir(parents=True)
-    return run
-
-
-def claim(run: Run, **changes: object) -> RunMeta:
-    base = RunMeta(model=run.model, variant=run.variant, executor="local", host=current_host(), user="alice",
-                   job_id="1", pid=os.getpid(), submitted_at=time.time(), max_iters=40)
-    return write_meta(run.run_dir, RunMeta(**{**base.to_json(), **changes}))  # type: ignore[arg-type]
 
 
 def dead_pid() -> int:
@@ -85,7 +61,7 @@ def test_payload_refuses_to_train_while_another_process_holds_the_lock(tmp_path:
     run = make_run(tmp_path)
     claim(run)
     with process_holding_lock(run.run_dir), pytest.raises(LockConflict, match="another process is training"):
-        TrainingJob(str(run.run_dir))()
+        TrainingJob(str(run.run_dir), token="t-alice")()
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.failed_at is not None and meta.started_at is None
     assert meta.error is not None and meta.error.startswith("lock conflict")
@@ -189,7 +165,8 @@ def test_eight_racing_submitters_start_exactly_one_job(tmp_path: Path, monkeypat
         for err in losers:
             # all one user: the losers meet the winner's job as their own, not as a conflict
             assert "already running as your local job" in err and f"local job {meta.job_id}" in err, (round_no, err)
-        jobs = [p for p in (sweep.data_root / ".prove-jobs" / "submitit").iterdir() if p.name.isdigit()]
+        folder = sweep.data_root / ".prove-jobs" / "submitit" / current_user()
+        jobs = [p for p in folder.iterdir() if p.name.isdigit()]
         assert len(jobs) == 1, (round_no, jobs)
         assert conflict_for(run.run_dir) is None  # all one user: own job, nothing to record
 

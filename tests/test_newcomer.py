@@ -54,17 +54,6 @@ def json_out(capsys: pytest.CaptureFixture[str]) -> Any:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.fixture
-def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """DEMO_ROOT with the demo dataset and an empty runs/ folder, as `make demo` leaves it before training."""
-    from prove_jobs.demo_data import make_demo_dataset
-
-    make_demo_dataset(tmp_path / "data" / "cityscapes")
-    (tmp_path / "runs").mkdir()
-    monkeypatch.setenv("DEMO_ROOT", str(tmp_path))
-    return tmp_path
-
-
 def runs_in(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.rglob(META_FILE))
 

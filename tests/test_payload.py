@@ -119,7 +119,7 @@ def test_resumes_after_sigkill(tmp_path: Path) -> None:
 
 
 def test_resume_point_trusts_the_pointer_then_the_newest_checkpoint(tmp_path: Path) -> None:
-    from prove_jobs.payload import resume_point
+    from prove_jobs.resume import resume_point
 
     assert resume_point(tmp_path) is None  # a fresh run starts from scratch
     for n in (8, 16, 24):
@@ -142,12 +142,12 @@ def test_restarts_are_counted_and_capped(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     # the job trained once in this submission and was stopped; SLURM starts it again and again
-    write_meta(run_dir, RunMeta(model="m", variant="V", submitted_at=100.0, started_at=200.0, attempts=1))
+    write_meta(run_dir, RunMeta(model="m", variant="V", submitted_at=100.0, started_at=200.0, attempts=1, starts=1))
     with pytest.raises(RunError, match=r"would be restart 1 and .*max_requeues is 0"):
         TrainingJob(str(run_dir), max_restarts=0)()
     meta = read_meta(run_dir)
     assert meta is not None and meta.failed_at is not None and meta.attempts == 1  # nothing trained
-    update_meta(run_dir, failed_at=None, restarts=2)
+    update_meta(run_dir, failed_at=None, starts=3)  # started three times under this submission
     with pytest.raises(RunError, match="would be restart 3 and"):
         TrainingJob(str(run_dir), max_restarts=2)()
 
@@ -192,3 +192,58 @@ def test_a_take_over_job_leaves_a_run_claimed_meanwhile_and_keeps_its_own(
     write_meta(run_dir, ours)
     assert TrainingJob(str(run_dir), take_over=take)._take_over(run_dir, take) is None
     assert read_meta(run_dir) == ours
+
+
+CRAFT = """
+import sys, torch
+from mmengine.logging.history_buffer import HistoryBuffer
+
+
+class Get:  # pickles as getattr(obj, name): the path from an allowed class to builtins
+    def __init__(self, obj, name):
+        self.obj, self.name = obj, name
+
+    def __reduce__(self):
+        return getattr, (self.obj, self.name)
+
+
+torch.save({"message_hub": Get(Get(HistoryBuffer.__init__, "__globals__"), "__builtins__")}, sys.argv[1])
+"""
+START = """
+import sys
+from prove_jobs.payload import TrainingJob
+TrainingJob(sys.argv[1], threads=1)()
+"""
+
+
+def test_a_crafted_checkpoint_is_refused_before_the_run_starts(tmp_path: Path) -> None:
+    """A group member drops an iter_N.pth whose pickle reaches builtins through getattr, and points
+    last_checkpoint at it: the colleague's resume refuses it in one line naming it, and trains nothing."""
+    run_dir = make_run(tmp_path, "demo_fcn_r18_tiny")
+    planted = run_dir / "iter_20.pth"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", CRAFT, str(planted)], check=True, env=env, timeout=120)
+    (run_dir / "last_checkpoint").write_text(str(planted))
+
+    done = subprocess.run([sys.executable, "-c", START, str(run_dir)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"{planted}: refused as a checkpoint to resume from" in last, done.stderr[-2000:]
+    assert "refused getattr(HistoryBuffer, '__init__')" in last  # the first step towards its __globals__
+    meta = read_meta(run_dir)
+    assert meta is not None and meta.failed_at is not None and str(planted) in (meta.error or "")
+    assert not [p for p in run_dir.iterdir() if p.name[:8].isdigit()]  # mmengine never started
+
+
+def test_mmengine_checkpoints_pass_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restricted getattr still lets a real mmengine checkpoint through (the resume tests train on it)."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    run_dir = make_run(tmp_path, "demo_fcn_r18_tiny")
+    assert TrainingJob(str(run_dir), threads=2)() == "completed DEMO_REF/demo_fcn_r18_tiny at iter 40"
+    from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint
+
+    allow_mmengine_checkpoints()
+    check_checkpoint(run_dir / "iter_20.pth")
+    check_checkpoint(run_dir / "iter_40.pth")

@@ -320,3 +320,24 @@ def test_a_job_cancelled_behind_our_back_with_and_without_accounting(slurm_sweep
         assert status.state is RunState.FAILED
         assert any("unknown to SLURM" in note for note in status.notes), status.notes
     assert status.lock_holder is not None and status.lock_holder.stale  # free for the next submit
+
+
+def test_a_pending_job_shows_squeues_reason(slurm_sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
+    """squeue says why a job waits (Priority, Resources, Dependency, a hold): status shows it."""
+    text = slurm_sweep.path.read_text().replace("[resources]", '[resources]\nextra_sbatch = ["--hold"]')
+    slurm_sweep.path.write_text(text)
+    args = [str(slurm_sweep.path), "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4"]
+    assert main(["submit", *args, "--executor", "slurm"]) == 0
+    try:
+        def held() -> dict[str, object] | None:
+            capsys.readouterr()
+            assert main(["status", *args, "--json"]) == 0
+            [row] = json.loads(capsys.readouterr().out)
+            return row if row["pending_reason"] == "JobHeldUser" else None
+
+        row = _wait_until("squeue's reason JobHeldUser", held, 60)
+        assert row["state"] == "pending" and row["scheduler_state"] == "PENDING"
+        assert main(["status", *args]) == 0
+        assert "Pending (JobHeldUser)" in capsys.readouterr().out
+    finally:
+        assert main(["cancel", *args]) == 0

@@ -108,6 +108,23 @@ def as_user(
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=str(home))
 
 
+def user_sweep(user: str, base: Path, name: str = "slow.toml") -> str:
+    """``user``'s own copy of the shared sweep file, in the user's own folder: each member of a group keeps
+    hers, and runs are still the same runs (their identity is what they train, not where a sweep sits)."""
+    home = base / f"home-{user}"
+    home.mkdir(exist_ok=True)
+    shutil.chown(home, user=user, group=GROUP)
+    copy = home / name
+    copy.write_text((base / name).read_text())
+    shutil.chown(copy, user=user, group=GROUP)
+    copy.chmod(0o644)
+    return str(copy)
+
+
+def as_user_shell(user: str, script: str) -> None:
+    subprocess.run(["runuser", "-u", user, "--", "sh", "-c", script], check=True, capture_output=True)
+
+
 def _wait_for(what: str, condition: Callable[[], object], base: Path, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -130,11 +147,11 @@ def _first_train_step(start: Path) -> int | None:
 def test_user_b_meets_a_conflict_naming_a_and_resubmits_after_a_ends(shared: Path) -> None:
     pytest.importorskip("mmseg", reason="the train extra (mmsegmentation) is not installed")
     env = _env(shared)
-    sweep = str(shared / "slow.toml")
+    sweep_a, sweep = user_sweep(USER_A, shared), user_sweep(USER_B, shared)  # B's own copy: `sweep`
     run_dir = shared / "runs" / "DEMO_SLOW" / "baseline" / "cityscapes" / "demo_fcn_r18_tiny"
 
     # submit returns at once even with its output captured: the job holds none of its pipes.
-    started = as_user(USER_A, shared, env, "submit", sweep, *RUN_ARGS, "--executor", "local", timeout=60)
+    started = as_user(USER_A, shared, env, "submit", sweep_a, *RUN_ARGS, "--executor", "local", timeout=60)
     assert started.returncode == 0, started.stderr
     _wait_for("A's first checkpoint", lambda: checkpointed(run_dir) >= 10, shared)
     assert training_lock_held(run_dir) is True
@@ -155,6 +172,15 @@ def test_user_b_meets_a_conflict_naming_a_and_resubmits_after_a_ends(shared: Pat
 
     still = as_user(USER_B, shared, env, "resubmit", sweep, "--lock-conflicts", "--executor", "local")
     assert still.returncode == 1 and f"still held: DEMO_SLOW/demo_fcn_r18_tiny by {USER_A}@" in still.stderr
+
+    # B may not stop A's job: one line naming its owner, exit 1, and A trains on.
+    refused = as_user(USER_B, shared, env, "cancel", sweep, *RUN_ARGS)
+    assert refused.returncode == 1, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert f"local job {meta.job_id} belongs to {USER_A}" in line and "Traceback" not in refused.stderr
+    assert training_lock_held(run_dir) is True and read_meta(run_dir) == meta
+    # What A will train is A's: the group reads the rendered inputs, and cannot rewrite them.
+    assert {(run_dir / "prove" / name).stat().st_mode & 0o777 for name in ("config.py", "model.py")} == {0o644}
 
     # A's job dies (its node crashed: killed, nothing recorded). A cancel would end the conflict
     # too, but a cancelled run stays cancelled (tests/test_newcomer.py): B's resubmit leaves it.
@@ -178,6 +204,7 @@ def test_user_b_meets_a_conflict_naming_a_and_resubmits_after_a_ends(shared: Pat
     assert first_step is not None and first_step > 10
     final = read_meta(run_dir)
     assert final is not None and final.user == USER_B and final.attempts == 2 and final.started_at is not None
+    assert final.config_hash == meta.config_hash  # two copies of one sweep, in two folders: one run
     stopped = as_user(USER_B, shared, env, "cancel", sweep, *RUN_ARGS)
     assert stopped.returncode == 0, stopped.stderr
     # Nothing of A's was lost; both users wrote into the run dir.
@@ -213,6 +240,44 @@ def test_a_lock_file_b_cannot_open_is_one_line_naming_its_owner(shared: Path) ->
 
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mode, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+            for p in [folder, *folder.rglob("*")]}
+
+
+def test_links_b_plants_in_the_shared_root_never_redirect_a(shared: Path) -> None:
+    """The data root is group-writable: B can plant links where A's submit will write. A's submit refuses
+    them in one line naming the link, and nothing outside the data root (A's home) changes."""
+    env = _env(shared)
+    shutil.copy(SWEEPS / "demo.toml", shared / "demo.toml")
+    sweep_a = user_sweep(USER_A, shared, "demo.toml")
+    home_a = shared / f"home-{USER_A}"
+    precious = home_a / "notes.txt"
+    precious.write_text("A's own notes\n")
+    shutil.chown(precious, user=USER_A, group=GROUP)
+    precious.chmod(0o600)
+    before = _snapshot(home_a)
+    runs = shared / "runs" / "DEMO_REF" / "baseline" / "cityscapes"
+    as_user_shell(USER_B, f"mkdir -p {runs}/demo_segformer_tiny {runs}/demo_fcn_r18_tiny/prove"
+                          f" && ln -s {home_a} {runs}/demo_segformer_tiny/prove"
+                          f" && ln -s {precious} {runs}/demo_fcn_r18_tiny/prove_run.json"
+                          f" && ln -s {precious} {runs}/demo_fcn_r18_tiny/prove/job.out")
+    try:
+        for model, link in (("demo_segformer_tiny", "prove"), ("demo_fcn_r18_tiny", "prove_run.json")):
+            refused = as_user(USER_A, shared, env, "submit", sweep_a, "--model", model, "--variant", "DEMO_REF",
+                              "--executor", "local")
+            assert refused.returncode == 2, refused.stderr
+            [line] = refused.stderr.strip().splitlines()
+            assert f"{runs / model / link}: a symbolic link" in line and f"made by {USER_B}" in line, line
+            assert {p.name for p in (runs / model).iterdir()} == {link} | ({"prove"} if link != "prove" else set())
+        assert _snapshot(home_a) == before  # nothing written, no mode changed, in A's home
+        shown = as_user(USER_A, shared, env, "status", sweep_a, "--json")
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    finally:
+        for model in ("demo_segformer_tiny", "demo_fcn_r18_tiny"):
+            shutil.rmtree(runs / model, ignore_errors=True)
+
+
 @pytest.mark.slurm
 @pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
 def test_on_slurm_b_queues_behind_a_and_takes_over_when_a_ends(shared: Path) -> None:
@@ -222,12 +287,13 @@ def test_on_slurm_b_queues_behind_a_and_takes_over_when_a_ends(shared: Path) -> 
     sweep_path = shared / "slurm_slow.toml"
     sweep_path.write_text(slow[: slow.index("[resources]")]
                           + '[resources]\npartition = "gpu"\ngpus_per_node = 1\ncpus_per_task = 1\nmem_gb = 2\n')
-    sweep_path.chmod(0o644)
-    sweep = str(sweep_path)
+    # Each user submits from her own copy: the config hash must not depend on where the sweep sits,
+    # or B's --after-holder is refused ("trains another config") and B's job would train over A's.
+    sweep_a, sweep = user_sweep(USER_A, shared, sweep_path.name), user_sweep(USER_B, shared, sweep_path.name)
     args = ["--model", "demo_segformer_tiny", "--variant", "DEMO_SLOW"]
     run_dir = shared / "runs" / "DEMO_SLOW" / "baseline" / "cityscapes" / "demo_segformer_tiny"
 
-    started = as_user(USER_A, shared, env, "submit", sweep, *args, "--executor", "slurm")
+    started = as_user(USER_A, shared, env, "submit", sweep_a, *args, "--executor", "slurm")
     assert started.returncode == 0, started.stderr
     _wait_for("A's first checkpoint on SLURM", lambda: checkpointed(run_dir) >= 10, shared)
     a_meta = read_meta(run_dir)
@@ -250,8 +316,14 @@ def test_on_slurm_b_queues_behind_a_and_takes_over_when_a_ends(shared: Path) -> 
     shown = as_user(USER_B, shared, env, "status", sweep, *args, "--json")
     [row] = json.loads(shown.stdout)
     assert row["state"] == "lock_conflict" and any(f"queued as slurm job {b_job}" in n for n in row["notes"])
+    # B cannot cancel A's SLURM job: scancel refuses, prove-jobs says whose it is in one line, exit 1
+    refused = as_user(USER_B, shared, env, "cancel", sweep, *args)
+    assert refused.returncode == 1, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert f"SLURM job {a_meta.job_id} (job of {USER_A})" in line, line
+    assert read_meta(run_dir) == a_meta
 
-    ended = as_user(USER_A, shared, env, "cancel", sweep, *args)
+    ended = as_user(USER_A, shared, env, "cancel", sweep_a, *args)
     assert ended.returncode == 0, ended.stderr
 
     def b_trains() -> bool:
@@ -269,4 +341,6 @@ def test_on_slurm_b_queues_behind_a_and_takes_over_when_a_ends(shared: Path) -> 
     stopped = as_user(USER_B, shared, env, "cancel", sweep, *args)
     assert stopped.returncode == 0, stopped.stderr
     _wait_for("the end of B's job", lambda: not training_lock_held(run_dir), shared, 60)
+    b_meta = read_meta(run_dir)
+    assert b_meta is not None and b_meta.config_hash == a_meta.config_hash
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from prove_jobs.claims import LockHolder
     from prove_jobs.runs import Run
     from prove_jobs.spec import Sweep
-    from prove_jobs.status import RunStatus
+    from prove_jobs.status import RunStatus, StatusSource
     from prove_jobs.terminal import Terminal
 
 
@@ -117,7 +117,7 @@ def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | No
                  on_poll=lambda: progress(waiting_line(source.collect()[0])))
         statuses, _ = source.collect()
     finally:
-        source.close()
+        _close(source, term)
     if title is not None:
         from prove_jobs.dashboard import status_tables
 
@@ -140,12 +140,14 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.control import cancel
 
     _, runs = _sweep_and_runs(args)
-    cancelled = cancel(runs)
-    for run in cancelled:
+    result = cancel(runs)
+    for run in result.cancelled:
         term.success(f"cancelled {run.name}")
-    if not cancelled:
+    for run, why in result.refused:
+        term.error(f"{run.name} not cancelled: {why}")
+    if not result.cancelled and not result.refused:
         term.info("no live job to cancel")
-    return 0
+    return 1 if result.refused else 0
 
 
 def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
@@ -168,7 +170,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
             return watch(collect, chosen.title, args.watch, term.out, term.show)
         statuses, warnings = source.collect(lambda s: _wanted(s, args))
     finally:
-        source.close()
+        _close(source, term)
     if args.json:
         term.json([s.to_json() for s in statuses])
         return 0
@@ -259,7 +261,9 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
         for s in failed.submitted:
             term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")
         _report_conflicts(failed.conflicts, term)
-        if not failed.submitted and not failed.conflicts:
+        for run, reason in failed.skipped:
+            term.info(f"skipped {run.name}: {reason}")
+        if not failed.submitted and not failed.conflicts and not failed.skipped:
             term.info("no failed runs to resubmit")
         if not args.lock_conflicts:
             code = 1 if failed.conflicts else 0
@@ -320,3 +324,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Terminal], int]] = {
 }
 
 
+def _close(source: StatusSource, term: Terminal) -> None:
+    warning = source.close()
+    if warning:
+        term.warn(warning)

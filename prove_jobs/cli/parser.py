@@ -187,7 +187,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "render": ("Write the full, flat mmengine config of runs (needs the train extra).", _render),
     "submit": ("Queue the runs of a sweep, one job array per resource set.", _submit),
     "wait": ("Block until the submitted runs of a sweep end.", _wait),
-    "cancel": ("Cancel the live jobs of a sweep's runs.", _cancel),
+    "cancel": ("Cancel the live jobs of a sweep's runs; a run stays cancelled until submitted by name. Exit 1 if "
+               "some job could not be cancelled (another user's, a local job on another host): the others still are.",
+               _cancel),
     "status": ("Show where every run stands: state, progress, mIoU/aAcc, job (a sweep or one run dir).", _status),
     "unlock": ("Release the claim on run dirs whose job is gone (stale); touches nothing else. A live claim "
                "is left alone: reported (exit 1), or listed with --stale; --force releases it if nothing trains.",

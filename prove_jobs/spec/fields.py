@@ -96,6 +96,8 @@ def checked_fields(path: Path, key: str, raw: Mapping[str, Any], cls: type[Any])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise SpecError(path, where, f"must be a list of strings, got {value!r}")
             value = tuple(value)
+            if name == "extra_sbatch":
+                sbatch_options(value, path, where)  # refused here, for every command, before anything is written
         elif isinstance(default, bool) or isinstance(value, bool):
             raise SpecError(path, where, f"unexpected boolean {value!r}")
         elif isinstance(default, int):
@@ -109,6 +111,38 @@ def checked_fields(path: Path, key: str, raw: Mapping[str, Any], cls: type[Any])
             raise SpecError(path, where, f"must be a string, got {value!r}")
         checked[name] = value
     return checked
+
+
+_SBATCH_OPTION = re.compile(r"--([a-z][a-z0-9-]*)(=.*)?")
+# sbatch options prove-jobs or submitit write themselves: the field that sets each, or None.
+_OWNED_OPTIONS = {
+    "time": "timeout_min", "gres": "gpus_per_node", "gpus-per-node": "gpus_per_node",
+    "cpus-per-task": "cpus_per_task", "mem": "mem_gb", "partition": "partition", "account": "account",
+    "qos": "qos", "constraint": "constraint", "job-name": None, "array": None, "output": None, "error": None,
+    "signal": None, "open-mode": None, "ntasks-per-node": None, "nodes": None, "dependency": None, "wckey": None,
+}
+
+
+def sbatch_options(lines: Iterable[str], path: Path | None = None, where: str = "extra_sbatch") -> dict[str, Any]:
+    """``["--exclusive", "--reservation=x"]`` (``#SBATCH`` prefix optional) -> submitit's ``additional_parameters``.
+
+    Long options pass through as written (submitit writes ``--key=value`` back); short ones
+    and the options prove-jobs sets itself are refused, naming the field that sets them.
+    """
+    extra: dict[str, Any] = {}
+    for line in lines:
+        text = line.removeprefix("#SBATCH").strip()
+        match = _SBATCH_OPTION.fullmatch(text)
+        if match is None:
+            raise SpecError(path or "sweep", where, f"{line!r} is not a long sbatch option like '--exclusive' or "
+                                                    "'--reservation=NAME'")
+        key, value = match.group(1), match.group(2)
+        if key in _OWNED_OPTIONS:
+            field = _OWNED_OPTIONS[key]
+            instead = f"set resources.{field} instead" if field else "prove-jobs sets it itself"
+            raise SpecError(path or "sweep", where, f"{line!r}: {instead}")
+        extra[key.replace("-", "_")] = value[1:] if value is not None else True
+    return extra
 
 
 def overrides(path: Path, key: str, raw: Any, allowed: set[str], cls: type[Any]) -> dict[str, dict[str, Any]]:
