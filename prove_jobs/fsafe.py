@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -149,7 +148,7 @@ def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None
     """
     path = Path(path)
     dir_fd = _or_run_error(path, lambda: open_dir(path.parent, create=True))
-    tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = f".{path.name}.{os.urandom(6).hex()}.tmp"
     try:
         try:
             st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
@@ -184,7 +183,7 @@ def replace_link(link: Path, target: str) -> None:
     by a rename in a folder opened without following links: it is never followed.
     """
     dir_fd = _or_run_error(link, lambda: open_dir(link.parent, create=True))
-    tmp = f".{link.name}.{secrets.token_hex(6)}"
+    tmp = f".{link.name}.{os.urandom(6).hex()}"
     try:
         os.symlink(target, tmp, dir_fd=dir_fd)
         os.replace(tmp, link.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
