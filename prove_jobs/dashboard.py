@@ -15,7 +15,7 @@ from rich.text import Text
 from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, resources_cells
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep
-from prove_jobs.status import RunState, RunStatus
+from prove_jobs.status import RunState, RunStatus, gpu_hours_line
 
 STYLES = {
     RunState.COMPLETED: "green",
@@ -47,7 +47,8 @@ def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
     for header in RESOURCE_HEADERS:
         listing.add_column(header, justify="right")
     for run in runs:
-        listing.add_row(_relative(run.run_dir, sweep.data_root), *resources_cells(sweep.resources_for(run)))
+        listing.add_row(_relative(run.run_dir, sweep.data_root),
+                        *resources_cells(sweep.resources_for(run), sweep.variant(run.variant).batch_size))
     return Group(config, Text(""), listing)
 
 
@@ -87,7 +88,12 @@ def status_tables(statuses: Sequence[RunStatus], *, title: str = "", width: int 
         parts.append(status_table(group, title=variant, width=width))
     if not statuses:
         parts.append(Text("no runs match", style="dim"))
+    total = gpu_hours_line(statuses)
+    if total:
+        parts.append(Text(total))
     return Group(*parts)
+
+
 
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -144,6 +150,12 @@ def _speed(s: RunStatus) -> RenderableType:
     return text
 
 
+def _job(s: RunStatus) -> str:
+    """The job id, and ``· 2x2 GPUs`` for a job of several training processes."""
+    layout = s.meta.layout if s.meta else ""
+    return f"{s.job_id or '-'} · {layout}" if layout else s.job_id or "-"
+
+
 def _memory(s: RunStatus) -> str:
     train = s.train
     return "-" if train is None or train.memory_mb is None else f"{train.memory_mb / 1024:.1f} GB"
@@ -172,7 +184,7 @@ COLUMNS = [
     _Column("Speed", _speed, 9, 3, "right"),
     _Column("Best mIoU", lambda s: _at(s.best_val.miou if s.best_val else None,
                                        s.best_val.iter if s.best_val else None), 12, 3, "right"),
-    _Column("Job", lambda s: s.job_id or "-", 9, 3),
+    _Column("Job", lambda s: _job(s), 9, 3),
     _Column("aAcc", lambda s: _pct(s.last_val.aacc if s.last_val else None), 6, 4, "right"),
     _Column("Loss", _loss, 7, 4, "right"),
     _Column("Mem", _memory, 7, 5, "right"),

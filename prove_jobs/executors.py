@@ -32,10 +32,18 @@ def slurm_parameters(resources: Resources, *, job_name: str, after_job: str | No
         "time": resources.timeout_min,
         "signal_delay_s": SIGNAL_DELAY_S,
         "cpus_per_task": resources.cpus_per_task,
-        "ntasks_per_node": 1,
+        # one task per GPU, each a training process (mmseg's tools/slurm_train.sh); mmengine's DDP
+        # reads its rank from SLURM_PROCID (prove_jobs.distributed)
+        "nodes": resources.nodes,
+        "ntasks_per_node": resources.tasks_per_node,
         "setup": list(resources.setup),
         "additional_parameters": sbatch_extra(resources.extra_sbatch),
     }
+    if resources.world_size > 1:
+        # a rank that dies ends the whole job: the others would wait for it in their next collective
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
+    if resources.max_running is not None:
+        params["array_parallelism"] = resources.max_running
     if after_job is not None:
         params["additional_parameters"]["dependency"] = f"afterany:{after_job}"
     # --gres rather than --gpus-per-node: older SLURM and gres-only clusters accept it everywhere.

@@ -10,10 +10,12 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prove_jobs.distributed import Rank, slurm_rank
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
 from prove_jobs.runs import (
@@ -43,13 +45,15 @@ if TYPE_CHECKING:
 # submitit's USR2 handler has SLURM's --signal=USR2@90 before the kill: the requeue record may not
 # wait out a colleague's slow metadata update (the default wait is minutes).
 SIGNAL_MUTEX_WAIT_S = 10.0
+FOLLOWER_WAIT_S = 600.0  # ranks > 0 wait this long for rank 0 to record the start (it checks, then records)
 
 
-def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> int:
+def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank: Rank | None = None) -> int:
     """Train ``config_file`` in ``work_dir``, resuming from its last checkpoint; returns the final iteration.
 
     mmengine writes the absolute checkpoint path into ``work_dir/last_checkpoint``: resuming works
     because runs are never moved (a copied run dir would resume from the original's checkpoint).
+    ``rank``: this process's place among several (DDP); every rank resumes from the same checkpoint.
     """
     import torch
     from mmengine.config import Config
@@ -73,6 +77,10 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None) -> i
         check_checkpoint(checkpoint)  # before the Runner: a refused checkpoint leaves no start behind
         cfg.resume = True
         cfg.load_from = str(checkpoint)
+    if rank is not None and rank.world_size > 1:
+        from prove_jobs.distributed import setup
+
+        setup(cfg, rank)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return int(runner.iter)
@@ -131,6 +139,9 @@ class TrainingJob:
         # shell (`prove-jobs submit ... &`) would otherwise inherit SIGINT ignored.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         run_dir = Path(self.run_dir)
+        rank = slurm_rank()
+        if not rank.leader:
+            return self._follow(run_dir, rank)
         try:
             with training_lock(run_dir, self.lock_mode):
                 if self.take_over is not None:
@@ -146,6 +157,28 @@ class TrainingJob:
                 with contextlib.suppress(ClaimMoved):
                     self._record(run_dir, failed_at=now(), error=f"lock conflict: {exc}"[:500])
             raise
+
+    def _follow(self, run_dir: Path, rank: Rank, wait_s: float = FOLLOWER_WAIT_S) -> str:
+        """A rank other than 0: wait for rank 0 to record this start under our token, then train alongside it.
+
+        Rank 0 alone takes the training lock and writes the metadata; the others only read it. A
+        start that rank 0 refused (the claim moved on, the requeue cap, a lock conflict) ends them too.
+        """
+        restarts = _restarts_so_far(RunMeta(model="", variant=""))
+        deadline = time.monotonic() + wait_s
+        while True:
+            meta = read_meta(run_dir)
+            if meta is None or not self._owns(meta) or meta.cancelled_at or meta.released_at:
+                return _say(run_dir, f"rank {rank.rank}: the claim is no longer this submission's; not trained")
+            if meta.failed_at is not None:
+                raise RunError(f"{run_dir}: rank {rank.rank}: rank 0 did not start this training ({meta.error})")
+            if meta.started_at is not None and meta.restarts == restarts and meta.requeued_at is None:
+                break
+            if time.monotonic() > deadline:
+                raise RunError(f"{run_dir}: rank {rank.rank}: rank 0 recorded no start within {wait_s:g} s")
+            time.sleep(0.5)
+        final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=rank)
+        return f"rank {rank.rank} of {meta.variant}/{meta.model}: trained to iter {final_iter}"
 
     def _record(self, run_dir: Path, wait_s: float | None = None, **changes: Any) -> RunMeta:
         """Update the run's metadata, only while its claim is still this submission's."""
@@ -228,7 +261,7 @@ class TrainingJob:
         _name_slurm_job(f"{meta.variant}/{meta.model}")
         reserve = _reserve_space(run_dir)
         try:
-            final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads)
+            final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=slurm_rank())
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
             # submitit's signal handler raises where training happens to be: inside a bare
             # `except:` (mmengine's config formatting, run at every checkpoint) its exception

@@ -37,6 +37,8 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
                 "val_interval": v.val_interval,
                 "checkpoint_interval": v.checkpoint_interval,
                 "resources": resources_json(sweep.resources_for(run)),
+                "world_size": sweep.resources_for(run).world_size,
+                "batch_per_gpu": v.batch_size // sweep.resources_for(run).world_size,
                 "config_hash": render_run(sweep, run).config_hash,
             }
         )
@@ -48,14 +50,23 @@ def resources_json(resources: Resources) -> dict[str, object]:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(resources).items()}
 
 
-def resources_cells(resources: Resources) -> list[str]:
-    """Partition, GPUs, CPUs, memory and time limit as the plan's table shows them ("-": the cluster's default)."""
+def resources_cells(resources: Resources, batch_size: int) -> list[str]:
+    """Partition, GPUs, batch per process, CPUs, memory and time limit as the plan's table shows them
+    ("-": the cluster's default)."""
     hours, minutes = divmod(resources.timeout_min, 60)
-    return [resources.partition or "-", str(resources.gpus_per_node), str(resources.cpus_per_task),
-            "-" if resources.mem_gb is None else f"{resources.mem_gb:g} GB", f"{hours}:{minutes:02d}"]
+    return [resources.partition or "-", resources.layout, batch_split(resources, batch_size),
+            str(resources.cpus_per_task), "-" if resources.mem_gb is None else f"{resources.mem_gb:g} GB",
+            f"{hours}:{minutes:02d}"]
 
 
-RESOURCE_HEADERS = ("Partition", "GPUs", "CPUs", "Memory", "Time limit")
+def batch_split(resources: Resources, batch_size: int) -> str:
+    """``16 = 2 GPUs x 8``: the total batch of a step and what each process loads."""
+    if resources.world_size == 1:
+        return str(batch_size)
+    return f"{batch_size} = {resources.layout} x {batch_size // resources.world_size}"
+
+
+RESOURCE_HEADERS = ("Partition", "GPUs", "Batch", "CPUs", "Memory", "Time limit")
 
 
 def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]]]:

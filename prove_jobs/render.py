@@ -61,7 +61,10 @@ def render_run(sweep: Sweep, run: Run) -> RenderedRun:
         "model_config": repr(f"./{MODEL_FILE}"),
         "dataset_root": repr(str(sweep.dataset_root)),
         "max_iters": repr(variant.max_iters),
-        "batch_size": repr(variant.batch_size),
+        # the variant's batch is the total of one step; each of the run's processes loads its share
+        "batch_size": repr(variant.batch_size // sweep.resources_for(run).world_size),
+        "total_batch_size": repr(variant.batch_size),
+        "world_size": repr(sweep.resources_for(run).world_size),
         "lr": repr(variant.lr),
         "warmup_iters": repr(variant.warmup_iters),
         "val_interval": repr(variant.val_interval),

@@ -116,6 +116,8 @@ class RunMeta:
     cancelled_at: float | None = None
     cancelled_by: str | None = None  # who ran `prove-jobs cancel`: the run stays cancelled until named again
     token: str = ""  # the submission's: a job writes only while the claim is still its own
+    layout: str = ""  # "2x4 GPUs" when the job trains on several processes (DDP), as submitted
+    gpus: int | None = None  # GPUs the job asked for in all (nodes x gpus_per_node): GPU-hours
     starts: int = 0  # trainings started under this token (the first is 1)
     pid_start: int | None = None  # when `pid` started (clock ticks since boot): a reused pid is another process
     job_start: int | None = None  # the same for a local job's controller (its pid is the job id)

@@ -28,6 +28,8 @@ class JobInfo:
     user: str = ""
     reason: str = ""  # squeue's %r: why a pending job waits (Priority, Resources, Dependency, ...)
     from_accounting: bool = False  # sacct's record of a job squeue has forgotten
+    submitted: float | None = None  # when SLURM queued it and started it (the controller's clock, both)
+    started: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,17 @@ def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
     return found
 
 
+def max_array_size() -> int | None:
+    """The cluster's ``MaxArraySize`` (``scontrol show config``); ``None`` when it cannot be read."""
+    import re
+
+    try:
+        found = re.search(r"^MaxArraySize\s*=\s*(\d+)", call(["scontrol", "show", "config"]), re.MULTILINE)
+    except SchedulerUnavailable:
+        return None
+    return int(found.group(1)) if found else None
+
+
 def scancel(job_ids: Sequence[str]) -> dict[str, str]:
     """Cancel ``job_ids`` with one scancel; returns the jobs it could not cancel, each with scancel's word on it.
 
@@ -119,7 +132,7 @@ def scancel(job_ids: Sequence[str]) -> dict[str, str]:
 
 def _squeue(job_ids: Sequence[str]) -> dict[str, JobInfo]:
     try:
-        out = call(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%u|%r",
+        out = call(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%u|%r|%V|%S",
                     f"--jobs={','.join(job_ids)}"])
     except SchedulerUnavailable as exc:
         # squeue refuses the whole query once every listed job has left its memory (MinJobAge).
@@ -130,8 +143,8 @@ def _squeue(job_ids: Sequence[str]) -> dict[str, JobInfo]:
 
 
 def _sacct(job_ids: Sequence[str]) -> dict[str, JobInfo]:
-    out = call(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,NodeList,User",
-                f"--jobs={','.join(job_ids)}"])
+    out = call(["sacct", "--noheader", "--parsable2", "--allocations",
+                "--format=JobID,State,NodeList,User,Reason,Submit,Start", f"--jobs={','.join(job_ids)}"])
     return {info.job_id: info for info in _parse(out, 4, from_accounting=True)}
 
 
@@ -144,5 +157,14 @@ def _parse(out: str, width: int, *, from_accounting: bool) -> list[JobInfo]:
         # "CANCELLED by 1000" -> "CANCELLED"
         state = parts[1].split()[0] if parts[1] else "UNKNOWN"
         reason = parts[4] if width > 4 and parts[4] not in ("None", "(null)") else ""
-        infos.append(JobInfo(parts[0], state, parts[2], parts[3], reason, from_accounting))
+        submitted, started = (_when(parts[5]), _when(parts[6])) if len(parts) > 6 else (None, None)
+        infos.append(JobInfo(parts[0], state, parts[2], parts[3], reason, from_accounting, submitted, started))
     return infos
+
+
+def _when(text: str) -> float | None:
+    """squeue's and sacct's ``2026-12-02T05:00:00`` (the controller's local time); ``N/A``, ``Unknown``: None."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None

@@ -79,6 +79,7 @@ class RunStatus:
     eta_s: float | None = None
     lock_holder: LockHolder | None = None
     pending_reason: str = ""  # squeue's word on why a pending job waits: Priority, Resources, Dependency...
+    queue_wait_s: float | None = None  # SLURM's start minus its submit (one clock: the controller's)
     notes: tuple[str, ...] = field(default_factory=tuple)
     log: RunLog | None = None  # what the logs said (speed, loss, memory: the live view)
 
@@ -90,6 +91,14 @@ class RunStatus:
     def best_val(self) -> ValPoint | None:
         scored = [p for p in self.curve if p.miou is not None]
         return max(scored, key=lambda p: (p.miou, p.iter)) if scored else None
+
+    @property
+    def gpu_hours(self) -> float | None:
+        """The logs' span (the node's clock) times the GPUs the job asked for; ``None`` when either is unknown."""
+        gpus = self.meta.gpus if self.meta else None
+        if gpus is None or self.elapsed_s is None:
+            return None
+        return self.elapsed_s * gpus / 3600
 
     @property
     def restarts(self) -> int:
@@ -137,9 +146,12 @@ class RunStatus:
             "job_id": self.job_id,
             "user": self.user,
             "executor": self.meta.executor if self.meta else None,
+            "layout": (self.meta.layout or None) if self.meta else None,
             "restarts": self.restarts,
             "scheduler_state": self.scheduler_state,
             "pending_reason": self.pending_reason or None,
+            "queue_wait_s": None if self.queue_wait_s is None else round(self.queue_wait_s, 1),
+            "gpu_hours": None if self.gpu_hours is None else round(self.gpu_hours, 4),
             "node": self.node or None,
             "elapsed_s": None if self.elapsed_s is None else round(self.elapsed_s, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
@@ -256,6 +268,7 @@ def _status(
     max_iters = (meta.max_iters if meta else None) or log.max_iters
     scheduler_state = None
     pending_reason = ""
+    queue_wait = None
     node = ""
     if meta is None:
         state = _state_without_meta(listing, log, max_iters, now, run.run_dir, notes)
@@ -269,6 +282,8 @@ def _status(
         info = jobs.get(meta.job_id or "")
         if info is not None:
             scheduler_state, node, pending_reason = info.state, info.node, info.reason
+            if info.started is not None and info.submitted is not None and info.state != "PENDING":
+                queue_wait = max(0.0, info.started - info.submitted)
             word, alive = slurm_state(info.state, from_accounting=info.from_accounting)
             if word is None:  # COMPLETED without the payload's record of it; a word we do not know
                 word = (RunState.RUNNING if meta.started_at else RunState.PENDING) if alive else RunState.FAILED
@@ -311,6 +326,7 @@ def _status(
         elapsed_s=_elapsed(meta, log),
         eta_s=eta,
         pending_reason=pending_reason if state in (RunState.PENDING, RunState.REQUEUED) else "",
+        queue_wait_s=queue_wait,
         notes=tuple(notes),
         log=log,
     )
@@ -357,6 +373,15 @@ def _state_without_meta(listing: Listing, log: RunLog, max_iters: int | None, no
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(log.last_write))
         notes.append(f"logs idle since {since}, not finished; no process holds its training lock: stopped")
     return RunState.STOPPED
+
+
+def gpu_hours_line(statuses: Sequence[RunStatus]) -> str:
+    """``GPU-hours: 12.34 in all (5 runs)``: each run's logged span times the GPUs its job asked for
+    (the last line of ``status`` and of the report's time table); "" when no run says."""
+    counted = [s.gpu_hours for s in statuses if s.gpu_hours is not None]
+    if not counted:
+        return ""
+    return f"GPU-hours: {sum(counted):.2f} in all ({len(counted)} run{'s' if len(counted) > 1 else ''})"
 
 
 def failure_details(status: RunStatus, lines: int = 12) -> list[str]:

@@ -57,7 +57,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
-from prove_jobs.scheduler import ask, call, slurm_silence
+from prove_jobs.scheduler import ask, call, max_array_size, slurm_silence
 from prove_jobs.spec import Resources, Sweep
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -134,6 +134,8 @@ def submit(
     Nothing is written on a dry run.
     """
     kind = choose_executor(executor, sweep, runs)
+    if kind == "local":
+        refuse_multi_process_local(sweep, runs)
     result = SubmitResult()
     rendered = []
     metas = {run: read_meta_quietly(run.run_dir) for run in runs}
@@ -168,8 +170,10 @@ def submit(
     if kind == "slurm":
         result.warnings += [short_limit_warning(r, items) for r, items in groups.items()
                             if r.timeout_min * 60 < SIGNAL_DELAY_S + SIGNAL_JITTER_S + 60]
+    arrays = split_arrays(groups, max_array_size() if kind == "slurm" and any(len(g) > 1 for g in groups.values())
+                          else None)
     if dry_run:
-        for resources, items in groups.items():
+        for resources, items in arrays:
             result.submitted += [Submission(i.run, kind, None, i.config_hash, resources) for i in items]
             if kind == "slurm":
                 name = _job_name(sweep, [i.run for i in items])
@@ -179,9 +183,27 @@ def submit(
         return result
 
     with sharing_umask(sweep):
-        for resources, items in groups.items():
+        for resources, items in arrays:
             _claim_and_queue(sweep, kind, resources, items, result, jobs)
     return result
+
+
+def split_arrays(groups: dict[Resources, list[RenderedRun]], limit: int | None) -> list[tuple[Resources,
+                                                                                               list[RenderedRun]]]:
+    """One array per resource set, cut into arrays of at most ``limit`` tasks (SLURM's MaxArraySize caps the
+    task *index*: an array 0..n-1 needs n <= MaxArraySize)."""
+    size = limit or max((len(items) for items in groups.values()), default=1)
+    return [(resources, items[start:start + size]) for resources, items in groups.items()
+            for start in range(0, len(items), size)]
+
+
+def refuse_multi_process_local(sweep: Sweep, runs: Sequence[Run]) -> None:
+    """A run of several processes (nodes x GPUs) is a SLURM job: the local executor starts one process per run."""
+    for run in runs:
+        resources = sweep.resources_for(run)
+        if resources.world_size > 1:
+            raise ProveJobsError(f"{sweep.path}: {run.name} trains on {resources.world_size} processes "
+                                 f"({resources.layout}): multi-GPU runs need SLURM (--executor slurm)")
 
 
 def _ask_scheduler(metas: Sequence[RunMeta | None]) -> Answer | None:
@@ -393,11 +415,17 @@ def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMe
         pid_start=process_start(os.getpid()),
         boot_id=boot_id(),
         token=token,
+        layout=_layout(sweep.resources_for(item.run)),
+        gpus=sweep.resources_for(item.run).nodes * sweep.resources_for(item.run).gpus_per_node,
         submitted_at=now(),
         max_iters=sweep.variant(item.run.variant).max_iters,
         attempts=previous.attempts if previous else 0,
         lock_mode=sweep.sharing.lock_mode,
     )
+
+
+def _layout(resources: Resources) -> str:
+    return resources.layout if resources.world_size > 1 else ""
 
 
 def _job_identity(kind: str, job_id: str) -> dict[str, Any]:

@@ -301,3 +301,70 @@ def claim(run: Run, **changes: object) -> RunMeta:
     base = RunMeta(model=run.model, variant=run.variant, executor="local", host=current_host(), user="alice",
                    job_id="1", pid=os.getpid(), submitted_at=time.time(), max_iters=40, token="t-alice")
     return write_meta(run.run_dir, RunMeta(**{**base.to_json(), **changes}))  # type: ignore[arg-type]
+
+
+# --- the project's SLURM test cluster (tests/cluster/slurm-up.sh) ---------------------------------------
+
+SLURM_RESOURCES = """
+[resources]
+partition = "gpu"
+gpus_per_node = 1
+cpus_per_task = 1
+mem_gb = 2
+timeout_min = 10
+"""
+# A checkpoint every 20 iterations; the training holds after the first one until the test opens the gate.
+LONG_VARIANT = """
+description = "a checkpoint and a validation every 20 iterations"
+max_iters = {max_iters}
+batch_size = 2
+lr = 0.01
+warmup_iters = 5
+val_interval = 20
+checkpoint_interval = 20
+crop_size = [64, 64]
+"""
+
+
+def long_sweep(tmp_path: Path, max_requeues: int, monkeypatch: pytest.MonkeyPatch,
+               resources: str = SLURM_RESOURCES) -> Any:
+    """DEMO_LONG (120 iterations) of demo_fcn_r18_tiny and demo_segformer_tiny on the test cluster, held after
+    iteration 20 while its gate (``Gate(sweep.templates_dir / "stall.gate")``) is closed."""
+    from prove_jobs.demo_data import make_demo_dataset
+    from prove_jobs.spec import load_sweep
+
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    stall_templates(tmp_path / "templates", 20, monkeypatch)  # closed: held after iteration 20
+    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT.format(max_iters=120))
+    make_demo_dataset(tmp_path / "data" / "cityscapes")
+    (tmp_path / "runs").mkdir()
+    text = (SWEEPS / "demo.toml").read_text()
+    text = text[: text.index("[resources]")] + resources + f"max_requeues = {max_requeues}\n"
+    text = text.replace('variants = ["DEMO_REF", "DEMO_BS4"]', 'variants = ["DEMO_LONG"]\ntemplates = "templates"')
+    path = tmp_path / "long.toml"
+    path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
+    return load_sweep(path)
+
+
+def preempt() -> str:
+    """A job of the higher-tier partition that needs the whole node: SLURM requeues ours to run it."""
+    out = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--cpus-per-task=2", "--mem=100M",
+                          "--job-name=urgent", "--output=/dev/null", "--wrap=sleep 2"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def scontrol_job(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def wait_until(what: str, condition: Any, timeout_s: float = 240) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
+        time.sleep(0.5)

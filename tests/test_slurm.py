@@ -9,11 +9,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SWEEPS, TEMPLATES, Gate, checkpointed, read_or_empty, stall_templates
+from conftest import (
+    REPO,
+    SLURM_RESOURCES,
+    SWEEPS,
+    TEMPLATES,
+    Gate,
+    checkpointed,
+    long_sweep,
+    preempt,
+    read_or_empty,
+    scontrol_job,
+    stall_templates,
+    wait_until,
+)
 
 from prove_jobs.claims import training_lock_held
 from prove_jobs.cli import main
@@ -30,14 +42,7 @@ pytestmark = [
     pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)"),
 ]
 
-RESOURCES = """
-[resources]
-partition = "gpu"
-gpus_per_node = 1
-cpus_per_task = 1
-mem_gb = 2
-timeout_min = 10
-"""
+RESOURCES = SLURM_RESOURCES
 
 
 @pytest.fixture
@@ -62,61 +67,6 @@ def _gate(sweep: Sweep) -> Gate:
     return Gate(sweep.templates_dir / "stall.gate")
 
 
-# A checkpoint every 20 iterations; the training holds after the first one until the test opens the gate.
-LONG_VARIANT = """
-description = "a checkpoint and a validation every 20 iterations"
-max_iters = {max_iters}
-batch_size = 2
-lr = 0.01
-warmup_iters = 5
-val_interval = 20
-checkpoint_interval = 20
-crop_size = [64, 64]
-"""
-
-
-def _long_sweep(tmp_path: Path, max_requeues: int, monkeypatch: pytest.MonkeyPatch) -> Sweep:
-    import shutil
-
-    shutil.copytree(TEMPLATES, tmp_path / "templates")
-    stall_templates(tmp_path / "templates", 20, monkeypatch)  # closed: held after iteration 20
-    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT.format(max_iters=120))
-    make_demo_dataset(tmp_path / "data" / "cityscapes")
-    (tmp_path / "runs").mkdir()
-    text = (SWEEPS / "demo.toml").read_text()
-    text = text[: text.index("[resources]")] + RESOURCES + f"max_requeues = {max_requeues}\n"
-    text = text.replace('variants = ["DEMO_REF", "DEMO_BS4"]', 'variants = ["DEMO_LONG"]\ntemplates = "templates"')
-    path = tmp_path / "long.toml"
-    path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
-    return load_sweep(path)
-
-
-def _preempt() -> str:
-    """A job of the higher-tier partition that needs the whole node: SLURM requeues ours to run it."""
-    out = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--cpus-per-task=2", "--mem=100M",
-                          "--job-name=urgent", "--output=/dev/null", "--wrap=sleep 2"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.strip()
-
-
-
-
-def _scontrol(job_id: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(item.split("=", 1) for item in out.split() if "=" in item)
-
-
-def _wait_until(what: str, condition, timeout_s: float = 240):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
-        time.sleep(0.5)
-
-
 def test_one_array_walks_pending_running_completed(slurm_sweep: Sweep) -> None:
     runs = slurm_sweep.runs(variants=["DEMO_BS4"])
     result = submit(slurm_sweep, runs, executor="slurm")
@@ -124,7 +74,7 @@ def test_one_array_walks_pending_running_completed(slurm_sweep: Sweep) -> None:
     array = {job_id.split("_")[0] for job_id in ids if job_id}
     assert len(array) == 1 and sorted(ids) == [f"{next(iter(array))}_{i}" for i in range(len(runs))]
 
-    job = _scontrol(ids[0])
+    job = scontrol_job(ids[0])
     assert job["Partition"] == "gpu" and job["TimeLimit"] == "00:10:00"
     assert "gres/gpu=1" in job.get("TRES", "") or "gpu:1" in job.get("TresPerNode", "")
     assert job["MinMemoryNode"] in ("2G", "2048M") and job["NumCPUs"] == "1"
@@ -143,7 +93,7 @@ def test_one_array_walks_pending_running_completed(slurm_sweep: Sweep) -> None:
             seen[status.run.model].add(status.state)
         return all(s.state is RunState.COMPLETED for s in collect_status(runs).statuses)
 
-    _wait_until("completion of the array", all_done, 300)
+    wait_until("completion of the array", all_done, 300)
     for model, states in seen.items():
         assert RunState.RUNNING in states or RunState.PENDING in states, (model, states)
     for job_id, run in zip(ids, runs, strict=True):
@@ -160,12 +110,12 @@ def test_cancel_through_scancel_releases_the_run(slurm_sweep: Sweep, capsys: pyt
     assert main(["submit", sweep_file, "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_REF",
                  "--executor", "slurm"]) == 0
     run = slurm_sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
-    _wait_until("training", lambda: _gate(slurm_sweep).reached)
+    wait_until("training", lambda: _gate(slurm_sweep).reached)
     assert main(["status", sweep_file, "--model", run.model, "--variant", run.variant, "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["state"] == "running" and row["scheduler_state"] == "RUNNING" and row["node"]
     assert main(["cancel", sweep_file, "--model", run.model, "--variant", run.variant]) == 0
-    _wait_until("the end of the training", lambda: not training_lock_held(run.run_dir), 60)
+    wait_until("the end of the training", lambda: not training_lock_held(run.run_dir), 60)
     status = collect_status([run]).statuses[0]
     assert status.state is RunState.CANCELLED and status.lock_holder is None
     # a new submit may take the run over, and resumes it
@@ -179,14 +129,14 @@ def test_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     if not pidfile.exists() or os.geteuid() != 0:
         pytest.skip("the controller was not started by tests/cluster/slurm-up.sh as root: not stopping it")
     monkeypatch.chdir(tmp_path)
-    sweep = _long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
+    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
     runs = sweep.runs(["demo_fcn_r18_tiny"])
     submit(sweep, runs, executor="slurm")
     run = runs[0]
-    _wait_until("training to hold at iteration 20", lambda: _gate(sweep).reached)  # live while the controller is away
+    wait_until("training to hold at iteration 20", lambda: _gate(sweep).reached)  # live while the controller is away
     subprocess.run(["kill", pidfile.read_text().strip()], check=True)
     try:
-        _wait_until("the controller to go", lambda: not slurm_available(), 30)
+        wait_until("the controller to go", lambda: not slurm_available(), 30)
         report = collect_status(runs)
         assert report.scheduler_note and "scheduler unreachable" in report.scheduler_note
         # from the metadata and the logs
@@ -201,18 +151,18 @@ def test_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     finally:
         subprocess.run(["bash", str(REPO / "tests" / "cluster" / "slurm-up.sh")], check=True)
         _gate(sweep).open()
-    _wait_until("completion after the restart",
+    wait_until("completion after the restart",
                 lambda: collect_status(runs).statuses[0].state is RunState.COMPLETED, 240)
 
 
 def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    sweep = _long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
+    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
     [run] = sweep.runs(["demo_fcn_r18_tiny"])
     [job] = submit(sweep, [run], executor="slurm").submitted
-    _wait_until("the training to hold after its first checkpoint", lambda: _gate(sweep).reached, 240)
+    wait_until("the training to hold after its first checkpoint", lambda: _gate(sweep).reached, 240)
     assert checkpointed(run.run_dir) == 20  # preempted mid-run, whatever the machine's speed
-    _preempt()
+    preempt()
 
     seen: list[RunState] = []
 
@@ -222,9 +172,9 @@ def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path: Path, monkeypa
             seen.append(status.state)
         return status.state is state
 
-    _wait_until("the requeue", lambda: reached(RunState.REQUEUED), 240)
+    wait_until("the requeue", lambda: reached(RunState.REQUEUED), 240)
     _gate(sweep).open()  # the resumed start would hold again at iteration 20
-    _wait_until("completion after the preemption", lambda: reached(RunState.COMPLETED), 300)
+    wait_until("completion after the preemption", lambda: reached(RunState.COMPLETED), 300)
     assert RunState.REQUEUED in seen, seen  # stopped, queued again, then running again
     assert seen[seen.index(RunState.REQUEUED):].count(RunState.RUNNING) >= 1, seen
     meta = read_meta(run.run_dir)
@@ -245,13 +195,13 @@ def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path: Path, monkeypa
 def test_requeues_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    sweep = _long_sweep(tmp_path, max_requeues=0, monkeypatch=monkeypatch)
+    sweep = long_sweep(tmp_path, max_requeues=0, monkeypatch=monkeypatch)
     [run] = sweep.runs(["demo_fcn_r18_tiny"])
     submit(sweep, [run], executor="slurm")
-    _wait_until("the training to hold after its first checkpoint", lambda: _gate(sweep).reached, 240)
-    _preempt()
-    _wait_until("the job to give up", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
-    _wait_until("the training lock to be free", lambda: not training_lock_held(run.run_dir), 60)
+    wait_until("the training to hold after its first checkpoint", lambda: _gate(sweep).reached, 240)
+    preempt()
+    wait_until("the job to give up", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
+    wait_until("the training lock to be free", lambda: not training_lock_held(run.run_dir), 60)
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.error and "max_requeues" in meta.error, meta
     # `status RUN` says why, with the end of the job's stderr
@@ -268,9 +218,9 @@ def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
     moved = data.with_name("train-moved")
     data.rename(moved)  # the training images vanish: the training raises when it builds its dataset
     assert main(["submit", sweep_file, "--model", run.model, "--variant", run.variant, "--executor", "slurm"]) == 0
-    _wait_until("the failure", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
+    wait_until("the failure", lambda: collect_status([run]).statuses[0].state is RunState.FAILED, 240)
     job_err = run.run_dir / "prove" / "job.err"
-    _wait_until("the job's end in its stderr", lambda: "srun: error" in read_or_empty(job_err), 60)
+    wait_until("the job's end in its stderr", lambda: "srun: error" in read_or_empty(job_err), 60)
     capsys.readouterr()
     assert main(["status", str(run.run_dir)]) == 0
     out = capsys.readouterr().out
@@ -281,7 +231,7 @@ def test_failed_job_shows_its_stderr_and_resubmit_failed_resumes(
     moved.rename(data)  # the cause is fixed
     assert main(["resubmit", sweep_file, "--failed", "--executor", "slurm"]) == 0
     assert f"resubmitted {run.name} as slurm job" in capsys.readouterr().err
-    _wait_until("completion", lambda: collect_status([run]).statuses[0].state is RunState.COMPLETED, 240)
+    wait_until("completion", lambda: collect_status([run]).statuses[0].state is RunState.COMPLETED, 240)
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.attempts == 2 and meta.error is None
     assert main(["resubmit", sweep_file, "--failed"]) == 0
@@ -307,12 +257,12 @@ def test_a_job_cancelled_behind_our_back_with_and_without_accounting(slurm_sweep
     [run] = slurm_sweep.runs(["demo_segformer_tiny"], ["DEMO_REF"])
     _gate(slurm_sweep).close()  # held after iteration 10: live when it is cancelled
     [job] = submit(slurm_sweep, [run], executor="slurm").submitted
-    _wait_until("training", lambda: _gate(slurm_sweep).reached)
+    wait_until("training", lambda: _gate(slurm_sweep).reached)
     subprocess.run(["scancel", str(job.job_id)], check=True)
-    _wait_until("the cancel to show", lambda: collect_status([run]).statuses[0].state is RunState.CANCELLED, 60)
+    wait_until("the cancel to show", lambda: collect_status([run]).statuses[0].state is RunState.CANCELLED, 60)
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.cancelled_at is None  # squeue said so, not our records
-    _wait_until("squeue to forget the job (MinJobAge)", lambda: _forgotten_by_squeue(str(job.job_id)), 240)
+    wait_until("squeue to forget the job (MinJobAge)", lambda: _forgotten_by_squeue(str(job.job_id)), 240)
     status = collect_status([run]).statuses[0]
     if _accounting_on():
         assert status.state is RunState.CANCELLED and status.scheduler_state == "CANCELLED"
@@ -335,7 +285,7 @@ def test_a_pending_job_shows_squeues_reason(slurm_sweep: Sweep, capsys: pytest.C
             [row] = json.loads(capsys.readouterr().out)
             return row if row["pending_reason"] == "JobHeldUser" else None
 
-        row = _wait_until("squeue's reason JobHeldUser", held, 60)
+        row = wait_until("squeue's reason JobHeldUser", held, 60)
         assert row["state"] == "pending" and row["scheduler_state"] == "PENDING"
         assert main(["status", *args]) == 0
         assert "Pending (JobHeldUser)" in capsys.readouterr().out

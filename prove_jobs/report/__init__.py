@@ -35,6 +35,7 @@ class RunTime:
     miou: float
     minutes_per_point: float  # run time per 1 % mIoU
     speedup_vs_reference: float | None  # reference time / this time
+    gpu_hours: float | None = None  # the logs' span times the GPUs the job asked for (as `status`)
 
 
 @dataclass
@@ -134,6 +135,7 @@ def build_report(sweep: Sweep, statuses: Sequence[RunStatus], *, reference: str 
             model=status.run.model, variant=status.run.variant, seconds=round(seconds, 1), miou=miou,
             minutes_per_point=seconds / 60 / miou,
             speedup_vs_reference=None if status.run.variant == reference or not ref else ref / seconds,
+            gpu_hours=None if status.gpu_hours is None else round(status.gpu_hours, 4),
         ))
     return report
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from prove_jobs.plan import configuration_rows, variant_label
 from prove_jobs.report import Report, final_miou
 from prove_jobs.states import RunState
-from prove_jobs.status import RunStatus
+from prove_jobs.status import RunStatus, gpu_hours_line
 
 
 def render_markdown(report: Report, *, plots: dict[str, str] | None = None) -> str:
@@ -151,10 +151,14 @@ def _times(report: Report) -> list[str]:
         speed = "reference" if t.variant == report.reference else (
             "-" if t.speedup_vs_reference is None else f"~{t.speedup_vs_reference:.1f}× shorter")
         rows.append([f"**{t.model}**", t.variant, _run_time(t.seconds), _pct(t.miou),
-                     _duration(t.minutes_per_point * 60), speed])
+                     _duration(t.minutes_per_point * 60), speed, "-" if t.gpu_hours is None else f"{t.gpu_hours:.2f}"])
+    total = gpu_hours_line(report.statuses)
     return ["## Training Time Comparison", "",
             "Run time is the training iterations' measured time summed over every start (queue waits, "
             "requeue gaps and validation excluded). *Time per 1% mIoU* is that run time divided by the run's "
             "final mIoU: what each point cost. *Run time vs reference* compares run times only, with the same "
             f"model's {report.reference} run: a run can be shorter and still cost more per point.", "",
-            *_table(["Model", "Config", "Run Time", "mIoU", "Time per 1% mIoU", "Run time vs reference"], rows)]
+            *_table(["Model", "Config", "Run Time", "mIoU", "Time per 1% mIoU", "Run time vs reference",
+                     "GPU-hours"], rows),
+            *(["", f"{total} (each: its logs' span, requeue gaps included, times the GPUs its job asked for)."]
+              if total else [])]

@@ -61,7 +61,8 @@ class Resources:
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    gpus_per_node: int = 1
+    nodes: int = 1
+    gpus_per_node: int = 1  # one task (one training process) per GPU, as mmseg's tools/slurm_train.sh
     cpus_per_task: int = 4
     mem_gb: float | None = None
     timeout_min: int = 24 * 60
@@ -72,6 +73,27 @@ class Resources:
     # The Python the job runs (a command line, used as it is): the training environment's, when it is
     # not the one running prove-jobs (a lite login node submitting to full-flavour nodes). Default: this one.
     python: str | None = None
+    # At most this many of a submission's array tasks run at once (--array=0-K%N); None: SLURM's default.
+    max_running: int | None = None
+
+    @property
+    def tasks_per_node(self) -> int:
+        """Training processes per node: one per GPU (a CPU-only job has one)."""
+        return max(self.gpus_per_node, 1)
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: DDP's world size."""
+        return self.nodes * self.tasks_per_node
+
+    @property
+    def layout(self) -> str:
+        """``2x4 GPUs`` (nodes x GPUs per node), ``2 GPUs``, ``1 GPU``, ``CPU``: what the dashboard and plan show."""
+        if not self.gpus_per_node:
+            return "CPU" if self.nodes == 1 else f"{self.nodes} nodes"
+        if self.nodes == 1:
+            return f"{self.gpus_per_node} GPU{'s' if self.gpus_per_node > 1 else ''}"
+        return f"{self.nodes}x{self.gpus_per_node} GPUs"
 
 
 @dataclass(frozen=True)
@@ -214,7 +236,7 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     variant_resources = overrides(path, "resources.variants", per_variant, set(variant_names), Resources)
     model_resources = overrides(path, "resources.models", per_model, set(models), Resources)
 
-    return Sweep(
+    sweep = Sweep(
         name=as_str(path, "name", raw.get("name", path.stem)),
         path=path.resolve(),
         dataset=as_str(path, "dataset", require(path, raw, "dataset")),
@@ -231,6 +253,19 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
         model_resources=model_resources,
         unset=tuple(dict.fromkeys(unset or ())),
     )
+    _check_batches(sweep)
+    return sweep
+
+
+def _check_batches(sweep: Sweep) -> None:
+    """A variant's batch_size is the total batch of one step: it must split evenly over the run's processes."""
+    for run in sweep.runs():
+        variant, resources = sweep.variant(run.variant), sweep.resources_for(run)
+        if variant.batch_size % resources.world_size:
+            raise SpecError(sweep.path, "resources", f"variant {variant.name}'s batch_size {variant.batch_size} "
+                            f"(the total batch) does not split over {run.model}'s {resources.world_size} processes "
+                            f"(nodes = {resources.nodes} x gpus_per_node = {resources.gpus_per_node}): make the batch "
+                            "a multiple of the world size, or change the resources")
 
 
 def _absolute(path: Path) -> Path:

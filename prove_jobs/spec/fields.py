@@ -104,6 +104,9 @@ def checked_fields(path: Path, key: str, raw: Mapping[str, Any], cls: type[Any])
             low = 0 if name in ZERO_ALLOWED else 1
             if not isinstance(value, int) or value < low:
                 raise SpecError(path, where, f"must be an integer >= {low}, got {value!r}")
+        elif name == "max_running":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(path, where, f"must be an integer >= 1 (array tasks running at once), got {value!r}")
         elif name == "mem_gb":
             if not isinstance(value, int | float) or value <= 0:
                 raise SpecError(path, where, f"must be a positive number, got {value!r}")
@@ -118,8 +121,9 @@ _SBATCH_OPTION = re.compile(r"--([a-z][a-z0-9-]*)(=.*)?")
 _OWNED_OPTIONS = {
     "time": "timeout_min", "gres": "gpus_per_node", "gpus-per-node": "gpus_per_node",
     "cpus-per-task": "cpus_per_task", "mem": "mem_gb", "partition": "partition", "account": "account",
-    "qos": "qos", "constraint": "constraint", "job-name": None, "array": None, "output": None, "error": None,
-    "signal": None, "open-mode": None, "ntasks-per-node": None, "nodes": None, "dependency": None, "wckey": None,
+    "qos": "qos", "constraint": "constraint", "nodes": "nodes", "ntasks-per-node": "gpus_per_node",
+    "job-name": None, "array": None, "output": None, "error": None, "signal": None, "open-mode": None,
+    "dependency": None, "wckey": None,
 }
 
 

@@ -71,6 +71,8 @@ SelectTypeParameters=CR_Core_Memory
 MailProg=/bin/true
 ReturnToService=2
 SchedulerParameters=sched_interval=2,bf_interval=2
+# Small, so that the test of a sweep larger than it (split into several arrays) stays small too.
+MaxArraySize=4
 KillWait=5
 MinJobAge=$MIN_JOB_AGE
 GresTypes=gpu
