@@ -101,6 +101,30 @@ def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
     return found
 
 
+def allocations(job_ids: Iterable[str]) -> dict[str, tuple[float, int | None]]:
+    """What accounting says each job was allocated: (seconds, GPUs), the seconds summed over every start
+    of a requeued job (``sacct --duplicates``); {} where accounting is off or does not answer."""
+    import re
+
+    wanted = sorted({j for j in job_ids if j})
+    if not wanted:
+        return {}
+    try:
+        out = call(["sacct", "--noheader", "--parsable2", "--allocations", "--duplicates",
+                    "--format=JobID,ElapsedRaw,AllocTRES", f"--jobs={','.join(wanted)}"])
+    except SchedulerUnavailable:
+        return {}
+    found: dict[str, tuple[float, int | None]] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3 or not parts[1].isdigit():
+            continue
+        gpu = re.search(r"gres/gpu=(\d+)", parts[2])
+        seconds, gpus = found.get(parts[0], (0.0, None))
+        found[parts[0]] = (seconds + int(parts[1]), int(gpu.group(1)) if gpu else gpus)
+    return found
+
+
 def max_array_size() -> int | None:
     """The cluster's ``MaxArraySize`` (``scontrol show config``); ``None`` when it cannot be read."""
     import re

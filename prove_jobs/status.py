@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -80,6 +80,7 @@ class RunStatus:
     lock_holder: LockHolder | None = None
     pending_reason: str = ""  # squeue's word on why a pending job waits: Priority, Resources, Dependency...
     queue_wait_s: float | None = None  # SLURM's start minus its submit (one clock: the controller's)
+    accounted_gpu_hours: float | None = None  # sacct's allocated time x GPUs, where accounting answered
     notes: tuple[str, ...] = field(default_factory=tuple)
     log: RunLog | None = None  # what the logs said (speed, loss, memory: the live view)
 
@@ -94,7 +95,10 @@ class RunStatus:
 
     @property
     def gpu_hours(self) -> float | None:
-        """The logs' span (the node's clock) times the GPUs the job asked for; ``None`` when either is unknown."""
+        """sacct's allocated time times GPUs where accounting answered; else the logs' span (the node's clock)
+        times the GPUs the job asked for; ``None`` when neither is known."""
+        if self.accounted_gpu_hours is not None:
+            return self.accounted_gpu_hours
         gpus = self.meta.gpus if self.meta else None
         if gpus is None or self.elapsed_s is None:
             return None
@@ -191,11 +195,13 @@ class Listing:
 ReadLog = Callable[[Path, "Sequence[os.DirEntry[str]] | None"], RunLog]
 
 
-def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: ReadLog = read_run_log) -> StatusReport:
+def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: ReadLog = read_run_log,
+                   accounting: bool = False) -> StatusReport:
     """The status of every run, with one scheduler query for all SLURM jobs among them.
 
     ``read_log``: how to read a work dir's logs (``LogCache().read_run_log`` to read only
-    what was appended since the last call).
+    what was appended since the last call). ``accounting``: also ask sacct, once, what every
+    SLURM job of these runs was allocated (GPU-hours); not for ``--watch`` refreshes.
     """
     now = time.time() if now is None else now
     listings = {run: Listing(run.run_dir) for run in runs}
@@ -211,12 +217,32 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: R
     except SchedulerUnavailable as exc:
         note = f"scheduler unreachable: {exc}"
     jobs = dict(answer.jobs) if answer is not None else {}
+    allocated = _allocations(metas.values()) if accounting else {}
     statuses = tuple(
         _with_lock(_status(run, meta, read_log(run.run_dir, listings[run].entries), jobs, now, note, meta_note,
                            listings[run]), answer, listings[run])
         for run, (meta, meta_note) in metas.items()
     )
+    if allocated:
+        statuses = tuple(_accounted(status, allocated) for status in statuses)
     return StatusReport(statuses, note)
+
+
+def _allocations(metas: Iterable[tuple[RunMeta | None, str | None]]) -> dict[str, tuple[float, int | None]]:
+    ids = [meta.job_id for meta, _ in metas if meta is not None and meta.executor == "slurm" and meta.job_id]
+    if not ids:
+        return {}
+    from prove_jobs.scheduler import allocations
+
+    return allocations(ids)
+
+
+def _accounted(status: RunStatus, allocated: dict[str, tuple[float, int | None]]) -> RunStatus:
+    seconds, gpus = allocated.get(status.job_id or "", (0.0, None))
+    gpus = gpus if gpus is not None else (status.meta.gpus if status.meta else None)
+    if not seconds or gpus is None:
+        return status
+    return replace(status, accounted_gpu_hours=seconds * gpus / 3600)
 
 
 def _with_lock(status: RunStatus, answer: Answer | None, listing: Listing) -> RunStatus:
@@ -448,17 +474,18 @@ class StatusSource:
     the cache only saves time, so a read-only home or a full disk must not fail ``status``).
     """
 
-    def __init__(self, runs: Sequence[Run], cache_path: Path | None = None) -> None:
+    def __init__(self, runs: Sequence[Run], cache_path: Path | None = None, *, accounting: bool = False) -> None:
         from prove_jobs.logs import LogCache, default_cache_path
 
         self.runs = list(runs)
+        self.accounting = accounting  # sacct's GPU-hours: once per command, not per --watch refresh
         self.cache_path = cache_path or default_cache_path()
         self.logs = LogCache.load(self.cache_path)
         self.logs.prefetch([run.run_dir for run in self.runs])  # a cold cache: parse on every core
 
     def collect(self, keep: Callable[[RunStatus], bool] = lambda status: True) -> tuple[list[RunStatus], list[str]]:
         """The statuses ``keep`` accepts, and the warnings to show with them."""
-        report = collect_status(self.runs, read_log=self.logs.read_run_log)
+        report = collect_status(self.runs, read_log=self.logs.read_run_log, accounting=self.accounting)
         statuses = [s for s in report.statuses if keep(s)]
         warnings = [report.scheduler_note] if report.scheduler_note else []
         warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]

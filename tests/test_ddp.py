@@ -160,8 +160,18 @@ def test_a_two_rank_ddp_job_trains_one_run(tmp_path: Path, demo: Path, capsys: p
 
     meta = read_meta(run_dir)
     assert meta is not None and meta.attempts == 1 and meta.layout == "2 GPUs"
-    # GPU-hours: the logs' span (the node's clock) times the 2 GPUs the job asked for; the sweep's total last
-    assert row["gpu_hours"] == pytest.approx(float(row["elapsed_s"]) * 2 / 3600, abs=1e-3) and row["gpu_hours"] > 0
+    # GPU-hours: with accounting, sacct's allocated seconds x its gres/gpu count; without, the logs' span (the
+    # node's clock) x the 2 GPUs the job asked for. The sweep's total is the last line of status.
+    accounted = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--duplicates",
+                                "--format=JobID,ElapsedRaw,AllocTRES", f"--jobs={row['job_id']}"],
+                               capture_output=True, text=True)
+    rows = [line.split("|") for line in accounted.stdout.splitlines() if line.strip()]
+    if accounted.returncode == 0 and rows:
+        assert all("gres/gpu=2" in tres for _, _, tres in rows), rows
+        expected = sum(int(seconds) for _, seconds, _ in rows) * 2 / 3600
+    else:
+        expected = float(row["elapsed_s"]) * 2 / 3600
+    assert row["gpu_hours"] == pytest.approx(expected, abs=1e-3) and row["gpu_hours"] > 0, (row["gpu_hours"], rows)
     assert main(["status", str(path), *args]) == 0
     table = capsys.readouterr().out
     assert "· 2 GPUs" in table and table.strip().splitlines()[-1].startswith("GPU-hours: ")

@@ -215,7 +215,7 @@ def make_report(sweep: Sweep, runs: Sequence[Run], *, reference: str | None = No
     from prove_jobs.report.plots import write_plots
     from prove_jobs.status import collect_status
 
-    status = collect_status(runs)
+    status = collect_status(runs, accounting=True)
     warnings = [status.scheduler_note] if status.scheduler_note else []
     report = build_report(sweep, status.statuses, reference=reference)
     links: dict[str, str] = {}

@@ -46,6 +46,7 @@ done
 if [ "$ACCOUNTING" = 1 ]; then
     accounting="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
+AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/none"
 else
     accounting="AccountingStorageType=accounting_storage/none"
