@@ -60,10 +60,10 @@ def resources_cells(resources: Resources, batch_size: int) -> list[str]:
 
 
 def batch_split(resources: Resources, batch_size: int) -> str:
-    """``16 = 2 GPUs x 8``: the total batch of a step and what each process loads."""
+    """``16 = 2 x 8``: the total batch of a step, the processes (one per GPU), and what each loads."""
     if resources.world_size == 1:
         return str(batch_size)
-    return f"{batch_size} = {resources.layout} x {batch_size // resources.world_size}"
+    return f"{batch_size} = {resources.world_size} x {batch_size // resources.world_size}"
 
 
 RESOURCE_HEADERS = ("Partition", "GPUs", "Batch", "CPUs", "Memory", "Time limit")

@@ -86,7 +86,7 @@ def test_plan_refuses_a_batch_that_does_not_split_and_shows_the_split(tmp_path: 
            "demo_segformer_tiny's 3 processes" in line
     good = sweep_with(tmp_path, "gpus_per_node = 2\n")
     assert main(["plan", str(good)]) == 0
-    assert "4 = 2 GPUs x 2" in capsys.readouterr().out
+    assert "4 = 2 x 2" in capsys.readouterr().out
     assert main(["plan", str(good), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {(r["variant"], r["world_size"], r["batch_per_gpu"]) for r in rows} == {("DEMO_REF", 2, 1),
