@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 PRINT_CALLS = """
 import os, sys
 from prove_jobs.discover import discover_runs
-from prove_jobs.status import StatusSource
+from prove_jobs.status_source import StatusSource
 source = StatusSource(discover_runs(sys.argv[1]))
 source.collect()
 os.path.exists("/prove-jobs-bench-mark")  # where the second refresh begins, in the trace

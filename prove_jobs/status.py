@@ -25,8 +25,6 @@ from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
 from prove_jobs.runs import (
-    CONFIG_DIR,
-    JOB_STDERR,
     META_FILE,
     Run,
     RunMeta,
@@ -34,7 +32,6 @@ from prove_jobs.runs import (
     current_user,
     read_meta,
     same_process,
-    tail_lines,
 )
 from prove_jobs.states import RunState, slurm_state
 
@@ -45,7 +42,7 @@ if TYPE_CHECKING:
 
     from prove_jobs.scheduler import Answer, JobInfo
 
-__all__ = ["RunState", "RunStatus", "StatusReport", "collect_status", "failure_details", "translate_slurm_state"]
+__all__ = ["RunState", "RunStatus", "StatusReport", "collect_status", "gpu_hours_line", "translate_slurm_state"]
 
 # A run started by hand (no prove-jobs claim) is running only on evidence: its training lock is
 # held, or its logs were written within this long, or within ten of its own log intervals when
@@ -408,96 +405,3 @@ def gpu_hours_line(statuses: Sequence[RunStatus]) -> str:
     if not counted:
         return ""
     return f"GPU-hours: {sum(counted):.2f} in all ({len(counted)} run{'s' if len(counted) > 1 else ''})"
-
-
-def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
-    """Why a run ended without finishing: the recorded error, then the end of its job's stderr."""
-    if status.state not in (RunState.FAILED, RunState.TIMEOUT, RunState.CANCELLED):
-        return []
-    details = []
-    if status.meta is not None and status.meta.error:
-        details.append(f"error: {status.meta.error}")
-    err = status.run.run_dir / CONFIG_DIR / JOB_STDERR
-    tail = tail_lines(err, lines)
-    if tail:
-        details.append(f"last {len(tail)} lines of {err} (job {status.job_id}):")
-        details += [f"  {line}" for line in tail]
-    return details
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The runs a command looks at, a title for them, and what to say about where they were looked for."""
-
-    runs: list[Run]
-    title: str
-    warnings: list[str]
-
-
-def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
-                 models: Sequence[str] = (), variants: Sequence[str] = ()) -> Selection:
-    """The runs ``status`` (or ``report``) looks at: a sweep's, one run dir's, or all at any depth under ``root``."""
-    if root is not None:
-        from prove_jobs.discover import MAX_DEPTH, discover_runs
-
-        if target is not None:
-            raise ProveJobsError(f"status: give a sweep file or --root DIR, not both ({target} and --root {root})")
-        if not root.is_dir():
-            raise ProveJobsError(f"{root}: no such folder (--root)")
-        runs = discover_runs(root.absolute())
-        warnings = [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
-                                    "a <timestamp>/ log folder or last_checkpoint"]
-        return Selection(runs, f"Runs under {root}", warnings)
-    if target is None:
-        raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
-    if target.is_dir():
-        from prove_jobs.discover import looks_like_run
-
-        if not looks_like_run(target):
-            raise ProveJobsError(f"{target}: not a run dir (no prove_run.json, no <timestamp>/ log folder, no "
-                                 f"last_checkpoint); did you mean --root {target}?")
-        run = Run.from_dir(target)
-        return Selection([run], str(run.run_dir), [])
-    from prove_jobs.spec import load_sweep
-
-    sweep = load_sweep(target, data_root=data_root)
-    warnings = [] if sweep.data_root.is_dir() else [
-        f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there "
-        "(is the variable in data_root set as when you submitted? --data-root DIR)"]
-    return Selection(sweep.runs(models, variants), f"Sweep {sweep.name} ({sweep.data_root})", warnings)
-
-
-class StatusSource:
-    """The statuses of a set of runs, read through the log cache: each call parses only appended bytes.
-
-    The cache file (``default_cache_path()``) is loaded once; :meth:`close` saves it (quietly:
-    the cache only saves time, so a read-only home or a full disk must not fail ``status``).
-    """
-
-    def __init__(self, runs: Sequence[Run], cache_path: Path | None = None, *, accounting: bool = False) -> None:
-        from prove_jobs.logs import LogCache, default_cache_path
-
-        self.runs = list(runs)
-        self.accounting = accounting  # sacct's GPU-hours: once per command, not per --watch refresh
-        self.cache_path = cache_path or default_cache_path()
-        self.logs = LogCache.load(self.cache_path)
-        self.logs.prefetch([run.run_dir for run in self.runs])  # a cold cache: parse on every core
-
-    def collect(self, keep: Callable[[RunStatus], bool] = lambda status: True) -> tuple[list[RunStatus], list[str]]:
-        """The statuses ``keep`` accepts, and the warnings to show with them."""
-        report = collect_status(self.runs, read_log=self.logs.read_run_log, accounting=self.accounting)
-        statuses = [s for s in report.statuses if keep(s)]
-        warnings = [report.scheduler_note] if report.scheduler_note else []
-        warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]
-        return statuses, warnings
-
-    def close(self) -> str | None:
-        """Save the cache file; a warning (never an error) when it cannot be saved."""
-        if not self.logs.dirty:
-            return None  # nothing was read: the file on disk says it all already
-        try:
-            self.logs.save(self.cache_path)
-        except OSError as exc:
-            return (f"log cache {self.cache_path} not saved ({exc.strerror or exc}): the next status reads the logs "
-                    "afresh")
-        return None

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prove_jobs.claims import (
-    CONFLICTS_FILE,
-    TRAIN_LOCK,
     LockHolder,
     clear_conflict,
     conflict_for,
@@ -28,23 +25,26 @@ from prove_jobs.claims import (
     record_conflict,
     refuse_finished,
 )
-from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable, SpecError, TrainingStackMissing
+from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.executors import (
     EXECUTORS,
     SIGNAL_DELAY_S,
     SIGNAL_JITTER_S,
-    SUBMITIT_DIR,
     batch_script,
     make_executor,
 )
-from prove_jobs.fsafe import check_below, make_dirs
+from prove_jobs.fsafe import make_dirs
+from prove_jobs.preflight import (
+    check_data_root,
+    check_dataset_root,
+    check_planted_links,
+    check_training_stack,
+    job_folder,
+    refuse_multi_process_local,
+    short_limit_warning,
+)
 from prove_jobs.render import RenderedRun, render_run, write_rendered
 from prove_jobs.runs import (
-    CONFIG_DIR,
-    CONFIG_FILE,
-    META_FILE,
-    META_MUTEX,
-    MODEL_FILE,
     Run,
     RunMeta,
     boot_id,
@@ -70,9 +70,6 @@ if TYPE_CHECKING:
 
 
 # What a dataset's folder must hold for its loader (mmseg's CityscapesDataset reads these two).
-DATASET_FOLDERS = {"cityscapes": ("leftImg8bit", "gtFine")}
-
-
 @dataclass(frozen=True)
 class Submission:
     """One run queued (or, on a dry run, that would be)."""
@@ -197,15 +194,6 @@ def split_arrays(groups: dict[Resources, list[RenderedRun]], limit: int | None) 
             for start in range(0, len(items), size)]
 
 
-def refuse_multi_process_local(sweep: Sweep, runs: Sequence[Run]) -> None:
-    """A run of several processes (nodes x GPUs) is a SLURM job: the local executor starts one process per run."""
-    for run in runs:
-        resources = sweep.resources_for(run)
-        if resources.world_size > 1:
-            raise ProveJobsError(f"{sweep.path}: {run.name} trains on {resources.world_size} processes "
-                                 f"({resources.layout}): multi-GPU runs need SLURM (--executor slurm)")
-
-
 def _ask_scheduler(metas: Sequence[RunMeta | None]) -> Answer | None:
     """One query for every open SLURM claim among ``metas``, before any mutex is taken; ``None`` if unreachable."""
     try:
@@ -242,30 +230,11 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-def job_folder(sweep: Sweep) -> Path:
-    """submitit's folder for this user's jobs (pickles, scheduler stdout/stderr): ``%j`` is the job id.
-
-    One per user, not group-writable: nobody else can plant a link where a job of yours will be
-    written (a job id is easy to guess).
-    """
-    return sweep.data_root / SUBMITIT_DIR / current_user() / "%j"
-
-
 def _make_job_folder(sweep: Sweep) -> None:
     folder = job_folder(sweep).parent
     make_dirs(folder)
     if folder.stat().st_uid == os.geteuid():
         folder.chmod(0o755)
-
-
-def check_planted_links(sweep: Sweep, runs: Sequence[Run]) -> None:
-    """Refuse a submission (nothing written yet) where someone else's link sits where it would write."""
-    # prove/job.out and job.err are links by design (made by whoever submitted last): they are
-    # replaced by a rename, never followed, so only the folder they sit in is checked.
-    in_run = [META_FILE, META_MUTEX, TRAIN_LOCK, CONFLICTS_FILE, *(f"{CONFIG_DIR}/{name}" for name in (CONFIG_FILE,
-                                                                                                  MODEL_FILE))]
-    check_below(sweep.data_root, [job_folder(sweep).parent,
-                                  *(run.run_dir / name for run in runs for name in in_run)])
 
 
 def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[RenderedRun],
@@ -364,43 +333,6 @@ def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | Non
     return None
 
 
-def check_dataset_root(sweep: Sweep) -> None:
-    """The dataset is where the sweep says, with the folders its loader reads (one line naming the field)."""
-    root = sweep.dataset_root
-    needed = DATASET_FOLDERS.get(sweep.dataset, ())
-    missing = [name for name in needed if not (root / name).is_dir()]
-    if not root.is_dir() or missing:
-        what = "does not exist" if not root.is_dir() else f"has no {', '.join(f'{m}/' for m in missing)}"
-        raise SpecError(sweep.path, "dataset_root", f"{root} {what}: point dataset_root at the {sweep.dataset} dataset "
-                        "(it holds leftImg8bit/ and gtFine/; `prove-jobs demo-data DIR` writes a small one)")
-
-
-def check_training_stack(resources: Sequence[Resources]) -> None:
-    """A local job trains in this Python: it needs torch, mmengine and mmsegmentation (the train extra)."""
-    if any(r.python for r in resources):
-        return  # another interpreter trains: its environment is its own
-    import importlib.util
-
-    def absent(name: str) -> bool:
-        try:
-            return importlib.util.find_spec(name) is None
-        except (ImportError, ValueError):  # a broken install, or a finder that refuses it
-            return True
-
-    missing = [name for name in ("torch", "mmengine", "mmseg") if absent(name)]
-    if missing:
-        raise TrainingStackMissing(
-            f"a local job trains in this Python ({sys.executable}), which lacks {', '.join(missing)}: install the "
-            "train extra (pip install torch==<build> 'prove-jobs[train]', docs/install.md), or submit to SLURM")
-
-
-def check_data_root(root: Path) -> None:
-    if not root.is_dir():
-        raise RunError(f"{root}: data root does not exist (create it, or pass --data-root)")
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise RunError(f"{root}: data root is not writable by {current_user()}")
-
-
 def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMeta:
     previous = read_meta_quietly(item.run.run_dir)
     return RunMeta(
@@ -461,12 +393,6 @@ def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[tuple[R
             update_meta(run.run_dir, token=token, failed_at=now(), error=f"submission failed: {exc}"[:500])
         raise ProveJobsError(f"submitting {len(runs)} run(s) to {kind} failed: {_one_line(exc)}") from None
     return jobs
-
-
-def short_limit_warning(resources: Resources, items: Sequence[RenderedRun]) -> str:
-    return (f"timeout_min = {resources.timeout_min} ({', '.join(i.run.name for i in items)}): SLURM sends the "
-            f"checkpoint signal {SIGNAL_DELAY_S} s before the limit, up to {SIGNAL_JITTER_S} s earlier; these jobs "
-            "would be stopped and requeued almost at once, until max_requeues. Give them at least 4 minutes.")
 
 
 def _job_name(sweep: Sweep, runs: Sequence[Run]) -> str:

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from prove_jobs.claims import LockHolder
     from prove_jobs.runs import Run
     from prove_jobs.spec import Sweep
-    from prove_jobs.status import RunStatus, StatusSource
+    from prove_jobs.status import RunStatus
+    from prove_jobs.status_source import StatusSource
     from prove_jobs.terminal import Terminal
 
 
@@ -102,7 +103,7 @@ def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | No
     from prove_jobs.dashboard import waiting_line
     from prove_jobs.runs import META_FILE
     from prove_jobs.states import RunState
-    from prove_jobs.status import StatusSource
+    from prove_jobs.status_source import StatusSource
 
     waited = [run for run in runs if (run.run_dir / META_FILE).exists()]
     if not waited:
@@ -151,7 +152,7 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.status import StatusSource, runs_to_show
+    from prove_jobs.status_source import StatusSource, runs_to_show
 
     chosen = runs_to_show(args.sweep, root=args.root, data_root=args.data_root, models=args.model,
                           variants=args.variant)
@@ -184,7 +185,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
 
         term.show(status_tables(statuses, title=chosen.title, width=term.out.width))
     if args.sweep is not None and args.sweep.is_dir():  # one run asked for: say why it stopped
-        from prove_jobs.status import failure_details
+        from prove_jobs.status_source import failure_details
 
         for status in statuses:
             for line in failure_details(status):
