@@ -32,7 +32,7 @@ from prove_jobs.cli import main
 from prove_jobs.distributed import Rank, distributed_environment, first_host, master_port, slurm_rank
 from prove_jobs.render import render_run
 from prove_jobs.scheduler import slurm_available
-from prove_jobs.spec import load_sweep
+from prove_jobs.spec import Sweep, load_sweep
 
 
 def sweep_with(folder: Path, resources: str, *, variants: str = '["DEMO_REF", "DEMO_BS4"]') -> Path:
@@ -253,20 +253,26 @@ def _rank_pids(job_id: str) -> dict[int, int]:
     return found
 
 
+def _held_ddp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  capsys: pytest.CaptureFixture[str]) -> tuple[Sweep, Gate, Path]:
+    """DEMO_LONG of demo_fcn_r18_tiny submitted as one 2-rank job, both ranks held after the checkpoint at 20."""
+    pytest.importorskip("mmseg", reason="training needs the train extra")
+    monkeypatch.chdir(tmp_path)
+    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch, resources=DDP_RESOURCES)
+    gate = Gate(sweep.templates_dir / "stall.gate")
+    assert main(["submit", str(sweep.path), "--model", "demo_fcn_r18_tiny", "--executor", "slurm"]) == 0
+    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
+    run_dir = Path(str(row["run_dir"]))
+    wait_until("both ranks to hold after the first checkpoint", lambda: gate.reached and checkpointed(run_dir) == 20)
+    return sweep, gate, run_dir
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
 def test_a_preempted_ddp_job_requeues_and_resumes_on_both_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mmseg", reason="training needs the train extra")
-    monkeypatch.chdir(tmp_path)
-    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch, resources=DDP_RESOURCES)
-    gate = Gate(sweep.templates_dir / "stall.gate")
-    args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]
-    assert main(["submit", *args, "--executor", "slurm"]) == 0
-    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
-    run_dir = Path(str(row["run_dir"]))
-    wait_until("both ranks to hold after the first checkpoint", lambda: gate.reached and checkpointed(run_dir) == 20)
+    sweep, gate, run_dir = _held_ddp_run(tmp_path, monkeypatch, capsys)
     [held] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
     assert held["state"] == "running" and held["layout"] == "2 GPUs"
     assert held["queue_wait_s"] is not None and 0 <= held["queue_wait_s"] < 600  # SLURM's start - submit
@@ -288,17 +294,11 @@ def test_a_preempted_ddp_job_requeues_and_resumes_on_both_ranks(tmp_path: Path, 
 @pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
 def test_a_rank_that_dies_ends_the_job_and_resubmit_resumes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mmseg", reason="training needs the train extra")
     from prove_jobs.claims import training_lock_held
 
-    monkeypatch.chdir(tmp_path)
-    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch, resources=DDP_RESOURCES)
-    gate = Gate(sweep.templates_dir / "stall.gate")
+    sweep, gate, run_dir = _held_ddp_run(tmp_path, monkeypatch, capsys)
     args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]
-    assert main(["submit", *args, "--executor", "slurm"]) == 0
-    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
-    run_dir, job_id = Path(str(row["run_dir"])), str(row["job_id"])
-    wait_until("both ranks to hold after the first checkpoint", lambda: gate.reached and checkpointed(run_dir) == 20)
+    job_id = str(_status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0]["job_id"])
     pids = wait_until("both ranks' processes", lambda: (found := _rank_pids(job_id)) and len(found) == 2 and found)
     os.kill(pids[1], signal.SIGKILL)
     wait_until("the job's end", lambda: _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0]["state"]
