@@ -108,16 +108,6 @@ def make_dirs(path: Path) -> None:
     os.close(_or_run_error(path, lambda: open_dir(path, create=True)))
 
 
-def check_no_link(path: Path) -> None:
-    """Refuse ``path`` if it is a link someone else made (before reading what prove-jobs will rewrite)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return
-    if stat.S_ISLNK(st.st_mode) and not _trusted(st):
-        refuse_link(path, st)
-
-
 def check_below(root: Path, paths: Iterable[Path]) -> None:
     """Refuse, before anything is written, a link someone else made anywhere between ``root`` and each of
     ``paths`` (``root`` itself is the user's own choice). The writes check again as they go: this

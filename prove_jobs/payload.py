@@ -164,7 +164,7 @@ class TrainingJob:
         Rank 0 alone takes the training lock and writes the metadata; the others only read it. A
         start that rank 0 refused (the claim moved on, the requeue cap, a lock conflict) ends them too.
         """
-        restarts = _restarts_so_far(RunMeta(model="", variant=""))
+        restarts = _restarts_so_far(starts=0)  # SLURM's count: rank 0 records the same one
         deadline = time.monotonic() + wait_s
         while True:
             meta = read_meta(run_dir)
@@ -233,7 +233,7 @@ class TrainingJob:
             if meta is None:
                 raise RunError(f"{run_dir}: no run metadata; submit the run with prove-jobs first")
             check_token(run_dir, meta, self.token)
-            restarts = _restarts_so_far(meta)
+            restarts = _restarts_so_far(meta.starts)
             job_id = _scheduler_job_id() or meta.job_id
             if self.max_restarts is not None and restarts > self.max_restarts:
                 # A job that is stopped again and again (preempted, out of time, its node failing) must
@@ -382,16 +382,16 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def _restarts_so_far(meta: RunMeta) -> int:
+def _restarts_so_far(starts: int) -> int:
     """0 for the first start of a submission; n for its n-th start again after a stop.
 
     SLURM's own count where the job runs under SLURM (``SLURM_RESTART_COUNT``: requeues of this
-    job id, including those that never reached the payload), else the starts recorded under this
-    submission's token. Never from comparing times: the login node's clock (``submitted_at``) and
+    job id, including those that never reached the payload), else ``starts``, the starts recorded under
+    this submission's token. Never from comparing times: the login node's clock (``submitted_at``) and
     a compute node's (``started_at``) may differ by more than a job's whole run.
     """
     count = os.environ.get("SLURM_RESTART_COUNT", "") if os.environ.get("SLURM_JOB_ID") else ""
-    return int(count) if count.isdigit() else meta.starts
+    return int(count) if count.isdigit() else starts
 
 
 def _scheduler_job_id() -> str | None:
