@@ -41,7 +41,7 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH) -> list[Run]:
         except OSError:
             return
         if is_run_dir(entries):
-            found.append(run_at(folder, root))
+            found.append(run_at(folder, root, has_meta=any(e.name == META_FILE for e in entries)))
             return
         if depth >= max_depth:
             return
@@ -53,14 +53,15 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH) -> list[Run]:
     return found
 
 
-def run_at(folder: Path, root: Path) -> Run:
+def run_at(folder: Path, root: Path, *, has_meta: bool = True) -> Run:
     """The run in ``folder``: named by its path where that has the layout (``<VARIANT>/<method>/<dataset>/
     <model>``, as prove-jobs' metadata confirms or four levels below ``root``), else by the config
-    mmengine saved in it (``<work_dir>/<config>.py``) below the folder above it."""
+    mmengine saved in it (``<work_dir>/<config>.py``) below the folder above it. ``has_meta=False``:
+    the caller's listing has no metadata file (a hand-started run): not looked for again."""
     folder = Path(folder).absolute()
     parts = folder.parts
     try:
-        meta = read_meta(folder)
+        meta = read_meta(folder) if has_meta else None
     except RunError:
         meta = None
     in_layout = len(parts) >= 5 and (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -458,6 +459,7 @@ def test_parse_chunk_offsets_allow_incremental_reads() -> None:
 # ---------------------------------------------------------------------------------------------
 # Sparse parsing equals a full parse; the persistent cache
 
+import marshal  # noqa: E402
 import pickle  # noqa: E402
 import sys  # noqa: E402
 
@@ -566,7 +568,7 @@ def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, caplog:
     bench = _bench()
     work = tmp_path / "run"
     bench.write_run(work, 10)  # still training
-    cache_file = tmp_path / "cache" / "logs.pickle"
+    cache_file = tmp_path / "cache" / "logs.marshal"
     first = LogCache()
     log = first.read_run_log(work)
     first.save(cache_file)
@@ -599,7 +601,9 @@ def test_cache_file_round_trip_reads_only_appended_bytes(tmp_path: Path, caplog:
         pickle.dumps(("prove-jobs-logcache-5", (("x", "json"),), ())),  # wrong shape
         pickle.dumps(("prove-jobs-logcache-5", (), (("/r", (), (1,)),))),  # a bad run summary
         pickle.dumps(("prove-jobs-logcache-5", (("/w", b"garbage"),), ())),  # damaged file states
-        pickle.dumps(Path("/etc/passwd")),  # would import a class: refused
+        pickle.dumps(Path("/etc/passwd")),  # the format before marshal, and a class
+        marshal.dumps(("prove-jobs-logcache-5", (), ())),  # an older format
+        marshal.dumps(compile("import os", "x", "exec")),  # code: loaded as data, never run
     ],
 )
 def test_corrupt_cache_file_is_ignored(tmp_path: Path, content: bytes) -> None:
@@ -616,9 +620,40 @@ def test_corrupt_cache_file_is_ignored(tmp_path: Path, content: bytes) -> None:
     assert LogCache.load(tmp_path / "missing.pickle")._files == {}
 
 
+def test_damaged_cache_of_the_current_format_is_ignored(tmp_path: Path) -> None:
+    _start(tmp_path / "wd", "20260203_100000", TRAIN.format(loss=0.5, t=0.4, i=50))
+    good = LogCache()
+    expected = good.read_run_log(tmp_path / "wd")
+    good.save(tmp_path / "cache")
+    form = marshal.loads((tmp_path / "cache").read_bytes())[0]  # the format this version writes
+    for body in [
+        (form, (("x", "json"),), ()),  # wrong shape
+        (form, (), (("/r", (), (1,)),)),  # a bad run summary
+        (form, ((str(tmp_path / "wd"), b"garbage"),), ()),  # damaged file states
+        (form, ((str(tmp_path / "wd"), 7),), ()),  # file states of the wrong type
+    ]:
+        (tmp_path / "cache").write_bytes(marshal.dumps(body))
+        cache = LogCache.load(tmp_path / "cache")
+        assert cache.read_run_log(tmp_path / "wd") == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the cache file to another user")
+def test_cache_file_of_another_user_is_not_loaded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _start(tmp_path / "wd", "20260203_100000", TRAIN.format(loss=0.5, t=0.4, i=50))
+    good = LogCache()
+    good.read_run_log(tmp_path / "wd")
+    good.save(tmp_path / "cache")
+    caplog.set_level("DEBUG", logger="prove_jobs.logs")
+    assert LogCache.load(tmp_path / "cache").read_run_log(tmp_path / "wd")
+    assert log_assembled(caplog) == []  # our own file: the run came from it
+    os.chown(tmp_path / "cache", 65534, 65534)  # nobody's
+    assert LogCache.load(tmp_path / "cache").read_run_log(tmp_path / "wd")
+    assert log_assembled(caplog) != []  # theirs: not loaded, the run was read afresh
+
+
 def test_default_cache_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_cache_path() == tmp_path / "prove-jobs" / "logs.pickle"
+    assert default_cache_path() == tmp_path / "prove-jobs" / "logs.marshal"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_cache_path() == tmp_path / "home" / ".cache" / "prove-jobs" / "logs.pickle"
+    assert default_cache_path() == tmp_path / "home" / ".cache" / "prove-jobs" / "logs.marshal"

@@ -15,7 +15,7 @@ from prove_jobs import __version__
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 EXAMPLES = {
     "plan": "prove-jobs plan job_templates/sweeps/cityscapes.toml --variant WEIGHTS_CITYSCAPES",
@@ -41,8 +41,31 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _help_width() -> int:
+    """``shutil.get_terminal_size().columns - 2``, as argparse's help formatter computes it, without
+    importing shutil (with bz2, lzma and zlib: a twentieth of a ``status`` start-up): argparse makes
+    a formatter for every argument it adds, to check its metavar."""
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(1).columns
+        except (OSError, ValueError):
+            columns = 0
+    return (columns or 80) - 2
+
+
 class _Parser(argparse.ArgumentParser):
     """A usage error is one line, as every other prove-jobs error, with where to read more."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        make: Any = self.formatter_class  # each HelpFormatter takes width; typeshed's protocol only prog
+        formatter: argparse.HelpFormatter = make(prog=self.prog, width=_help_width())
+        return formatter
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
