@@ -383,6 +383,22 @@ def commands(data: Path, n_runs: int) -> None:
         for name, values in times.items():
             print(f"{name:<56} {statistics.median(values):>9.3f}  {statistics.median(values) / bare:.1f}x")
 
+        status = [str(bin_dir / "prove-jobs"), "status", "--root", str(data), "--json"]
+        report = [str(bin_dir / "prove-jobs"), "report", "--root", str(data), "--format", "json"]
+        for command in (status, report):  # fills the cache file with what each reads (report: training times)
+            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pair: dict[str, list[float]] = {"status": [], "report": []}
+        for _ in range(5):  # interleaved, as above
+            for name, command in (("status", status), ("report", report)):
+                t0 = time.perf_counter()
+                subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                pair[name].append(time.perf_counter() - t0)
+        warm_status, warm_report = statistics.median(pair["status"]), statistics.median(pair["report"])
+        print(f"\n{f'warm, {n_runs} runs (median of 5, interleaved)':<56} {'seconds':>9}  vs status")
+        print(f"{'prove-jobs status --root DATA --json':<56} {warm_status:>9.3f}  1.0x")
+        ratio = warm_report / warm_status
+        print(f"{'prove-jobs report --root DATA --format json':<56} {warm_report:>9.3f}  {ratio:.1f}x")
+
         if shutil.which("strace") is None:
             print("\n(strace not installed: system calls not counted; apt-get install strace)")
             return

@@ -34,15 +34,18 @@ STYLES = {
 def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
     """The report's "Training Configurations" table (parameters x variants), then the runs and their dirs."""
     variants = [sweep.variant(name) for name in dict.fromkeys(run.variant for run in runs)]
+    seeds = {name: sweep.seeds_for(name) for name in (v.name for v in variants)}
     config = Table(title="Training configurations", title_justify="left")
     config.add_column("Parameter", style="bold")
     for variant in variants:
         config.add_column(variant.name, justify="right", overflow="fold")
     for label, cells in configuration_rows(variants):
         config.add_row(label, *cells)
+    config.add_row("Seeds", *(", ".join(map(str, seeds[v.name])) for v in variants))
 
     listing = Table(title=f"{len(runs)} run(s) of sweep {sweep.name}, under {sweep.data_root}", title_justify="left")
-    # The relative dir names variant and model (<VARIANT>/<method>/<dataset>/<model>): no separate columns.
+    # The relative dir names variant, model and seed (<VARIANT>/<method>/<dataset>/<model>[/seed<k>]): no
+    # separate columns for them.
     listing.add_column("Run dir", overflow="fold")
     for header in RESOURCE_HEADERS:
         listing.add_column(header, justify="right")
@@ -175,6 +178,7 @@ def _lr(s: RunStatus) -> str:
 # Model, State (with its iteration) and mIoU always stay, then ETA, the progress bar, elapsed time, speed, best mIoU.
 COLUMNS = [
     _Column("Model", lambda s: s.run.model, 20, 0),
+    _Column("Seed", lambda s: "-" if s.run.seed is None else str(s.run.seed), 4, 0, "right"),
     _Column("State", state_text, 22, 0),
     _Column("Progress", _progress, BAR_WIDTH + 5, 2),  # after ETA: State already says "@ 490/600"
     _Column("mIoU", lambda s: _at(s.last_val.miou if s.last_val else None, s.last_val.iter if s.last_val else None),
@@ -200,22 +204,24 @@ def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int =
 
     The caption names what was left out, so that nobody takes a missing column for missing data.
     """
-    cells = {column.header: [column.cell(s) for s in statuses] for column in COLUMNS}
+    seeded = any(s.run.seed is not None for s in statuses)  # a Seed column only where a variant has several
+    columns = [c for c in COLUMNS if c.header != "Seed" or seeded]
+    cells = {column.header: [column.cell(s) for s in statuses] for column in columns}
     needed = {column.header: max([len(column.header), *(_cell_width(c) for c in cells[column.header])])
-              for column in COLUMNS}
-    chosen = list(COLUMNS)
+              for column in columns}
+    chosen = list(columns)
 
     def too_wide() -> bool:
         # rich spends 3 cells per column beyond its text (padding either side, a divider) and 1 for the edge
         return sum(needed[c.header] + 3 for c in chosen) + 1 > width
 
     while too_wide() and any(c.priority > 0 for c in chosen):
-        chosen.remove(max(chosen, key=lambda c: (c.priority, COLUMNS.index(c))))
+        chosen.remove(max(chosen, key=lambda c: (c.priority, columns.index(c))))
     for column in chosen:
         if too_wide() and column.narrow is not None:
             cells[column.header] = [column.narrow(s) for s in statuses]
             needed[column.header] = max([len(column.header), *(_cell_width(c) for c in cells[column.header])])
-    hidden = [c.header for c in COLUMNS if c not in chosen]
+    hidden = [c.header for c in columns if c not in chosen]
     caption = f"not shown at {width} columns: {', '.join(hidden)} (a wider terminal, or --json)" if hidden else None
     table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, caption=caption,
                   caption_justify="left", caption_style="dim")

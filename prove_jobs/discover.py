@@ -1,8 +1,9 @@
 """Finding runs under a folder: every mmengine work dir at any depth, ours or started by hand.
 
 A run is a work dir: prove-jobs metadata, a ``<timestamp>/`` folder of a training start, or
-mmengine's ``last_checkpoint``. Its own subfolders are not searched, nor hidden folders, nor
-symbolic links (a link in a shared data root is anyone's to plant).
+mmengine's ``last_checkpoint``. Its own subfolders are not searched (but its ``seed<k>/``
+ones, runs of a later sweep with several seeds), nor hidden folders, nor symbolic links (a
+link in a shared data root is anyone's to plant).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 
 from prove_jobs.errors import RunError
-from prove_jobs.runs import META_FILE, Run, is_start_dir, read_meta
+from prove_jobs.runs import META_FILE, Run, is_start_dir, read_meta, seed_of_dir
 
 MAX_DEPTH = 8  # below the folder asked about; a data root's runs are 4 deep
 
@@ -42,6 +43,10 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH) -> list[Run]:
             return
         if is_run_dir(entries):
             found.append(run_at(folder, root, has_meta=any(e.name == META_FILE for e in entries)))
+            # a model trained with one seed, then with several: their seed<k>/ folders are runs of their own
+            for entry in sorted(entries, key=lambda e: e.name):
+                if seed_of_dir(entry.name) is not None and entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), max_depth)
             return
         if depth >= max_depth:
             return
@@ -64,12 +69,17 @@ def run_at(folder: Path, root: Path, *, has_meta: bool = True) -> Run:
         meta = read_meta(folder) if has_meta else None
     except RunError:
         meta = None
+    seeded = seed_of_dir(folder.name) is not None  # <model>/seed<k>/: the layout is one level deeper
+    parts = parts[:-1] if seeded else parts
     in_layout = len(parts) >= 5 and (
         (meta is not None and parts[-1] == meta.model and parts[-4] == meta.variant)
-        or (meta is None and len(folder.relative_to(Path(root).absolute()).parts) >= 4))
+        or (meta is None and len(folder.relative_to(Path(root).absolute()).parts) >= 4 + seeded))
     if in_layout:
         return Run.from_dir(folder)
     model = meta.model if meta is not None else _config_name(folder) or folder.name
+    if meta is not None and meta.seed is not None and seeded:
+        return Run(model=model, variant=meta.variant, method="-", dataset="-", data_root=folder.parent.parent,
+                   path=folder, seed=meta.seed)
     variant = meta.variant if meta is not None else folder.parent.name or "-"
     return Run(model=model, variant=variant, method="-", dataset="-", data_root=folder.parent, path=folder)
 

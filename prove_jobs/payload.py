@@ -27,9 +27,11 @@ from prove_jobs.runs import (
     current_host,
     current_user,
     locked,
+    model_of_dir,
     now,
     process_start,
     read_meta,
+    seed_of_dir,
     update_meta,
     write_meta,
 )
@@ -216,7 +218,8 @@ class TrainingJob:
                 # taken meanwhile (another submit of ours, or a third user): leave it to them
                 return _say(run_dir, f"held by {meta.user} (job {meta.job_id}) since we were queued: not started")
             write_meta(run_dir, RunMeta(
-                model=meta.model if meta else Path(run_dir).name, variant=meta.variant if meta else "",
+                model=meta.model if meta else model_of_dir(Path(run_dir)), variant=meta.variant if meta else "",
+                seed=meta.seed if meta else seed_of_dir(Path(run_dir).name),
                 sweep_file=take.sweep_file, config_hash=take.config_hash, executor="slurm",
                 user=current_user(), host=current_host(), pid=os.getpid(), pid_start=process_start(os.getpid()),
                 boot_id=boot_id(), submitted_at=now(), job_id=_scheduler_job_id(), token=self.token,

@@ -23,6 +23,7 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
             {
                 "model": run.model,
                 "variant": run.variant,
+                "seed": sweep.training_seed(run),
                 "run_dir": str(run.run_dir),
                 "max_iters": v.max_iters,
                 "batch_size": v.batch_size,

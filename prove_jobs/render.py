@@ -72,7 +72,7 @@ def render_run(sweep: Sweep, run: Run) -> RenderedRun:
         "crop_size": repr(tuple(variant.crop_size)),
         "log_interval": repr(sweep.training.log_interval),
         "num_workers": repr(sweep.training.num_workers),
-        "seed": repr(sweep.training.seed),
+        "seed": repr(sweep.training_seed(run)),  # in config_hash too: another seed is another training
     }
     try:
         config_text = template.substitute(slots)

@@ -117,8 +117,8 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
         if states[run].state is RunState.CANCELLED:  # stopped on purpose: it stays stopped until named again
             clear_conflict(run.run_dir)
             why = cancelled_on_purpose(meta, None) or "cancelled"
-            result.settled.append((run, f"{why}: not restarted; `prove-jobs submit SWEEP --model {run.model} "
-                                        f"--variant {run.variant}` trains it again"))
+            result.settled.append((run, f"{why}: not restarted; `prove-jobs submit SWEEP {run.options}` "
+                                        "trains it again"))
             continue
         to_submit.append((sweep_for(run, str(conflict.get("sweep", ""))), run))
     for sweep, sweep_runs in by_sweep(to_submit):

@@ -2,7 +2,8 @@
 
 A run is one (model, variant) of a sweep. Its directory is the mmengine ``work_dir``::
 
-    <data_root>/<VARIANT>/<method>/<dataset>/<model>/
+    <data_root>/<VARIANT>/<method>/<dataset>/<model>/          (one seed)
+    <data_root>/<VARIANT>/<method>/<dataset>/<model>/seed<k>/  (a variant trained with several seeds)
         prove_run.json        metadata (this module; written atomically)
         prove/model.py        the model template, copied at submit time
         prove/config.py       the variant layer on top of it (what the payload loads)
@@ -47,13 +48,14 @@ JOB_STDOUT = "job.out"
 JOB_STDERR = "job.err"
 # mmengine names the folder of each training start after its start time: <work_dir>/20260203_101010/
 START_DIR = re.compile(r"^\d{8}_\d{6}$")
+SEED_DIR = re.compile(r"^seed(\d+)$")
 MAX_META_BYTES = 1 << 20  # a prove_run.json is about 1 KB: anything this big is not one
 MUTEX_WAIT_S = 120.0  # a metadata update waits this long for another process's (their holds are short)
 
 
 @dataclass(frozen=True)
 class Run:
-    """One (model, variant) pair of a sweep and where it lives on disk."""
+    """One (model, variant, seed) of a sweep and where it lives on disk."""
 
     model: str
     variant: str
@@ -61,17 +63,24 @@ class Run:
     dataset: str
     data_root: Path
     path: Path | None = None  # a work dir outside the layout (found by `status --root`): where it is
+    seed: int | None = None  # one of several seeds of its variant (in seed<k>/); None: the variant has one
 
     @cached_property  # asked for again and again by every reader of a run: built once
     def run_dir(self) -> Path:
         if self.path is not None:
             return self.path
-        return run_dir_for(self.data_root, self.variant, self.method, self.dataset, self.model)
+        model_dir = run_dir_for(self.data_root, self.variant, self.method, self.dataset, self.model)
+        return model_dir if self.seed is None else model_dir / f"seed{self.seed}"
 
     @property
     def name(self) -> str:
-        """Readable in squeue and in tables: ``<variant>/<model>``."""
-        return f"{self.variant}/{self.model}"
+        """Readable in squeue and in tables: ``<variant>/<model>``, ``<variant>/<model>/seed<k>``."""
+        return f"{self.variant}/{self.model}" + ("" if self.seed is None else f"/seed{self.seed}")
+
+    @property
+    def options(self) -> str:
+        """``--model M --variant V [--seed K]``: how to name this run to a command."""
+        return f"--model {self.model} --variant {self.variant}" + ("" if self.seed is None else f" --seed {self.seed}")
 
     @property
     def config_file(self) -> Path:
@@ -79,12 +88,26 @@ class Run:
 
     @classmethod
     def from_dir(cls, run_dir: Path) -> Run:
-        """The run a work dir laid out as ``<data_root>/<VARIANT>/<method>/<dataset>/<model>/`` holds."""
+        """The run a work dir laid out as ``<data_root>/<VARIANT>/<method>/<dataset>/<model>[/seed<k>]/`` holds."""
         run_dir = Path(run_dir).absolute()
-        if len(run_dir.parts) < 5:
-            raise RunError(f"{run_dir}: not a run dir (<root>/<VARIANT>/<method>/<dataset>/<model>)")
-        variant, method, dataset, model = run_dir.parts[-4:]
-        return cls(model=model, variant=variant, method=method, dataset=dataset, data_root=run_dir.parents[3])
+        seeded = seed_of_dir(run_dir.name)
+        parts = run_dir.parts[:-1] if seeded is not None else run_dir.parts
+        if len(parts) < 5:
+            raise RunError(f"{run_dir}: not a run dir (<root>/<VARIANT>/<method>/<dataset>/<model>[/seed<k>])")
+        variant, method, dataset, model = parts[-4:]
+        return cls(model=model, variant=variant, method=method, dataset=dataset, data_root=Path(*parts[:-4]),
+                   seed=seeded)
+
+
+def model_of_dir(run_dir: Path) -> str:
+    """The model a run dir is named after: its own name, or its parent's for a ``seed<k>/`` dir."""
+    return run_dir.parent.name if seed_of_dir(run_dir.name) is not None else run_dir.name
+
+
+def seed_of_dir(name: str) -> int | None:
+    """``seed3`` -> 3: the folder of one seed of a variant trained with several."""
+    found = SEED_DIR.match(name)
+    return None if found is None else int(found.group(1))
 
 
 def is_start_dir(name: str) -> bool:
@@ -119,6 +142,7 @@ class RunMeta:
     layout: str = ""  # "2x4 GPUs" when the job trains on several processes (DDP), as submitted
     gpus: int | None = None  # GPUs the job asked for in all (nodes x gpus_per_node): GPU-hours
     starts: int = 0  # trainings started under this token (the first is 1)
+    seed: int | None = None  # mmengine's randomness.seed the run trains with (as rendered)
     pid_start: int | None = None  # when `pid` started (clock ticks since boot): a reused pid is another process
     job_start: int | None = None  # the same for a local job's controller (its pid is the job id)
     boot_id: str | None = None  # the boot of `host` those were read in

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from prove_jobs.claims import (
@@ -85,7 +86,7 @@ class RunStatus:
     def last_val(self) -> ValPoint | None:
         return self.curve[-1] if self.curve else None
 
-    @property
+    @cached_property  # a report asks for it per cell and per JSON row: once per status
     def best_val(self) -> ValPoint | None:
         scored = [p for p in self.curve if p.miou is not None]
         return max(scored, key=lambda p: (p.miou, p.iter)) if scored else None
@@ -130,11 +131,19 @@ class RunStatus:
             "log_path": self.log.log_path if self.log else None,
         }
 
+    @property
+    def seed(self) -> int | None:
+        """The seed the run trained with: its ``seed<k>/`` folder's, else what its metadata recorded."""
+        if self.run.seed is not None:
+            return self.run.seed
+        return self.meta.seed if self.meta is not None else None
+
     def to_json(self) -> dict[str, Any]:
         last, best = self.last_val, self.best_val
         return {
             "model": self.run.model,
             "variant": self.run.variant,
+            "seed": self.seed,
             "run_dir": str(self.run.run_dir),
             "state": self.state.name.lower(),
             "iter": self.iter,

@@ -42,7 +42,7 @@ class Selection:
 
 
 def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
-                 models: Sequence[str] = (), variants: Sequence[str] = ()) -> Selection:
+                 models: Sequence[str] = (), variants: Sequence[str] = (), seeds: Sequence[int] = ()) -> Selection:
     """The runs ``status`` (or ``report``) looks at: a sweep's, one run dir's, or all at any depth under ``root``."""
     if root is not None:
         from prove_jobs.discover import MAX_DEPTH, discover_runs
@@ -71,7 +71,7 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
     warnings = [] if sweep.data_root.is_dir() else [
         f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there "
         "(is the variable in data_root set as when you submitted? --data-root DIR)"]
-    return Selection(sweep.runs(models, variants), f"Sweep {sweep.name} ({sweep.data_root})", warnings)
+    return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})", warnings)
 
 
 class StatusSource:
@@ -98,6 +98,23 @@ class StatusSource:
         warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]
         return statuses, warnings
 
+    def with_other_variants(self, statuses: Sequence[RunStatus]) -> list[RunStatus]:
+        """``statuses`` and those of the same models' runs in the data root's other variants (the same seed's
+        for a run of several seeds): what ``status RUN_DIR --curve`` overlays."""
+        from prove_jobs.discover import looks_like_run
+
+        seen = {s.run.run_dir for s in statuses}
+        others: list[Run] = []
+        for run in (s.run for s in statuses if s.run.path is None):
+            for variant in _subfolders(run.data_root):
+                folder = run.data_root / variant / run.method / run.dataset / run.model
+                folder = folder if run.seed is None else folder / f"seed{run.seed}"
+                if folder not in seen and looks_like_run(folder):
+                    seen.add(folder)
+                    others.append(Run.from_dir(folder))
+        extra = collect_status(others, read_log=self.logs.read_run_log).statuses if others else ()
+        return sorted([*statuses, *extra], key=lambda s: (s.run.model, s.run.variant, s.run.seed or 0))
+
     def close(self) -> str | None:
         """Save the cache file; a warning (never an error) when it cannot be saved."""
         if not self.logs.dirty:
@@ -108,3 +125,14 @@ class StatusSource:
             return (f"log cache {self.cache_path} not saved ({exc.strerror or exc}): the next status reads the logs "
                     "afresh")
         return None
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """Names of the real folders in ``folder`` (no links: a link in a shared data root is anyone's to plant)."""
+    import os
+
+    try:
+        return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)
+                      and not e.name.startswith("."))
+    except OSError:
+        return []

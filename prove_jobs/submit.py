@@ -147,8 +147,7 @@ def submit(
             continue
         cancelled = cancelled_on_purpose(metas[run], jobs)
         if cancelled and run.model not in named:
-            result.skipped.append((run, f"{cancelled}; name it to train it again (--model {run.model} "
-                                        f"--variant {run.variant})"))
+            result.skipped.append((run, f"{cancelled}; name it to train it again ({run.options})"))
             continue
         rendered.append(render_run(sweep, run))
     if rendered and not dry_run:
@@ -351,6 +350,7 @@ def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMe
         gpus=sweep.resources_for(item.run).nodes * sweep.resources_for(item.run).gpus_per_node,
         submitted_at=now(),
         max_iters=sweep.variant(item.run.variant).max_iters,
+        seed=sweep.training_seed(item.run),
         attempts=previous.attempts if previous else 0,
         lock_mode=sweep.sharing.lock_mode,
     )

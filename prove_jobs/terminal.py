@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 PIPE_WIDTH = 200
 
 
+CURVE_WIDTH = 120  # wider, a text plot only stretches: a pipe's 200 columns would not fit a pasted report
+
+
 class Terminal:
     def __init__(self, *, width: int | None = None) -> None:
         self._width = width
@@ -66,6 +69,13 @@ class Terminal:
         with self.out.capture() as captured:
             self.out.print(renderable)
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+        sys.stdout.flush()
+
+    def curves(self, draw: Callable[[int, bool], list[str]]) -> None:
+        """Text plots from ``draw(width, colour)``, written as drawn (rich would take their colour codes apart)."""
+        colour = self.out.is_terminal and not os.environ.get("NO_COLOR")
+        for text in draw(min(self.out.width, CURVE_WIDTH), colour):
+            sys.stdout.write(text.rstrip("\n") + "\n\n")
         sys.stdout.flush()
 
     def line(self, text: str) -> None:

@@ -222,15 +222,25 @@ def group_threads_alive(pgid: int) -> bool:
     return False
 
 
-def bench_module() -> Any:
-    """benchmarks/bench_status.py: it writes runs in mmengine 0.10.7's on-disk format (``write_run``)."""
+def bench_module(name: str = "bench_status") -> Any:
+    """benchmarks/bench_status.py: it writes runs in mmengine 0.10.7's on-disk format (``write_run``);
+    ``bench_times``: it keeps the report's training_seconds as it was (json.loads of every line)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_status", REPO / "benchmarks" / "bench_status.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def log_reads(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """(bytes read, how) of every file read so far, from the DEBUG lines of `prove-jobs -vv`."""
+    import re
+
+    found = (re.match(r"read .*: bytes \d+-\d+ \((\d+)\), (.*)$", r.getMessage()) for r in caplog.records
+             if r.name == "prove_jobs.logs")
+    return [(int(m[1]), m[2]) for m in found if m]
 
 
 def read_or_empty(path: Path) -> str:

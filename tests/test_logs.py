@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import log_reads
 
 from prove_jobs.logs import (
     LIMITS,
@@ -24,16 +25,6 @@ from prove_jobs.logs import (
     read_run_log,
     read_text_log,
 )
-
-
-def log_reads(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
-    """(bytes read, how) of every file read so far, from the DEBUG lines of `prove-jobs -vv`."""
-    reads = []
-    for record in caplog.records:
-        found = re.match(r"read .*: bytes \d+-\d+ \((\d+)\), (.*)$", record.getMessage())
-        if record.name == "prove_jobs.logs" and found:
-            reads.append((int(found[1]), found[2]))
-    return reads
 
 
 def log_assembled(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -626,11 +617,13 @@ def test_damaged_cache_of_the_current_format_is_ignored(tmp_path: Path) -> None:
     expected = good.read_run_log(tmp_path / "wd")
     good.save(tmp_path / "cache")
     form = marshal.loads((tmp_path / "cache").read_bytes())[0]  # the format this version writes
+    no_times = marshal.dumps(())
     for body in [
-        (form, (("x", "json"),), ()),  # wrong shape
-        (form, (), (("/r", (), (1,)),)),  # a bad run summary
-        (form, ((str(tmp_path / "wd"), b"garbage"),), ()),  # damaged file states
-        (form, ((str(tmp_path / "wd"), 7),), ()),  # file states of the wrong type
+        (form, (("x", "json"),), (), no_times),  # wrong shape
+        (form, (), (("/r", (), (1,)),), no_times),  # a bad run summary
+        (form, ((str(tmp_path / "wd"), b"garbage"),), (), no_times),  # damaged file states
+        (form, ((str(tmp_path / "wd"), 7),), (), no_times),  # file states of the wrong type
+        (form, (), ()),  # the shape before the training times
     ]:
         (tmp_path / "cache").write_bytes(marshal.dumps(body))
         cache = LogCache.load(tmp_path / "cache")

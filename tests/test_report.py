@@ -110,3 +110,16 @@ def test_training_seconds_counts_resumed_iterations_once(tmp_path: Path) -> None
     # 1..200 from the first start (1 s each), 201..400 from the resumed one (2 s each)
     assert training_seconds(tmp_path) == 200 * 1.0 + 200 * 2.0
     assert training_seconds(tmp_path / "nothing") is None
+
+
+def test_report_of_a_root_groups_by_path_and_picks_the_longest_schedule(
+        reference_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The runs found under a folder, compared as the sweep's report compares them (no sweep file needed)."""
+    assert main(["report", "--root", str(reference_root), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"] == REF  # 80k iterations: the most (no recorded batch: iterations decide)
+    by_model = {row["model"]: row for row in report["results"]}
+    assert by_model["segformer_mit-b3"]["final_miou"] == {REF: 79.98, BS16: 75.97, BS8: 76.84}
+    assert by_model["segformer_mit-b3"]["difference_vs_reference"] == -3.14
+    assert by_model["segformer_mit-b3"]["verdict"] == "single run"
+    assert len(report["runs"]) == len(list(reference_root.glob("*/*/*/*/prove_run.json")))

@@ -27,7 +27,7 @@ def _sweep_and_runs(args: argparse.Namespace, term: Terminal | None = None) -> t
         names = ", ".join(sweep.unset)
         term.warn(f"{names} not set: paths are shown as ${{{sweep.unset[0]}}}/...; export {sweep.unset[0]}=/path "
                   "(or pass --data-root DIR) before you submit")
-    return sweep, sweep.runs(args.model, args.variant)
+    return sweep, sweep.runs(args.model, args.variant, args.seed)
 
 
 def cmd_plan(args: argparse.Namespace, term: Terminal) -> int:
@@ -155,7 +155,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.status_source import StatusSource, runs_to_show
 
     chosen = runs_to_show(args.sweep, root=args.root, data_root=args.data_root, models=args.model,
-                          variants=args.variant)
+                          variants=args.variant, seeds=args.seed)
     for warning in chosen.warnings:
         term.warn(warning)
     source = StatusSource(chosen.runs, accounting=args.watch is None)
@@ -178,6 +178,8 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     if args.curve:
         from prove_jobs.dashboard import curve_table
 
+        _draw_curves(source.with_other_variants(statuses) if args.sweep is not None and args.sweep.is_dir()
+                     else statuses, term)
         for status in statuses:
             term.show(curve_table(status))
     else:
@@ -195,9 +197,20 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     return 0
 
 
+def _draw_curves(statuses: Sequence[RunStatus], term: Terminal) -> None:
+    """Each model's variants overlaid in the terminal; without plotext (the report extra) just say how to get it."""
+    from prove_jobs.report.terminal_curves import model_curves
+
+    try:
+        term.curves(lambda width, colour: model_curves(statuses, width=width, colour=colour))
+    except ProveJobsError as exc:
+        term.info(f"{exc}: the tables below have the numbers")
+
+
 def _wanted(status: RunStatus, args: argparse.Namespace) -> bool:
     return ((not args.model or status.run.model in args.model)
             and (not args.variant or status.run.variant in args.variant)
+            and (not args.seed or status.seed in args.seed)
             and (not args.state or status.state.key in args.state)
             and (not args.user or status.user in args.user))
 
@@ -247,7 +260,8 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
         from prove_jobs.discover import discover_runs
 
         runs = [r for r in discover_runs(args.root.absolute())
-                if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)]
+                if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)
+                and (not args.seed or r.seed in args.seed)]
         sweep_for = recorded_sweeps()
     elif args.sweep is not None:
         sweep, runs = _sweep_and_runs(args)
@@ -296,17 +310,34 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.report import make_report
+    from prove_jobs.report.make import make_report
 
-    sweep, runs = _sweep_and_runs(args)
-    made = make_report(sweep, runs, reference=args.reference, fmt=args.format, plots_dir=args.plots, out=args.out)
+    if args.root is not None:
+        from prove_jobs.status_source import runs_to_show
+
+        chosen = runs_to_show(args.sweep, root=args.root)
+        if not chosen.runs:
+            raise ProveJobsError(chosen.warnings[0])
+        runs = [r for r in chosen.runs if (not args.model or r.model in args.model)
+                and (not args.variant or r.variant in args.variant) and (not args.seed or r.seed in args.seed)]
+        sweep = None
+    elif args.sweep is not None:
+        sweep, runs = _sweep_and_runs(args)
+    else:
+        raise ProveJobsError("report: give a sweep file or --root DIR")
+    made = make_report(sweep, runs, reference=args.reference, fmt=args.format, plots_dir=args.plots, out=args.out,
+                       root=args.root)
     for warning in made.warnings:
         term.warn(warning)
     for path in made.plots:
         term.info(f"wrote {path}")
-    if args.out is None:
+    if args.terminal:
+        from prove_jobs.report.terminal_curves import model_curves
+
+        term.curves(lambda width, colour: model_curves(made.statuses, width=width, colour=colour))
+    elif args.out is None:
         sys.stdout.write(made.text)
-    else:
+    if args.out is not None:
         term.success(f"wrote {args.out}")
     return 0
 

@@ -28,7 +28,8 @@ EXAMPLES = {
               "  prove-jobs status demo/runs/DEMO_REF/baseline/cityscapes/demo_fcn_r18_tiny --curve",
     "demo-data": "prove-jobs demo-data demo/data/cityscapes",
     "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
-    "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/",
+    "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/\n"
+              "  prove-jobs report --root $AWARE_DATA_ROOT --terminal",
     "resubmit": "prove-jobs resubmit job_templates/sweeps/cityscapes.toml --lock-conflicts --wait --poll 60\n"
                 "  prove-jobs resubmit job_templates/sweeps/cityscapes.toml --failed",
 }
@@ -115,6 +116,7 @@ def _sweep_args(sub: argparse.ArgumentParser, *, optional: bool = False, what: s
     sub.add_argument("sweep", type=_path, nargs="?" if optional else None, help=what)
     sub.add_argument("--model", action="append", default=[], help="only this model (repeatable)")
     sub.add_argument("--variant", action="append", default=[], help="only this variant (repeatable)")
+    sub.add_argument("--seed", action="append", default=[], type=int, help="only this seed (repeatable)")
     sub.add_argument("--data-root", type=_path, help="override the sweep's data_root")
 
 
@@ -158,7 +160,9 @@ def _status(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--watch", type=_seconds, nargs="?", const=10.0, metavar="SECONDS",
                      help="redraw every SECONDS (default 10) until Ctrl-C; to a file or pipe: one frame "
                           "after the other; with --json: one JSON line per refresh")
-    sub.add_argument("--curve", action="store_true", help="per-run table: Iteration | mIoU | aAcc")
+    sub.add_argument("--curve", action="store_true",
+                     help="each model's mIoU curve drawn here (a run dir: with its other variants; plotext, the "
+                          "report extra), and per run the table Iteration | mIoU | aAcc")
     sub.add_argument("--state", action="append", default=[], type=str.lower,
                      choices=[s.key for s in RunState], help="only runs in this state (repeatable)")
     sub.add_argument("--user", action="append", default=[], help="only runs submitted by this user (repeatable)")
@@ -193,10 +197,17 @@ def _resubmit(sub: argparse.ArgumentParser) -> None:
 
 
 def _report(sub: argparse.ArgumentParser) -> None:
-    _sweep_args(sub)
-    sub.add_argument("--reference", help="the variant others are compared with (default: the sweep's first)")
+    _sweep_args(sub, optional=True)
+    sub.add_argument("--root", type=_path, help="compare every run found below this folder instead of a sweep's "
+                                                 "(variants and models from their paths, recipes as recorded)")
+    sub.add_argument("--reference", help="the variant others are compared with (default: the sweep's first; with "
+                                         "--root the one with the most iterations at the smallest batch)")
     sub.add_argument("--out", type=_path, help="write the report here (default: stdout)")
-    sub.add_argument("--plots", type=_path, help="write one mIoU-vs-iteration PNG per variant into this folder")
+    sub.add_argument("--plots", type=_path,
+                     help="write the mIoU-vs-iteration PNGs into this folder: one per variant, one per model")
+    sub.add_argument("--terminal", action="store_true",
+                     help="draw each model's mIoU curves (variants overlaid, seeds as a band) here instead of "
+                          "printing the report (with --out it is still written); needs plotext (report extra)")
     sub.add_argument("--format", choices=["md", "json"], default="md",
                      help="md: the report as the group writes it (default); json: the same numbers as data")
 
@@ -219,7 +230,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
                _unlock),
     "resubmit": ("Submit again the runs that met a lock conflict (once the holder is gone) or that failed; "
                  "they resume from their last checkpoint.", _resubmit),
-    "report": ("Write the comparison report (Markdown or JSON) of a sweep, with plots.", _report),
+    "report": ("Write the comparison report (Markdown or JSON) of a sweep or of the runs under a folder, "
+               "with plots; several seeds as mean ± std with intervals.", _report),
     "demo-data": ("Write a small deterministic synthetic Cityscapes-format dataset.", _demo_data),
 }
 

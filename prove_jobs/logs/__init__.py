@@ -17,7 +17,8 @@ mmseg 0.x wrote ``<work_dir>/*.log.json`` (``"mode": "train"/"val"``, metrics as
 
 The package, one step each: ``records`` parses lines, ``sparse`` finds the few lines that
 matter in a big file, ``filestate`` keeps where each file was read to, ``assemble`` puts a
-run's starts together, ``cache`` keeps it all across calls. The logger ``prove_jobs.logs``
+run's starts together, ``cache`` keeps it all across calls; ``times`` reads how long a run
+trained (every train record, JSON or text). The logger ``prove_jobs.logs``
 says at DEBUG which file was read, from where, and how (``prove-jobs -vv``).
 """
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from prove_jobs.logs.filestate import FileState
     from prove_jobs.logs.records import Chunk, Record, parse_json_chunk, parse_text_chunk
+    from prove_jobs.logs.times import TrainingTime
 
 # The parsers load on first use: a status whose runs did not change never needs them.
 _PARSING = {"Chunk", "Record", "parse_json_chunk", "parse_text_chunk"}
@@ -46,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from prove_jobs.logs import records
 
         return getattr(records, name)
+    if name == "TrainingTime":  # as the parsers: a status never times a run
+        from prove_jobs.logs import times
+
+        return times.TrainingTime
     raise AttributeError(f"module 'prove_jobs.logs' has no attribute {name!r}")
 
 __all__ = [
@@ -55,6 +61,7 @@ __all__ = [
     "LogCache",
     "Record",
     "RunLog",
+    "TrainingTime",
     "ValPoint",
     "default_cache_path",
     "parse_json_chunk",
@@ -63,6 +70,7 @@ __all__ = [
     "read_run_log_full",
     "read_text_log",
     "read_text_log_full",
+    "training_time",
 ]
 
 
@@ -78,6 +86,13 @@ def read_text_log(path: Path) -> RunLog:
     from prove_jobs.logs.assemble import read_text_log_with
 
     return read_text_log_with(Path(path), _fresh)
+
+
+def training_time(work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = None) -> TrainingTime:
+    """How long the run in ``work_dir`` trained, and to reach each val, from its JSON or text logs (read afresh)."""
+    from prove_jobs.logs.times import training_time as read
+
+    return read(Path(work_dir), entries)
 
 
 def read_run_log_full(work_dir: Path) -> RunLog:

@@ -2,10 +2,11 @@
 
 A new process with nothing changed loads the run summaries and stats the files, nothing
 else; the per-file states are one small blob per run dir, unpacked only when a file of that
-run changed. Plain tuples, written with ``marshal`` (built in: loading it imports nothing, where
-pickle was a twentieth of a warm ``status`` start-up); the file is the user's own (one
-owned by anyone else is not loaded), and any damage (or another Python's marshal format) means
-a cold start.
+run changed. The runs' training times (:meth:`LogCache.training_time`, for the report) are one
+more blob, unpacked only by a process that asks for one. Plain tuples, written with ``marshal``
+(built in: loading it imports nothing, where pickle was a twentieth of a warm ``status``
+start-up); the file is the user's own (one owned by anyone else is not loaded), and any damage
+(or another Python's marshal format) means a cold start.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from prove_jobs.runs import START_DIR
 TYPE_CHECKING = False  # not typing's: see runlog.py
 if TYPE_CHECKING:
     from prove_jobs.logs.filestate import FileState
+    from prove_jobs.logs.times import TrainingTime
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
@@ -32,8 +34,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 _FILE_ROW_LENGTH = 15  # fields in FileState.to_row()
-# change it whenever FileState or the run memo changes; marshal's format is Python's own
-_CACHE_FORMAT = f"prove-jobs-logcache-6-marshal{marshal.version}-{sys.hexversion >> 16:x}"
+# change it whenever FileState or a run memo changes; marshal's format is Python's own
+# (7: the training times memo, a fourth item)
+_CACHE_FORMAT = f"prove-jobs-logcache-7-marshal{marshal.version}-{sys.hexversion >> 16:x}"
 
 
 def default_cache_path() -> Path:
@@ -57,6 +60,10 @@ class LogCache:
         # The file states from the cache file, one marshal blob per run dir, unpacked only when a file
         # of that run changed: an unchanged sweep needs nothing but the run summaries.
         self._blobs: dict[str, bytes] = {}
+        # Training times: work dir -> (files key, TrainingTime); from the cache file one marshal blob,
+        # unpacked on the first training_time() (a status never asks for one).
+        self._times: dict[str, tuple[object, TrainingTime]] = {}
+        self._times_blob: bytes | None = None
         self.dirty = False  # something was read since the load: worth saving
 
     def _unpack(self, group: str) -> None:
@@ -115,6 +122,44 @@ class LogCache:
             self._runs[str(work_dir)] = (key, log)
         return log
 
+    def training_time(self, work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = None) -> TrainingTime:
+        """The run's training time (:class:`~prove_jobs.logs.times.TrainingTime`), memoized like :meth:`read_run_log`.
+
+        Keyed by the same files key: a run with no new start and whose newest start's files did not
+        change is answered without reading anything. A changed run is timed again from all its logs.
+        """
+        from prove_jobs.logs.times import NO_TIME, TrainingTime, read_training_time
+
+        files = find_run_files(Path(work_dir), entries)
+        if isinstance(files, RunLog):
+            return NO_TIME
+        key = files.key(self._sparse)
+        if self._times_blob is not None:
+            self._unpack_times(TrainingTime)
+        hit = self._times.get(str(work_dir))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        result, clean = read_training_time(Path(work_dir), files)
+        self.dirty = True
+        if clean:
+            self._times[str(work_dir)] = (key, result)
+        else:
+            self._times.pop(str(work_dir), None)
+        return result
+
+    def _unpack_times(self, kind: type[TrainingTime]) -> None:
+        """All of them at once, the GC paused: tens of thousands of small tuples, none in a cycle (see load)."""
+        blob, self._times_blob = self._times_blob, None
+        with _gc_paused():
+            try:
+                rows = marshal.loads(blob or b"")
+                entries = [(str(work_dir), key, row) for work_dir, key, row in rows]
+            except Exception:  # damaged: every run is timed afresh
+                return
+            for work_dir, key, row in entries:
+                with contextlib.suppress(ValueError, TypeError):  # a damaged entry: that run is timed afresh
+                    self._times[work_dir] = (key, kind.from_row(row))
+
     def prefetch(self, work_dirs: Sequence[Path], *, workers: int | None = None) -> int:
         """Read the run dirs this cache has never seen in ``workers`` processes; returns how many.
 
@@ -157,10 +202,15 @@ class LogCache:
         blobs = dict(self._blobs)  # runs not looked at in this process: kept as they were
         blobs.update((group, marshal.dumps(tuple(items)))
                      for group, items in groups.items())
+        times = self._times_blob  # as loaded, when no run was timed in this process
+        if times is None:
+            entries: Any = tuple((d, key, t.to_row()) for d, (key, t) in self._times.items())
+            times = marshal.dumps(entries)
         body: Any = (
             _CACHE_FORMAT,
             tuple(blobs.items()),
             tuple((work_dir, key, _log_to_row(log)) for work_dir, (key, log) in self._runs.items()),
+            times,
         )
         import tempfile
 
@@ -186,16 +236,18 @@ class LogCache:
                     if os.fstat(fh.fileno()).st_uid != os.getuid():
                         return cache  # written by someone else: marshal is not for untrusted data
                     body = marshal.loads(fh.read())
-                if not (isinstance(body, tuple) and len(body) == 3 and body[0] == _CACHE_FORMAT):
+                if not (isinstance(body, tuple) and len(body) == 4 and body[0] == _CACHE_FORMAT):
                     return cache
                 blobs = {str(group): blob for group, blob in body[1]}
                 if not all(isinstance(blob, bytes) for blob in blobs.values()):
                     raise ValueError("bad file states")
                 runs = {str(work_dir): (key, _log_from_row(row)) for work_dir, key, row in body[2]}
+                times = body[3] if isinstance(body[3], bytes) else None  # damaged: the runs are timed afresh
         except Exception:  # any damage means: start cold
             return cache
         cache._blobs = blobs
         cache._runs = runs
+        cache._times_blob = times
         return cache
 
 

@@ -1,24 +1,24 @@
 """The comparison report the group used to write by hand, built from the runs' statuses.
 
-``build_report`` turns a sweep's statuses into a :class:`Report` (plain data, also the
-``--format json`` output); ``markdown.render_markdown`` writes it the way
-``cityscapes-training-comparison.md`` does; ``plots.write_plots`` draws the mIoU-vs-iteration
-PNGs (matplotlib, the optional ``report`` extra, imported only there).
+``build_report`` turns the statuses of a sweep's runs (or of the runs found under a folder) into
+a :class:`Report` (plain data, also the ``--format json`` output); ``markdown.render_markdown``
+writes it the way ``cityscapes-training-comparison.md`` does; ``plots`` draws the PNGs
+(matplotlib, the optional ``report`` extra, imported only there); ``make.make_report`` reads the
+runs through the log cache and writes the files. A variant trained with several seeds is
+compared by its mean over them, with the spread and an interval (``stats``, docs/statistics.md).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import SpecError
 from prove_jobs.plan import configuration_rows
-from prove_jobs.runs import Run
+from prove_jobs.report.stats import METHOD, SeedStats, difference_ci95, summarize, verdict
 from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunState, RunStatus
 
@@ -36,6 +36,34 @@ class RunTime:
     minutes_per_point: float  # run time per 1 % mIoU
     speedup_vs_reference: float | None  # reference time / this time
     gpu_hours: float | None = None  # the logs' span times the GPUs the job asked for (as `status`)
+    seed: int | None = None  # one of several seeds of its variant
+    wall_seconds: float | None = None  # first to last training record, on the node's clock (queue waits excluded)
+    to_95_seconds: float | None = None  # training time until a validation first reached 95 % of the final mIoU
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A model's best non-reference variant against the reference: difference of means, its interval, a verdict."""
+
+    variant: str
+    difference: float
+    ci95: tuple[float, float] | None  # None: a side has a single run
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report compares: a sweep's variants, or the variants found under a folder (``report --root``)."""
+
+    name: str
+    source: str  # the sweep file, or the folder
+    variants: tuple[Variant, ...]
+    families: Mapping[str, str]  # model -> family tag of its template ("cnn", "transformer", ...)
+    config_rows: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the configurations table; () = the variants'
+    config_notes: tuple[str, ...] = ()  # where what was trained differs from the templates, or between runs
+
+
+TrainingTimeOf = Callable[[RunStatus], "tuple[float | None, Sequence[tuple[int, float]]]"]
 
 
 @dataclass
@@ -46,14 +74,47 @@ class Report:
     reference: str
     variants: list[Variant]
     statuses: list[RunStatus]
-    families: dict[str, str]  # model -> family tag of its template ("cnn", "transformer", ...)
+    families: dict[str, str]
     sweep_file: str = ""
     generated_at: float = 0.0
-    differences: dict[str, float] = field(default_factory=dict)  # model -> best non-reference - reference
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
     times: list[RunTime] = field(default_factory=list)
+    config_rows: list[tuple[str, list[str]]] = field(default_factory=list)
+    config_notes: list[str] = field(default_factory=list)
+    _runs: dict[tuple[str, str], list[RunStatus]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for status in self.statuses:  # asked for per cell: a thousand runs make it worth an index
+            self._runs.setdefault((status.run.model, status.run.variant), []).append(status)
+
+    def runs_of(self, model: str, variant: str) -> list[RunStatus]:
+        """Every seed's run of (model, variant), in seed order."""
+        return self._runs.get((model, variant), [])
 
     def status(self, model: str, variant: str) -> RunStatus | None:
-        return next((s for s in self.statuses if s.run.model == model and s.run.variant == variant), None)
+        """The run of (model, variant) when there is one seed (or the first seed's)."""
+        runs = self.runs_of(model, variant)
+        return runs[0] if runs else None
+
+    def final(self, model: str, variant: str) -> SeedStats | None:
+        """The final validation mIoU over the completed seeds of (model, variant)."""
+        return summarize([m for s in self.runs_of(model, variant) if (m := final_miou(s)) is not None])
+
+    def best(self, model: str, variant: str) -> tuple[SeedStats, tuple[int, ...]] | None:
+        """The best validation mIoU over the completed seeds, and the iteration of each seed's best."""
+        done = [s for s in self.runs_of(model, variant) if final_miou(s) is not None and s.best_val is not None]
+        stats = summarize([s.best_val.miou for s in done if s.best_val and s.best_val.miou is not None])
+        return None if stats is None else (stats, tuple(s.best_val.iter for s in done if s.best_val))
+
+    @property
+    def seeded(self) -> bool:
+        """Has any (model, variant) several seeds? Then cells are means and differences get intervals."""
+        return any(s.run.seed is not None for s in self.statuses)
+
+    @property
+    def differences(self) -> dict[str, float]:
+        """model -> the best non-reference variant's mean minus the reference's mean, in points."""
+        return {model: c.difference for model, c in self.comparisons.items()}
 
     @property
     def models(self) -> list[str]:
@@ -68,26 +129,37 @@ class Report:
         return {name: round(sum(values) / len(values), 2) for name, values in groups.items()}
 
     def to_json(self) -> dict[str, Any]:
+        labels = [label for label, _ in self.config_rows]
         return {
             "sweep": self.sweep,
             "sweep_file": self.sweep_file,
             "generated_at": self.generated_at,
             "reference": self.reference,
-            "configurations": {v.name: dict(zip([r[0] for r in configuration_rows([v])],
-                                                [r[1][0] for r in configuration_rows([v])], strict=True))
-                               for v in self.variants},
-            "results": [
-                {
-                    "model": model,
-                    "family": self.families.get(model),
-                    "final_miou": {v.name: final_miou(self.status(model, v.name)) for v in self.variants},
-                    "difference_vs_reference": self.differences.get(model),
-                }
-                for model in self.models
-            ],
+            "statistics": METHOD,
+            "configurations": {v.name: {label: cells[i] for label, cells in self.config_rows}
+                               for i, v in enumerate(self.variants)} if labels else {},
+            "configuration_notes": self.config_notes,
+            "results": [self._result(model) for model in self.models],
             "family_averages": self.family_averages(),
             "runs": [s.to_json() for s in self.statuses],
             "times": [t.__dict__ for t in self.times],
+        }
+
+    def _result(self, model: str) -> dict[str, Any]:
+        finals = {v.name: self.final(model, v.name) for v in self.variants}
+        comparison = self.comparisons.get(model)
+        best = {v.name: self.best(model, v.name) for v in self.variants}
+        return {
+            "model": model,
+            "family": self.families.get(model),
+            "final_miou": {name: None if s is None else round(s.mean, 4) for name, s in finals.items()},
+            "seeds": {name: s.to_json() for name, s in finals.items() if s is not None},
+            "best_miou": {name: {**b[0].to_json(), "iters": list(b[1])} for name, b in best.items() if b is not None},
+            "compared_variant": comparison.variant if comparison else None,
+            "difference_vs_reference": comparison.difference if comparison else None,
+            "difference_ci95": None if comparison is None or comparison.ci95 is None else [
+                round(comparison.ci95[0], 4), round(comparison.ci95[1], 4)],
+            "verdict": comparison.verdict if comparison else None,
         }
 
 
@@ -98,139 +170,122 @@ def final_miou(status: RunStatus | None) -> float | None:
     return status.last_val.miou
 
 
-def build_report(sweep: Sweep, statuses: Sequence[RunStatus], *, reference: str | None = None,
-                 run_seconds: Callable[[RunStatus], float | None] | None = None) -> Report:
+def sweep_scope(sweep: Sweep, models: Sequence[str] = ()) -> Scope:
+    """A sweep's variants and its models' families, as its templates give them."""
+    return Scope(name=sweep.name, source=str(sweep.path), variants=sweep.variants,
+                 families={model: _family(sweep.model_template(model)) for model in (models or sweep.models)})
+
+
+def build_report(scope: Scope | Sweep, statuses: Sequence[RunStatus], *, reference: str | None = None,
+                 training_time: TrainingTimeOf | None = None) -> Report:
     """Everything the report says, computed once from the statuses.
 
-    ``run_seconds`` gives a run's training time (default: :func:`training_seconds` on its logs).
+    ``training_time`` gives a run's training seconds and the cumulative seconds at each validation
+    iteration (default: read from its logs).
     """
-    reference = reference or sweep.variants[0].name
-    if reference not in {v.name for v in sweep.variants}:
-        raise SpecError(sweep.path, "--reference", f"variant {reference!r} is not in this sweep "
-                        f"(variants: {', '.join(v.name for v in sweep.variants)})")
+    if isinstance(scope, Sweep):
+        scope = sweep_scope(scope, list(dict.fromkeys(s.run.model for s in statuses)))
+    reference = reference or scope.variants[0].name
+    if reference not in {v.name for v in scope.variants}:
+        raise SpecError(scope.source, "--reference", f"variant {reference!r} is not in this sweep "
+                        f"(variants: {', '.join(v.name for v in scope.variants)})")
     import time
 
     report = Report(
-        sweep=sweep.name, reference=reference, variants=list(sweep.variants), statuses=list(statuses),
-        families={model: _family(sweep, model) for model in dict.fromkeys(s.run.model for s in statuses)},
-        sweep_file=str(sweep.path), generated_at=time.time(),
+        sweep=scope.name, reference=reference, variants=list(scope.variants), statuses=list(statuses),
+        families=dict(scope.families), sweep_file=scope.source, generated_at=time.time(),
+        config_rows=[(label, list(cells)) for label, cells in scope.config_rows]
+        or configuration_rows(scope.variants),
+        config_notes=list(scope.config_notes),
     )
     for model in report.models:
-        ref = final_miou(report.status(model, reference))
-        others = [m for v in sweep.variants if v.name != reference
-                  if (m := final_miou(report.status(model, v.name))) is not None]
-        if ref is not None and others:
-            report.differences[model] = round(max(others) - ref, 2)
-
-    seconds_of = run_seconds or (lambda status: training_seconds(status.run.run_dir))
-    ref_seconds = {s.run.model: seconds_of(s) for s in statuses
-                   if s.run.variant == reference and final_miou(s) is not None}
-    for status in statuses:
-        miou = final_miou(status)
-        seconds = seconds_of(status) if miou is not None else None
-        if miou is None or seconds is None or miou <= 0:
-            continue
-        ref = ref_seconds.get(status.run.model)
-        report.times.append(RunTime(
-            model=status.run.model, variant=status.run.variant, seconds=round(seconds, 1), miou=miou,
-            minutes_per_point=seconds / 60 / miou,
-            speedup_vs_reference=None if status.run.variant == reference or not ref else ref / seconds,
-            gpu_hours=None if status.gpu_hours is None else round(status.gpu_hours, 4),
-        ))
+        comparison = _compare(report, model)
+        if comparison is not None:
+            report.comparisons[model] = comparison
+    report.times = _times(report, training_time or _logged_training_time)
     return report
 
 
+def _compare(report: Report, model: str) -> Comparison | None:
+    ref = report.final(model, report.reference)
+    others = [(v.name, s) for v in report.variants if v.name != report.reference
+              if (s := report.final(model, v.name)) is not None]
+    if ref is None or not others:
+        return None
+    name, best = max(others, key=lambda pair: pair[1].mean)
+    difference = round(best.mean - ref.mean, 2)
+    ci = difference_ci95(ref.values, best.values)
+    return Comparison(name, difference, ci, verdict(difference, ci, ref.n, best.n))
+
+
+def _times(report: Report, training_time: TrainingTimeOf) -> list[RunTime]:
+    timed = {id(s): training_time(s) for s in report.statuses if final_miou(s) is not None}
+    ref_seconds: dict[str, list[float]] = {}
+    for status in report.statuses:
+        seconds = timed.get(id(status), (None, ()))[0]
+        if status.run.variant == report.reference and seconds:
+            ref_seconds.setdefault(status.run.model, []).append(seconds)
+    times = []
+    for status in report.statuses:
+        miou = final_miou(status)
+        seconds, at_iter = timed.get(id(status), (None, ()))
+        if miou is None or seconds is None or miou <= 0:
+            continue
+        refs = ref_seconds.get(status.run.model)
+        ref = sum(refs) / len(refs) if refs else None
+        times.append(RunTime(
+            model=status.run.model, variant=status.run.variant, seconds=round(seconds, 1), miou=miou,
+            minutes_per_point=seconds / 60 / miou,
+            speedup_vs_reference=None if status.run.variant == report.reference or not ref else ref / seconds,
+            gpu_hours=None if status.gpu_hours is None else round(status.gpu_hours, 4),
+            seed=status.run.seed, wall_seconds=_wall_seconds(status),
+            to_95_seconds=_to_95(status, at_iter, miou),
+        ))
+    return times
+
+
+def _wall_seconds(status: RunStatus) -> float | None:
+    """Started to finished, on the node's clock: the payload's times where one start covers the run, else
+    from the first training record of the first start; to the payload's finish, else the last record."""
+    meta, log = status.meta, status.log
+    start = meta.started_at if meta is not None and meta.attempts == 1 else None
+    start = start if start is not None else (log.first_time if log is not None else None)
+    end = meta.finished_at if meta is not None and meta.finished_at is not None else (log.last_time if log else None)
+    if start is None or end is None:
+        return None if status.elapsed_s is None else round(status.elapsed_s, 1)
+    return round(max(0.0, end - start), 1)
+
+
+def _to_95(status: RunStatus, at_iter: Sequence[tuple[int, float]], final: float) -> float | None:
+    """Training seconds until a validation first reached 95 % of the final mIoU."""
+    reached = next((p.iter for p in status.curve if p.miou is not None and p.miou >= 0.95 * final), None)
+    seconds = dict(at_iter)
+    return None if reached is None or reached not in seconds else round(seconds[reached], 1)
+
+
+def _logged_training_time(status: RunStatus) -> tuple[float | None, Sequence[tuple[int, float]]]:
+    from prove_jobs.logs import training_time
+
+    time = training_time(status.run.run_dir)
+    return time.seconds, time.at_iter
+
+
 def training_seconds(run_dir: Path) -> float | None:
-    """Time spent training, from mmengine's per-iteration ``time`` in every start's scalars.
+    """Time spent training, from mmengine's per-iteration ``time`` in every start's logs (JSON or text).
 
     Queue waits and the gaps between requeues are not in it; iterations repeated after a
     resume count once (the later start's records win, as for the curve). Validation time
     is not included either: mmengine logs it apart.
     """
-    per_iter: dict[int, float] = {}
-    starts = sorted(p for p in _dirs(run_dir) if re.fullmatch(r"\d{8}_\d{6}", p.name))
-    for start in starts:
-        scalars = start / "vis_data" / "scalars.json"
-        try:
-            lines = scalars.read_bytes().splitlines()
-        except OSError:
-            continue
-        records: list[tuple[int, float]] = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line being written, or garbage: the parser warns about it
-            if isinstance(record, dict) and "loss" in record and "time" in record:
-                it = record.get("iter", record.get("step"))
-                if isinstance(it, int) and isinstance(record["time"], int | float) and math.isfinite(record["time"]):
-                    records.append((it, float(record["time"])))
-        if records:
-            resumed_at = min(it for it, _ in records)
-            for it in [i for i in per_iter if i >= resumed_at]:
-                del per_iter[it]
-            per_iter.update(records)
-    if not per_iter:
-        return None
-    # A record's `time` is the mean seconds per iteration since the previous record.
-    total, previous = 0.0, 0
-    for it in sorted(per_iter):
-        total += per_iter[it] * (it - previous)
-        previous = it
-    return total
+    from prove_jobs.logs import training_time
+
+    seconds: float | None = training_time(Path(run_dir)).seconds
+    return seconds
 
 
-def _dirs(folder: Path) -> list[Path]:
+def _family(template: Path) -> str:
     try:
-        return [p for p in folder.iterdir() if p.is_dir()]
-    except OSError:
-        return []
-
-
-def _family(sweep: Sweep, model: str) -> str:
-    try:
-        found = _FAMILY.search(sweep.model_template(model).read_text())
+        found = _FAMILY.search(template.read_text())
     except OSError:
         return "other"
     return found.group(1) if found else "other"
-
-
-
-@dataclass
-class ReportFiles:
-    """What ``report`` made: its text, the plots it wrote, warnings to show."""
-
-    text: str  # the report, Markdown or JSON
-    plots: list[Path]
-    warnings: list[str]
-
-
-def make_report(sweep: Sweep, runs: Sequence[Run], *, reference: str | None = None, fmt: str = "md",
-                plots_dir: Path | None = None, out: Path | None = None) -> ReportFiles:
-    """Build the report of ``runs``; write its plots into ``plots_dir`` and the report to ``out`` if given."""
-    import os
-
-    from prove_jobs.fsafe import atomic_write_text
-    from prove_jobs.report.markdown import render_markdown
-    from prove_jobs.report.plots import write_plots
-    from prove_jobs.status import collect_status
-
-    status = collect_status(runs, accounting=True)
-    warnings = [status.scheduler_note] if status.scheduler_note else []
-    report = build_report(sweep, status.statuses, reference=reference)
-    links: dict[str, str] = {}
-    written: list[Path] = []
-    if plots_dir is not None and not any(s.curve for s in report.statuses):
-        warnings.append(f"no run has a validation yet: no plot written (and {plots_dir} not made)")
-    elif plots_dir is not None:
-        base = out.parent if out is not None else Path.cwd()
-        for variant, path in write_plots(report, plots_dir).items():
-            links[variant] = os.path.relpath(path.absolute(), base.absolute())
-            written.append(path)
-    if fmt == "json":
-        text = json.dumps({**report.to_json(), "plots": links}, indent=2) + "\n"
-    else:
-        text = render_markdown(report, plots=links)
-    if out is not None:
-        atomic_write_text(out, text)
-    return ReportFiles(text, written, warnings)

@@ -24,6 +24,7 @@ from prove_jobs.spec.fields import (
     refuse_duplicates,
     refuse_unknown,
     require,
+    seed_list,
     str_list,
 )
 from prove_jobs.spec.variant import Variant, load_variant
@@ -41,7 +42,7 @@ OPTIMIZER = "SGD"  # what job_templates/run_config.py.tmpl sets; shown by `plan`
 SCHEDULER = "Poly"
 SWEEP_KEYS = {
     "name", "dataset", "method", "data_root", "dataset_root", "models", "variants",
-    "templates", "training", "resources", "crop_size", "sharing",
+    "templates", "training", "resources", "crop_size", "sharing", "seeds", "variant_seeds",
 }
 
 
@@ -140,6 +141,8 @@ class Sweep:
     variant_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     model_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     unset: tuple[str, ...] = ()  # a preview's ${VAR}s that are not set: the paths still hold them
+    seeds: tuple[int, ...] = ()  # `seeds = [0, 1, 2]`; empty: one run per (model, variant) with [training] seed
+    variant_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # [variant_seeds] overrides
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -150,8 +153,20 @@ class Sweep:
     def model_template(self, model: str) -> Path:
         return self.templates_dir / "models" / f"{model}.py"
 
-    def runs(self, models: Iterable[str] = (), variants: Iterable[str] = ()) -> list[Run]:
-        """Every (model, variant) of the sweep, variant-major, optionally filtered by name."""
+    def seeds_for(self, variant: str) -> tuple[int, ...]:
+        """The seeds a variant trains: its ``[variant_seeds]`` entry, the sweep's ``seeds``, or ``[training] seed``."""
+        return self.variant_seeds.get(variant) or self.seeds or (self.training.seed,)
+
+    def training_seed(self, run: Run) -> int:
+        """The seed ``run`` trains with (a one-seed variant's runs carry none in their name)."""
+        return run.seed if run.seed is not None else self.seeds_for(run.variant)[0]
+
+    def runs(self, models: Iterable[str] = (), variants: Iterable[str] = (), seeds: Iterable[int] = ()) -> list[Run]:
+        """Every (model, variant, seed) of the sweep, variant-major, then model, then seed; optionally filtered.
+
+        A variant with one seed has one run per model, in ``<model>/`` (the layout before seeds); with
+        several, one per seed in ``<model>/seed<k>/``.
+        """
         wanted_models = list(models) or list(self.models)
         wanted_variants = list(variants) or [v.name for v in self.variants]
         for model in wanted_models:
@@ -160,12 +175,23 @@ class Sweep:
                 raise SpecError(self.path, "models", f"unknown model {model!r} (in this sweep: {known})")
         for name in wanted_variants:
             self.variant(name)
+        wanted_seeds = set(seeds)
+        everywhere = {k for v in self.variants for k in self.seeds_for(v.name)}
+        if wanted_seeds - everywhere:
+            raise SpecError(self.path, "seeds", f"no variant trains seed {min(wanted_seeds - everywhere)} "
+                            f"(seeds in this sweep: {', '.join(map(str, sorted(everywhere)))})")
         return [
-            Run(model=m, variant=v, method=self.method, dataset=self.dataset, data_root=self.data_root)
+            Run(model=m, variant=v, method=self.method, dataset=self.dataset, data_root=self.data_root, seed=k)
             for v in wanted_variants
             for m in self.models
             if m in wanted_models
+            for k in self._run_seeds(v)
+            if not wanted_seeds or (self.seeds_for(v)[0] if k is None else k) in wanted_seeds
         ]
+
+    def _run_seeds(self, variant: str) -> list[int | None]:
+        seeds = self.seeds_for(variant)
+        return [None] if len(seeds) == 1 else list(seeds)
 
     def resources_for(self, run: Run) -> Resources:
         """Sweep defaults, then the variant's overrides, then the model's."""
@@ -235,6 +261,10 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     resources = dataclass_from(path, "resources", resources_raw, Resources)
     variant_resources = overrides(path, "resources.variants", per_variant, set(variant_names), Resources)
     model_resources = overrides(path, "resources.models", per_model, set(models), Resources)
+    seeds = seed_list(path, "seeds", raw["seeds"]) if "seeds" in raw else ()
+    if seeds and "seed" in raw.get("training", {}):
+        raise SpecError(path, "seeds", "set either seeds = [...] or [training] seed, not both")
+    variant_seeds = _variant_seeds(path, raw.get("variant_seeds", {}), set(variant_names))
 
     sweep = Sweep(
         name=as_str(path, "name", raw.get("name", path.stem)),
@@ -252,6 +282,8 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
         variant_resources=variant_resources,
         model_resources=model_resources,
         unset=tuple(dict.fromkeys(unset or ())),
+        seeds=seeds,
+        variant_seeds=variant_seeds,
     )
     _check_batches(sweep)
     return sweep
@@ -266,6 +298,16 @@ def _check_batches(sweep: Sweep) -> None:
                             f"(the total batch) does not split over {run.model}'s {resources.world_size} processes "
                             f"(nodes = {resources.nodes} x gpus_per_node = {resources.gpus_per_node}): make the batch "
                             "a multiple of the world size, or change the resources")
+
+
+def _variant_seeds(path: Path, raw: Any, variants: set[str]) -> dict[str, tuple[int, ...]]:
+    if not isinstance(raw, dict):
+        raise SpecError(path, "variant_seeds", "must be a table: VARIANT = [0, 1, 2]")
+    for name in raw:
+        if name not in variants:
+            raise SpecError(path, f"variant_seeds.{name}",
+                            f"not a variant of this sweep (variants: {', '.join(sorted(variants))})")
+    return {name: seed_list(path, f"variant_seeds.{name}", value) for name, value in raw.items()}
 
 
 def _absolute(path: Path) -> Path:

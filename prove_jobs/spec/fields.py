@@ -55,6 +55,16 @@ def as_str(path: Path, key: str, value: Any) -> str:
     return value
 
 
+def seed_list(path: Path, key: str, value: Any) -> tuple[int, ...]:
+    """``[0, 1, 2]``: distinct seeds, each a whole number >= 0 (mmengine's ``randomness.seed``)."""
+    if not (isinstance(value, list) and value and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
+                                                          for k in value)):
+        raise SpecError(path, key, f"must be a non-empty list of seeds (whole numbers >= 0), got {value!r}")
+    if len(set(value)) != len(value):
+        raise SpecError(path, key, f"lists a seed twice: {value!r}")
+    return tuple(value)
+
+
 def str_list(path: Path, key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise SpecError(path, key, f"must be a non-empty list of names, got {value!r}")

@@ -1,0 +1,191 @@
+"""The values a Python config file binds at its top level, found without executing it.
+
+mmengine configs are Python, and an mmengine dump (``Config.dump``, ``pretty_text``) is plain data:
+literals and ``dict(...)`` calls. Executing a config from a group-writable data root to read its LR
+would run whatever a colleague put there, and would need mmengine on a login node. This reads the
+syntax tree instead: constants, ``dict(...)`` with keyword arguments, dict/list/tuple displays,
+names bound by earlier top-level assignments, unary ``-``/``+``/``not``, ``+ - * / // %`` on numbers
+(``+`` also joins strings, lists, tuples), subscripts and slices, comparisons and conditional
+expressions of plain values. Anything else is ``UNKNOWN``, and so is whatever depends on it.
+
+Bounded whatever the file holds (a colleague's file must not hang the report): containers are never
+compared, hashed or tested for truth (``n = [n, n]``, line after line, makes that exponential);
+``+``, slices and member tests only take strings, lists and tuples of at most ``MAX_LENGTH`` items,
+and numbers of at most 128 bits; so each statement costs about its own length.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Mapping
+
+MAX_LENGTH = 1000  # far beyond a pipeline, a class list or a path; a line repeated cannot copy more
+_MAX_INT_BITS = 128  # far beyond any iteration count: stops a file that squares a number line after line
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = _Unknown()  # the value of anything the evaluator does not follow
+
+
+def module_values(source: bytes) -> dict[str, object] | None:
+    """The names a config binds at its top level, each to its value or ``UNKNOWN``; ``None``: not Python.
+
+    A plain assignment (``name = ...``, ``name += ...``) is followed. Any other statement (``a['k'] = 1``,
+    ``cfg.update(...)``, an ``if``, an import) makes the names it binds or mentions unknown and, when it
+    mentions a dict or list, every name bound to one (an alias may change it). The side effects of a
+    call in an assignment's value are not followed: mmengine's dumps and prove's template have none.
+    """
+    try:
+        tree = ast.parse(source.decode())
+    except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    env: dict[str, object] = {}
+    containers: set[str] = set()  # names bound to a dict, list or tuple
+    for stmt in tree.body:
+        value, names, nodes = _assignment(stmt, env)
+        changed = {n.id for n in nodes if isinstance(n, ast.Name) and (isinstance(n.ctx, ast.Store) or n.id in env)}
+        changed |= {(n.asname or n.name).split(".")[0] for n in nodes if isinstance(n, ast.alias)}
+        changed |= {n.name for n in nodes if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+        if "*" in changed:  # `from x import *` may rebind any name
+            env.clear()
+            containers = set()
+        if any(name in containers for name in changed):  # (not isdisjoint: that may walk all of `containers`)
+            changed |= containers
+            containers = set()
+        for name in changed | set(names):
+            env[name] = UNKNOWN
+            containers.discard(name)
+        for name in names:
+            env[name] = value
+            if isinstance(value, dict | list | tuple):
+                containers.add(name)
+    return env
+
+
+def _assignment(stmt: ast.stmt, env: Mapping[str, object]) -> tuple[object, list[str], list[ast.AST]]:
+    """A plain assignment's value and names, and the nodes that may change others: in its value only
+    the names a walrus binds; in any other statement, everything it mentions."""
+    if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+        names = [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+    elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+        names = [stmt.target.id]
+    else:
+        return UNKNOWN, [], list(ast.walk(stmt))
+    try:
+        value = _eval(stmt.value, env)
+        if isinstance(stmt, ast.AugAssign):
+            value = _binop(stmt.op, env.get(names[0], UNKNOWN), value)
+    except RecursionError:
+        value = UNKNOWN
+    return value, names, [n for n in ast.walk(stmt.value) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+
+
+_ARITH: dict[type[ast.operator], Callable[..., object]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[..., object]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+    ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, float) or (isinstance(value, int) and value.bit_length() <= _MAX_INT_BITS)
+
+
+def _scalar(value: object) -> bool:
+    """Only these are compared, tested or used as keys: never a (possibly shared, deep) container."""
+    return value is None or _number(value) or (isinstance(value, str) and len(value) <= MAX_LENGTH)
+
+
+def _short(value: object) -> bool:
+    return isinstance(value, list | tuple | dict | str) and len(value) <= MAX_LENGTH
+
+
+def _binop(op: ast.operator, left: object, right: object) -> object:
+    if isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, str | list | tuple):
+        if len(left) + len(right) > MAX_LENGTH:  # type: ignore[arg-type]
+            return UNKNOWN  # a line that doubles a list, line after line, or copies a long one
+        return left + right  # type: ignore[operator]
+    if not (_number(left) and _number(right)) or type(op) not in _ARITH:
+        return UNKNOWN
+    try:
+        result = _ARITH[type(op)](left, right)
+    except ArithmeticError:
+        return UNKNOWN
+    return result if _number(result) else UNKNOWN
+
+
+def _eval(node: ast.expr, env: Mapping[str, object]) -> object:
+    """``node``'s value when it is plain data (see the module's docstring), else ``UNKNOWN``."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return env.get(node.id, UNKNOWN)
+    if isinstance(node, ast.Call):
+        plain = isinstance(node.func, ast.Name) and node.func.id == "dict" and "dict" not in env and not node.args
+        if plain and all(k.arg is not None for k in node.keywords):
+            return {k.arg: _eval(k.value, env) for k in node.keywords}
+        return UNKNOWN
+    if isinstance(node, ast.Dict):
+        keys = [UNKNOWN if k is None else _eval(k, env) for k in node.keys]
+        if not all(_scalar(k) for k in keys):
+            return UNKNOWN
+        return dict(zip(keys, [_eval(v, env) for v in node.values], strict=True))
+    if isinstance(node, ast.List | ast.Tuple):
+        if any(isinstance(e, ast.Starred) for e in node.elts):
+            return UNKNOWN
+        items = [_eval(e, env) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.UnaryOp):
+        operand = _eval(node.operand, env)
+        if isinstance(node.op, ast.USub | ast.UAdd) and _number(operand):
+            return -operand if isinstance(node.op, ast.USub) else operand  # type: ignore[operator]
+        return (not operand) if isinstance(node.op, ast.Not) and _scalar(operand) else UNKNOWN
+    if isinstance(node, ast.BinOp):
+        return _binop(node.op, _eval(node.left, env), _eval(node.right, env))
+    if isinstance(node, ast.Compare):
+        return _compare(node, env)
+    if isinstance(node, ast.IfExp):
+        test = _eval(node.test, env)
+        return _eval(node.body if test else node.orelse, env) if _scalar(test) else UNKNOWN
+    if isinstance(node, ast.Subscript):
+        container, index = _eval(node.value, env), _index(node.slice, env)
+        if not isinstance(container, list | tuple | dict | str) or not (
+                _scalar(index) or (isinstance(index, slice) and _short(container))):
+            return UNKNOWN
+        try:
+            return container[index]  # type: ignore[index,call-overload]
+        except (LookupError, TypeError, ValueError):
+            return UNKNOWN
+    return UNKNOWN
+
+
+def _compare(node: ast.Compare, env: Mapping[str, object]) -> object:
+    """``a < b``, ``a in (...)``: of scalars only (a member test: a scalar in a list, tuple, dict or str)."""
+    left = _eval(node.left, env)
+    for op, right_node in zip(node.ops, node.comparators, strict=True):
+        right = _eval(right_node, env)
+        member = isinstance(op, ast.In | ast.NotIn) and _short(right)
+        if type(op) not in _COMPARE or not _scalar(left) or not (member or _scalar(right)):
+            return UNKNOWN
+        try:
+            if not _COMPARE[type(op)](left, right):
+                return False
+        except TypeError:
+            return UNKNOWN
+        left = right
+    return True
+
+
+def _index(node: ast.expr, env: Mapping[str, object]) -> object:
+    if not isinstance(node, ast.Slice):
+        return _eval(node, env)
+    bounds = [None if part is None else _eval(part, env) for part in (node.lower, node.upper, node.step)]
+    return slice(*bounds) if all(b is None or isinstance(b, int) for b in bounds) else UNKNOWN

@@ -1,0 +1,136 @@
+"""``prove-jobs report``: read the runs (through the log cache, as ``status``), build the report, write its files.
+
+A sweep's report compares its variants as the templates define them, but its configurations
+table says what each variant's runs were trained with (their recorded configs). ``--root``
+compares whatever runs are below a folder: variants and models from their paths, recipes from
+their recorded configs, the reference the variant with the most iterations at the smallest batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from prove_jobs.report import Report, Scope, _family, build_report, sweep_scope
+from prove_jobs.report.trained import TrainedConfig, read_trained_config, trained_rows
+from prove_jobs.runs import CONFIG_DIR, MODEL_FILE, Run
+from prove_jobs.spec import Sweep, Variant
+from prove_jobs.status import RunStatus
+
+
+@dataclass
+class ReportFiles:
+    """What ``report`` made: its text, the plots it wrote, warnings to show."""
+
+    text: str  # the report, Markdown or JSON
+    plots: list[Path]
+    warnings: list[str]
+    statuses: list[RunStatus]  # of the runs it compares (``report --terminal`` draws their curves)
+
+
+def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | None = None, fmt: str = "md",
+                plots_dir: Path | None = None, out: Path | None = None, root: Path | None = None) -> ReportFiles:
+    """The report of ``runs`` (a sweep's, or with ``sweep=None`` those found under ``root``); its plots go
+    into ``plots_dir`` and the report to ``out`` if given."""
+    from prove_jobs.fsafe import atomic_write_text
+    from prove_jobs.report.markdown import render_markdown
+    from prove_jobs.status_source import StatusSource
+
+    source = StatusSource(runs, accounting=True)
+    try:
+        statuses, warnings = source.collect()
+        # a queued run has its config rendered already: only a run that started has trained with it
+        trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
+        scope = _sweep_scope(sweep, statuses, trained) if sweep is not None else _root_scope(root, statuses, trained)
+
+        def training_time(status: RunStatus) -> tuple[float | None, Sequence[tuple[int, float]]]:
+            time = source.logs.training_time(status.run.run_dir)
+            return time.seconds, time.at_iter
+
+        report = build_report(scope, statuses, reference=reference, training_time=training_time)
+    finally:
+        note = source.close()
+    warnings += [note] if note else []
+    links, written = _plots(report, plots_dir, out, warnings)
+    text = json_text({**report.to_json(), "plots": links}) if fmt == "json" else render_markdown(report, plots=links)
+    if out is not None:
+        atomic_write_text(out, text)
+    return ReportFiles(text, written, warnings, list(statuses))
+
+
+def json_text(document: dict[str, object]) -> str:
+    """One key a line, and a list's items one a line (as ``status --json``): json's C encoder writes each
+    line, where ``indent`` takes the pure-Python one (a second for a thousand runs)."""
+    lines = []
+    for key, value in document.items():
+        if isinstance(value, list) and value:
+            items = ",\n    ".join(json.dumps(item) for item in value)
+            lines.append(f"  {json.dumps(key)}: [\n    {items}\n  ]")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _started(status: RunStatus) -> bool:
+    return bool((status.log is not None and status.log.starts) or (status.meta and status.meta.started_at))
+
+
+def _sweep_scope(sweep: Sweep, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Scope:
+    scope = sweep_scope(sweep, list(dict.fromkeys(s.run.model for s in statuses)))
+    rows, notes = trained_rows(scope.variants, _by_variant(statuses, trained))
+    return replace(scope, config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes))
+
+
+def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Scope:
+    """Variants named by the runs' paths, each with the recipe its runs recorded; the reference first."""
+    names = list(dict.fromkeys(s.run.variant for s in statuses))
+    variants = [_recorded_variant(name, [s for s in statuses if s.run.variant == name], trained) for name in names]
+    variants.sort(key=lambda v: (v.batch_size or 1 << 30, -v.max_iters))  # most iterations at the smallest batch
+    base = variants[0].lr if variants else 0.0
+    variants = [replace(v, lr_scale=v.lr / base if base and v.lr else 1.0) for v in variants]
+    families = {s.run.model: _family(s.run.run_dir / CONFIG_DIR / MODEL_FILE) for s in statuses}
+    rows, notes = trained_rows(variants, _by_variant(statuses, trained))
+    return Scope(name=f"runs under {root}", source=str(root), variants=tuple(variants), families=families,
+                 config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes))
+
+
+def _recorded_variant(name: str, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Variant:
+    """A variant as its runs trained it (the first run with a recorded config); 0 where nothing says."""
+    config = next((c for s in statuses if (c := trained.get(s.run)) is not None), None)
+    iters = (config.max_iters if config else None) or max((s.max_iters or 0 for s in statuses), default=0)
+    return Variant(
+        name=name, max_iters=iters, batch_size=(config.batch_size if config else None) or 0,
+        lr=(config.lr if config else None) or 0.0, warmup_iters=(config.warmup if config else None) or 0,
+        val_interval=(config.val_interval if config else None) or 0,
+        checkpoint_interval=(config.checkpoint_interval if config else None) or 0,
+        crop_size=(config.crop_size if config and config.crop_size else (0, 0)), lr_rule="as trained",
+    )
+
+
+def _by_variant(statuses: Sequence[RunStatus],
+                trained: dict[Run, TrainedConfig | None]) -> dict[str, list[tuple[str, TrainedConfig | None]]]:
+    grouped: dict[str, list[tuple[str, TrainedConfig | None]]] = {}
+    for status in statuses:
+        label = status.run.model + ("" if status.run.seed is None else f"/seed{status.run.seed}")
+        grouped.setdefault(status.run.variant, []).append((label, trained.get(status.run)))
+    return grouped
+
+
+def _plots(report: Report, plots_dir: Path | None, out: Path | None,
+           warnings: list[str]) -> tuple[dict[str, str], list[Path]]:
+    """Write the plots; returns their links relative to the report (``variant`` or ``model:<name>``) and paths."""
+    if plots_dir is None:
+        return {}, []
+    if not any(s.curve for s in report.statuses):
+        warnings.append(f"no run has a validation yet: no plot written (and {plots_dir} not made)")
+        return {}, []
+    from prove_jobs.report.plots import write_model_plots, write_plots
+
+    base = out.parent if out is not None else Path.cwd()
+    paths = {**write_plots(report, plots_dir),
+             **{f"model:{model}": path for model, path in write_model_plots(report, plots_dir).items()}}
+    links = {key: os.path.relpath(path.absolute(), base.absolute()) for key, path in paths.items()}
+    return links, list(paths.values())

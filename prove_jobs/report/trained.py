@@ -1,0 +1,286 @@
+"""What each run trained with, read back from the config it was started from.
+
+The report's "Training Configurations" table came from today's templates (``plan.configuration_rows``):
+change a variant's LR after its runs finished and the report showed the new LR. Here each cell comes
+from the runs' own configs: ``<run_dir>/prove/config.py`` (what prove-jobs rendered, what the payload
+loads) or, for a run started by hand, the config mmengine's Runner dumped into its work dir.
+
+The file is parsed (``config_ast``), never imported or executed: it lies in a group-writable data
+root, and the report runs on login nodes that may lack mmengine. What the parser does not follow is
+unknown, and a field that depends on it is left out (the template's value stands in), never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from prove_jobs.plan import configuration_rows
+from prove_jobs.report.config_ast import UNKNOWN, module_values
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, START_DIR
+from prove_jobs.spec import OPTIMIZER, SCHEDULER, Variant
+
+MAX_CONFIG_BYTES = 1 << 20  # a flat mmseg config is 10-30 KB: anything this big is not one
+LOG_HEAD_BYTES = 1 << 16  # mmengine logs its runtime environment in a log's first few KB
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted fifo never hangs
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class TrainedConfig:
+    """A run's recipe as its config file says it trained; ``None``: the file does not tell (or not plainly).
+
+    ``batch_size`` is the total batch of one optimiser step when it is known: prove's
+    ``total_batch_size``, or a hand run's per-process ``train_dataloader.batch_size`` times the
+    ``GPU number`` its newest log reports. Failing both it is the per-process batch, and
+    ``batch_is_per_gpu`` says so (a per-GPU 2 on 8 GPUs is not a total batch of 2).
+    """
+
+    max_iters: int | None = None
+    batch_size: int | None = None
+    batch_is_per_gpu: bool = False
+    crop_size: tuple[int, int] | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    warmup: int | None = None  # the end of the LinearLR warm-up; 0: no warm-up
+    scheduler: str | None = None  # "Poly" when a PolyLR is among the schedulers, else the last one's type
+    val_interval: int | None = None
+    checkpoint_interval: int | None = None
+    seed: int | None = None
+    source: Path | None = None  # the file it was read from
+
+
+# --- reading the files, never through a link -------------------------------------------------------------
+
+
+def read_trained_config(run_dir: Path) -> TrainedConfig | None:
+    """The recipe ``run_dir`` trained with, or ``None`` when it has no config this can read.
+
+    ``prove/config.py`` when it is a plain file; else mmengine's dump at the top of the work dir: the
+    only ``*.py`` there, or, among several, the one named like the work dir (mmseg's
+    ``work_dirs/<config>/<config>.py``); several and none so named is ambiguous (which start trained
+    what?): ``None``. A symbolic link is never followed (anyone in the group can plant one), nor a
+    file over 1 MB read. A config with ``_base_`` that defines a field only in its base leaves it out.
+    """
+    try:
+        run_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        found = _config_file(run_fd, run_dir)
+        if found is None:
+            return None
+        values = module_values(found[1])
+        return None if values is None else _trained(values, found[0], lambda: _gpu_number(run_fd))
+    finally:
+        os.close(run_fd)
+
+
+def _read(dir_fd: int, path: str, limit: int, *, whole: bool = True) -> bytes | None:
+    """A regular file's bytes (``folder/name`` at most: neither may be a link); the first ``limit`` when not
+    ``whole``. ``None``: not there, a link, not a plain file (a fifo would hang the report), too big."""
+    folder, _, name = path.rpartition("/")
+    fds: list[int] = []
+    try:
+        fds.append(os.open(folder, _DIR_FLAGS, dir_fd=dir_fd) if folder else os.dup(dir_fd))
+        fds.append(os.open(name, _FILE_FLAGS, dir_fd=fds[0]))
+        st = os.fstat(fds[1])
+        if not stat.S_ISREG(st.st_mode) or (whole and st.st_size > limit):
+            return None
+        with open(fds[1], "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return None if whole and len(data) > limit else data[:limit]
+
+
+def _config_file(run_fd: int, run_dir: Path) -> tuple[Path, bytes] | None:
+    data = _read(run_fd, f"{CONFIG_DIR}/{CONFIG_FILE}", MAX_CONFIG_BYTES)
+    if data is not None:
+        return run_dir / CONFIG_DIR / CONFIG_FILE, data
+    dumps = [name for name, is_file in _listing(run_fd) if is_file and name.endswith(".py")]
+    if len(dumps) > 1:
+        dumps = [name for name in dumps if name == f"{run_dir.name}.py"]
+    data = _read(run_fd, dumps[0], MAX_CONFIG_BYTES) if len(dumps) == 1 else None
+    return None if data is None else (run_dir / dumps[0], data)
+
+
+def _listing(dir_fd: int) -> list[tuple[str, bool]]:
+    """(name, is a plain file) of what ``dir_fd`` holds that is not hidden and not a link, sorted."""
+    try:
+        with os.scandir(dir_fd) as entries:
+            return sorted((e.name, e.is_file(follow_symlinks=False)) for e in entries
+                          if not e.name.startswith(".") and not e.is_symlink())
+    except OSError:
+        return []
+
+
+def _gpu_number(run_fd: int) -> int | None:
+    """``GPU number: N`` from the newest start's ``<ts>/<ts>.log``: the world size mmengine ran with."""
+    starts = [name for name, is_file in _listing(run_fd) if not is_file and START_DIR.match(name)]
+    head = _read(run_fd, f"{starts[-1]}/{starts[-1]}.log", LOG_HEAD_BYTES, whole=False) if starts else None
+    for line in (head or b"").splitlines():
+        key, _, number = line.strip().partition(b": ")
+        if key == b"GPU number" and number.isdigit():
+            return int(number) or None
+    return None
+
+
+# --- from values to a recipe ---------------------------------------------------------------------------
+
+
+def _at(values: object, *path: str) -> object:
+    for key in path:
+        values = values.get(key, UNKNOWN) if isinstance(values, dict) else UNKNOWN
+    return values
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _crop(value: object) -> tuple[int, int] | None:
+    if isinstance(value, list | tuple) and len(value) == 2 and all(_int(v) for v in value):
+        return (value[0], value[1])
+    return None
+
+
+def _trained(values: dict[str, object], source: Path, gpus: Callable[[], int | None]) -> TrainedConfig:
+    lr = _at(values, "optim_wrapper", "optimizer", "lr")
+    # The crop the training pipeline applies; the top-level crop_size mmseg configs also define otherwise.
+    pipeline = _at(values, "train_dataloader", "dataset", "pipeline")
+    crops = [_crop(_at(step, "crop_size")) for step in (pipeline if isinstance(pipeline, list) else [])
+             if _at(step, "type") == "RandomCrop"]
+    schedulers = values.get("param_scheduler")
+    steps = [schedulers] if isinstance(schedulers, dict) else schedulers if isinstance(schedulers, list) else None
+    types = [_str(_at(s, "type")) for s in steps or ()]
+    warmups = [_int(_at(s, "end")) for s in steps or () if _at(s, "type") == "LinearLR"]
+    every_type = steps is not None and None not in types
+    per_gpu = _int(_at(values, "train_dataloader", "batch_size"))
+    total = _int(values.get("total_batch_size"))
+    if total is None and per_gpu is not None and (world := gpus()) is not None:
+        total = per_gpu * world
+    return TrainedConfig(
+        max_iters=_int(_at(values, "train_cfg", "max_iters")),
+        batch_size=per_gpu if total is None else total,
+        batch_is_per_gpu=total is None and per_gpu is not None,
+        crop_size=crops[0] if crops else _crop(values.get("crop_size")),
+        optimizer=_str(_at(values, "optim_wrapper", "optimizer", "type")),
+        lr=float(lr) if isinstance(lr, int | float) and not isinstance(lr, bool) else None,
+        warmup=warmups[0] if warmups else (0 if every_type else None),
+        scheduler="Poly" if "PolyLR" in types else (types[-1] if every_type and types else None),
+        val_interval=_int(_at(values, "train_cfg", "val_interval")),
+        checkpoint_interval=_int(_at(values, "default_hooks", "checkpoint", "interval")),
+        seed=_int(_at(values, "randomness", "seed")),
+        source=source,
+    )
+
+
+# --- the report's table -------------------------------------------------------------------------------
+
+# Each row of plan.configuration_rows, and the fields its cell shows (the derived rows: several).
+_ROW_FIELDS = {
+    "Iterations": ("max_iters",), "Batch size": ("batch_size",), "Total samples": ("max_iters", "batch_size"),
+    "Gradient steps": ("max_iters",), "Crop size": ("crop_size",), "Optimizer": ("optimizer",),
+    "Base LR": ("lr",), "Warmup": ("warmup",), "LR scheduler": ("scheduler",),
+    "Val interval": ("val_interval",), "Checkpoint interval": ("checkpoint_interval",),
+}
+_NOTE_NAMES = {"max_iters": "iterations", "batch_size": "batch size", "crop_size": "crop size",
+               "optimizer": "optimizer", "lr": "lr", "warmup": "warmup", "scheduler": "LR scheduler",
+               "val_interval": "val interval", "checkpoint_interval": "checkpoint interval"}
+
+
+def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequence[tuple[str, TrainedConfig | None]]]
+                 ) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """``configuration_rows(variants)``, each cell from what the variant's runs trained with, and notes.
+
+    ``runs_by_variant``: variant name -> (run label, its ``read_trained_config``). Runs that agree give
+    their value; runs that disagree give every value, joined by " / ", and a note naming the runs;
+    where no run recorded a field, the cell is the template's. A note also says where what was trained
+    differs from what the template gives today.
+    """
+    template = configuration_rows(variants)
+    columns: list[dict[str, str]] = []
+    notes: list[str] = []
+    for index, variant in enumerate(variants):
+        runs = [(label, c) for label, c in runs_by_variant.get(variant.name, ()) if c is not None]
+        per_run = [_run_cells(variant, c) for _, c in runs]
+        column = {}
+        for label, cells in template:
+            seen = list(dict.fromkeys(cell for c in per_run if (cell := c[label]) is not None))
+            column[label] = " / ".join(seen) if seen else cells[index]
+        columns.append(column)
+        notes += _notes(variant, runs)
+    return [(label, [column[label] for column in columns]) for label, _ in template], notes
+
+
+def _run_cells(variant: Variant, config: TrainedConfig) -> dict[str, str | None]:
+    """One run's cell of each row (plan's formats, on the variant with what was trained put in); ``None``
+    where its config recorded none of what the row shows."""
+    changes: dict[str, object] = {"max_iters": config.max_iters, "batch_size": config.batch_size,
+                                  "crop_size": config.crop_size, "lr": config.lr, "warmup_iters": config.warmup,
+                                  "val_interval": config.val_interval,
+                                  "checkpoint_interval": config.checkpoint_interval}
+    if config.lr is not None and variant.lr_rule != "given":  # the scale is against the reference's base LR
+        changes["lr_scale"] = round(config.lr * variant.lr_scale / variant.lr, 6)
+    trained = replace(variant, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+    cells = {label: row[0] for label, row in configuration_rows([trained])}
+    cells["Optimizer"] = config.optimizer or cells["Optimizer"]
+    cells["LR scheduler"] = config.scheduler or cells["LR scheduler"]
+    if config.batch_is_per_gpu:
+        cells["Batch size"] += " per GPU"
+        cells["Total samples"] += " per GPU"
+    return {label: cell if any(getattr(config, f) is not None for f in _ROW_FIELDS[label]) else None
+            for label, cell in cells.items()}
+
+
+def _texts(config: TrainedConfig) -> dict[str, str | None]:
+    """Each field as a note writes it (``lr 0.08``, ``crop size 512×512``, ``batch size 2 per GPU``)."""
+    texts = {field: _text(getattr(config, field)) for field in _NOTE_NAMES}
+    if config.batch_is_per_gpu and texts["batch_size"]:
+        texts["batch_size"] = f"{texts['batch_size']} per GPU"
+    return texts
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        return f"{value[0]}×{value[1]}"
+    return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+
+
+def _notes(variant: Variant, runs: Sequence[tuple[str, TrainedConfig]]) -> list[str]:
+    now = _texts(TrainedConfig(max_iters=variant.max_iters, batch_size=variant.batch_size,
+                               crop_size=variant.crop_size, optimizer=OPTIMIZER, lr=variant.lr,
+                               warmup=variant.warmup_iters, scheduler=SCHEDULER, val_interval=variant.val_interval,
+                               checkpoint_interval=variant.checkpoint_interval))
+    notes = []
+    for field, name in _NOTE_NAMES.items():
+        groups: dict[str, list[str]] = {}
+        for label, config in runs:
+            text = _texts(config)[field]
+            if text is not None:
+                groups.setdefault(text, []).append(label)
+        template = "" if now[field] in groups else f"; the template now gives {now[field]}"
+        if len(groups) == 1 and template:
+            notes.append(f"{variant.name}: trained with {name} {next(iter(groups))}{template}")
+        elif len(groups) > 1:
+            parts = [f"{_listed(labels)} {'trained ' if not i else ''}with {name} {text}"
+                     for i, (text, labels) in enumerate(groups.items())]
+            notes.append(f"{variant.name}: {', '.join(parts)}{template}")
+    return notes
+
+
+def _listed(labels: Sequence[str]) -> str:
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
