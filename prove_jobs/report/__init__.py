@@ -91,11 +91,6 @@ class Report:
         """Every seed's run of (model, variant), in seed order."""
         return self._runs.get((model, variant), [])
 
-    def status(self, model: str, variant: str) -> RunStatus | None:
-        """The run of (model, variant) when there is one seed (or the first seed's)."""
-        runs = self.runs_of(model, variant)
-        return runs[0] if runs else None
-
     def final(self, model: str, variant: str) -> SeedStats | None:
         """The final validation mIoU over the completed seeds of (model, variant)."""
         return summarize([m for s in self.runs_of(model, variant) if (m := final_miou(s)) is not None])
