@@ -207,6 +207,12 @@ def _draw_curves(statuses: Sequence[RunStatus], term: Terminal) -> None:
         term.info(f"{exc}: the tables below have the numbers")
 
 
+def _named(run: Run, args: argparse.Namespace) -> bool:
+    """Does a run found under --root match the --model/--variant/--seed given (none given: every run)?"""
+    return ((not args.model or run.model in args.model) and (not args.variant or run.variant in args.variant)
+            and (not args.seed or run.seed in args.seed))
+
+
 def _wanted(status: RunStatus, args: argparse.Namespace) -> bool:
     return ((not args.model or status.run.model in args.model)
             and (not args.variant or status.run.variant in args.variant)
@@ -259,9 +265,7 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
     if args.root is not None:
         from prove_jobs.discover import discover_runs
 
-        runs = [r for r in discover_runs(args.root.absolute())
-                if (not args.model or r.model in args.model) and (not args.variant or r.variant in args.variant)
-                and (not args.seed or r.seed in args.seed)]
+        runs = [r for r in discover_runs(args.root.absolute()) if _named(r, args)]
         sweep_for = recorded_sweeps()
     elif args.sweep is not None:
         sweep, runs = _sweep_and_runs(args)
@@ -318,8 +322,7 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
         chosen = runs_to_show(args.sweep, root=args.root)
         if not chosen.runs:
             raise ProveJobsError(chosen.warnings[0])
-        runs = [r for r in chosen.runs if (not args.model or r.model in args.model)
-                and (not args.variant or r.variant in args.variant) and (not args.seed or r.seed in args.seed)]
+        runs = [r for r in chosen.runs if _named(r, args)]
         sweep = None
     elif args.sweep is not None:
         sweep, runs = _sweep_and_runs(args)

@@ -121,11 +121,15 @@ def _best(report: Report) -> list[str]:
             "", *_table(["Model", *(v.name for v in report.variants)], rows)]
 
 
+def _name(status: RunStatus) -> str:
+    """``segformer_mit-b3``, or ``segformer_mit-b3 (seed 1)`` for one of a variant's several seeds."""
+    return status.run.model + ("" if status.run.seed is None else f" (seed {status.run.seed})")
+
+
 def status_line(status: RunStatus) -> str:
     """``✅ segformer_mit-b3: Completed (alice) - 76.84% mIoU (Job 1057498)``, the report's list item."""
     user = status.lock_holder.user if status.state is RunState.LOCK_CONFLICT and status.lock_holder else status.user
-    name = status.run.model + ("" if status.run.seed is None else f" (seed {status.run.seed})")
-    text = f"{status.state.icon} {name}: {status.state.value.capitalize()}"
+    text = f"{status.state.icon} {_name(status)}: {status.state.value.capitalize()}"
     if user:
         text += f" ({user})"
     if status.state in (RunState.RUNNING, RunState.REQUEUED, RunState.FAILED, RunState.CANCELLED,
@@ -175,8 +179,7 @@ def _progress(report: Report, plots: dict[str, str]) -> list[str]:
             rows = [[str(p.iter), _pct(p.miou), _pct(p.aacc)] for p in status.curve]
             if status.state is RunState.COMPLETED:
                 rows[-1] = [f"**{cell}**" for cell in rows[-1]]
-            name = status.run.model + ("" if status.run.seed is None else f" (seed {status.run.seed})")
-            out += [f"**{name}:**", *_table(["Iteration", "mIoU", "aAcc"], rows)]
+            out += [f"**{_name(status)}:**", *_table(["Iteration", "mIoU", "aAcc"], rows)]
     return out
 
 

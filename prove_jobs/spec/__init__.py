@@ -180,14 +180,14 @@ class Sweep:
         if wanted_seeds - everywhere:
             raise SpecError(self.path, "seeds", f"no variant trains seed {min(wanted_seeds - everywhere)} "
                             f"(seeds in this sweep: {', '.join(map(str, sorted(everywhere)))})")
-        return [
+        runs = [
             Run(model=m, variant=v, method=self.method, dataset=self.dataset, data_root=self.data_root, seed=k)
             for v in wanted_variants
             for m in self.models
             if m in wanted_models
             for k in self._run_seeds(v)
-            if not wanted_seeds or (self.seeds_for(v)[0] if k is None else k) in wanted_seeds
         ]
+        return [run for run in runs if not wanted_seeds or self.training_seed(run) in wanted_seeds]
 
     def _run_seeds(self, variant: str) -> list[int | None]:
         seeds = self.seeds_for(variant)
