@@ -12,7 +12,7 @@ from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, resources_cells
+from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, model_rows, resources_cells, sweep_rows
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep
 from prove_jobs.status import RunState, RunStatus, gpu_hours_line
@@ -39,9 +39,15 @@ def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
     config.add_column("Parameter", style="bold")
     for variant in variants:
         config.add_column(variant.name, justify="right", overflow="fold")
-    for label, cells in configuration_rows(variants):
+    for label, cells in configuration_rows(variants) + sweep_rows(sweep, variants, runs):
         config.add_row(label, *cells)
     config.add_row("Seeds", *(", ".join(map(str, seeds[v.name])) for v in variants))
+    header, rows = model_rows(sweep, runs)
+    models = Table(title="Models", title_justify="left")
+    for name in header:
+        models.add_column(name, overflow="fold")
+    for row in rows:
+        models.add_row(*row)
 
     listing = Table(title=f"{len(runs)} run(s) of sweep {sweep.name}, under {sweep.data_root}", title_justify="left")
     # The relative dir names variant, model and seed (<VARIANT>/<method>/<dataset>/<model>[/seed<k>]): no
@@ -51,8 +57,8 @@ def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
         listing.add_column(header, justify="right")
     for run in runs:
         listing.add_row(_relative(run.run_dir, sweep.data_root),
-                        *resources_cells(sweep.resources_for(run), sweep.variant(run.variant).batch_size))
-    return Group(config, Text(""), listing)
+                        *resources_cells(sweep.resources_for(run), sweep.recipe(run).batch_size))
+    return Group(config, Text(""), models, Text(""), listing)
 
 
 def _relative(path: Path, root: Path) -> str:

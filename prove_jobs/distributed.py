@@ -94,3 +94,10 @@ def setup(cfg: Any, rank: Rank) -> None:
         dist.init_process_group("gloo", rank=rank.rank, world_size=rank.world_size)
     # mmengine would wrap the model with device_ids=[LOCAL_RANK], a GPU; on CPU DDP takes none
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+    if cfg.get("sync_bn"):
+        # torch's SyncBatchNorm runs on GPUs only ("SyncBatchNorm expected input tensor to be on GPU")
+        from mmengine.logging import print_log
+
+        print_log(f"prove-jobs: sync_bn={cfg.sync_bn!r} dropped: CPU processes (gloo) cannot run SyncBN; each of the "
+                  f"{rank.world_size} processes normalises its own images with plain BN", logger="current")
+        cfg.sync_bn = None

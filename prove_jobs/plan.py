@@ -6,10 +6,10 @@ Derived from the sweep spec alone (no run, no log): both the dashboard and the r
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from prove_jobs.runs import Run
-from prove_jobs.spec import OPTIMIZER, SCHEDULER, Resources, Sweep, Variant
+from prove_jobs.spec import Resources, Sweep, Variant
 
 
 def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
@@ -18,7 +18,7 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
 
     rows = []
     for run in runs:
-        v = sweep.variant(run.variant)
+        v = sweep.recipe(run)
         rows.append(
             {
                 "model": run.model,
@@ -30,11 +30,14 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
                 "total_samples": v.total_samples,
                 "gradient_steps": v.gradient_steps,
                 "crop_size": list(v.crop_size),
-                "optimizer": OPTIMIZER,
+                "recipe": v.recipe,
+                "optimizer": v.optimizer,
                 "base_lr": v.lr,
                 "lr_rule": v.lr_rule,
                 "warmup_iters": v.warmup_iters,
-                "scheduler": SCHEDULER,
+                "scheduler": v.scheduler,
+                "evaluation": sweep.evaluation.test_cfg(),
+                "norm": norm_text(sweep, run),
                 "val_interval": v.val_interval,
                 "checkpoint_interval": v.checkpoint_interval,
                 "resources": resources_json(sweep.resources_for(run)),
@@ -70,6 +73,9 @@ def batch_split(resources: Resources, batch_size: int) -> str:
 RESOURCE_HEADERS = ("Partition", "GPUs", "Batch", "CPUs", "Memory", "Time limit")
 
 
+PER_MODEL = "per model"  # a model-zoo variant's cell: each model's numbers are in the recipes table
+
+
 def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]]]:
     """The report's "Training Configurations" rows: (parameter, one cell per variant)."""
     parameters: list[tuple[str, Callable[[Variant], str]]] = [
@@ -78,14 +84,65 @@ def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]
         ("Total samples", lambda v: f"{v.total_samples:,}"),
         ("Gradient steps", lambda v: f"{v.gradient_steps:,}"),
         ("Crop size", lambda v: f"{v.crop_size[0]}×{v.crop_size[1]}"),
-        ("Optimizer", lambda v: OPTIMIZER),
+        ("Optimizer", lambda v: v.optimizer),
         ("Base LR", lr_text),
         ("Warmup", lambda v: f"{v.warmup_iters:,}"),
-        ("LR scheduler", lambda v: SCHEDULER),
+        ("LR scheduler", lambda v: v.scheduler),
         ("Val interval", lambda v: f"{v.val_interval:,}"),
         ("Checkpoint interval", lambda v: f"{v.checkpoint_interval:,}"),
     ]
-    return [(label, [cell(v) for v in variants]) for label, cell in parameters]
+    return [(label, [PER_MODEL if v.per_model else cell(v) for v in variants]) for label, cell in parameters]
+
+
+def sweep_rows(sweep: Sweep, variants: Sequence[Variant], runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
+    """What the sweep decides for every variant: the evaluation protocol, normalisation and initialisation."""
+    rows = [("Evaluation", [sweep.evaluation.describe() for _ in variants])]
+    for label, text in (("Normalisation", norm_text), ("Initialisation", _pretrained_or_not)):
+        cells = []
+        for variant in variants:
+            mine = [run for run in runs if run.variant == variant.name]
+            seen = list(dict.fromkeys(text(sweep, run) for run in mine))
+            cells.append(seen[0] if len(seen) == 1 else PER_MODEL if seen else "-")
+        rows.append((label, cells))
+    return rows
+
+
+def _pretrained_or_not(sweep: Sweep, run: Run) -> str:
+    return "from scratch" if init_text(sweep, run) == "from scratch" else "pretrained (see Models)"
+
+
+def norm_text(sweep: Sweep, run: Run) -> str:
+    """``SyncBN (4 GPUs)`` when the run's BN layers normalise over all its GPUs, else ``BN``."""
+    return f"SyncBN ({sweep.resources_for(run).layout})" if sweep.sync_bn(run) else "BN"
+
+
+def init_text(sweep: Sweep, run: Run) -> str:
+    """Where ``run``'s weights start: the checkpoint's file name, or ``from scratch``."""
+    from prove_jobs.weights import checkpoint_for
+
+    checkpoint = checkpoint_for(sweep, run.model)
+    return "from scratch" if checkpoint is None else checkpoint.label
+
+
+def model_rows(sweep: Sweep, runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    """Per model: where it starts, and each model-zoo variant's recipe for it (the numbers that differ by model)."""
+    header = ["Model", "Initialisation"]
+    zoo_variants = [v for v in sweep.variants if v.per_model and any(r.variant == v.name for r in runs)]
+    if zoo_variants:
+        header += ["Recipe", "Iterations", "Batch", "Crop", "Optimizer", "Base LR", "Warmup", "LR scheduler"]
+    rows = []
+    for model in dict.fromkeys(run.model for run in runs):
+        first = next(run for run in runs if run.model == model)
+        if not zoo_variants:
+            rows.append([model, init_text(sweep, first)])
+        for variant in zoo_variants:
+            v = sweep.recipe(replace(first, variant=variant.name))
+            zoo = sweep.facts(model).zoo
+            batch = f"{v.batch_size} ({zoo.gpus}x{zoo.batch_per_gpu})" if zoo else str(v.batch_size)
+            rows.append([model, init_text(sweep, first), variant.name, f"{v.max_iters:,}", batch,
+                         f"{v.crop_size[0]}×{v.crop_size[1]}", v.optimizer, lr_text(v), f"{v.warmup_iters:,}",
+                         v.scheduler])
+    return header, rows
 
 
 def lr_text(variant: Variant) -> str:
@@ -96,6 +153,8 @@ def lr_text(variant: Variant) -> str:
 
 
 def variant_label(variant: Variant) -> str:
-    """``WEIGHTS_CITYSCAPES (20k, BS=16)``: the recipe in the column header."""
+    """``WEIGHTS_CITYSCAPES (20k, BS=16)``: the recipe in the column header; a model-zoo variant: ``(model zoo)``."""
+    if variant.per_model:
+        return f"{variant.name} (model zoo)"
     iters = f"{variant.max_iters // 1000}k" if variant.max_iters % 1000 == 0 else f"{variant.max_iters}"
     return f"{variant.name} ({iters}, BS={variant.batch_size})"

@@ -19,8 +19,10 @@ from prove_jobs.errors import SpecError, TrainingStackMissing
 from prove_jobs.fsafe import atomic_write_text
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, Run
 from prove_jobs.spec import Sweep
+from prove_jobs.spec.variant import MODEL_ZOO
 
-RUN_CONFIG_TEMPLATE = "run_config.py.tmpl"
+RUN_CONFIG_TEMPLATE = "run_config.py.tmpl"  # the unified recipe
+ZOO_CONFIG_TEMPLATE = "run_config_zoo.py.tmpl"  # a variant with recipe = "model_zoo"
 RENDERED_MODE = 0o644
 
 
@@ -50,21 +52,23 @@ def config_hash(model_text: str, portable_config: str) -> str:
 
 def render_run(sweep: Sweep, run: Run) -> RenderedRun:
     model_path = sweep.model_template(run.model)
-    template_path = sweep.templates_dir / RUN_CONFIG_TEMPLATE
+    variant = sweep.recipe(run)
+    template_path = sweep.templates_dir / (ZOO_CONFIG_TEMPLATE if variant.recipe == MODEL_ZOO else RUN_CONFIG_TEMPLATE)
     try:
         model_text = model_path.read_text()
         template = Template(template_path.read_text())
     except OSError as exc:
         raise SpecError(exc.filename, None, f"cannot read template ({exc.strerror})") from None
-    variant = sweep.variant(run.variant)
+    resources = sweep.resources_for(run)
+    zoo = sweep.facts(run.model).zoo
     slots = {
         "model_config": repr(f"./{MODEL_FILE}"),
         "dataset_root": repr(str(sweep.dataset_root)),
         "max_iters": repr(variant.max_iters),
         # the variant's batch is the total of one step; each of the run's processes loads its share
-        "batch_size": repr(variant.batch_size // sweep.resources_for(run).world_size),
+        "batch_size": repr(variant.batch_size // resources.world_size),
         "total_batch_size": repr(variant.batch_size),
-        "world_size": repr(sweep.resources_for(run).world_size),
+        "world_size": repr(resources.world_size),
         "lr": repr(variant.lr),
         "warmup_iters": repr(variant.warmup_iters),
         "val_interval": repr(variant.val_interval),
@@ -73,6 +77,11 @@ def render_run(sweep: Sweep, run: Run) -> RenderedRun:
         "log_interval": repr(sweep.training.log_interval),
         "num_workers": repr(sweep.training.num_workers),
         "seed": repr(sweep.training_seed(run)),  # in config_hash too: another seed is another training
+        "test_cfg": _dict_source(sweep.evaluation.test_cfg(), delete=True),
+        "evaluation": sweep.evaluation.describe(),
+        "sync_bn": repr("torch" if sweep.sync_bn(run) else None),
+        "lr_rule": variant.lr_rule,
+        "zoo_layout": f"{zoo.gpus} GPUs x {zoo.batch_per_gpu} images ({zoo.config})" if zoo else "-",
     }
     try:
         config_text = template.substitute(slots)
@@ -82,6 +91,13 @@ def render_run(sweep: Sweep, run: Run) -> RenderedRun:
     header = f"# Rendered by prove-jobs for {run.name} of sweep {sweep.name} ({sweep.path}).\n"
     return RenderedRun(run=run, model_text=model_text, config_text=header + config_text,
                        config_hash=config_hash(model_text, portable))
+
+
+def _dict_source(values: dict[str, object], *, delete: bool = False) -> str:
+    """``dict(_delete_=True, mode='whole')``: a config dict as mmengine configs write it (``_delete_``: the
+    base's keys go, so that a slide window's crop and stride never linger under mode='whole')."""
+    items = ([("_delete_", True)] if delete else []) + list(values.items())
+    return "dict(" + ", ".join(f"{key}={value!r}" for key, value in items) + ")"
 
 
 def write_rendered(rendered: RenderedRun) -> Path:

@@ -139,7 +139,7 @@ def submit(
     jobs = _ask_scheduler(list(metas.values()))
     for run in runs:
         try:
-            refuse_finished(run, sweep.variant(run.variant).max_iters)
+            refuse_finished(run, sweep.recipe(run).max_iters)
         except RunError as exc:
             if not skip_done:
                 raise
@@ -247,7 +247,7 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
             held.enter_context(locked(item.run.run_dir))
         claimed = []
         for item in items:
-            holder = current_holder(item.run, sweep.variant(item.run.variant).max_iters, mode, jobs)
+            holder = current_holder(item.run, sweep.recipe(item.run).max_iters, mode, jobs)
             if holder is None:
                 claimed.append(item)
             elif holder.user == current_user():
@@ -349,7 +349,7 @@ def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMe
         layout=_layout(sweep.resources_for(item.run)),
         gpus=sweep.resources_for(item.run).nodes * sweep.resources_for(item.run).gpus_per_node,
         submitted_at=now(),
-        max_iters=sweep.variant(item.run.variant).max_iters,
+        max_iters=sweep.recipe(item.run).max_iters,
         seed=sweep.training_seed(item.run),
         attempts=previous.attempts if previous else 0,
         lock_mode=sweep.sharing.lock_mode,

@@ -1,11 +1,18 @@
-# DeepLabV3+, ResNet-50-D8, on mmseg's Cityscapes config. Trained from scratch unless
-# `pretrained` names a local checkpoint (nothing is ever downloaded), e.g.
-# pretrained = '/models/resnet50_v1c-2cccc1ad.pth'  (mmseg's 'open-mmlab://resnet50_v1c')
-pretrained = None
+# DeepLabV3+, ResNet-50-D8, on mmseg's Cityscapes config, from the ImageNet ResNet-50-V1c it names. The
+# weights are fetched once into the sweep's weight cache (docs/weights.md); the job loads that file.
+# `pretrained = False` trains from scratch (plan and the report then say so).
+pretrained = 'open-mmlab://resnet50_v1c'
 prove_family = 'cnn'
+# ASPP's image pooling normalises a 1x1 pooled map: its BN must see at least two images.
+prove_pooled_bn = True
+# How mmseg published it: the MODEL_ZOO variant trains this (tests/test_templates.py checks it against the config).
+prove_zoo = dict(config='deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024', max_iters=80000, gpus=4,
+                 batch_per_gpu=2, crop_size=(512, 1024), optimizer='SGD', lr=0.01, warmup_iters=0, scheduler='Poly',
+                 val_interval=8000)
 _base_ = ['mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py']
 
-norm_cfg = dict(type='BN', requires_grad=True)  # one process per job: no SyncBN
+# BN here; across several GPUs the run layer sets mmengine's sync_bn, which makes it the zoo's SyncBN.
+norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     pretrained=pretrained,
     backbone=dict(norm_cfg=norm_cfg),

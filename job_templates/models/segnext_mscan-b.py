@@ -1,9 +1,14 @@
 # SegNeXt, MSCAN-B. mmseg ships it only for ADE20K: the head is switched to the 19 Cityscapes
-# classes and the data to Cityscapes (the run layer replaces the dataloaders as well). Trained
-# from scratch unless `pretrained` names a local checkpoint (nothing is ever downloaded), e.g.
-# pretrained = '/models/mscan_b_20230227-3ab7d230.pth'
-pretrained = None
+# classes and the data to Cityscapes (the run layer replaces the dataloaders as well). Starts from the
+# ImageNet MSCAN-B that config names, fetched once into the sweep's weight cache (docs/weights.md).
+# `pretrained = False` trains from scratch (plan and the report then say so).
+pretrained = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/mscan_b_20230227-3ab7d230.pth'
 prove_family = 'transformer'
+# How mmseg published it (for ADE20K: there is no Cityscapes SegNeXt config): the MODEL_ZOO variant trains
+# this (tests/test_templates.py checks it against the config). The decode head uses GN: no BN to sync.
+prove_zoo = dict(config='segnext_mscan-b_1xb16-adamw-160k_ade20k-512x512', max_iters=160000, gpus=1,
+                 batch_per_gpu=16, crop_size=(512, 512), optimizer='AdamW', lr=6e-05, warmup_iters=1500,
+                 scheduler='Poly, power 1', val_interval=16000)
 _base_ = ['mmseg::segnext/segnext_mscan-b_1xb16-adamw-160k_ade20k-512x512.py']
 
 model = dict(

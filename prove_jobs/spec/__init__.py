@@ -27,23 +27,23 @@ from prove_jobs.spec.fields import (
     seed_list,
     str_list,
 )
-from prove_jobs.spec.variant import Variant, load_variant
+from prove_jobs.spec.model import ModelFacts, read_model_facts
+from prove_jobs.spec.variant import Variant, load_variant, zoo_recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["LOCK_MODES", "OPTIMIZER", "SCHEDULER", "Resources", "Sharing", "Sweep", "Training", "Variant",
+__all__ = ["LOCK_MODES", "Evaluation", "ModelFacts", "Resources", "Sharing", "Sweep", "Training", "Variant",
            "default_templates_dir", "load_sweep", "load_variant"]
 
 LOCK_MODES = ("fcntl", "soft")
-OPTIMIZER = "SGD"  # what job_templates/run_config.py.tmpl sets; shown by `plan`
-SCHEDULER = "Poly"
 SWEEP_KEYS = {
     "name", "dataset", "method", "data_root", "dataset_root", "models", "variants",
-    "templates", "training", "resources", "crop_size", "sharing", "seeds", "variant_seeds",
+    "templates", "training", "resources", "crop_size", "sharing", "seeds", "variant_seeds", "evaluation",
 }
+EVALUATION_MODES = ("whole", "slide")
 
 
 def default_templates_dir() -> Path:
@@ -123,6 +123,31 @@ class Sharing:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """How every run of a sweep is evaluated: one protocol for all models, so their numbers compare.
+
+    ``whole``: each validation image inferred at once (after the test pipeline's resize); ``slide``:
+    ``crop_size`` windows every ``stride`` pixels, as SegFormer's Cityscapes config does (1024, stride 768).
+    """
+
+    mode: str = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+
+    def test_cfg(self) -> dict[str, object]:
+        """``model.test_cfg`` as mmseg reads it."""
+        if self.mode == "whole":
+            return {"mode": "whole"}
+        return {"mode": "slide", "crop_size": self.crop_size, "stride": self.stride}
+
+    def describe(self) -> str:
+        if self.mode == "whole" or self.crop_size is None or self.stride is None:
+            return "whole image"
+        return (f"sliding window {self.crop_size[0]}×{self.crop_size[1]}, "
+                f"stride {self.stride[0]}×{self.stride[1]}")
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A validated sweep file: models x variants, where their runs go, what each job asks for."""
 
@@ -143,6 +168,8 @@ class Sweep:
     unset: tuple[str, ...] = ()  # a preview's ${VAR}s that are not set: the paths still hold them
     seeds: tuple[int, ...] = ()  # `seeds = [0, 1, 2]`; empty: one run per (model, variant) with [training] seed
     variant_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # [variant_seeds] overrides
+    evaluation: Evaluation = Evaluation()
+    model_facts: Mapping[str, ModelFacts] = field(default_factory=dict)  # each model template's prove_* literals
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -152,6 +179,25 @@ class Sweep:
 
     def model_template(self, model: str) -> Path:
         return self.templates_dir / "models" / f"{model}.py"
+
+    def recipe(self, run: Run) -> Variant:
+        """What ``run`` trains: its variant, with a model-zoo variant's numbers taken from the run's model."""
+        variant = self.variant(run.variant)
+        if not variant.per_model:
+            return variant
+        zoo = self.facts(run.model).zoo
+        if zoo is None:  # load_sweep refuses this; a hand-built Sweep may not
+            raise SpecError(self.model_template(run.model), "prove_zoo",
+                            f"missing: variant {variant.name} trains the model zoo's recipe")
+        return zoo_recipe(variant, zoo)
+
+    def facts(self, model: str) -> ModelFacts:
+        return self.model_facts.get(model) or ModelFacts(name=model)
+
+    def sync_bn(self, run: Run) -> bool:
+        """Whether ``run``'s BN layers normalise over all its GPUs (mmengine's ``sync_bn``): several GPU processes."""
+        resources = self.resources_for(run)
+        return resources.world_size > 1 and resources.gpus_per_node > 0
 
     def seeds_for(self, variant: str) -> tuple[int, ...]:
         """The seeds a variant trains: its ``[variant_seeds]`` entry, the sweep's ``seeds``, or ``[training] seed``."""
@@ -265,6 +311,12 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     if seeds and "seed" in raw.get("training", {}):
         raise SpecError(path, "seeds", "set either seeds = [...] or [training] seed, not both")
     variant_seeds = _variant_seeds(path, raw.get("variant_seeds", {}), set(variant_names))
+    facts = {model: read_model_facts(templates_dir / "models" / f"{model}.py") for model in models}
+    for variant in variants:
+        lacking = [m for m in models if variant.per_model and facts[m].zoo is None]
+        if lacking:
+            raise SpecError(path, "variants", f"variant {variant.name} trains each model's model-zoo recipe, but "
+                            f"{templates_dir / 'models' / (lacking[0] + '.py')} has no prove_zoo")
 
     sweep = Sweep(
         name=as_str(path, "name", raw.get("name", path.stem)),
@@ -284,20 +336,47 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
         unset=tuple(dict.fromkeys(unset or ())),
         seeds=seeds,
         variant_seeds=variant_seeds,
+        evaluation=_evaluation(path, raw.get("evaluation", {})),
+        model_facts=facts,
     )
     _check_batches(sweep)
     return sweep
 
 
 def _check_batches(sweep: Sweep) -> None:
-    """A variant's batch_size is the total batch of one step: it must split evenly over the run's processes."""
+    """A variant's batch_size is the total batch of one step: it must split evenly over the run's processes,
+    and a model whose BN follows a 1x1 pooling must give that BN at least two images."""
     for run in sweep.runs():
-        variant, resources = sweep.variant(run.variant), sweep.resources_for(run)
+        variant, resources = sweep.recipe(run), sweep.resources_for(run)
+        layout = f"nodes = {resources.nodes} x gpus_per_node = {resources.gpus_per_node}"
         if variant.batch_size % resources.world_size:
             raise SpecError(sweep.path, "resources", f"variant {variant.name}'s batch_size {variant.batch_size} "
                             f"(the total batch) does not split over {run.model}'s {resources.world_size} processes "
-                            f"(nodes = {resources.nodes} x gpus_per_node = {resources.gpus_per_node}): make the batch "
-                            "a multiple of the world size, or change the resources")
+                            f"({layout}): make the batch a multiple of the world size, or change the resources")
+        per_bn = variant.batch_size if sweep.sync_bn(run) else variant.batch_size // resources.world_size
+        if sweep.facts(run.model).pooled_bn and per_bn < 2:
+            where = "SyncBN over all GPUs" if sweep.sync_bn(run) else "plain BN in each process"
+            raise SpecError(sweep.path, "resources", f"variant {variant.name} trains {run.model} with {per_bn} image "
+                            f"per BN ({where}; {layout}, batch {variant.batch_size}): its BN after 1x1 pooling "
+                            "needs at least 2 (it fails at the first step); raise the batch or use fewer processes")
+
+
+def _evaluation(path: Path, raw: Any) -> Evaluation:
+    """``[evaluation] mode = "whole"`` or ``mode = "slide", crop_size = [h, w], stride = [h, w]``."""
+    if not isinstance(raw, dict):
+        raise SpecError(path, "evaluation", "must be a table: mode = \"whole\" or mode = \"slide\" with crop_size "
+                        "and stride")
+    refuse_unknown(path, "evaluation.", raw, {"mode", "crop_size", "stride"})
+    mode = raw.get("mode", "whole")
+    if mode not in EVALUATION_MODES:
+        raise SpecError(path, "evaluation.mode", f"must be one of {', '.join(EVALUATION_MODES)}, got {mode!r}")
+    if mode == "whole":
+        if "crop_size" in raw or "stride" in raw:
+            raise SpecError(path, "evaluation", "crop_size and stride go with mode = \"slide\"")
+        return Evaluation()
+    window = crop(path, "evaluation.crop_size", require(path, raw, "crop_size"))
+    stride = crop(path, "evaluation.stride", require(path, raw, "stride"))
+    return Evaluation(mode="slide", crop_size=window, stride=stride)
 
 
 def _variant_seeds(path: Path, raw: Any, variants: set[str]) -> dict[str, tuple[int, ...]]:

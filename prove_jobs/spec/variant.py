@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import SpecError
 from prove_jobs.spec.fields import as_str, crop, refuse_unknown
+from prove_jobs.spec.model import ZooRecipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,14 +18,26 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 VARIANT_KEYS = {
-    "description", "max_iters", "batch_size", "lr", "lr_scaling", "warmup_iters",
+    "description", "recipe", "max_iters", "batch_size", "lr", "lr_scaling", "warmup_iters",
     "val_interval", "checkpoint_interval", "crop_size",
 }
+UNIFIED, MODEL_ZOO = "unified", "model_zoo"
+RECIPES = (UNIFIED, MODEL_ZOO)
+ZOO_KEYS = {"description", "recipe", "batch_size"}
+# What job_templates/run_config.py.tmpl (the unified recipe) sets; a model-zoo variant keeps each model's own.
+UNIFIED_OPTIMIZER = "SGD"
+UNIFIED_SCHEDULER = "Poly"
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A training recipe: schedule, batch size and learning rate."""
+    """A training recipe: schedule, batch size and learning rate.
+
+    ``recipe``: ``unified`` (job_templates/run_config.py.tmpl: one SGD recipe for every model, these
+    numbers) or ``model_zoo`` (each model as mmseg published it: optimizer, schedule, iterations, batch
+    and crop from the model's ``prove_zoo``). A model-zoo variant's numbers differ per model:
+    ``Sweep.recipe(run)`` gives them; the variant itself holds none (``per_model``).
+    """
 
     name: str
     max_iters: int
@@ -38,6 +51,16 @@ class Variant:
     lr_scale: float = 1.0  # lr / base_lr when scaled from a reference recipe
     description: str = ""
     source: Path | None = None
+    recipe: str = UNIFIED
+    optimizer: str = UNIFIED_OPTIMIZER
+    scheduler: str = UNIFIED_SCHEDULER
+    # the model-zoo variant's total batch when it is not the zoo's (the LR then scales linearly from the zoo's)
+    zoo_batch_size: int | None = None
+
+    @property
+    def per_model(self) -> bool:
+        """A model-zoo variant: iterations, batch, LR... are each model's (``Sweep.recipe``)."""
+        return self.recipe == MODEL_ZOO and self.max_iters == 0
 
     @property
     def total_samples(self) -> int:
@@ -60,6 +83,11 @@ def load_variant(templates_dir: Path, name: str, sweep_path: Path,
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(vpath, None, f"not valid TOML ({exc})") from None
     refuse_unknown(vpath, "", raw, VARIANT_KEYS)
+    recipe = raw.get("recipe", UNIFIED)
+    if recipe not in RECIPES:
+        raise SpecError(vpath, "recipe", f"must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if recipe == MODEL_ZOO:
+        return _model_zoo(vpath, name, raw)
 
     def positive(key: str, default: int | None = None) -> int:
         value = raw.get(key, default)
@@ -96,6 +124,33 @@ def load_variant(templates_dir: Path, name: str, sweep_path: Path,
         description=as_str(vpath, "description", raw.get("description", "")),
         source=vpath,
     )
+
+
+def _model_zoo(vpath: Path, name: str, raw: Mapping[str, Any]) -> Variant:
+    """A model-zoo variant: only its description and, optionally, a total batch other than the zoo's."""
+    extra = sorted(set(raw) - ZOO_KEYS)
+    if extra:
+        raise SpecError(vpath, extra[0], "a model_zoo variant trains each model's own schedule, crop and optimizer: "
+                        f"only {', '.join(sorted(ZOO_KEYS))} can be set")
+    batch = raw.get("batch_size")
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0):
+        raise SpecError(vpath, "batch_size", f"must be a positive integer (the total batch), got {batch!r}")
+    return Variant(name=name, max_iters=0, batch_size=0, lr=0.0, warmup_iters=0, val_interval=0,
+                   checkpoint_interval=0, crop_size=(0, 0), lr_rule="model zoo",
+                   description=as_str(vpath, "description", raw.get("description", "")), source=vpath,
+                   recipe=MODEL_ZOO, optimizer="per model", scheduler="per model", zoo_batch_size=batch)
+
+
+def zoo_recipe(variant: Variant, zoo: ZooRecipe) -> Variant:
+    """``variant`` (a model-zoo one) with one model's published numbers; the LR scaled linearly from the batch
+    the zoo tuned it for (``auto_scale_lr.base_batch_size``, else GPUs x images) when the total batch differs."""
+    batch = variant.zoo_batch_size or zoo.batch_size
+    factor = batch / zoo.base_batch_size
+    lr = round(zoo.lr * factor, 12)
+    rule = "model zoo" if factor == 1 else f"linear: {zoo.lr:g} x {factor:g} (batch {batch} / the zoo's {zoo.base_batch_size})"
+    return replace(variant, max_iters=zoo.max_iters, batch_size=batch, lr=lr, warmup_iters=zoo.warmup_iters,
+                   val_interval=zoo.val_interval, checkpoint_interval=zoo.val_interval, crop_size=zoo.crop_size,
+                   lr_rule=rule, lr_scale=factor, optimizer=zoo.optimizer, scheduler=zoo.scheduler)
 
 
 def _learning_rate(vpath: Path, raw: Mapping[str, Any], batch_size: int) -> tuple[float, str, float]:
