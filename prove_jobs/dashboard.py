@@ -42,9 +42,9 @@ def plan_tables(sweep: Sweep, runs: Sequence[Run]) -> Group:
     for label, cells in configuration_rows(variants) + sweep_rows(sweep, variants, runs):
         config.add_row(label, *cells)
     config.add_row("Seeds", *(", ".join(map(str, seeds[v.name])) for v in variants))
-    header, rows = model_rows(sweep, runs)
+    names, rows = model_rows(sweep, runs)
     models = Table(title="Models", title_justify="left")
-    for name in header:
+    for name in names:
         models.add_column(name, overflow="fold")
     for row in rows:
         models.add_row(*row)

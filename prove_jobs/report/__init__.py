@@ -61,6 +61,8 @@ class Scope:
     families: Mapping[str, str]  # model -> family tag of its template ("cnn", "transformer", ...)
     config_rows: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the configurations table; () = the variants'
     config_notes: tuple[str, ...] = ()  # where what was trained differs from the templates, or between runs
+    # per model: where its weights start and a model-zoo variant's recipe for it (header, rows)
+    model_table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] = ((), ())
 
 
 TrainingTimeOf = Callable[[RunStatus], "tuple[float | None, Sequence[tuple[int, float]]]"]
@@ -81,6 +83,7 @@ class Report:
     times: list[RunTime] = field(default_factory=list)
     config_rows: list[tuple[str, list[str]]] = field(default_factory=list)
     config_notes: list[str] = field(default_factory=list)
+    model_table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] = ((), ())
     _runs: dict[tuple[str, str], list[RunStatus]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +137,7 @@ class Report:
             "configurations": {v.name: {label: cells[i] for label, cells in self.config_rows}
                                for i, v in enumerate(self.variants)} if labels else {},
             "configuration_notes": self.config_notes,
+            "models": [dict(zip(self.model_table[0], row, strict=True)) for row in self.model_table[1]],
             "results": [self._result(model) for model in self.models],
             "family_averages": self.family_averages(),
             "runs": [s.to_json() for s in self.statuses],
@@ -192,6 +196,7 @@ def build_report(scope: Scope | Sweep, statuses: Sequence[RunStatus], *, referen
         config_rows=[(label, list(cells)) for label, cells in scope.config_rows]
         or configuration_rows(scope.variants),
         config_notes=list(scope.config_notes),
+        model_table=scope.model_table,
     )
     for model in report.models:
         comparison = _compare(report, model)

@@ -15,7 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prove_jobs.report import Report, Scope, _family, build_report, sweep_scope
-from prove_jobs.report.trained import TrainedConfig, read_trained_config, trained_rows
+from prove_jobs.report.trained import (
+    TrainedConfig,
+    read_trained_config,
+    recorded_inits,
+    recorded_rows,
+    trained_rows,
+)
 from prove_jobs.runs import CONFIG_DIR, MODEL_FILE, Run
 from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunStatus
@@ -44,7 +50,8 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
         statuses, warnings = source.collect()
         # a queued run has its config rendered already: only a run that started has trained with it
         trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
-        scope = _sweep_scope(sweep, statuses, trained) if sweep is not None else _root_scope(root, statuses, trained)
+        scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
+                 else _root_scope(root, statuses, trained, reference))
 
         def training_time(status: RunStatus) -> tuple[float | None, Sequence[tuple[int, float]]]:
             time = source.logs.training_time(status.run.run_dir)
@@ -78,23 +85,37 @@ def _started(status: RunStatus) -> bool:
     return bool((status.log is not None and status.log.starts) or (status.meta and status.meta.started_at))
 
 
-def _sweep_scope(sweep: Sweep, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Scope:
+def _sweep_scope(sweep: Sweep, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None],
+                 reference: str | None) -> Scope:
+    from prove_jobs.plan import model_rows, sweep_rows
+
     scope = sweep_scope(sweep, list(dict.fromkeys(s.run.model for s in statuses)))
-    rows, notes = trained_rows(scope.variants, _by_variant(statuses, trained))
-    return replace(scope, config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes))
+    by_variant = _by_variant(statuses, trained)
+    rows, notes = trained_rows(scope.variants, by_variant, reference)
+    runs = [s.run for s in statuses]
+    rows += recorded_rows(scope.variants, by_variant, sweep_rows(sweep, scope.variants, runs))
+    header, models = model_rows(sweep, runs)
+    inits = recorded_inits([pair for pairs in by_variant.values() for pair in pairs])
+    models = [[row[0], inits.get(row[0], row[1]), *row[2:]] for row in models]  # what the runs started from
+    return replace(scope, config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes),
+                   model_table=(tuple(header), tuple(tuple(row) for row in models)))
 
 
-def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Scope:
+def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None],
+                reference: str | None) -> Scope:
     """Variants named by the runs' paths, each with the recipe its runs recorded; the reference first."""
     names = list(dict.fromkeys(s.run.variant for s in statuses))
     variants = [_recorded_variant(name, [s for s in statuses if s.run.variant == name], trained) for name in names]
     variants.sort(key=lambda v: (v.batch_size or 1 << 30, -v.max_iters))  # most iterations at the smallest batch
-    base = variants[0].lr if variants else 0.0
-    variants = [replace(v, lr_scale=v.lr / base if base and v.lr else 1.0) for v in variants]
     families = {s.run.model: _family(s.run.run_dir / CONFIG_DIR / MODEL_FILE) for s in statuses}
-    rows, notes = trained_rows(variants, _by_variant(statuses, trained))
+    by_variant = _by_variant(statuses, trained)
+    rows, notes = trained_rows(variants, by_variant, reference or (variants[0].name if variants else None))
+    rows += recorded_rows(variants, by_variant)
+    inits = recorded_inits([pair for pairs in by_variant.values() for pair in pairs])
+    models = tuple((model, inits.get(model, "?")) for model in dict.fromkeys(s.run.model for s in statuses))
     return Scope(name=f"runs under {root}", source=str(root), variants=tuple(variants), families=families,
-                 config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes))
+                 config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes),
+                 model_table=(("Model", "Initialisation"), models))
 
 
 def _recorded_variant(name: str, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Variant:

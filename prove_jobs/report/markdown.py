@@ -37,8 +37,12 @@ def _configurations(report: Report) -> list[str]:
     header = ["Parameter", *(v.name for v in report.variants)]
     rows = [[f"**{label}**", *cells] for label, cells in report.config_rows]
     notes = [f"- {note}" for note in report.config_notes]
+    names, models = report.model_table
     return ["## Training Configurations", "", *_table(header, rows),
-            *(["What the runs recorded differs from the templates, or between runs:", "", *notes, ""] if notes else [])]
+            *(["What the runs recorded differs from the templates, or between runs:", "", *notes, ""] if notes else []),
+            *(["### Models", "", "Where each model's weights start (the checkpoint its mmseg config names, or from "
+               "scratch), and the model zoo's own recipe where a variant trains it.", "", *_table(names, models)]
+              if models else [])]
 
 
 def _cell(report: Report, model: str, variant: str, bold: bool) -> str:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from prove_jobs.plan import configuration_rows
 from prove_jobs.report.config_ast import UNKNOWN, module_values
-from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, START_DIR
-from prove_jobs.spec import OPTIMIZER, SCHEDULER, Variant
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, START_DIR
+from prove_jobs.spec import Variant
 
 MAX_CONFIG_BYTES = 1 << 20  # a flat mmseg config is 10-30 KB: anything this big is not one
 LOG_HEAD_BYTES = 1 << 16  # mmengine logs its runtime environment in a log's first few KB
@@ -50,6 +50,9 @@ class TrainedConfig:
     val_interval: int | None = None
     checkpoint_interval: int | None = None
     seed: int | None = None
+    evaluation: str | None = None  # "whole image", "sliding window 1024×1024, stride 768×768"
+    sync_bn: bool | None = None  # mmengine's sync_bn set (BN over all GPUs of a distributed run)
+    init: str | None = None  # the checkpoint's file name, or "from scratch"
     source: Path | None = None  # the file it was read from
 
 
@@ -74,7 +77,13 @@ def read_trained_config(run_dir: Path) -> TrainedConfig | None:
         if found is None:
             return None
         values = module_values(found[1])
-        return None if values is None else _trained(values, found[0], lambda: _gpu_number(run_fd))
+        if values is None:
+            return None
+        trained = _trained(values, found[0], lambda: _gpu_number(run_fd))
+        model = _read(run_fd, f"{CONFIG_DIR}/{MODEL_FILE}", MAX_CONFIG_BYTES) if found[0].parent.name == CONFIG_DIR \
+            else None
+        model_values = module_values(model) if model is not None else None
+        return replace(trained, init=_init(model_values)) if model_values is not None else trained
     finally:
         os.close(run_fd)
 
@@ -155,6 +164,31 @@ def _crop(value: object) -> tuple[int, int] | None:
     return None
 
 
+def _evaluation(test_cfg: object) -> str | None:
+    mode = _at(test_cfg, "mode")
+    if mode == "whole":
+        return "whole image"
+    window, stride = _crop(_at(test_cfg, "crop_size")), _crop(_at(test_cfg, "stride"))
+    if mode == "slide" and window and stride:
+        return f"sliding window {window[0]}×{window[1]}, stride {stride[0]}×{stride[1]}"
+    return None
+
+
+def _init(values: dict[str, object]) -> str | None:
+    """Where the weights start: prove's model.py names it in ``pretrained``; a dump in the model dict."""
+    found = values.get("pretrained", UNKNOWN)
+    if found is UNKNOWN:
+        model = values.get("model")
+        found = _at(model, "pretrained")
+        if found is UNKNOWN or found is None:
+            found = _at(model, "backbone", "init_cfg", "checkpoint")
+            if _at(model, "backbone", "init_cfg") is None:
+                found = None if found is UNKNOWN else found
+    if found is None or found is False:
+        return "from scratch"
+    return Path(found).name if isinstance(found, str) else None
+
+
 def _trained(values: dict[str, object], source: Path, gpus: Callable[[], int | None]) -> TrainedConfig:
     lr = _at(values, "optim_wrapper", "optimizer", "lr")
     # The crop the training pipeline applies; the top-level crop_size mmseg configs also define otherwise.
@@ -182,6 +216,9 @@ def _trained(values: dict[str, object], source: Path, gpus: Callable[[], int | N
         val_interval=_int(_at(values, "train_cfg", "val_interval")),
         checkpoint_interval=_int(_at(values, "default_hooks", "checkpoint", "interval")),
         seed=_int(_at(values, "randomness", "seed")),
+        evaluation=_evaluation(_at(values, "model", "test_cfg")),
+        sync_bn=None if values.get("sync_bn", UNKNOWN) is UNKNOWN else bool(values.get("sync_bn")),
+        init=_init(values) if source.parent.name != CONFIG_DIR else None,
         source=source,
     )
 
@@ -200,21 +237,29 @@ _NOTE_NAMES = {"max_iters": "iterations", "batch_size": "batch size", "crop_size
                "val_interval": "val interval", "checkpoint_interval": "checkpoint interval"}
 
 
-def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequence[tuple[str, TrainedConfig | None]]]
-                 ) -> tuple[list[tuple[str, list[str]]], list[str]]:
+def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequence[tuple[str, TrainedConfig | None]]],
+                 reference: str | None = None) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """``configuration_rows(variants)``, each cell from what the variant's runs trained with, and notes.
 
     ``runs_by_variant``: variant name -> (run label, its ``read_trained_config``). Runs that agree give
     their value; runs that disagree give every value, joined by " / ", and a note naming the runs;
     where no run recorded a field, the cell is the template's. A note also says where what was trained
-    differs from what the template gives today.
+    differs from what the template gives today. An LR's factor is against what ``reference`` (default:
+    the first variant) trained with, as the reference report's "0.08 (8× scaled)". A model-zoo
+    variant's numbers differ by model: its cells say so (the Models table has them).
     """
+    reference_lr = _reference_lr(variants, runs_by_variant, reference)
+    variants = [replace(v, lr_scale=round(v.lr / reference_lr, 6) if reference_lr and v.lr else 1.0)
+                for v in variants]
     template = configuration_rows(variants)
     columns: list[dict[str, str]] = []
     notes: list[str] = []
     for index, variant in enumerate(variants):
         runs = [(label, c) for label, c in runs_by_variant.get(variant.name, ()) if c is not None]
-        per_run = [_run_cells(variant, c) for _, c in runs]
+        if variant.per_model:
+            columns.append({label: cells[index] for label, cells in template})
+            continue
+        per_run = [_run_cells(variant, c, reference_lr) for _, c in runs]
         column = {}
         for label, cells in template:
             seen = list(dict.fromkeys(cell for c in per_run if (cell := c[label]) is not None))
@@ -224,22 +269,34 @@ def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequ
     return [(label, [column[label] for column in columns]) for label, _ in template], notes
 
 
-def _run_cells(variant: Variant, config: TrainedConfig) -> dict[str, str | None]:
+RunsByVariant = Mapping[str, Sequence[tuple[str, "TrainedConfig | None"]]]
+
+
+def _reference_lr(variants: Sequence[Variant], runs_by_variant: RunsByVariant, reference: str | None) -> float | None:
+    """The LR the reference variant trained with (its runs', when they agree), else its template's."""
+    ref = next((v for v in variants if v.name == reference), variants[0] if variants else None)
+    if ref is None or ref.per_model:
+        return None
+    trained = {c.lr for _, c in runs_by_variant.get(ref.name, ()) if c is not None and c.lr is not None}
+    return trained.pop() if len(trained) == 1 else (ref.lr or None)
+
+
+def _run_cells(variant: Variant, config: TrainedConfig, reference_lr: float | None) -> dict[str, str | None]:
     """One run's cell of each row (plan's formats, on the variant with what was trained put in); ``None``
     where its config recorded none of what the row shows."""
     changes: dict[str, object] = {"max_iters": config.max_iters, "batch_size": config.batch_size,
                                   "crop_size": config.crop_size, "lr": config.lr, "warmup_iters": config.warmup,
                                   "val_interval": config.val_interval,
                                   "checkpoint_interval": config.checkpoint_interval}
-    if config.lr is not None and variant.lr_rule != "given":  # the scale is against the reference's base LR
-        changes["lr_scale"] = round(config.lr * variant.lr_scale / variant.lr, 6)
+    if config.lr is not None and reference_lr:  # the factor is against what the reference trained with
+        changes["lr_scale"] = round(config.lr / reference_lr, 6)
     trained = replace(variant, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
     cells = {label: row[0] for label, row in configuration_rows([trained])}
     cells["Optimizer"] = config.optimizer or cells["Optimizer"]
     cells["LR scheduler"] = config.scheduler or cells["LR scheduler"]
-    if config.batch_is_per_gpu:
+    if config.batch_is_per_gpu:  # the GPU count is unknown: neither a total batch nor a total of samples
         cells["Batch size"] += " per GPU"
-        cells["Total samples"] += " per GPU"
+        cells["Total samples"] = "? (GPU count unknown)"
     return {label: cell if any(getattr(config, f) is not None for f in _ROW_FIELDS[label]) else None
             for label, cell in cells.items()}
 
@@ -261,10 +318,11 @@ def _text(value: object) -> str | None:
 
 
 def _notes(variant: Variant, runs: Sequence[tuple[str, TrainedConfig]]) -> list[str]:
-    now = _texts(TrainedConfig(max_iters=variant.max_iters, batch_size=variant.batch_size,
-                               crop_size=variant.crop_size, optimizer=OPTIMIZER, lr=variant.lr,
-                               warmup=variant.warmup_iters, scheduler=SCHEDULER, val_interval=variant.val_interval,
-                               checkpoint_interval=variant.checkpoint_interval))
+    today = TrainedConfig(max_iters=variant.max_iters, batch_size=variant.batch_size, crop_size=variant.crop_size,
+                          optimizer=variant.optimizer, lr=variant.lr, warmup=variant.warmup_iters,
+                          scheduler=variant.scheduler, val_interval=variant.val_interval,
+                          checkpoint_interval=variant.checkpoint_interval)
+    now = _texts(today)
     notes = []
     for field, name in _NOTE_NAMES.items():
         groups: dict[str, list[str]] = {}
@@ -272,7 +330,9 @@ def _notes(variant: Variant, runs: Sequence[tuple[str, TrainedConfig]]) -> list[
             text = _texts(config)[field]
             if text is not None:
                 groups.setdefault(text, []).append(label)
-        template = "" if now[field] in groups else f"; the template now gives {now[field]}"
+        # by value, not by text: "16 per GPU" where the template gives 16 is no difference worth a note
+        same = any(getattr(config, field) == getattr(today, field) for _, config in runs)
+        template = "" if same or now[field] in groups else f"; the template now gives {now[field]}"
         if len(groups) == 1 and template:
             notes.append(f"{variant.name}: trained with {name} {next(iter(groups))}{template}")
         elif len(groups) > 1:
@@ -284,3 +344,38 @@ def _notes(variant: Variant, runs: Sequence[tuple[str, TrainedConfig]]) -> list[
 
 def _listed(labels: Sequence[str]) -> str:
     return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
+# The rows the sweep decides for all models: (row, the field each run recorded, its text).
+_SWEEP_ROWS: tuple[tuple[str, str, Callable[[object], str]], ...] = (
+    ("Evaluation", "evaluation", str),
+    ("Normalisation", "sync_bn", lambda on: "SyncBN" if on else "BN"),
+    ("Initialisation", "init", lambda init: "from scratch" if init == "from scratch" else "pretrained (see Models)"),
+)
+
+
+def recorded_rows(variants: Sequence[Variant], runs_by_variant: RunsByVariant,
+                  template: Sequence[tuple[str, Sequence[str]]] = ()) -> list[tuple[str, list[str]]]:
+    """Evaluation protocol, normalisation and initialisation per variant, as its runs recorded them; where no run
+    did, the ``template``'s cell (what the sweep gives today), else ``?``."""
+    given = dict(template)
+    rows = []
+    for label, field, text in _SWEEP_ROWS:
+        cells = []
+        for index, variant in enumerate(variants):
+            seen = list(dict.fromkeys(text(value) for _, c in runs_by_variant.get(variant.name, ())
+                                      if c is not None and (value := getattr(c, field)) is not None))
+            fallback = given[label][index] if label in given else "?"
+            # the sweep's cell names the GPUs SyncBN spans ("SyncBN (4 GPUs)"): keep it where the runs agree
+            cells.append(fallback if seen and fallback.startswith(seen[0]) else " / ".join(seen) or fallback)
+        rows.append((label, cells))
+    return rows
+
+
+def recorded_inits(runs: Sequence[tuple[str, TrainedConfig | None]]) -> dict[str, str]:
+    """model -> the checkpoint its runs started from (file name, or "from scratch"), as they recorded it."""
+    inits: dict[str, str] = {}
+    for label, config in runs:
+        if config is not None and config.init is not None:
+            inits.setdefault(label.split("/")[0], config.init)
+    return inits

@@ -147,7 +147,8 @@ def zoo_recipe(variant: Variant, zoo: ZooRecipe) -> Variant:
     batch = variant.zoo_batch_size or zoo.batch_size
     factor = batch / zoo.base_batch_size
     lr = round(zoo.lr * factor, 12)
-    rule = "model zoo" if factor == 1 else f"linear: {zoo.lr:g} x {factor:g} (batch {batch} / the zoo's {zoo.base_batch_size})"
+    rule = "model zoo" if factor == 1 else \
+        f"linear: {zoo.lr:g} x {factor:g} (batch {batch} / the zoo's {zoo.base_batch_size})"
     return replace(variant, max_iters=zoo.max_iters, batch_size=batch, lr=lr, warmup_iters=zoo.warmup_iters,
                    val_interval=zoo.val_interval, checkpoint_interval=zoo.val_interval, crop_size=zoo.crop_size,
                    lr_rule=rule, lr_scale=factor, optimizer=zoo.optimizer, scheduler=zoo.scheduler)
