@@ -52,7 +52,7 @@ class Layer(Enum):
     MODEL_TEMPLATE = "model template"
     """``job_templates/models/<model>.py`` (as rendered into ``prove/model.py``) sets it."""
     VARIANT = "variant"
-    """The variant's numbers: iterations, batch, LR, warmup, intervals, crop (and what the template derives from them)."""
+    """The variant's numbers: iterations, batch, LR, warmup, intervals, crop (and what the template derives)."""
     SWEEP = "sweep"
     """The sweep file's settings: dataset root, [training], the GPUs a run spans."""
     RUN_TEMPLATE = "run template"
@@ -194,7 +194,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, _Absent) or isinstance(b, _Absent):
         # `clip_grad=None`, `init_cfg=None`: None is what mmengine and mmseg assume for a setting left out
         return a is b or a is None or b is None
-    return type(a) is type(b) and a == b or (_number(a) and _number(b) and a == b)
+    return (type(a) is type(b) or (_number(a) and _number(b))) and bool(a == b)
 
 
 def _number(value: Any) -> bool:
@@ -313,7 +313,8 @@ def departures(sweep: Sweep, runs: Sequence[Run]) -> list[RunDepartures]:
         full = _recipe_of(sweep, rendered, world)
         by_variant = _recipe_of(sweep, render_run(perturbed_variant(sweep), run), world)
         other_sweep, other_run = perturbed_sweep(sweep, run)
-        by_sweep = _recipe_of(other_sweep, render_run(other_sweep, other_run), other_sweep.resources_for(run).world_size)
+        by_sweep = _recipe_of(other_sweep, render_run(other_sweep, other_run),
+                              other_sweep.resources_for(other_run).world_size)
         zoo_here, template_here = effective(zoo, world), effective(template, world)
         rows = tuple(
             Departure(key_text(path), show(before), show(after),
