@@ -43,7 +43,8 @@ SCOPE_KEY = "_scope_"
 # mmcv's names for plain batch norm: torch's convert_sync_batchnorm turns every one into SyncBN.
 BATCH_NORMS = frozenset({"BN", "BN1d", "BN2d", "BN3d"})
 SYNC_NORMS = {"torch": "SyncBN", "mmcv": "MMSyncBN"}  # mmengine's cfg.sync_bn -> the layers it makes
-TABLE_VALUE_WIDTH = 22  # two value columns, a key and a layer in 80 columns
+TABLE_VALUE_WIDTH = 22  # a value longer is shortened in the table
+KEY_WIDTH = 25  # the table keeps this much for the keys, wrapped after a dot: `train_dataloader.dataset.`
 
 
 class Layer(Enum):
@@ -348,9 +349,9 @@ def _model_layers(sweep: Sweep, rendered: RenderedRun) -> tuple[list[str], dict[
 class DeparturesTable:
     """Key | Model zoo | Rendered | Changed by, titled with the run and its zoo config.
 
-    Drawn for the width it is given (rich's ``options.max_width``): the keys get half of what the
-    layer column leaves, each value column a quarter (wrapping beyond); a value longer than
-    ``TABLE_VALUE_WIDTH`` is shortened in the middle (``--json`` has it whole).
+    Drawn for the width it is given (rich's ``options.max_width``): each value column takes up to a
+    third of what the layer column leaves (at most ``TABLE_VALUE_WIDTH``), a longer value is shortened
+    in the middle to one line (``--json`` has it whole), and the keys wrap after a dot in the rest.
     """
 
     def __init__(self, result: RunDepartures) -> None:
@@ -361,16 +362,18 @@ class DeparturesTable:
         from rich.table import Table
 
         result = self.result
-        room = options.max_width - len(Layer.MODEL_TEMPLATE.value) - 8  # 8: the gaps between four columns
-        value_width = max(8, min(TABLE_VALUE_WIDTH, room // 4))
+        key_width = min(KEY_WIDTH, max((len(row.key) for row in result.rows), default=0))
+        # 11: the table's edges and the gaps between its four columns
+        layer_width = max(len(layer.value) for layer in Layer)
+        value_width = max(10, min(TABLE_VALUE_WIDTH, (options.max_width - 11 - layer_width - key_width) // 2))
         table = Table(title=f"{result.run.name} vs {result.zoo_config}", title_justify="left",
                       box=box.SIMPLE_HEAD, pad_edge=False)
-        table.add_column("Key")
-        table.add_column("Model zoo", overflow="fold", max_width=value_width)
-        table.add_column("Rendered", overflow="fold", max_width=value_width)
+        table.add_column("Key", min_width=key_width)
+        table.add_column("Model zoo", no_wrap=True, max_width=value_width)
+        table.add_column("Rendered", no_wrap=True, max_width=value_width)
         table.add_column("Changed by", no_wrap=True)
         for row in result.rows:
-            table.add_row(_Key(row.key), _cell(row.zoo), _cell(row.rendered), row.layer.value)
+            table.add_row(_Key(row.key), _cell(row.zoo, value_width), _cell(row.rendered, value_width), row.layer.value)
         yield table
 
 
@@ -404,7 +407,7 @@ def no_departure_line(result: RunDepartures) -> str:
     return f"{result.run.name}: no departure from {result.zoo_config}"
 
 
-def _cell(text: str | None, width: int = TABLE_VALUE_WIDTH) -> str:
+def _cell(text: str | None, width: int) -> str:
     from rich.markup import escape
 
     if text is None:
