@@ -10,8 +10,9 @@ Which layer changed a key: ``model template`` when model.py already departs ther
 model.py's value; else the run layer, split by re-rendering the run twice, once with the variant's
 numbers perturbed and once with the sweep's settings perturbed: a key that moves with the variant is
 the variant's, one that moves only with the sweep is the sweep's, one that moves with neither is the
-run template's fixed text (``job_templates/run_config.py.tmpl``). Five config reads per run, the first
-two shared by the runs of one model; mmengine is imported only inside functions.
+run template's fixed text (``job_templates/run_config.py.tmpl``). Three config reads per run (rendered,
+variant perturbed, sweep perturbed) and two per model template (zoo, template), ~0.15 s each after
+mmengine's import; mmengine is imported only inside functions.
 """
 
 from __future__ import annotations

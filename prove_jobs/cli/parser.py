@@ -228,8 +228,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "render": ("Write the full, flat mmengine config of runs (needs the train extra).", _render),
     "departures": ("List every key where a run's config departs from the model-zoo config it inherits (zoo value, "
                    "rendered value, and the layer that changed it: model template, variant, sweep or run "
-                   "template). Needs the train extra; five mmengine config reads per run (~1 s), name runs with "
-                   "--model/--variant.", _departures),
+                   "template). Needs the train extra; reads three configs per run and two per model (about half a "
+                   "second a run): name the runs you want with --model/--variant.", _departures),
     "submit": ("Queue the runs of a sweep, one job array per resource set.", _submit),
     "wait": ("Block until the submitted runs of a sweep end.", _wait),
     "cancel": ("Cancel the live jobs of a sweep's runs; a run stays cancelled until submitted by name. Exit 1 if "
