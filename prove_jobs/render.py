@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from prove_jobs.errors import SpecError, TrainingStackMissing
 from prove_jobs.fsafe import atomic_write_text
@@ -112,7 +113,12 @@ def write_rendered(rendered: RenderedRun) -> Path:
 
 
 def flatten(config_file: Path, what: str = "") -> str:
-    """The full, flat mmengine config (all ``_base_`` resolved) as Python source; ``what`` names it in errors.
+    """The full, flat mmengine config (all ``_base_`` resolved) as Python source; ``what`` names it in errors."""
+    return str(read_config(config_file, what).pretty_text)
+
+
+def read_config(config_file: Path, what: str = "") -> Any:
+    """The mmengine ``Config`` of a file, all ``_base_`` resolved; ``what`` names it in errors.
 
     Its ``custom_imports`` are not imported (Mask2Former's name mmdet): a config is read, not built,
     so the lite flavour renders every model. mmengine finds ``mmseg::`` bases through pkg_resources,
@@ -129,10 +135,20 @@ def flatten(config_file: Path, what: str = "") -> str:
 
     _mmcv_shim.install_mmengine_package_lookup()
     try:
-        cfg = Config.fromfile(str(config_file), import_custom_modules=False)
-        return str(cfg.pretty_text)
+        return Config.fromfile(str(config_file), import_custom_modules=False)
     except Exception as exc:  # mmengine raises anything from SyntaxError to KeyError here
         raise SpecError(what or config_file, None, f"config does not load: {type(exc).__name__}: {exc}") from None
+
+
+def read_rendered(sweep: Sweep, rendered: RenderedRun) -> Any:
+    """The mmengine ``Config`` of a rendered run, read from a scratch copy of its two files."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="prove-render-") as scratch:
+        (Path(scratch) / MODEL_FILE).write_text(rendered.model_text)
+        (Path(scratch) / CONFIG_FILE).write_text(rendered.config_text)
+        what = f"{sweep.model_template(rendered.run.model)} ({rendered.run.name})"
+        return read_config(Path(scratch) / CONFIG_FILE, what)
 
 
 def render_flat(sweep: Sweep, runs: Sequence[Run], out: Path) -> list[Path]:
@@ -141,16 +157,9 @@ def render_flat(sweep: Sweep, runs: Sequence[Run], out: Path) -> list[Path]:
     Every config is flattened before anything is written: one that does not load leaves no file
     and no ``out`` folder behind.
     """
-    import tempfile
-
     flat: dict[Path, str] = {}
     for run in runs:
-        rendered = render_run(sweep, run)
-        with tempfile.TemporaryDirectory(prefix="prove-render-") as scratch:
-            (Path(scratch) / MODEL_FILE).write_text(rendered.model_text)
-            (Path(scratch) / CONFIG_FILE).write_text(rendered.config_text)
-            what = f"{sweep.model_template(run.model)} ({run.name})"
-            flat[out / f"{run.variant}__{run.model}.py"] = flatten(Path(scratch) / CONFIG_FILE, what)
+        flat[out / f"{run.variant}__{run.model}.py"] = str(read_rendered(sweep, render_run(sweep, run)).pretty_text)
     out.mkdir(parents=True, exist_ok=True)
     for target, text in flat.items():
         atomic_write_text(target, text)

@@ -52,6 +52,22 @@ def cmd_render(args: argparse.Namespace, term: Terminal) -> int:
     return 0
 
 
+def cmd_departures(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.departures import DeparturesTable, departures, no_departure_line
+
+    sweep, runs = _sweep_and_runs(args, term)
+    results = departures(sweep, runs)
+    if args.json:
+        term.json([result.to_json() for result in results])
+        return 0
+    for result in results:
+        if result.rows:
+            term.show(DeparturesTable(result))
+        else:
+            term.line(no_departure_line(result))
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.submit import submit
 
@@ -348,6 +364,7 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace, Terminal], int]] = {
     "plan": cmd_plan,
     "render": cmd_render,
+    "departures": cmd_departures,
     "submit": cmd_submit,
     "wait": cmd_wait,
     "cancel": cmd_cancel,

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 EXAMPLES = {
     "plan": "prove-jobs plan job_templates/sweeps/cityscapes.toml --variant WEIGHTS_CITYSCAPES",
     "render": "prove-jobs render job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny --out rendered/",
+    "departures": "prove-jobs departures job_templates/sweeps/cityscapes.toml --model segformer_mit-b3 "
+                  "--variant WEIGHTS_CITYSCAPES",
     "submit": "prove-jobs submit job_templates/sweeps/demo.toml --executor local --wait",
     "wait": "prove-jobs wait job_templates/sweeps/demo.toml --timeout 600",
     "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny",
@@ -130,6 +132,11 @@ def _render(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--out", type=_path, default="rendered", help="folder for <VARIANT>__<model>.py")
 
 
+def _departures(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--json", action="store_true", help="print a JSON list (one object per run, its rows) instead")
+
+
 def _submit(sub: argparse.ArgumentParser) -> None:
     _sweep_args(sub)
     sub.add_argument("--executor", default="auto", choices=EXECUTOR_CHOICES,
@@ -219,6 +226,10 @@ def _demo_data(sub: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "plan": ("Show every run of a sweep with its training configuration.", _plan),
     "render": ("Write the full, flat mmengine config of runs (needs the train extra).", _render),
+    "departures": ("List every key where a run's config departs from the model-zoo config it inherits (zoo value, "
+                   "rendered value, and the layer that changed it: model template, variant, sweep or run "
+                   "template). Needs the train extra; reads three configs per run and two per model (about half a "
+                   "second a run): name the runs you want with --model/--variant.", _departures),
     "submit": ("Queue the runs of a sweep, one job array per resource set.", _submit),
     "wait": ("Block until the submitted runs of a sweep end.", _wait),
     "cancel": ("Cancel the live jobs of a sweep's runs; a run stays cancelled until submitted by name. Exit 1 if "
