@@ -29,7 +29,7 @@ from typing import Any
 from prove_jobs.errors import SpecError
 from prove_jobs.render import RenderedRun, read_config, read_rendered, render_run
 from prove_jobs.runs import MODEL_FILE, Run
-from prove_jobs.spec import Sweep
+from prove_jobs.spec import Evaluation, Sweep
 
 RECIPE_SECTIONS = (
     "model", "train_dataloader", "val_dataloader", "test_dataloader", "optim_wrapper", "param_scheduler",
@@ -245,8 +245,10 @@ def _show(value: Any) -> str:
 # --- attributing each departure to a layer ---------------------------------------------------------
 
 def perturbed_variant(sweep: Sweep) -> Sweep:
-    """The sweep with every number of every variant changed (each to a value still valid)."""
+    """The sweep with every number of every variant changed (each to a value still valid). A model-zoo
+    variant sets only its total batch (the rest is the model's own recipe): that is what moves."""
     return replace(sweep, variants=tuple(
+        replace(v, zoo_batch_size=(v.zoo_batch_size or 2048) * 2) if v.per_model else
         replace(v, max_iters=v.max_iters + 7, batch_size=v.batch_size * 2, lr=v.lr * 1.5,
                 warmup_iters=v.warmup_iters + 1, val_interval=v.val_interval + 1,
                 checkpoint_interval=v.checkpoint_interval + 1,
@@ -264,7 +266,9 @@ def perturbed_sweep(sweep: Sweep, run: Run) -> tuple[Sweep, Run]:
     model_resources = dict(sweep.model_resources)
     nodes = sweep.resources_for(run).nodes
     model_resources[run.model] = {**sweep.model_resources.get(run.model, {}), "nodes": nodes * 2}
+    evaluation = Evaluation() if sweep.evaluation.mode == "slide" else Evaluation("slide", (97, 97), (89, 89))
     changed = replace(sweep, dataset_root=sweep.dataset_root / "prove-perturbed", model_resources=model_resources,
+                      evaluation=evaluation,
                       training=replace(training, num_workers=training.num_workers + 1,
                                        log_interval=training.log_interval + 1, seed=training.seed + 1))
     return changed, replace(run, seed=sweep.training_seed(run) + 1)

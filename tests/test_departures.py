@@ -292,3 +292,25 @@ def test_the_table_fits_80_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     out = capsys.readouterr().out
     assert max(map(len, out.splitlines())) <= 80, out
     assert "optim_wrapper.optimizer." in out and "run template" in out
+
+
+@needs_mmseg
+def test_the_model_zoo_variant_departs_only_in_data_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """MMSEG_ZOO at the zoo's own GPU layout (PSPNet 4 x 2) trains mmseg's config: nothing departs but where the
+    data is and where the checkpoint is read from (the weight cache, not the URL)."""
+    monkeypatch.setenv("AWARE_DATA_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setenv("CITYSCAPES_ROOT", str(tmp_path / "cityscapes"))
+    argv = [str(SWEEPS / "cityscapes-zoo.toml"), "--model", "pspnet_r50", "--variant", "MMSEG_ZOO"]
+    [listing] = departures_json(argv, capsys)
+    rows = by_key(listing)
+    data = {f"{loader}_dataloader.dataset.data_root" for loader in ("train", "val", "test")}
+    assert set(rows) - data <= {"model.pretrained"}, rows
+    assert {rows[key][2] for key in data} == {"sweep"}
+    if "model.pretrained" in rows:  # the cache file the weight cache keeps it under
+        assert rows["model.pretrained"][0] == "'open-mmlab://resnet50_v1c'"
+        assert rows["model.pretrained"][1].endswith("resnet50_v1c-2cccc1ad.pth'")
+    # SegFormer on the same sweep: the sweep's one evaluation protocol is the sweep's departure
+    segformer = by_key(departures_json([argv[0], "--model", "segformer_mit-b3", "--variant", "MMSEG_ZOO"], capsys)[0])
+    assert segformer["model.test_cfg.mode"] == ("'slide'", "'whole'", "sweep")
+    assert "optim_wrapper.optimizer.type" not in segformer and "train_cfg.max_iters" not in segformer

@@ -60,7 +60,7 @@ class Variant:
     @property
     def per_model(self) -> bool:
         """A model-zoo variant: iterations, batch, LR... are each model's (``Sweep.recipe``)."""
-        return self.recipe == MODEL_ZOO and self.max_iters == 0
+        return self.recipe == MODEL_ZOO
 
     @property
     def total_samples(self) -> int:
