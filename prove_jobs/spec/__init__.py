@@ -43,7 +43,9 @@ SCHEDULER = "Poly"
 SWEEP_KEYS = {
     "name", "dataset", "method", "data_root", "dataset_root", "models", "variants",
     "templates", "training", "resources", "crop_size", "sharing", "seeds", "variant_seeds",
+    "pretrained", "weights_cache",
 }
+WEIGHTS_CACHE = ".prove-jobs/weights"  # below the data root, unless the sweep's weights_cache says where
 
 
 def default_templates_dir() -> Path:
@@ -143,6 +145,9 @@ class Sweep:
     unset: tuple[str, ...] = ()  # a preview's ${VAR}s that are not set: the paths still hold them
     seeds: tuple[int, ...] = ()  # `seeds = [0, 1, 2]`; empty: one run per (model, variant) with [training] seed
     variant_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # [variant_seeds] overrides
+    # `pretrained = false`: every run from scratch; true: each model from the checkpoint its template names
+    pretrained: bool = True
+    weights_cache: Path = Path()  # where checkpoints are fetched to (docs/weights.md); load_sweep always sets it
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -265,6 +270,7 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     if seeds and "seed" in raw.get("training", {}):
         raise SpecError(path, "seeds", "set either seeds = [...] or [training] seed, not both")
     variant_seeds = _variant_seeds(path, raw.get("variant_seeds", {}), set(variant_names))
+    pretrained, weights_cache = _weights(path, raw, _absolute(root), unset)
 
     sweep = Sweep(
         name=as_str(path, "name", raw.get("name", path.stem)),
@@ -284,6 +290,8 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
         unset=tuple(dict.fromkeys(unset or ())),
         seeds=seeds,
         variant_seeds=variant_seeds,
+        pretrained=pretrained,
+        weights_cache=weights_cache,
     )
     _check_batches(sweep)
     return sweep
@@ -308,6 +316,18 @@ def _variant_seeds(path: Path, raw: Any, variants: set[str]) -> dict[str, tuple[
             raise SpecError(path, f"variant_seeds.{name}",
                             f"not a variant of this sweep (variants: {', '.join(sorted(variants))})")
     return {name: seed_list(path, f"variant_seeds.{name}", value) for name, value in raw.items()}
+
+
+def _weights(path: Path, raw: Mapping[str, Any], root: Path, unset: list[str] | None) -> tuple[bool, Path]:
+    """``pretrained`` (default true) and ``weights_cache`` (default ``<data_root>/.prove-jobs/weights``)."""
+    pretrained = raw.get("pretrained", True)
+    if not isinstance(pretrained, bool):
+        raise SpecError(path, "pretrained", f"must be true or false, got {pretrained!r}")
+    if "weights_cache" not in raw:
+        return pretrained, root / WEIGHTS_CACHE
+    text = expand(path, "weights_cache", as_str(path, "weights_cache", raw["weights_cache"]),
+                  hint="or leave weights_cache out: <data_root>/.prove-jobs/weights", unset=unset)
+    return pretrained, _absolute(Path(text))
 
 
 def _absolute(path: Path) -> Path:
