@@ -158,8 +158,8 @@ class Terminal:
             if name in said and not whole and time.monotonic() - said[name] < 10:
                 return
             said[name] = time.monotonic()
-            of = f" of {total / 1e6:,.1f}" if total is not None else ""
-            self.info(f"fetching {name}: {done / 1e6:,.1f}{of} MB")
+            of = f" of {byte_size(total)}" if total is not None else ""
+            self.info(f"fetching {name}: {byte_size(done)}{of}")
 
         yield write
 
@@ -174,6 +174,14 @@ class Terminal:
 
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/bold red] {_escape(text)}")
+
+
+def byte_size(size: int) -> str:
+    """``170.9 MB``, ``7.7 kB``, ``12 B``: decimal units, as rich's DownloadColumn shows them."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size} B"
 
 
 def _escape(text: str) -> str:

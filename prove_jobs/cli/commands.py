@@ -245,7 +245,9 @@ def _weight_line(fetched: Fetched) -> str:
     models = ", ".join(fetched.models)
     if fetched.checkpoint is None:
         return f"from scratch: {models}"
-    size = "" if fetched.size is None else f"{fetched.size / 1e6:,.1f} MB, "
+    from prove_jobs.terminal import byte_size
+
+    size = "" if fetched.size is None else f"{byte_size(fetched.size)}, "
     source = fetched.checkpoint.url or fetched.checkpoint.source
     return f"{source} -> {fetched.checkpoint.path} ({size}{fetched.state}; {models})"
 
