@@ -164,7 +164,7 @@ def test_without_mmengine_an_open_mmlab_name_says_what_to_install(tmp_path: Path
     import prove_jobs.weights as weights
 
     monkeypatch.setattr(weights, "_mmengine_hub", lambda: None)
-    with pytest.raises(WeightsError, match="pip install mmengine.*or write the checkpoint's URL"):
+    with pytest.raises(WeightsError, match=r"pip install mmengine.*or write the checkpoint's URL"):
         resolve(tmp_path / "m.py", "open-mmlab://resnet50_v1c", tmp_path)
 
 
@@ -327,7 +327,7 @@ def test_another_users_cache_is_read_not_fetched_again(tmp_path: Path, templates
                 os.setuid(bob.pw_uid)
                 states = [f"{f.state} {f.sha256}" for f in fetch_weights(sweep, runs)]
                 os.write(write, " ".join(states).encode())
-            except BaseException as exc:  # noqa: BLE001  # told to the parent, whatever it is
+            except BaseException as exc:  # told to the parent, whatever it is
                 os.write(write, f"error {exc}".encode())
             finally:
                 os._exit(0)
