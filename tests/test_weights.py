@@ -477,3 +477,21 @@ def built_model(run_dir: Path | None, *, sweep: object = None, out: Path | None 
     model = MODELS.build(cfg.model)
     model.init_weights()
     return model
+
+
+def test_ctrl_c_mid_download_leaves_no_temp_file(tmp_path: Path, templates_copy: Path, server: Server,
+                                                 demo: Path) -> None:
+    data = checkpoint_bytes()
+    name = named(data)
+    server.files[name] = data
+    point_at(templates_copy, FCN, server.url(name))
+    sweep = load_sweep(shared_sweep(tmp_path, templates_copy))
+
+    def interrupted(file: str, done: int, total: int | None) -> None:
+        if done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch_weights(sweep, sweep.runs([FCN]), progress=interrupted)
+    assert cache_listing(sweep.weights_cache) == []
+    assert [f.state for f in fetch_weights(sweep, sweep.runs([FCN]))] == ["fetched"]
