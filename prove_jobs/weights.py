@@ -113,17 +113,22 @@ def _read_line(template: Path, text: str) -> _Line | None:
         raise SpecError(template, FIELD, f"assigned {len(found)} times (lines "
                         f"{', '.join(str(n.lineno) for n in found)}): assign it once, at the top")
     node = found[0]
+    last = node.end_lineno or node.lineno
+    if node.col_offset or any(other is not node and other.lineno <= last and (other.end_lineno or other.lineno)
+                              >= node.lineno for other in tree.body):
+        raise SpecError(template, FIELD, f"line {node.lineno}: give it a line of its own (prove-jobs rewrites "
+                        "that line for each run)")
     written = ast.get_source_segment(text, node.value) or "?"
     try:
         value = ast.literal_eval(node.value)
     except (ValueError, TypeError, SyntaxError):
         value = ...
     if value is None or value is False:
-        return _Line(None, node.lineno, node.end_lineno or node.lineno)
+        return _Line(None, node.lineno, last)
     if len(node.targets) != 1 or not isinstance(value, str) or not value:
         raise SpecError(template, FIELD, f"must be one literal: a URL, 'open-mmlab://NAME', an absolute path, None "
                         f"or False (got {written})")
-    return _Line(value, node.lineno, node.end_lineno or node.lineno)
+    return _Line(value, node.lineno, last)
 
 
 def template_source(template: Path, text: str) -> str | None:

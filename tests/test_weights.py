@@ -174,6 +174,10 @@ def test_a_template_line_that_is_not_a_literal_is_refused(tmp_path: Path, templa
     path.write_text(path.read_text().replace("pretrained = 'x'", "pretrained = __import__('os').getcwd()"))
     assert main(["plan", str(shared_sweep(tmp_path, templates_copy)), "--json"]) == 2
     one_line(capsys.readouterr().err, str(path), "pretrained: must be one literal")
+    path.write_text(re.sub(r"^pretrained = .*$", "pretrained = None; prove_family = 'cnn'", path.read_text(),
+                           flags=re.M))
+    assert main(["plan", str(shared_sweep(tmp_path, templates_copy)), "--json"]) == 2
+    one_line(capsys.readouterr().err, str(path), "give it a line of its own")
 
 
 def test_rendered_model_names_the_cache_and_the_hash_does_not(tmp_path: Path, templates_copy: Path) -> None:
