@@ -316,7 +316,7 @@ class TrainingJob:
 
 def _check_weights(files: tuple[tuple[str, str], ...]) -> None:
     if files:
-        from prove_jobs.weights import check_unchanged
+        from prove_jobs.weight_cache import check_unchanged
 
         check_unchanged(files)
 

@@ -22,7 +22,7 @@ from prove_jobs.spec import Resources, Sweep
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from prove_jobs.render import RenderedRun
-    from prove_jobs.weights import Fetched, Progress
+    from prove_jobs.weight_cache import Fetched, Progress
 
 
 DATASET_FOLDERS = {"cityscapes": ("leftImg8bit", "gtFine")}
@@ -103,7 +103,7 @@ def ready_weights(sweep: Sweep, rendered: Sequence[RenderedRun], *, dry_run: boo
                   progress: Progress | None = None) -> list[Fetched]:
     """Each distinct checkpoint of ``rendered`` in the weight cache, verified: fetched here (the login node)
     when missing, so that no job downloads; a dry run only looks. One line naming the URL when it cannot."""
-    from prove_jobs.weights import fetch
+    from prove_jobs.weight_cache import fetch
 
     return fetch([(item.run.model, item.checkpoint) for item in rendered], umask=sweep.sharing.umask_bits,
                  sweep_file=sweep.path, dry_run=dry_run, progress=progress)

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
     from prove_jobs.payload import TakeOver, TrainingJob
     from prove_jobs.scheduler import Answer
-    from prove_jobs.weights import Fetched, Progress
+    from prove_jobs.weight_cache import Fetched, Progress
 
 
 # What a dataset's folder must hold for its loader (mmseg's CityscapesDataset reads these two).

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from prove_jobs.status import RunStatus
     from prove_jobs.status_source import StatusSource
     from prove_jobs.terminal import Terminal
-    from prove_jobs.weights import Fetched
+    from prove_jobs.weight_cache import Fetched
 
 
 def _sweep_and_runs(args: argparse.Namespace, term: Terminal | None = None) -> tuple[Sweep, list[Run]]:
