@@ -130,6 +130,9 @@ class TrainingJob:
     max_restarts: int | None = None  # the sweep's resources.max_requeues; None: no cap
     take_over: TakeOver | None = None
     token: str = ""
+    # (path, sha256) of each pretrained checkpoint the run loads, hashed at submit: the weight cache is a
+    # shared folder, and a file changed since then is refused before mmengine builds anything
+    weights: tuple[tuple[str, str], ...] = ()
 
     def __call__(self) -> str:
         from prove_jobs.claims import training_lock
@@ -179,6 +182,7 @@ class TrainingJob:
             if time.monotonic() > deadline:
                 raise RunError(f"{run_dir}: rank {rank.rank}: rank 0 recorded no start within {wait_s:g} s")
             time.sleep(0.5)
+        _check_weights(self.weights)  # each rank loads the checkpoint itself, maybe on another node
         final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=rank)
         return f"rank {rank.rank} of {meta.variant}/{meta.model}: trained to iter {final_iter}"
 
@@ -231,6 +235,11 @@ class TrainingJob:
         return None
 
     def _train(self, run_dir: Path) -> str:
+        try:
+            _check_weights(self.weights)  # outside the run's mutex: hashing a large file holds up no writer
+        except ProveJobsError as exc:
+            self._record(run_dir, failed_at=now(), error=str(exc)[:500])
+            raise
         with locked(run_dir):
             meta = read_meta(run_dir)
             if meta is None:
@@ -303,6 +312,13 @@ class TrainingJob:
         sys.stderr.flush()
         # A requeued take-over job owns the run by now (its claim carries this token): it trains as any other job.
         return DelayedSubmission(replace(self, take_over=None))
+
+
+def _check_weights(files: tuple[tuple[str, str], ...]) -> None:
+    if files:
+        from prove_jobs.weight_cache import check_unchanged
+
+        check_unchanged(files)
 
 
 RESERVE_FILE = ".space-reserve"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 
+from prove_jobs.errors import SpecError
 from prove_jobs.runs import Run
 from prove_jobs.spec import Resources, Sweep, Variant
 
@@ -19,6 +20,7 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
     rows = []
     for run in runs:
         v = sweep.recipe(run)
+        rendered = render_run(sweep, run)
         rows.append(
             {
                 "model": run.model,
@@ -43,7 +45,11 @@ def plan_rows(sweep: Sweep, runs: Sequence[Run]) -> list[dict[str, object]]:
                 "resources": resources_json(sweep.resources_for(run)),
                 "world_size": sweep.resources_for(run).world_size,
                 "batch_per_gpu": v.batch_size // sweep.resources_for(run).world_size,
-                "config_hash": render_run(sweep, run).config_hash,
+                # null and from_scratch: true when the run trains from scratch
+                "pretrained": None if rendered.checkpoint is None else rendered.checkpoint.url or
+                str(rendered.checkpoint.path),
+                "from_scratch": rendered.from_scratch,
+                "config_hash": rendered.config_hash,
             }
         )
     return rows
@@ -73,6 +79,7 @@ def batch_split(resources: Resources, batch_size: int) -> str:
 RESOURCE_HEADERS = ("Partition", "GPUs", "Batch", "CPUs", "Memory", "Time limit")
 
 
+FROM_SCRATCH = "from scratch"
 PER_MODEL = "per model"  # a model-zoo variant's cell: each model's numbers are in the recipes table
 
 
@@ -108,7 +115,7 @@ def sweep_rows(sweep: Sweep, variants: Sequence[Variant], runs: Sequence[Run]) -
 
 
 def _pretrained_or_not(sweep: Sweep, run: Run) -> str:
-    return "from scratch" if init_text(sweep, run) == "from scratch" else "pretrained (see Models)"
+    return FROM_SCRATCH if init_text(sweep, run) == FROM_SCRATCH else "pretrained (see Models)"
 
 
 def norm_text(sweep: Sweep, run: Run) -> str:
@@ -118,10 +125,17 @@ def norm_text(sweep: Sweep, run: Run) -> str:
 
 def init_text(sweep: Sweep, run: Run) -> str:
     """Where ``run``'s weights start: the checkpoint's file name, or ``from scratch``."""
-    from prove_jobs.weights import checkpoint_for
+    from prove_jobs.weights import render_model
 
-    checkpoint = checkpoint_for(sweep, run.model)
-    return "from scratch" if checkpoint is None else checkpoint.label
+    template = sweep.model_template(run.model)
+    try:
+        text = template.read_text()
+    except OSError as exc:
+        raise SpecError(template, None, f"cannot read model template ({exc.strerror})") from None
+    model = render_model(template, text, sweep.weights_cache, sweep.pretrained)
+    if model.from_scratch:
+        return FROM_SCRATCH
+    return "as its template writes it" if model.checkpoint is None else model.checkpoint.path.name
 
 
 def model_rows(sweep: Sweep, runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:

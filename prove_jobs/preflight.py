@@ -22,6 +22,7 @@ from prove_jobs.spec import Resources, Sweep
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from prove_jobs.render import RenderedRun
+    from prove_jobs.weight_cache import Fetched, Progress
 
 
 DATASET_FOLDERS = {"cityscapes": ("leftImg8bit", "gtFine")}
@@ -96,3 +97,28 @@ def short_limit_warning(resources: Resources, items: Sequence[RenderedRun]) -> s
     return (f"timeout_min = {resources.timeout_min} ({', '.join(i.run.name for i in items)}): SLURM sends the "
             f"checkpoint signal {SIGNAL_DELAY_S} s before the limit, up to {SIGNAL_JITTER_S} s earlier; these jobs "
             "would be stopped and requeued almost at once, until max_requeues. Give them at least 4 minutes.")
+
+
+def ready_weights(sweep: Sweep, rendered: Sequence[RenderedRun], *, dry_run: bool = False,
+                  progress: Progress | None = None) -> list[Fetched]:
+    """Each distinct checkpoint of ``rendered`` in the weight cache, verified: fetched here (the login node)
+    when missing, so that no job downloads; a dry run only looks. One line naming the URL when it cannot."""
+    from prove_jobs.weight_cache import fetch
+
+    return fetch([(item.run.model, item.checkpoint) for item in rendered], umask=sweep.sharing.umask_bits,
+                 sweep_file=sweep.path, dry_run=dry_run, progress=progress)
+
+
+def fetch_weights(sweep: Sweep, runs: Sequence[Run], *, dry_run: bool = False,
+                  progress: Progress | None = None) -> list[Fetched]:
+    """``prove-jobs weights``: the checkpoints of ``runs``, fetched ahead of time (or, on a dry run, listed)."""
+    from prove_jobs.render import render_run
+
+    return ready_weights(sweep, [render_run(sweep, run) for run in runs], dry_run=dry_run, progress=progress)
+
+
+def job_weights(item: RenderedRun, fetched: Sequence[Fetched]) -> tuple[tuple[str, str], ...]:
+    """The (path, sha256) a run's job checks before it loads its checkpoint."""
+    if item.checkpoint is None:
+        return ()
+    return tuple((str(f.checkpoint.path), f.sha256) for f in fetched if f.checkpoint == item.checkpoint and f.sha256)

@@ -1,7 +1,8 @@
 """Render a run's mmengine config from its model template and its variant.
 
 A run's config is two files in ``<run_dir>/prove/``: ``model.py`` (the model template,
-copied so that a later edit of the template never changes a run already submitted) and
+copied so that a later edit of the template never changes a run already submitted; its
+``pretrained`` line names the weight cache's file, ``weights.py``) and
 ``config.py`` (``job_templates/run_config.py.tmpl`` filled with the variant's numbers,
 inheriting from ``./model.py``). Rendering needs no mmengine; flattening (``render``
 command, payload start) does.
@@ -21,6 +22,7 @@ from prove_jobs.fsafe import atomic_write_text
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, Run
 from prove_jobs.spec import Sweep
 from prove_jobs.spec.variant import MODEL_ZOO
+from prove_jobs.weights import Checkpoint, render_model
 
 RUN_CONFIG_TEMPLATE = "run_config.py.tmpl"  # the unified recipe
 ZOO_CONFIG_TEMPLATE = "run_config_zoo.py.tmpl"  # a variant with recipe = "model_zoo"
@@ -32,8 +34,9 @@ class RenderedRun:
     """A run's two config files as text, before they are written into its run dir.
 
     ``config_hash`` identifies what is trained: the model template and the variant's numbers as
-    rendered, with the dataset named by its kind rather than by where this user keeps it, and
-    without the header naming the sweep file. Two users' copies of one sweep, in their own
+    rendered, with the dataset named by its kind rather than by where this user keeps it, the
+    checkpoint by its URL rather than by this user's weight cache, and without the header naming
+    the sweep file. Two users' copies of one sweep, in their own
     folders, give one hash: "already completed by alice" and ``--after-holder`` work across users.
     """
 
@@ -41,6 +44,9 @@ class RenderedRun:
     model_text: str
     config_text: str
     config_hash: str
+    # What the run starts from: the checkpoint model.py names (None: from scratch, or the template names none)
+    checkpoint: Checkpoint | None = None
+    from_scratch: bool = False  # the template or the sweep says pretrained = False/None
 
 
 def config_hash(model_text: str, portable_config: str) -> str:
@@ -56,10 +62,11 @@ def render_run(sweep: Sweep, run: Run) -> RenderedRun:
     variant = sweep.recipe(run)
     template_path = sweep.templates_dir / (ZOO_CONFIG_TEMPLATE if variant.recipe == MODEL_ZOO else RUN_CONFIG_TEMPLATE)
     try:
-        model_text = model_path.read_text()
+        template_text = model_path.read_text()
         template = Template(template_path.read_text())
     except OSError as exc:
         raise SpecError(exc.filename, None, f"cannot read template ({exc.strerror})") from None
+    model = render_model(model_path, template_text, sweep.weights_cache, sweep.pretrained)
     resources = sweep.resources_for(run)
     zoo = sweep.facts(run.model).zoo
     slots = {
@@ -90,8 +97,9 @@ def render_run(sweep: Sweep, run: Run) -> RenderedRun:
     except (KeyError, ValueError) as exc:
         raise SpecError(template_path, None, f"template does not render: bad or unknown slot {exc}") from None
     header = f"# Rendered by prove-jobs for {run.name} of sweep {sweep.name} ({sweep.path}).\n"
-    return RenderedRun(run=run, model_text=model_text, config_text=header + config_text,
-                       config_hash=config_hash(model_text, portable))
+    return RenderedRun(run=run, model_text=model.text, config_text=header + config_text,
+                       config_hash=config_hash(model.portable, portable), checkpoint=model.checkpoint,
+                       from_scratch=model.from_scratch)
 
 
 def _dict_source(values: dict[str, object], *, delete: bool = False) -> str:

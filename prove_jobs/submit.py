@@ -40,6 +40,8 @@ from prove_jobs.preflight import (
     check_planted_links,
     check_training_stack,
     job_folder,
+    job_weights,
+    ready_weights,
     refuse_multi_process_local,
     short_limit_warning,
 )
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 
     from prove_jobs.payload import TakeOver, TrainingJob
     from prove_jobs.scheduler import Answer
+    from prove_jobs.weight_cache import Fetched, Progress
 
 
 # What a dataset's folder must hold for its loader (mmseg's CityscapesDataset reads these two).
@@ -91,6 +94,7 @@ class SubmitResult:
     already_running: list[tuple[Run, LockHolder]] = field(default_factory=list)  # held by this user's own job
     warnings: list[str] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)  # dry run: what each array would be, as submitted
+    weights: list[Fetched] = field(default_factory=list)  # the checkpoints made ready (dry run: looked at)
 
 
 def choose_executor(name: str, sweep: Sweep | None = None, runs: Sequence[Run] = ()) -> str:
@@ -119,6 +123,7 @@ def submit(
     dry_run: bool = False,
     skip_done: bool = False,
     named: Collection[str] = (),
+    progress: Progress | None = None,
 ) -> SubmitResult:
     """Render, claim and queue ``runs``.
 
@@ -128,7 +133,8 @@ def submit(
     ``resubmit --lock-conflicts``, and not submitted; the other runs still are. A run this
     user's own job holds is ``already_running``, and nothing is recorded. A run someone
     cancelled stays cancelled unless its model is ``named`` (``--model``: asked for by name).
-    Nothing is written on a dry run.
+    Nothing is written on a dry run. Missing checkpoints are fetched into the weight cache before
+    anything is claimed (``progress``: told how each download goes); a dry run fetches nothing.
     """
     kind = choose_executor(executor, sweep, runs)
     if kind == "local":
@@ -159,6 +165,8 @@ def submit(
             check_training_stack([sweep.resources_for(item.run) for item in rendered])
         if kind == "slurm":
             call(["sinfo", "--noheader", "--format=%P"], timeout_s=15)
+    if rendered:
+        result.weights = ready_weights(sweep, rendered, dry_run=dry_run, progress=progress)
 
     groups: dict[Resources, list[RenderedRun]] = {}
     for item in rendered:
@@ -180,7 +188,7 @@ def submit(
 
     with sharing_umask(sweep):
         for resources, items in arrays:
-            _claim_and_queue(sweep, kind, resources, items, result, jobs)
+            _claim_and_queue(sweep, kind, resources, items, result, jobs, result.weights)
     return result
 
 
@@ -212,15 +220,16 @@ def sharing_umask(sweep: Sweep) -> Iterator[None]:
 
 
 def training_job(sweep: Sweep, run: Run, resources: Resources, token: str,
-                 take_over: TakeOver | None = None) -> TrainingJob:
+                 take_over: TakeOver | None = None, weights: tuple[tuple[str, str], ...] = ()) -> TrainingJob:
     """The payload submitit pickles for ``run`` (light: torch is imported only when it runs).
 
     ``token``: the submission's; the job writes to the run's claim only while it is still that one.
+    ``weights``: (path, sha256) of the checkpoints it loads, checked by the job before it loads them.
     """
     from prove_jobs.payload import TrainingJob  # the runtime import; torch stays out
 
     return TrainingJob(str(run.run_dir), resources.cpus_per_task, sweep.sharing.lock_mode,
-                       sweep.sharing.umask_bits, resources.max_requeues, take_over, token)
+                       sweep.sharing.umask_bits, resources.max_requeues, take_over, token, weights)
 
 
 def new_token() -> str:
@@ -237,7 +246,7 @@ def _make_job_folder(sweep: Sweep) -> None:
 
 
 def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[RenderedRun],
-                     result: SubmitResult, jobs: Answer | None) -> None:
+                     result: SubmitResult, jobs: Answer | None, fetched: Sequence[Fetched]) -> None:
     mode = sweep.sharing.lock_mode
     with contextlib.ExitStack() as held:
         # Check-and-set under each run's mutex: of several submitters racing for one run,
@@ -261,7 +270,7 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
         for item in claimed:
             write_rendered(item)
             write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind, tokens[item.run]))
-        queued = _queue(kind, sweep, resources, [(i.run, tokens[i.run]) for i in claimed])
+        queued = _queue(kind, sweep, resources, [(i.run, tokens[i.run], job_weights(i, fetched)) for i in claimed])
         for item, job in zip(claimed, queued, strict=True):
             job_id = str(job.job_id)
             link_job_logs(item.run.run_dir, Path(job.paths.stdout), Path(job.paths.stderr))
@@ -297,6 +306,7 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answe
                        f"{meta.config_hash if meta else '?'} vs ours {rendered.config_hash}); "
                        "not queued behind it: agree on one, or use another data root")
     check_planted_links(sweep, [run])
+    weights = job_weights(rendered, ready_weights(sweep, [rendered]))
     resources = sweep.resources_for(run)
     from prove_jobs.payload import TakeOver
 
@@ -306,7 +316,7 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answe
         _make_job_folder(sweep)
         executor = make_executor("slurm", job_folder(sweep), resources, job_name=run.name, after_job=holder.job_id)
         with private_umask(sweep):
-            job = executor.submit(training_job(sweep, run, resources, token, take_over))
+            job = executor.submit(training_job(sweep, run, resources, token, take_over, weights))
     except ProveJobsError:
         raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
@@ -380,16 +390,18 @@ def private_umask(sweep: Sweep) -> Iterator[None]:
         os.umask(old_umask)
 
 
-def _queue(kind: str, sweep: Sweep, resources: Resources, runs: Sequence[tuple[Run, str]]) -> list[Any]:
+def _queue(kind: str, sweep: Sweep, resources: Resources,
+           runs: Sequence[tuple[Run, str, tuple[tuple[str, str], ...]]]) -> list[Any]:
     _make_job_folder(sweep)
-    executor = make_executor(kind, job_folder(sweep), resources, job_name=_job_name(sweep, [r for r, _ in runs]))
+    executor = make_executor(kind, job_folder(sweep), resources, job_name=_job_name(sweep, [r for r, _, _ in runs]))
     try:
         with private_umask(sweep), executor.batch():
-            jobs = [executor.submit(training_job(sweep, run, resources, token)) for run, token in runs]
+            jobs = [executor.submit(training_job(sweep, run, resources, token, weights=weights))
+                    for run, token, weights in runs]
     except ProveJobsError:
         raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
-        for run, token in runs:
+        for run, token, _ in runs:
             update_meta(run.run_dir, token=token, failed_at=now(), error=f"submission failed: {exc}"[:500])
         raise ProveJobsError(f"submitting {len(runs)} run(s) to {kind} failed: {_one_line(exc)}") from None
     return jobs

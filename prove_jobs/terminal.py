@@ -119,6 +119,50 @@ class Terminal:
 
         yield write
 
+    @contextlib.contextmanager
+    def transfer(self) -> Iterator[Callable[[str, int, int | None], None]]:
+        """Download progress, told ``(file name, bytes so far, total or None)``: a rich bar per file on a
+        terminal (drawn from the first call: nothing is shown when nothing downloads); elsewhere a line
+        when a file starts, every 10 s, and when it is whole."""
+        if self.err.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                           TransferSpeedColumn(), TimeRemainingColumn(), console=self.err)
+            tasks: dict[str, Any] = {}
+
+            def draw(name: str, done: int, total: int | None) -> None:
+                if not tasks:
+                    bar.start()
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done, total=total)
+
+            try:
+                yield draw
+            finally:
+                if tasks:
+                    bar.stop()
+            return
+        said: dict[str, float] = {}
+
+        def write(name: str, done: int, total: int | None) -> None:
+            whole = total is not None and done >= total
+            if name in said and not whole and time.monotonic() - said[name] < 10:
+                return
+            said[name] = time.monotonic()
+            of = f" of {byte_size(total)}" if total is not None else ""
+            self.info(f"fetching {name}: {byte_size(done)}{of}")
+
+        yield write
+
     def info(self, text: str) -> None:
         self.err.print(text, markup=False)
 
@@ -130,6 +174,14 @@ class Terminal:
 
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/bold red] {_escape(text)}")
+
+
+def byte_size(size: int) -> str:
+    """``170.9 MB``, ``7.7 kB``, ``12 B``: decimal units, as rich's DownloadColumn shows them."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size} B"
 
 
 def _escape(text: str) -> str:

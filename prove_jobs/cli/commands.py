@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from prove_jobs.status import RunStatus
     from prove_jobs.status_source import StatusSource
     from prove_jobs.terminal import Terminal
+    from prove_jobs.weight_cache import Fetched
 
 
 def _sweep_and_runs(args: argparse.Namespace, term: Terminal | None = None) -> tuple[Sweep, list[Run]]:
@@ -72,10 +73,14 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.submit import submit
 
     sweep, runs = _sweep_and_runs(args)
-    result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done,
-                    named=args.model)
+    with term.transfer() as progress:
+        result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done,
+                        named=args.model, progress=progress)
     for warning in result.warnings:
         term.warn(warning)
+    for fetched in result.weights:
+        if fetched.state in ("fetched", "would fetch", "missing"):
+            term.info(_weight_line(fetched))
     for run, reason in result.skipped:
         term.info(f"skipped {run.name}: {reason.split(': ', 1)[-1] if 'completed' in reason else reason}")
     if args.dry_run:
@@ -237,6 +242,32 @@ def _wanted(status: RunStatus, args: argparse.Namespace) -> bool:
             and (not args.user or status.user in args.user))
 
 
+def cmd_weights(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.preflight import fetch_weights
+
+    sweep, runs = _sweep_and_runs(args)
+    with term.transfer() as progress:
+        fetched = fetch_weights(sweep, runs, dry_run=args.dry_run, progress=progress)
+    for item in fetched:
+        term.line(_weight_line(item))
+    if not args.dry_run and any(f.checkpoint is not None and not f.checkpoint.local for f in fetched):
+        term.success(f"weight cache ready: {sweep.weights_cache}")
+    return 0
+
+
+def _weight_line(fetched: Fetched) -> str:
+    """``https://.../mit_b3_20220624-13b1141c.pth -> /cache/mit_b3_20220624-13b1141c.pth (170.9 MB, fetched;
+    segformer_mit-b3)``."""
+    models = ", ".join(fetched.models)
+    if fetched.checkpoint is None:
+        return f"from scratch: {models}"
+    from prove_jobs.terminal import byte_size
+
+    size = "" if fetched.size is None else f"{byte_size(fetched.size)}, "
+    source = fetched.checkpoint.url or fetched.checkpoint.source
+    return f"{source} -> {fetched.checkpoint.path} ({size}{fetched.state}; {models})"
+
+
 def cmd_demo_data(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.demo_data import make_demo_dataset
 
@@ -373,6 +404,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Terminal], int]] = {
     "unlock": cmd_unlock,
     "resubmit": cmd_resubmit,
     "report": cmd_report,
+    "weights": cmd_weights,
 }
 
 

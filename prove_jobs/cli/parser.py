@@ -29,6 +29,8 @@ EXAMPLES = {
               "  prove-jobs status --root $AWARE_DATA_ROOT --state running --json\n"
               "  prove-jobs status demo/runs/DEMO_REF/baseline/cityscapes/demo_fcn_r18_tiny --curve",
     "demo-data": "prove-jobs demo-data demo/data/cityscapes",
+    "weights": "prove-jobs weights job_templates/sweeps/cityscapes.toml\n"
+               "  prove-jobs weights job_templates/sweeps/cityscapes.toml --model segformer_mit-b3 --dry-run",
     "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
     "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/\n"
               "  prove-jobs report --root $AWARE_DATA_ROOT --terminal",
@@ -142,7 +144,8 @@ def _submit(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--executor", default="auto", choices=EXECUTOR_CHOICES,
                      help="auto (default): slurm when a controller answers; else local, for sweeps that ask "
                           "for no GPUs only")
-    sub.add_argument("--dry-run", action="store_true", help="print what would be submitted; write nothing")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="print what would be submitted and which checkpoints fetched; write and fetch nothing")
     sub.add_argument("--wait", action="store_true", help="block until the jobs end, then show status")
     sub.add_argument("--skip-done", action="store_true",
                      help="leave completed and live runs alone and submit the rest (default: refuse)")
@@ -219,6 +222,12 @@ def _report(sub: argparse.ArgumentParser) -> None:
                      help="md: the report as the group writes it (default); json: the same numbers as data")
 
 
+def _weights(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--dry-run", action="store_true", help="list each checkpoint and whether it is cached; fetch "
+                                                            "nothing")
+
+
 def _demo_data(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("dir", type=_path, help="folder to write leftImg8bit/ and gtFine/ into")
 
@@ -244,5 +253,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "report": ("Write the comparison report (Markdown or JSON) of a sweep or of the runs under a folder, "
                "with plots; several seeds as mean ± std with intervals.", _report),
     "demo-data": ("Write a small deterministic synthetic Cityscapes-format dataset.", _demo_data),
+    "weights": ("Fetch the pretrained checkpoints of a sweep's runs into the weight cache ahead of time (each once, "
+                "verified by the hash its name carries), for jobs on nodes without internet.", _weights),
 }
 

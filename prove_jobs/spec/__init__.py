@@ -42,8 +42,10 @@ LOCK_MODES = ("fcntl", "soft")
 SWEEP_KEYS = {
     "name", "dataset", "method", "data_root", "dataset_root", "models", "variants",
     "templates", "training", "resources", "crop_size", "sharing", "seeds", "variant_seeds", "evaluation",
+    "pretrained", "weights_cache",
 }
 EVALUATION_MODES = ("whole", "slide")
+WEIGHTS_CACHE = ".prove-jobs/weights"  # below the data root, unless the sweep's weights_cache says where
 
 
 def default_templates_dir() -> Path:
@@ -170,6 +172,9 @@ class Sweep:
     variant_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # [variant_seeds] overrides
     evaluation: Evaluation = Evaluation()
     model_facts: Mapping[str, ModelFacts] = field(default_factory=dict)  # each model template's prove_* literals
+    # `pretrained = false`: every run from scratch; true: each model from the checkpoint its template names
+    pretrained: bool = True
+    weights_cache: Path = Path()  # where checkpoints are fetched to (docs/weights.md); load_sweep always sets it
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -317,6 +322,7 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
         if lacking:
             raise SpecError(path, "variants", f"variant {variant.name} trains each model's model-zoo recipe, but "
                             f"{templates_dir / 'models' / (lacking[0] + '.py')} has no prove_zoo")
+    pretrained, weights_cache = _weights(path, raw, _absolute(root), unset)
 
     sweep = Sweep(
         name=as_str(path, "name", raw.get("name", path.stem)),
@@ -338,6 +344,8 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
         variant_seeds=variant_seeds,
         evaluation=_evaluation(path, raw.get("evaluation", {})),
         model_facts=facts,
+        pretrained=pretrained,
+        weights_cache=weights_cache,
     )
     _check_batches(sweep)
     return sweep
@@ -387,6 +395,18 @@ def _variant_seeds(path: Path, raw: Any, variants: set[str]) -> dict[str, tuple[
             raise SpecError(path, f"variant_seeds.{name}",
                             f"not a variant of this sweep (variants: {', '.join(sorted(variants))})")
     return {name: seed_list(path, f"variant_seeds.{name}", value) for name, value in raw.items()}
+
+
+def _weights(path: Path, raw: Mapping[str, Any], root: Path, unset: list[str] | None) -> tuple[bool, Path]:
+    """``pretrained`` (default true) and ``weights_cache`` (default ``<data_root>/.prove-jobs/weights``)."""
+    pretrained = raw.get("pretrained", True)
+    if not isinstance(pretrained, bool):
+        raise SpecError(path, "pretrained", f"must be true or false, got {pretrained!r}")
+    if "weights_cache" not in raw:
+        return pretrained, root / WEIGHTS_CACHE
+    text = expand(path, "weights_cache", as_str(path, "weights_cache", raw["weights_cache"]),
+                  hint="or leave weights_cache out: <data_root>/.prove-jobs/weights", unset=unset)
+    return pretrained, _absolute(Path(text))
 
 
 def _absolute(path: Path) -> Path:
