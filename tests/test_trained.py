@@ -283,7 +283,7 @@ def test_a_truncated_fifo_or_huge_config_gives_none_or_part(tmp_path: Path) -> N
     found = read_trained_config(run_dir)
     assert found is not None and found.lr is None and found.max_iters is None
     assert found.batch_size == 2 and found.crop_size == (64, 64)
-    config.write_text(text[: text.index("optim_wrapper") + 20])  # cut inside a statement: not Python
+    config.write_text(text[: text.index("optim_wrapper = dict(") + 21])  # cut inside a statement: not Python
     assert read_trained_config(run_dir) is None
     config.write_text(text + "#" * (1 << 20))
     assert read_trained_config(run_dir) is None  # over 1 MB: not a config
