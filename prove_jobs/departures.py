@@ -30,6 +30,7 @@ from prove_jobs.errors import SpecError
 from prove_jobs.render import RenderedRun, read_config, read_rendered, render_run
 from prove_jobs.runs import MODEL_FILE, Run
 from prove_jobs.spec import Evaluation, Sweep
+from prove_jobs.weights import render_model
 
 RECIPE_SECTIONS = (
     "model", "train_dataloader", "val_dataloader", "test_dataloader", "optim_wrapper", "param_scheduler",
@@ -267,8 +268,10 @@ def perturbed_sweep(sweep: Sweep, run: Run) -> tuple[Sweep, Run]:
     nodes = sweep.resources_for(run).nodes
     model_resources[run.model] = {**sweep.model_resources.get(run.model, {}), "nodes": nodes * 2}
     evaluation = Evaluation() if sweep.evaluation.mode == "slide" else Evaluation("slide", (97, 97), (89, 89))
+    # the weight cache (where the checkpoint is read from) and whether the sweep trains from scratch
     changed = replace(sweep, dataset_root=sweep.dataset_root / "prove-perturbed", model_resources=model_resources,
-                      evaluation=evaluation,
+                      evaluation=evaluation, weights_cache=sweep.weights_cache / "prove-perturbed",
+                      pretrained=not sweep.pretrained,
                       training=replace(training, num_workers=training.num_workers + 1,
                                        log_interval=training.log_interval + 1, seed=training.seed + 1))
     return changed, replace(run, seed=sweep.training_seed(run) + 1)
@@ -343,10 +346,17 @@ def _model_layers(sweep: Sweep, rendered: RenderedRun) -> tuple[list[str], dict[
         # beside model.py, so that a relative _base_ resolves for both as it does for the run
         stub = Path(scratch) / "zoo.py"
         stub.write_text(f"_base_ = {bases!r}\n")
-        (Path(scratch) / MODEL_FILE).write_text(rendered.model_text)
+        # the template as its author wrote it (the checkpoint's URL, not this sweep's cache path)
+        (Path(scratch) / MODEL_FILE).write_text(_as_written(sweep, rendered.run.model))
         zoo = recipe(read_config(stub, f"{what} (_base_ {' + '.join(bases)})").to_dict())
         template = recipe(read_config(Path(scratch) / MODEL_FILE, what).to_dict())
     return bases, zoo, template
+
+
+def _as_written(sweep: Sweep, model: str) -> str:
+    """The model template with its checkpoint as a URL (or from scratch when the template says so)."""
+    template = sweep.model_template(model)
+    return render_model(template, template.read_text(), sweep.weights_cache, True).portable
 
 
 # --- the table -------------------------------------------------------------------------------------

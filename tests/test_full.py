@@ -150,7 +150,9 @@ def make_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, *, s
     text = text[: text.index("[training]")] + RESOURCES
     text = text.replace('crop_size = [64, 64]', 'crop_size = [128, 128]')
     text = text.replace('models = ["demo_segformer_tiny", "demo_fcn_r18_tiny"]', f'models = ["{model}"]')
-    text = text.replace('variants = ["DEMO_REF", "DEMO_BS4"]', 'variants = ["FULL_TINY"]\ntemplates = "templates"')
+    # from scratch: Mask2Former's template names the Swin-B checkpoint, which nothing here may download
+    text = text.replace('variants = ["DEMO_REF", "DEMO_BS4"]',
+                        'variants = ["FULL_TINY"]\ntemplates = "templates"\npretrained = false')
     sweep = tmp_path / "full.toml"
     sweep.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
     return sweep

@@ -144,6 +144,21 @@ def test_notes_group_the_runs_and_fields_left_out_fall_back_to_the_template() ->
     # the GPU count is unknown: no total (was "40,000 per GPU", a per-GPU figure in a row of totals)
     assert dict(rows)["Batch size"] == ["2 per GPU"] and dict(rows)["Total samples"] == ["? (GPU count unknown)"]
     assert notes == [f"{BS16}: trained with batch size 2 per GPU; the template now gives 16"]
+    # a hand-started root's variant is what its runs recorded: 16 per GPU where it "gives" 16 is no difference
+    same = TrainedConfig(batch_size=16, batch_is_per_gpu=True)
+    assert trained_rows([v], {BS16: [("a", same)]})[1] == []
+
+
+def test_lr_factors_are_against_what_the_reference_trained() -> None:
+    """"0.08 (8× scaled)" as the reference report writes it: the factor of the reference variant's trained LR,
+    whichever variant is the reference (``--reference``), also for runs whose recipes only their configs say."""
+    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=Path("/nonexistent"))
+    given = [replace(v, lr_rule="as trained", lr_scale=1.0) for v in sweep.variants]  # as report --root builds them
+    runs = {v.name: [("m", TrainedConfig(lr=v.lr))] for v in given}
+    rows, _ = trained_rows(given, runs, REF)
+    assert dict(rows)["Base LR"] == ["0.01", "0.08 (8× scaled)", "0.04 (4× scaled)"]
+    rows, _ = trained_rows(given, runs, BS16)
+    assert dict(rows)["Base LR"] == ["0.01 (0.125× scaled)", "0.08", "0.04 (0.5× scaled)"]
 
 
 # --- a run started by hand: mmengine's dump ---------------------------------------------------------------
