@@ -80,14 +80,17 @@ def distributed_environment(rank: Rank, env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def setup(cfg: Any, rank: Rank) -> None:
-    """Make ``cfg`` (an mmengine Config, before the Runner is built) train as one of ``rank.world_size`` processes."""
+def setup(cfg: Any, rank: Rank) -> str | None:
+    """Make ``cfg`` (an mmengine Config, before the Runner is built) train as one of ``rank.world_size`` processes.
+
+    Returns a line for the run's log when the config had to change (SyncBN on CPU), else ``None``.
+    """
     import torch
 
     os.environ.update(distributed_environment(rank, dict(os.environ)))
     cfg.launcher = "slurm"
     if torch.cuda.is_available():
-        return  # mmengine: NCCL, set_device(LOCAL_RANK), DDP on this rank's GPU
+        return None  # mmengine: NCCL, set_device(LOCAL_RANK), DDP on this rank's GPU
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -96,8 +99,8 @@ def setup(cfg: Any, rank: Rank) -> None:
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
     if cfg.get("sync_bn"):
         # torch's SyncBatchNorm runs on GPUs only ("SyncBatchNorm expected input tensor to be on GPU")
-        from mmengine.logging import print_log
-
-        print_log(f"prove-jobs: sync_bn={cfg.sync_bn!r} dropped: CPU processes (gloo) cannot run SyncBN; each of the "
-                  f"{rank.world_size} processes normalises its own images with plain BN", logger="current")
+        note = (f"prove-jobs: sync_bn={cfg.sync_bn!r} dropped: CPU processes (gloo) cannot run SyncBN; each of the "
+                f"{rank.world_size} processes normalises its own images with plain BN")
         cfg.sync_bn = None
+        return note
+    return None

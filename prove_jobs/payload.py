@@ -79,11 +79,14 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
         check_checkpoint(checkpoint)  # before the Runner: a refused checkpoint leaves no start behind
         cfg.resume = True
         cfg.load_from = str(checkpoint)
+    note = None
     if rank is not None and rank.world_size > 1:
         from prove_jobs.distributed import setup
 
-        setup(cfg, rank)
+        note = setup(cfg, rank)
     runner = Runner.from_cfg(cfg)
+    if note:
+        runner.logger.info(note)
     runner.train()
     return int(runner.iter)
 

@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,6 +138,31 @@ def _status(path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[
     return rows
 
 
+SYNC_BN_ON_CPU = """
+import sys
+from mmengine.config import Config
+from prove_jobs.distributed import Rank, setup
+cfg = Config(dict(sync_bn='torch', model=dict(type='X')))
+note = setup(cfg, Rank(0, 1, 0))
+print(repr(cfg.sync_bn), cfg.model_wrapper_cfg.device_ids)
+print(note)
+"""
+
+
+def test_sync_bn_is_dropped_on_cpu_processes_with_a_line_saying_so(tmp_path: Path) -> None:
+    """gloo on CPU cannot run SyncBN ("SyncBatchNorm expected input tensor to be on GPU"): the run trains with
+    each process's own BN, and the note goes into the run's log (the payload logs it through the Runner)."""
+    pytest.importorskip("mmengine", reason="a Config is mmengine's")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_"))}
+    env["MASTER_PORT"] = str(20000 + os.getpid() % 20000)  # one gloo group of one, on loopback
+    done = subprocess.run([sys.executable, "-c", SYNC_BN_ON_CPU], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    settings, note = done.stdout.strip().splitlines()[-2:]
+    assert settings == "None None"
+    assert note.startswith("prove-jobs: sync_bn='torch' dropped: CPU processes (gloo) cannot run SyncBN")
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
@@ -156,6 +182,9 @@ def test_a_two_rank_ddp_job_trains_one_run(tmp_path: Path, demo: Path, capsys: p
     log = read_or_empty(start / f"{start.name}.log")
     assert "Distributed training: True" in log and "GPU number: 2" in log, log[:3000]
     assert "batch_size=2," in (run_dir / "prove" / "config.py").read_text()  # DEMO_BS4's 4, over 2 ranks
+    # two GPUs: rendered with SyncBN (mmengine's sync_bn); these CPU ranks (gloo) cannot run it, and say so
+    assert "sync_bn = 'torch'" in (run_dir / "prove" / "config.py").read_text()
+    assert "sync_bn='torch' dropped: CPU processes (gloo) cannot run SyncBN" in log, log[:3000]
     from prove_jobs.runs import read_meta
 
     meta = read_meta(run_dir)
