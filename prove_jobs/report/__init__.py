@@ -172,7 +172,7 @@ def final_miou(status: RunStatus | None) -> float | None:
 def sweep_scope(sweep: Sweep, models: Sequence[str] = ()) -> Scope:
     """A sweep's variants and its models' families, as its templates give them."""
     return Scope(name=sweep.name, source=str(sweep.path), variants=sweep.variants,
-                 families={model: _family(sweep.model_template(model)) for model in (models or sweep.models)})
+                 families={model: sweep.facts(model).family for model in (models or sweep.models)})
 
 
 def build_report(scope: Scope | Sweep, statuses: Sequence[RunStatus], *, reference: str | None = None,
