@@ -59,6 +59,13 @@ def test_plan_table_shows_the_numbers(tmp_path: Path) -> None:
         assert text in done.stdout
 
 
+def test_time_limits_read_as_hours_and_minutes() -> None:
+    """Issue 20: the plan's "0:30", "24:00", "48:00" read as minutes:seconds."""
+    from prove_jobs.plan import time_limit
+
+    assert [time_limit(m) for m in (30, 1440, 2880, 90, 5)] == ["30 min", "24 h", "48 h", "1 h 30 min", "5 min"]
+
+
 def test_plan_says_where_weights_start_how_runs_are_evaluated_and_normalised(tmp_path: Path) -> None:
     """Pretrained by default (the checkpoint mmseg's config names), from scratch only when said, one evaluation
     protocol, SyncBN across GPUs: in the table and in --json."""

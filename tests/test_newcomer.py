@@ -459,7 +459,7 @@ def test_plan_shows_what_each_run_asks_for(tmp_path: Path, capsys: pytest.Captur
     assert (by_variant[BS16]["partition"], by_variant[BS16]["gpus_per_node"]) == ("gpu", 1)
     assert main(["plan", sweep, "--data-root", str(tmp_path), "--model", "mask2former_swin-b"]) == 0
     table = capsys.readouterr().out
-    assert "Partition" in table and "Time limit" in table and "96 GB" in table and "48:00" in table
+    assert "Partition" in table and "Time limit" in table and "96 GB" in table and "48 h" in table
 
 
 # --- 19. the report ------------------------------------------------------------------------------------------

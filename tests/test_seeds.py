@@ -290,3 +290,16 @@ def test_a_root_with_one_seed_then_several_shows_every_run(tmp_path: Path, templ
     rows = json.loads(capsys.readouterr().out)
     assert sorted((Path(r["run_dir"]).name, r["seed"]) for r in rows if r["variant"] == "DEMO_REF") == [
         ("demo_fcn_r18_tiny", 0), ("seed0", 0), ("seed1", 1), ("seed2", 2)]
+
+
+def test_the_readmes_seeds_recipe_works_on_the_shipped_demo_sweep(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: adding `seeds = [0, 1]` to demo.toml as the README says was refused ("set either seeds = [...] or
+    [training] seed, not both"): the shipped sweeps no longer set [training] seed."""
+    text = (SWEEPS / "demo.toml").read_text()
+    sweep = tmp_path / "demo.toml"
+    variants = 'variants = ["DEMO_REF", "DEMO_BS4"]'
+    sweep.write_text(text.replace(variants, variants + "\nseeds = [0, 1]"))
+    assert main(["plan", str(sweep), "--data-root", str(tmp_path / "runs"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted({r["seed"] for r in rows}) == [0, 1] and len(rows) == 8
