@@ -57,6 +57,8 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
         return Selection(runs, f"Runs under {root}", warnings)
     if target is None:
         raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
+    if not target.exists() and target.suffix != ".toml":
+        raise ProveJobsError(f"{target}: no such run dir or sweep file{_near(target)}")
     if target.is_dir():
         from prove_jobs.discover import looks_like_run
 
@@ -72,6 +74,18 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
         f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there "
         "(is the variable in data_root set as when you submitted? --data-root DIR)"]
     return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})", warnings)
+
+
+def _near(path: Path) -> str:
+    """``; did you mean demo_fcn_r18_tiny?``: a typo in the last part of a run dir's path."""
+    import difflib
+
+    try:
+        names = [entry.name for entry in path.parent.iterdir()] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(str(path.parent / name) for name in close)}?)" if close else ""
 
 
 class StatusSource:

@@ -94,10 +94,12 @@ def test_plan_says_where_weights_start_how_runs_are_evaluated_and_normalised(tmp
     ("args", "message"),
     [
         (["plan", "missing.toml"], "missing.toml: sweep file not found"),
-        (["plan", str(SWEEPS / "demo.toml"), "--model", "unet"], "models: unknown model 'unet'"),
+        (["plan", str(SWEEPS / "demo.toml"), "--model", "unet"], "--model: 'unet' is not a model of sweep demo (demo.toml has: "),
         (["submit", str(SWEEPS / "demo.toml"), "--data-root", "/nonexistent/root", "--executor", "local"],
          "/nonexistent/root: data root does not exist"),
         (["status"], "give a sweep file, a run dir, or --root DIR"),
+        # a typo in a run dir: was "sweep file not found"
+        (["status", "demo/runs/DEMO_REF/baseline/cityscapes/demo_fcn"], "demo_fcn: no such run dir or sweep file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -220,17 +220,20 @@ class Sweep:
         """
         wanted_models = list(models) or list(self.models)
         wanted_variants = list(variants) or [v.name for v in self.variants]
+        # A name asked for on the command line that the sweep lacks is the option's mistake, not the file's.
         for model in wanted_models:
             if model not in self.models:
-                known = ", ".join(self.models)
-                raise SpecError(self.path, "models", f"unknown model {model!r} (in this sweep: {known})")
+                raise SpecError("--model", None, f"{model!r} is not a model of sweep {self.name} "
+                                f"({self.path.name} has: {', '.join(self.models)})")
         for name in wanted_variants:
-            self.variant(name)
+            if name not in {v.name for v in self.variants}:
+                raise SpecError("--variant", None, f"{name!r} is not a variant of sweep {self.name} "
+                                f"({self.path.name} has: {_names(self.variants)})")
         wanted_seeds = set(seeds)
         everywhere = {k for v in self.variants for k in self.seeds_for(v.name)}
         if wanted_seeds - everywhere:
-            raise SpecError(self.path, "seeds", f"no variant trains seed {min(wanted_seeds - everywhere)} "
-                            f"(seeds in this sweep: {', '.join(map(str, sorted(everywhere)))})")
+            raise SpecError("--seed", None, f"no variant of sweep {self.name} trains seed "
+                            f"{min(wanted_seeds - everywhere)} (seeds: {', '.join(map(str, sorted(everywhere)))})")
         runs = [
             Run(model=m, variant=v, method=self.method, dataset=self.dataset, data_root=self.data_root, seed=k)
             for v in wanted_variants
