@@ -15,6 +15,10 @@ from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run, tail_lines
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus, collect_status
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from prove_jobs.spec import Sweep
+
 
 def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
     """Why a run ended without finishing: the recorded error, then the end of its job's stderr."""
@@ -70,10 +74,18 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
     from prove_jobs.spec import load_sweep
 
     sweep = load_sweep(target, data_root=data_root)
-    warnings = [] if sweep.data_root.is_dir() else [
-        f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there "
-        "(is the variable in data_root set as when you submitted? --data-root DIR)"]
-    return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})", warnings)
+    missing = missing_data_root(sweep)
+    return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})",
+                     [missing] if missing else [])
+
+
+def missing_data_root(sweep: Sweep) -> str | None:
+    """A warning when the sweep's data root is not there: every run would read "not submitted"."""
+    if sweep.data_root.is_dir():
+        return None
+    return (f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there (is the "
+            "variable in data_root set as when you submitted, and are you in the same folder if it is relative? "
+            "--data-root DIR)")
 
 
 def _near(path: Path) -> str:

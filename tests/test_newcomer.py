@@ -526,3 +526,14 @@ def test_repo_has_no_leftover_of_an_old_layout() -> None:
         if not module.name.startswith("_"):
             assert f"prove_jobs/{module.name}" in readme, module.name
     assert TEMPLATES.is_dir() and shutil.which(sys.executable)
+
+
+def test_report_from_another_folder_warns_that_the_data_root_is_not_there(tmp_path: Path) -> None:
+    """Issue 20: `report SWEEP` from another folder (the demo's relative data root) wrote an empty report, exit 0,
+    every run "Not submitted", where `status` from the same folder warned that the data root does not exist."""
+    env = {k: v for k, v in os.environ.items() if k != "DEMO_ROOT"}
+    done = cli("report", str(SWEEPS / "demo.toml"), "--out", str(tmp_path / "report.md"), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"data root {tmp_path / 'demo' / 'runs'} does not exist" in done.stderr, done.stderr
+    status = cli("status", str(SWEEPS / "demo.toml"), env=env, cwd=tmp_path)
+    assert f"data root {tmp_path / 'demo' / 'runs'} does not exist" in status.stderr, status.stderr

@@ -43,11 +43,13 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     into ``plots_dir`` and the report to ``out`` if given."""
     from prove_jobs.fsafe import atomic_write_text
     from prove_jobs.report.markdown import render_markdown
-    from prove_jobs.status_source import StatusSource
+    from prove_jobs.status_source import StatusSource, missing_data_root
 
     source = StatusSource(runs, accounting=True)
     try:
         statuses, warnings = source.collect()
+        missing = missing_data_root(sweep) if sweep is not None else None
+        warnings += [missing] if missing else []
         # a queued run has its config rendered already: only a run that started has trained with it
         trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
         scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
