@@ -537,3 +537,37 @@ def test_report_from_another_folder_warns_that_the_data_root_is_not_there(tmp_pa
     assert f"data root {tmp_path / 'demo' / 'runs'} does not exist" in done.stderr, done.stderr
     status = cli("status", str(SWEEPS / "demo.toml"), env=env, cwd=tmp_path)
     assert f"data root {tmp_path / 'demo' / 'runs'} does not exist" in status.stderr, status.stderr
+
+
+@pytest.mark.slow
+@needs_training
+def test_ctrl_c_during_submit_wait_says_the_jobs_keep_running(demo: Path, templates_copy: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: a real SIGINT to `submit --wait` printed only "interrupted" while every job trained on."""
+    import signal
+
+    gate = stall_templates(templates_copy, 10, monkeypatch)
+    sweep = str(demo_sweep_with(demo, templates_copy))
+    one = ["--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4"]
+    waiting = subprocess.Popen([*CLI, "submit", sweep, *one, "--executor", "local", "--wait"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+                               # as at a terminal: SIGINT not ignored even if this test runs in the background
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not gate.reached:
+            assert time.monotonic() < deadline and waiting.poll() is None, "the training did not reach iteration 10"
+            time.sleep(0.2)
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 130, err
+        assert "the 1 job(s) keep running" in err and f"`prove-jobs wait {sweep}`" in err, err
+        assert f"`prove-jobs cancel {sweep}`" in err and "Traceback" not in err, err
+        assert main(["status", sweep, *one, "--json"]) == 0
+        [row] = json_out(capsys)
+        assert row["state"] == "running", row  # Ctrl-C stopped the waiting, not the job
+    finally:
+        waiting.kill()
+        main(["cancel", sweep, *one])
+        gate.open()
