@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +95,7 @@ class SubmitResult:
     warnings: list[str] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)  # dry run: what each array would be, as submitted
     weights: list[Fetched] = field(default_factory=list)  # the checkpoints made ready (dry run: looked at)
+    refusals: list[str] = field(default_factory=list)  # dry run: what a real submit would refuse
 
 
 def choose_executor(name: str, sweep: Sweep | None = None, runs: Sequence[Run] = ()) -> str:
@@ -136,10 +137,17 @@ def submit(
     Nothing is written on a dry run. Missing checkpoints are fetched into the weight cache before
     anything is claimed (``progress``: told how each download goes); a dry run fetches nothing.
     """
-    kind = choose_executor(executor, sweep, runs)
+    result = SubmitResult()
+    try:
+        kind = choose_executor(executor, sweep, runs)
+    except SchedulerUnavailable as exc:
+        if not (dry_run and executor == "auto"):
+            raise
+        # a GPU sweep with no controller: what matters is what SLURM would be sent
+        kind = "slurm"
+        result.warnings.append(f"{str(exc).split(', and ')[0]}: showing what would be submitted to SLURM")
     if kind == "local":
         refuse_multi_process_local(sweep, runs)
-    result = SubmitResult()
     rendered = []
     metas = {run: read_meta_quietly(run.run_dir) for run in runs}
     jobs = _ask_scheduler(list(metas.values()))
@@ -156,15 +164,24 @@ def submit(
             result.skipped.append((run, f"{cancelled}; name it to train it again ({run.options})"))
             continue
         rendered.append(render_run(sweep, run))
-    if rendered and not dry_run:
-        # Before any claim is written: what would make every job fail leaves no trace.
-        check_data_root(sweep.data_root)
-        check_planted_links(sweep, [item.run for item in rendered])
-        check_dataset_root(sweep)
+    if rendered:
+        # Before any claim is written: what would make every job fail leaves no trace. A dry run makes the same
+        # checks and says what a real submit would refuse.
+        checks: list[Callable[[], object]] = [
+            lambda: check_data_root(sweep.data_root),
+            lambda: check_planted_links(sweep, [item.run for item in rendered]),
+            lambda: check_dataset_root(sweep)]
         if kind == "local":
-            check_training_stack([sweep.resources_for(item.run) for item in rendered])
-        if kind == "slurm":
-            call(["sinfo", "--noheader", "--format=%P"], timeout_s=15)
+            checks.append(lambda: check_training_stack([sweep.resources_for(item.run) for item in rendered]))
+        if kind == "slurm" and not dry_run:
+            checks.append(lambda: call(["sinfo", "--noheader", "--format=%P"], timeout_s=15))
+        for check in checks:
+            try:
+                check()
+            except ProveJobsError as exc:
+                if not dry_run:
+                    raise
+                result.refusals.append(str(exc))
     if rendered:
         result.weights = ready_weights(sweep, rendered, dry_run=dry_run, progress=progress)
 

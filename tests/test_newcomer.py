@@ -273,6 +273,23 @@ def test_auto_executor_trains_a_gpu_sweep_only_on_slurm(tmp_path: Path, demo: Pa
     assert sorted(demo.rglob("*")) == before  # nothing written
     done = cli("submit", str(SWEEPS / "demo.toml"), "--dry-run", env=env)  # asks for no GPU: this machine, then
     assert done.returncode == 0 and "local process" in done.stdout, done.stderr
+    # the README's `submit SWEEP --dry-run` without a controller: the SLURM script a GPU sweep would be sent
+    done = cli("submit", str(SWEEPS / "cityscapes.toml"), "--model", "pspnet_r50", "--dry-run", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "#SBATCH" in done.stdout and "showing what would be submitted to SLURM" in done.stderr, done.stderr
+    assert sorted(demo.rglob("*")) == before
+
+
+def test_a_dry_run_checks_what_a_real_submit_checks(tmp_path: Path) -> None:
+    """Issue 20: with no data root and no dataset, `submit --dry-run` printed 18 "would submit" lines, exit 0,
+    and the real submit then refused twice."""
+    env = {**os.environ, "AWARE_DATA_ROOT": str(tmp_path / "nowhere"), "CITYSCAPES_ROOT": str(tmp_path / "no-data")}
+    done = cli("submit", str(SWEEPS / "cityscapes.toml"), "--executor", "slurm", "--dry-run", env=env)
+    assert done.returncode == 1, done.stderr
+    refusals = [line for line in done.stderr.splitlines() if "a real submit would refuse" in line]
+    assert any("data root does not exist" in line for line in refusals), done.stderr
+    assert any("dataset_root" in line for line in refusals), done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_submit_checks_the_dataset_before_any_claim(tmp_path: Path, capsys: pytest.CaptureFixture[str],

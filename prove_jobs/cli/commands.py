@@ -90,7 +90,9 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
             term.info(f"would submit {s.run.name} -> {s.run.run_dir} (config {s.config_hash})")
         for script in result.scripts:
             term.line(script)
-        return 0
+        for refusal in result.refusals:
+            term.error(f"a real submit would refuse: {refusal}")
+        return 1 if result.refusals else 0
     for s in result.submitted:
         term.success(f"submitted {s.run.name} as {s.executor} job {s.job_id}")
     for run, holder in result.already_running:
