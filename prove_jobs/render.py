@@ -60,7 +60,7 @@ def config_hash(model_text: str, portable_config: str) -> str:
 def render_run(sweep: Sweep, run: Run) -> RenderedRun:
     model_path = sweep.model_template(run.model)
     variant = sweep.recipe(run)
-    template_path = sweep.templates_dir / (ZOO_CONFIG_TEMPLATE if variant.recipe == MODEL_ZOO else RUN_CONFIG_TEMPLATE)
+    template_path = sweep.template(ZOO_CONFIG_TEMPLATE if variant.recipe == MODEL_ZOO else RUN_CONFIG_TEMPLATE)
     try:
         template_text = model_path.read_text()
         template = Template(template_path.read_text())

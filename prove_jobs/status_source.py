@@ -25,8 +25,17 @@ def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
     if status.state not in (RunState.FAILED, RunState.TIMEOUT, RunState.CANCELLED):
         return []
     details = []
-    if status.meta is not None and status.meta.error:
-        details.append(f"error: {status.meta.error}")
+    meta = status.meta
+    if status.state is RunState.CANCELLED and meta is not None and meta.cancelled_at is not None:
+        # the job's stderr then ends in the KeyboardInterrupt or SIGTERM the cancel sent: not why it stopped
+        import time
+
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.cancelled_at))
+        at = f" at iteration {status.iter}" if status.iter is not None else ""
+        return [f"cancelled by {meta.cancelled_by or '?'} on {when}{at} (`prove-jobs cancel`); it stays cancelled "
+                f"until submitted by name ({status.run.options})"]
+    if meta is not None and meta.error:
+        details.append(f"error: {meta.error}")
     err = status.run.run_dir / CONFIG_DIR / JOB_STDERR
     tail = tail_lines(err, lines)
     if tail:

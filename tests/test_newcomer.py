@@ -127,6 +127,11 @@ def test_my_own_live_run_is_no_conflict_and_a_cancelled_run_stays_cancelled(
     assert row["state"] == "cancelled" and row["lock_holder"] is None
     assert main(["status", sweep, "--state", "cancelled", "--json"]) == 0
     assert [r["model"] for r in json_out(capsys)] == ["demo_fcn_r18_tiny"]
+    # `status RUN_DIR`: who cancelled it and when, not the KeyboardInterrupt the cancel left in the job's stderr
+    assert main(["status", str(run_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert f"cancelled by {current_user()} on " in shown and "--model demo_fcn_r18_tiny --variant DEMO_BS4" in shown
+    assert "KeyboardInterrupt" not in shown and "Traceback" not in shown, shown
 
     gate.open()
     # nothing restarts it behind the back of whoever cancelled it
