@@ -68,5 +68,5 @@ def test_a_link_a_fifo_or_a_huge_file_is_refused_at_once(tmp_path: Path, plant: 
     else:
         with open(target, "wb") as f:
             f.truncate(5 * 1024**3)  # sparse
-    with pytest.raises(RenderedChanged, match="config.py: "):
+    with pytest.raises(RenderedChanged, match=r"config\.py: "):
         read_checked(folder, DIGESTS)
