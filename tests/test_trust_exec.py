@@ -152,6 +152,7 @@ def test_a_config_renamed_over_the_victims_runs_nothing_and_fails_the_run(shared
         assert shown.returncode == 0, shown.stderr
         assert "changed since submit" in shown.stdout and USER_B in shown.stdout, shown.stdout
         listed = as_user(USER_A, shared, env, "status", sweep, *ARGS, "--json")
+        assert listed.returncode == 0, listed.stderr
         [row] = json.loads(listed.stdout)
         assert row["state"] == "failed" and "changed since submit" in row["error"]
         print(f"failed {seconds:.1f} s after submit (4 s of it the setup's sleep)")
