@@ -159,10 +159,12 @@ class RunMeta:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunMeta:
-        known = {f.name for f in dataclasses.fields(cls)}
-        # Unknown keys come from newer versions of prove-jobs: keep reading, drop them.
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: object, path: object = META_FILE) -> RunMeta:
+        """Each field checked (``UnreadableValue`` naming the first that does not fit); unknown keys come
+        from newer versions of prove-jobs: kept reading, dropped."""
+        from prove_jobs.values import meta_fields
+
+        return cls(**meta_fields(data, path))  # type: ignore[arg-type]
 
 
 def current_user() -> str:
@@ -208,15 +210,16 @@ def read_meta(run_dir: Path) -> RunMeta | None:
             raw = handle.read(MAX_META_BYTES + 1)
     except OSError as exc:
         raise RunError(f"{path}: cannot read run metadata ({exc.strerror})") from exc
+    from prove_jobs.values import parse_json
+
     try:
         if len(raw) > MAX_META_BYTES:
             raise ValueError(f"over {MAX_META_BYTES} bytes")
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return RunMeta.from_json(data)
-    except (ValueError, TypeError) as exc:
+        data = parse_json(raw)
+    except ValueError as exc:
         raise CorruptMetadata(f"{path}: corrupt run metadata ({exc}); move it aside to reset the run") from exc
+    # each field's type and range (values.META_FIELDS): one planted value is this run's warning, not a traceback
+    return RunMeta.from_json(data, path)
 
 
 def write_meta(run_dir: Path, meta: RunMeta) -> RunMeta:

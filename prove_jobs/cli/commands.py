@@ -195,6 +195,8 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
         _close(source, term)
     if args.json:
         term.json([s.to_json() for s in statuses])
+        for warning in warnings:  # stderr: the JSON on stdout stays one document; each is in its run's "notes"
+            term.warn(warning)
         return 0
     if args.curve:
         from prove_jobs.dashboard import curve_table

@@ -77,6 +77,8 @@ class RunLog:
     last_write: float | None = field(default=None, compare=False)  # the newest start's files' mtime
     log_path: str | None = field(default=None, compare=False)  # the newest start's text log (else its JSON)
     log_every: int | None = None  # iterations between the last two train records: the log's pace
+    # (field, why and in which file): values left out of the records, out of their type or range (records.LOG_FIELDS)
+    rejected: tuple[tuple[str, str], ...] = ()
 
 
 EMPTY = RunLog(None, None, (), 0, None, None, None, ())
