@@ -48,7 +48,9 @@ JOB_STDOUT = "job.out"
 JOB_STDERR = "job.err"
 # mmengine names the folder of each training start after its start time: <work_dir>/20260203_101010/
 START_DIR = re.compile(r"^\d{8}_\d{6}$")
-SEED_DIR = re.compile(r"^seed(\d+)$")
+# seed<k>, k as the sweep writes it (f"seed{k}"): ASCII digits, no leading zero, nothing after (`$` let "seed2\n" in)
+SEED_DIR = re.compile(r"seed(0|[1-9][0-9]*)", re.ASCII)
+SEED_LIKE = re.compile(r"seed\d")  # any digit, anything after: a name one could take for a seed folder
 MAX_META_BYTES = 1 << 20  # a prove_run.json is about 1 KB: anything this big is not one
 MUTEX_WAIT_S = 120.0  # a metadata update waits this long for another process's (their holds are short)
 
@@ -105,9 +107,15 @@ def model_of_dir(run_dir: Path) -> str:
 
 
 def seed_of_dir(name: str) -> int | None:
-    """``seed3`` -> 3: the folder of one seed of a variant trained with several."""
-    found = SEED_DIR.match(name)
-    return None if found is None else int(found.group(1))
+    """``seed3`` -> 3: the folder of one seed of a variant trained with several (only as prove-jobs names it:
+    ``seed01`` and ``seed1\n`` are not seed 1's)."""
+    found = SEED_DIR.fullmatch(name)
+    return None if found is None else int(found.group(1))  # at most 251 digits (a file name): int() is bounded
+
+
+def not_a_seed_dir(name: str) -> bool:
+    """Is ``name`` like a seed folder (``seed01``, ``seed1\n``, ``seed1 ``) without being one?"""
+    return SEED_LIKE.match(name) is not None and seed_of_dir(name) is None
 
 
 def is_start_dir(name: str) -> bool:

@@ -120,7 +120,7 @@ def checked(spec: Spec, value: object) -> object:
     """``value`` as its field holds it (a Real's whole number as a float); ``None`` when it does not fit."""
     if problem(spec, value) is not None or value is None:
         return None
-    return float(value) if isinstance(spec, Real) and isinstance(value, int) else value  # type: ignore[arg-type]
+    return float(value) if isinstance(spec, Real) and isinstance(value, int) else value
 
 
 def parse_json(raw: bytes | str) -> object:

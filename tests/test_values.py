@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,163 @@ def test_a_planted_value_in_the_conflicts_record_is_one_warning(
         return
     assert len(warnings) == 1 and f"unreadable: {current_user()}.holder.{key} in" in warnings[0], warnings
     assert rows[bad.model]["state"] == "failed" and rows[bad.model]["lock_holder"] is None
+
+
+# --- the report: recorded configs, statistics, times ---------------------------------------------------
+
+def demo_runs(root: Path, sweep: Path, mious: dict[tuple[str, str, int | None], float] | None = None,
+              seconds: float = 40.0) -> list[Run]:
+    """Every run of ``sweep`` under ``root`` completed, its final mIoU from ``mious`` (else 50)."""
+    from prove_jobs.spec import load_sweep
+
+    loaded = load_sweep(sweep, data_root=root)
+    runs = loaded.runs()
+    for run in runs:
+        final = (mious or {}).get((run.model, run.variant, run.seed), 50.0)
+        finished(run, curve=[(500, 40.0, 85.0), (1000, final, 90.0)], seconds=seconds,
+                 seed=loaded.training_seed(run))
+    return runs
+
+
+def report_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], list[str]]:
+    code = main(["report", *args, "--format", "json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return strict(out.out), [line for line in out.err.splitlines() if line.strip()]
+
+
+def report_md(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(["report", *args])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert re.search(r"\bnan\b|\binf\b", out.out, re.IGNORECASE) is None
+    return out.out
+
+
+CONFIG = """
+train_cfg = dict(type='IterBasedTrainLoop', max_iters={iters}, val_interval=500)
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr={lr}, momentum=0.9))
+train_dataloader = dict(batch_size={batch})
+"""
+
+
+@pytest.mark.parametrize(("field", "iters", "batch"), [
+    ("max_iters", "9" * 4000, "2"), ("batch_size", "1000", "0x" + "f" * 4000), ("max_iters", "-5", "2")])
+def test_a_recorded_config_with_numbers_of_4000_digits_is_one_warning(
+        field: str, iters: str, batch: str, tmp_path: Path, templates_copy: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = demo_sweep_with(tmp_path, templates_copy)
+    runs = demo_runs(tmp_path / "runs", sweep)
+    for run in runs:
+        (run.run_dir / "prove").mkdir(exist_ok=True)
+        (run.run_dir / "prove" / "config.py").write_text(CONFIG.format(iters=1000, lr=0.01, batch=2))
+    planted = runs[0].run_dir / "prove" / "config.py"
+    planted.write_text(CONFIG.format(iters=iters, lr=0.01, batch=batch))
+    args = [str(sweep), "--data-root", str(tmp_path / "runs")]
+    document, warnings = report_json(args, capsys)
+    assert len(warnings) == 1 and f"unreadable: {field} in {planted}" in warnings[0], warnings
+    assert document["configurations"][runs[0].variant]["Iterations"] == "1,000"  # the other run's
+    assert len(document["runs"]) == len(runs) and all(r["state"] == "completed" for r in document["runs"])
+    report_md(args, capsys)
+
+
+def seeds_sweep(folder: Path, templates: Path) -> Path:
+    return demo_sweep_with(folder, templates, "seeds.toml", **{
+        "seed = 0": "", 'variants = ["DEMO_REF", "DEMO_BS4"]': 'variants = ["DEMO_REF", "DEMO_BS4"]\nseeds = [0, 1]'})
+
+
+def test_two_seeds_at_miou_0_and_1e_90_have_no_interval(tmp_path: Path, templates_copy: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = seeds_sweep(tmp_path, templates_copy)
+    mious = {(m, v, k): (0.0 if k == 0 else 1e-90) for m in ("demo_fcn_r18_tiny", "demo_segformer_tiny")
+             for v in ("DEMO_REF", "DEMO_BS4") for k in (0, 1)}
+    demo_runs(tmp_path / "runs", sweep, mious)
+    args = [str(sweep), "--data-root", str(tmp_path / "runs")]
+    document, _ = report_json(args, capsys)
+    for result in document["results"]:
+        assert result["difference_ci95"] is None and result["verdict"] == "n/a (no spread between seeds)"
+    assert "n/a (no spread between seeds)" in report_md(args, capsys)
+
+
+def test_a_nan_miou_reaches_no_table_and_no_family_average(tmp_path: Path, templates_copy: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = demo_sweep_with(tmp_path, templates_copy)
+    runs = demo_runs(tmp_path / "runs", sweep, {("demo_fcn_r18_tiny", "DEMO_BS4", None): 48.0,
+                                                ("demo_segformer_tiny", "DEMO_BS4", None): 46.0})
+    nan_run = next(r for r in runs if r.model == "demo_segformer_tiny" and r.variant == "DEMO_BS4")
+    plant(scalars(nan_run), "mIoU", "mIoU", "NaN")
+    args = [str(sweep), "--data-root", str(tmp_path / "runs")]
+    document, warnings = report_json(args, capsys)
+    assert len(warnings) == 1 and f"unreadable: mIoU in {scalars(nan_run)}" in warnings[0]
+    assert all(math.isfinite(v) for v in document["family_averages"].values())
+    assert document["family_averages"]["all"] == -2.0  # the fcn's -2 points; the segformer has no final mIoU
+    row = next(r for r in document["runs"] if r["model"] == nan_run.model and r["variant"] == nan_run.variant)
+    assert row["last_miou"] is None and row["last_miou_note"] == "not a number in scalars.json"
+    md = report_md(args, capsys)
+    assert "+nan" not in md and "-2.00 pts" in md
+    assert main(["status", str(sweep), "--data-root", str(tmp_path / "runs")]) == 0  # the table
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_all_zero_times_say_n_a(tmp_path: Path, templates_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = demo_sweep_with(tmp_path, templates_copy)
+    demo_runs(tmp_path / "runs", sweep, seconds=0.0)
+    args = [str(sweep), "--data-root", str(tmp_path / "runs")]
+    document, _ = report_json(args, capsys)
+    assert document["times"] and all(t["seconds"] == 0.0 and t["speedup_vs_reference"] is None
+                                      and t["minutes_per_point"] == 0.0 for t in document["times"])
+    report_md(args, capsys)
+    for run in demo_runs(tmp_path / "other", sweep):  # the reference timed, the other variant not
+        if run.variant == "DEMO_BS4":
+            scalars(run).write_text(scalars(run).read_text().replace('"time": 0.04,', '"time": 0.0,'))
+    document, _ = report_json([str(sweep), "--data-root", str(tmp_path / "other")], capsys)
+    bs4 = [t for t in document["times"] if t["variant"] == "DEMO_BS4"]
+    assert bs4 and all(t["seconds"] == 0.0 and t["speedup_vs_reference"] is None for t in bs4)
+    assert "n/a" in report_md([str(sweep), "--data-root", str(tmp_path / "other")], capsys)
+
+
+def test_a_variants_first_run_without_an_lr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    runs = []
+    for variant in ("A_REF", "B_BIG"):
+        for model in ("m1", "m2"):
+            run = Run(model=model, variant=variant, method="baseline", dataset="cityscapes", data_root=root)
+            finished(run)
+            (run.run_dir / "prove").mkdir()
+            lr = "0.02" if variant == "B_BIG" else "0.01"
+            text = CONFIG.format(iters=1000, lr=lr, batch=2)
+            if model == "m1" or variant == "B_BIG":  # A_REF's first run recorded no LR, B_BIG's none
+                text = text.replace(f"lr={lr}, ", "")
+            (run.run_dir / "prove" / "config.py").write_text(text)
+            runs.append(run)
+    document, warnings = report_json(["--root", str(root)], capsys)
+    assert warnings == [] and len(document["runs"]) == 4
+    assert {v: c["Base LR"] for v, c in document["configurations"].items()} == {"A_REF": "0.01", "B_BIG": "n/a"}
+    assert "| **Base LR** | 0.01 | n/a |" in report_md(["--root", str(root)], capsys)
+
+
+# --- seed folders are canonical -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["seed01", "seed2\n", "seed1 ", "seed\u0661"])
+def test_a_seed_folder_not_named_as_the_sweep_writes_it_is_one_warning_and_no_run(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = make_run(tmp_path)
+    seeded = [finished(dataclasses.replace(model, seed=k), seed=k) for k in (0, 1)]
+    planted = dataclasses.replace(model, path=model.run_dir / name)
+    finished(planted, seed=1)  # a copy of seed 1's run, under a name prove-jobs never writes
+    rows = strict_rows(["status", "--root", str(tmp_path), "--json"], capsys)
+    assert sorted((r["seed"], r["run_dir"]) for r in rows[0]) == [(r.seed, str(r.run_dir)) for r in seeded]
+    assert all(r["state"] == "completed" and r["last_miou"] == 50.0 for r in rows[0])
+    assert len(rows[1]) == 1 and ascii(name) in rows[1][0] and "not a seed folder" in rows[1][0], rows[1]
+
+    code = main(["report", "--root", str(tmp_path), "--format", "json"])
+    out = capsys.readouterr()
+    assert code == 0 and len(strict(out.out)["runs"]) == 2
+    assert [line for line in out.err.splitlines() if line.strip()] == rows[1]
+
+
+def strict_rows(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    code = main(args)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return strict(out.out), [line for line in out.err.splitlines() if line.strip()]

@@ -10,7 +10,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from prove_jobs.logs.runlog import LIMITS, TAIL, Limits, RunLog, ValPoint
@@ -57,7 +57,7 @@ _FRACTION = Real(0.0, 1.0, optional=True)  # mmseg 0.x's metrics, before they ar
 _LABELS = {"miou": "mIoU", "aacc": "aAcc", "macc": "mAcc"}
 
 
-def checked_record(kind: str, values: dict[str, object], *, stamp: str | None = None,
+def checked_record(kind: str, values: Mapping[str, object], *, stamp: str | None = None,
                    fractions: bool = False) -> Record:
     """A record of the ``values`` that fit ``LOG_FIELDS`` (``fractions``: metrics as 0.x's fractions, made
     percent), and the fields left out, with why, in ``rejected``."""
@@ -104,7 +104,9 @@ class _Patterns:
         self.ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
         self.stamp = re.compile(r"^(?P<stamp>(?:\d{4}/)?\d{2}/\d{2} \d{2}:\d{2}:\d{2}) - \S+ - [A-Z]+ - (?P<msg>.*)$")
         # Iteration-based training only (mmseg 1.x): "Epoch(train) [1][ 50/270]" counts within an epoch.
-        self.header = re.compile(r"^Iter\((?P<mode>train|val|test)\)\s*\[\s*(?P<cur>\d{1,4000})\s*/\s*(?P<tot>\d{1,4000})\]")
+        # at most 4,000 digits: int() of over 4,300 raises ValueError; LOG_FIELDS then says the number is too big
+        self.header = re.compile(
+            r"^Iter\((?P<mode>train|val|test)\)\s*\[\s*(?P<cur>\d{1,4000})\s*/\s*(?P<tot>\d{1,4000})\]")
         self.eta = re.compile(r"eta: (?:\d+ days?, )?\d+:\d\d:\d\d(?:\.\d+)?")
         self.item = re.compile(
             r"(?:^|\s)(?P<key>[A-Za-z_][\w./-]*): (?P<val>[-+]?(?:nan|inf|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?))(?=\s|$)"

@@ -34,7 +34,9 @@ _CKPT_TAG = b"Saving checkpoint at "
 @functools.cache
 def _json_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes], re.Pattern[bytes], re.Pattern[bytes]]:
     """iter, not-plain, train key, time: compiled on first use (a warm ``status`` parses nothing)."""
-    return (re.compile(rb'[{ ]"iter": (\d{1,9})[,}]'), re.compile(rb'[A-Z]|"mode"|/'), re.compile(rb'"(?:loss|lr|time)": '),
+    # an iteration of at most 9 digits (values.MAX_ITERS): a longer one is parsed in full, and checked
+    return (re.compile(rb'[{ ]"iter": (\d{1,9})[,}]'), re.compile(rb'[A-Z]|"mode"|/'),
+            re.compile(rb'"(?:loss|lr|time)": '),
             re.compile(rb'[{ ]"time": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)[,}]'))
 
 _TEXT_VAL_TAGS = (b"mIoU: ", b"aAcc: ", b"mAcc: ")
