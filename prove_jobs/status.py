@@ -59,12 +59,6 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return value if value is None or not math.isfinite(value) else round(value, digits)
 
 
-# A JSON key of RunStatus.to_json and the log field it shows: null there because the value was left out of
-# the logs (out of its type or range, records.LOG_FIELDS) gets "<key>_note" saying why, and in which file.
-_FROM_LOGS = (("iter", "iter"), ("last_miou", "miou"), ("last_aacc", "aacc"), ("best_miou", "miou"),
-              ("sec_per_iter", "time"), ("data_time", "data_time"), ("memory_mb", "memory"), ("loss", "loss"),
-              ("lr", "lr"), ("max_iters", "max_iters"))
-
 
 def translate_slurm_state(state: str) -> RunState | None:
     """SLURM's job state word -> RunState; ``None`` when SLURM's word does not settle it."""
@@ -182,11 +176,7 @@ class RunStatus:
             "notes": list(self.notes),
             **self.progress_json(),
         }
-        rejected = dict(self.log.rejected) if self.log is not None else {}
-        for key, field_name in _FROM_LOGS:
-            if doc[key] is None and field_name in rejected:
-                doc[f"{key}_note"] = rejected[field_name]
-        return finite_document(doc)
+        return finite_document({**doc, **(self.log.rejected_notes(doc) if self.log is not None else {})})
 
 
 @dataclass(frozen=True)

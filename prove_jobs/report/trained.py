@@ -19,10 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prove_jobs.plan import configuration_rows
-from prove_jobs.report.config_ast import UNKNOWN, module_values
+from prove_jobs.report.config_ast import UNKNOWN, Checker, module_values
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, START_DIR
 from prove_jobs.spec import Variant
-from prove_jobs.values import MAX_COUNT, MAX_ITERS, NAME, Real, Spec, Text, Whole, checked, problem
 
 TYPE_CHECKING = False  # not typing's: a report imports little
 if TYPE_CHECKING:
@@ -63,39 +62,6 @@ class TrainedConfig:
     rejected: tuple[str, ...] = ()  # "unreadable: FIELD in FILE (why)": values left out, out of type or range
 
 
-# Every field read from a recorded config, its type and its range (values.py): a value out of it is left out
-# (the template's stands in) and said once. 4,000-digit numbers (or 0x... of any length: no limit on those)
-# overflowed `f"{n:,}"` and the total-samples product for everyone reading the report.
-CONFIG_FIELDS: dict[str, Spec] = {
-    "max_iters": Whole(1, MAX_ITERS, optional=True), "batch_size": Whole(1, MAX_COUNT, optional=True),
-    "crop": Whole(1, 1 << 20, optional=True), "lr": Real(0.0, 1e3, optional=True),
-    "warmup": Whole(0, MAX_ITERS, optional=True), "val_interval": Whole(1, MAX_ITERS, optional=True),
-    "checkpoint_interval": Whole(1, MAX_ITERS, optional=True), "seed": Whole(0, (1 << 64) - 1, optional=True),
-    "optimizer": Text(NAME, optional=True), "scheduler": Text(NAME, optional=True),
-    "init": Text(NAME, optional=True), "gpus": Whole(1, MAX_COUNT, optional=True),
-}
-
-
-class _Checker:
-    """Reads a config's values through ``CONFIG_FIELDS``, keeping why each one left out was."""
-
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        self.rejected: dict[str, str] = {}
-
-    def __call__(self, field: str, value: object) -> Any:
-        """``value`` when it fits ``field``; else ``None``, and noted. ``UNKNOWN`` and other types: ``None``."""
-        spec = CONFIG_FIELDS[field]
-        if value is UNKNOWN or value is None or (isinstance(spec, Text) and not isinstance(value, str)):
-            return None
-        if isinstance(spec, Whole | Real) and (isinstance(value, bool) or not isinstance(value, int | float)):
-            return None  # not a number: the config does not say it plainly (as before: left out, nothing said)
-        why = problem(spec, value)
-        if why is not None:
-            self.rejected.setdefault(field, f"unreadable: {field} in {self.source} ({why}): left out")
-            return None
-        return checked(spec, value)
-
 
 # --- reading the files, never through a link -------------------------------------------------------------
 
@@ -126,7 +92,7 @@ def read_trained_config(run_dir: Path) -> TrainedConfig | None:
         model_values = module_values(model) if model is not None else None
         if model_values is None:
             return trained
-        init = _Checker(run_dir / CONFIG_DIR / MODEL_FILE)
+        init = Checker(run_dir / CONFIG_DIR / MODEL_FILE)
         return replace(trained, init=init("init", _init(model_values)),
                        rejected=(*trained.rejected, *init.rejected.values()))
     finally:
@@ -236,7 +202,7 @@ def _init(values: dict[str, object]) -> str | None:
 
 
 def _trained(values: dict[str, object], source: Path, gpus: Callable[[], int | None]) -> TrainedConfig:
-    check = _Checker(source)
+    check = Checker(source)
     # The crop the training pipeline applies; the top-level crop_size mmseg configs also define otherwise.
     pipeline = _at(values, "train_dataloader", "dataset", "pipeline")
     crops = [_crop(_at(step, "crop_size"), check) for step in (pipeline if isinstance(pipeline, list) else [])
