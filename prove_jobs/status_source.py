@@ -64,9 +64,10 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
             raise ProveJobsError(f"status: give a sweep file or --root DIR, not both ({target} and --root {root})")
         if not root.is_dir():
             raise ProveJobsError(f"{root}: no such folder (--root)")
-        runs = discover_runs(root.absolute())
-        warnings = [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
-                                    "a <timestamp>/ log folder or last_checkpoint"]
+        warnings: list[str] = []
+        runs = discover_runs(root.absolute(), warnings=warnings)
+        warnings += [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
+                                     "a <timestamp>/ log folder or last_checkpoint"]
         return Selection(runs, f"Runs under {root}", warnings)
     if target is None:
         raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")

@@ -206,6 +206,8 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
         _close(source, term)
     if args.json:
         term.json([s.to_json() for s in statuses])
+        for warning in warnings:  # stderr: the JSON on stdout stays one document; each is in its run's "notes"
+            term.warn(warning)
         return 0
     if args.curve:
         from prove_jobs.dashboard import curve_table
@@ -379,7 +381,9 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
 
         chosen = runs_to_show(args.sweep, root=args.root)
         if not chosen.runs:
-            raise ProveJobsError(chosen.warnings[0])
+            raise ProveJobsError(chosen.warnings[-1])  # "no runs under ...": after any folder left out
+        for warning in chosen.warnings:  # folders left out (a seed01/ is no run of seed 1)
+            term.warn(warning)
         runs = [r for r in chosen.runs if _named(r, args)]
         sweep = None
     elif args.sweep is not None:

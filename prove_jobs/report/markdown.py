@@ -225,8 +225,11 @@ def _times(report: Report) -> list[str]:
 
 
 def _time_row(report: Report, t: RunTime, config: str) -> list[str]:
-    speed = "reference" if t.variant == report.reference else relative_time(t.speedup_vs_reference)
-    return [f"**{t.model}**", config, _run_time(t.seconds), _pct(t.miou), _duration(t.minutes_per_point * 60), speed,
+    untimed = "n/a (no time logged)"  # every train record's `time` 0: nothing to divide by, nothing to compare
+    speed = "reference" if t.variant == report.reference else untimed if not t.seconds else (
+        relative_time(t.speedup_vs_reference))
+    per_point = _duration(t.minutes_per_point * 60) if t.seconds else untimed
+    return [f"**{t.model}**", config, _run_time(t.seconds), _pct(t.miou), per_point, speed,
             "-" if t.gpu_hours is None else f"{t.gpu_hours:.2f}",
             "-" if t.wall_seconds is None else _duration(t.wall_seconds),
             "-" if t.to_95_seconds is None else _duration(t.to_95_seconds)]
