@@ -94,7 +94,8 @@ def test_plan_says_where_weights_start_how_runs_are_evaluated_and_normalised(tmp
     ("args", "message"),
     [
         (["plan", "missing.toml"], "missing.toml: sweep file not found"),
-        (["plan", str(SWEEPS / "demo.toml"), "--model", "unet"], "--model: 'unet' is not a model of sweep demo (demo.toml has: "),
+        (["plan", str(SWEEPS / "demo.toml"), "--model", "unet"],
+         "--model: 'unet' is not a model of sweep demo (demo.toml has: "),
         (["submit", str(SWEEPS / "demo.toml"), "--data-root", "/nonexistent/root", "--executor", "local"],
          "/nonexistent/root: data root does not exist"),
         (["status"], "give a sweep file, a run dir, or --root DIR"),
