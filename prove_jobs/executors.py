@@ -62,13 +62,11 @@ def slurm_parameters(resources: Resources, *, job_name: str, after_job: str | No
 def make_executor(kind: str, folder: Path, resources: Resources, *, job_name: str,
                   after_job: str | None = None) -> Any:
     """A submitit executor for ``kind`` with the sweep's resources applied."""
-    import submitit
-
     if kind == "local":
         local = DetachedLocalExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=resources.python)
         local.update_parameters(timeout_min=resources.timeout_min, setup=list(resources.setup))
         return local
-    slurm = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=resources.python)
+    slurm = CheckedSlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=resources.python)
     slurm.update_parameters(**slurm_parameters(resources, job_name=job_name, after_job=after_job))
     return slurm
 
@@ -84,7 +82,7 @@ def batch_script(folder: Path, resources: Resources, *, job_name: str, tasks: in
     from submitit.slurm.slurm import _make_sbatch_string
 
     python = resources.python or shlex.quote(sys.executable)  # as submitit's SlurmExecutor.python
-    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    command = job_command(python, folder)
     params = slurm_parameters(resources, job_name=job_name)
     return str(_make_sbatch_string(command=command, folder=folder, map_count=tasks if tasks > 1 else None, **params))
 
@@ -156,6 +154,7 @@ class SubmititLocalPatch:
     of one submission we swap that global for a namespace whose ``Popen`` detaches, and runs
     :mod:`prove_jobs.local_controller` (a subclass of submitit's ``Controller``) instead of
     ``submitit.local._local``. tests/test_submit.py fails if the modules or the function stop looking like that.
+    Both executors' ``_submitit_command_str`` (the job's command line) go through :mod:`prove_jobs.job_entry`.
     """
 
     MODULE = "submitit.local.local"
@@ -166,6 +165,12 @@ class SubmititLocalPatch:
         from submitit.local import local
 
         return local
+
+    @staticmethod
+    def slurm_module() -> Any:
+        from submitit.slurm import slurm
+
+        return slurm
 
     @classmethod
     @contextlib.contextmanager
@@ -190,3 +195,26 @@ class DetachedLocalExecutor(SubmititLocalPatch.module().LocalExecutor):  # type:
     def _submit_command(self, command: str) -> Any:
         with SubmititLocalPatch.detached(Path(self.folder)):
             return super()._submit_command(command)
+
+    @property
+    def _submitit_command_str(self) -> str:
+        return job_command(self.python, Path(self.folder))
+
+
+class CheckedSlurmExecutor(SubmititLocalPatch.slurm_module().SlurmExecutor):  # type: ignore[misc]
+    """submitit's SlurmExecutor whose jobs check their pickle before loading it (:mod:`prove_jobs.job_entry`)."""
+
+    @property
+    def _submitit_command_str(self) -> str:
+        return job_command(self.python, Path(self.folder))
+
+
+def job_command(python: str, folder: Path) -> str:
+    """What a job runs: submitit's ``{python} -u -m submitit.core._submit FOLDER`` (submitit 1.5's
+    ``_submitit_command_str``), through :mod:`prove_jobs.job_entry`, which checks the pickle first."""
+    import shlex
+
+    return " ".join([python, f"-u -m {JOB_ENTRY}", shlex.quote(str(folder))])
+
+
+JOB_ENTRY = "prove_jobs.job_entry"
