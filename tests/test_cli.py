@@ -123,3 +123,14 @@ def test_core_modules_do_not_import_the_training_stack() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_cancel_takes_root_and_an_unknown_option_points_to_the_commands_help(tmp_path: Path) -> None:
+    """Issue 20: `cancel --root` was missing while status, report and resubmit had it; `status --bogus` said
+    "see `prove-jobs --help`" instead of the command's own help."""
+    done = run_cli("cancel", "--root", str(tmp_path), "--model", "demo_fcn_r18_tiny")
+    assert done.returncode == 0 and "no live job to cancel" in done.stderr, done.stderr
+    done = run_cli("cancel")
+    assert done.returncode == 2 and "give a sweep file or --root DIR" in done.stderr, done.stderr
+    done = run_cli("status", "--bogus")
+    assert done.returncode == 2 and "unrecognized arguments: --bogus (see `prove-jobs status --help`)" in done.stderr

@@ -134,7 +134,8 @@ def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | No
 
     waited = [run for run in runs if (run.run_dir / META_FILE).exists()]
     if not waited:
-        term.info(f"nothing to wait for: none of these {len(runs)} run(s) has been submitted")
+        term.info(f"nothing to wait for: none of these {len(runs)} run(s) has been submitted" if runs
+                  else "nothing to wait for: no run was asked for")
         return 0
     term.info(f"waiting for {len(waited)} run(s)" + (f" ({len(runs) - len(waited)} never submitted)"
                                                      if len(waited) < len(runs) else "") + "...")
@@ -172,7 +173,14 @@ def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | No
 def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.control import cancel
 
-    _, runs = _sweep_and_runs(args)
+    if args.root is not None:
+        from prove_jobs.status_source import runs_to_show
+
+        runs = [run for run in runs_to_show(args.sweep, root=args.root).runs if _named(run, args)]
+    elif args.sweep is not None:
+        runs = _sweep_and_runs(args)[1]
+    else:
+        raise ProveJobsError("cancel: give a sweep file or --root DIR")
     result = cancel(runs)
     for run in result.cancelled:
         term.success(f"cancelled {run.name}")

@@ -24,7 +24,8 @@ EXAMPLES = {
                   "--variant WEIGHTS_CITYSCAPES",
     "submit": "prove-jobs submit job_templates/sweeps/demo.toml --executor local --wait",
     "wait": "prove-jobs wait job_templates/sweeps/demo.toml --timeout 600",
-    "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny",
+    "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny\n"
+              "  prove-jobs cancel --root $AWARE_DATA_ROOT --variant WEIGHTS_CITYSCAPES",
     "status": "prove-jobs status job_templates/sweeps/demo.toml --watch 5\n"
               "  prove-jobs status --root $AWARE_DATA_ROOT --state running --json\n"
               "  prove-jobs status demo/runs/DEMO_REF/baseline/cityscapes/demo_fcn_r18_tiny --curve",
@@ -72,8 +73,11 @@ class _Parser(argparse.ArgumentParser):
         formatter: argparse.HelpFormatter = make(prog=self.prog, width=_help_width())
         return formatter
 
+    command = ""  # the command a command line names: its help is where to read more, also for an unknown option
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        where = f"{self.prog} {self.command}" if self.command and " " not in self.prog else self.prog
+        self.exit(2, f"{self.prog}: error: {message} (see `{where} --help`)\n")
 
 
 def _seconds(text: str) -> float:
@@ -98,6 +102,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="prove-jobs",
         description="Run sweeps of mmsegmentation training jobs on SLURM (or locally) and see where every run stands.",
     )
+    parser.command = only or ""
     parser.add_argument("--version", action="version", version=f"prove-jobs {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="print each scheduler command with its duration to stderr; -vv also each log file read")
@@ -158,7 +163,9 @@ def _wait(sub: argparse.ArgumentParser) -> None:
 
 
 def _cancel(sub: argparse.ArgumentParser) -> None:
-    _sweep_args(sub)
+    _sweep_args(sub, optional=True)
+    sub.add_argument("--root", type=_path, help="the runs found under this folder instead of a sweep's (with "
+                                                 "--model/--variant/--seed to pick some)")
 
 
 def _status(sub: argparse.ArgumentParser) -> None:
