@@ -191,11 +191,26 @@ def read_meta_quietly(run_dir: Path) -> RunMeta | None:
         return None
 
 
+def _how_to_train_again(run_dir: Path) -> str:
+    """Moving a run dir aside moves the ``seed<k>/`` runs a later sweep trained inside it too: say so."""
+    from prove_jobs.runs import seed_of_dir
+
+    try:
+        seeds = sorted(e.name for e in os.scandir(run_dir) if e.is_dir(follow_symlinks=False)
+                       and seed_of_dir(e.name) is not None)
+    except OSError:
+        seeds = []
+    if not seeds:
+        return "move the run dir aside to train it again"
+    return (f"to train it again, move its own files aside, not the folder: it also holds the runs {', '.join(seeds)} "
+            "of the sweep's other seeds")
+
+
 def refuse_finished(run: Run, max_iters: int) -> None:
     """Never train over a finished run."""
     meta = read_meta_quietly(run.run_dir)
     if meta is not None and meta.finished_at is not None:
-        raise RunError(f"{run.run_dir}: {run.name} already completed; move the run dir aside to train it again")
+        raise RunError(f"{run.run_dir}: {run.name} already completed; {_how_to_train_again(run.run_dir)}")
     last = run.run_dir / f"iter_{max_iters}.pth"
     if last.exists() and _vouched_for(run.run_dir, last):
         raise RunError(f"{run.run_dir}: holds iter_{max_iters}.pth, a finished run; nothing submitted")

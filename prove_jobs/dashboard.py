@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ def _lr(s: RunStatus) -> str:
 # Model, State (with its iteration) and mIoU always stay, then ETA, the progress bar, elapsed time, speed, best mIoU.
 COLUMNS = [
     _Column("Model", lambda s: s.run.model, 20, 0),
-    _Column("Seed", lambda s: "-" if s.run.seed is None else str(s.run.seed), 4, 0, "right"),
+    _Column("Seed", lambda s: "-" if s.seed is None else str(s.seed), 4, 0, "right"),  # as --json: recorded
     _Column("State", state_text, 22, 0),
     _Column("Progress", _progress, BAR_WIDTH + 5, 2),  # after ETA: State already says "@ 490/600"
     _Column("mIoU", lambda s: _at(s.last_val.miou if s.last_val else None, s.last_val.iter if s.last_val else None),
@@ -205,6 +206,12 @@ COLUMNS = [
 ]
 
 
+def _where(status: RunStatus) -> str:
+    """The part of a run's folder that tells it from its twin: ``seed0/``, ``<model>/``, or its data root."""
+    run_dir = status.run.run_dir
+    return f"{run_dir.name}/" if run_dir.name != status.run.model else f"{run_dir.parent.parent.parent.parent.parent}"
+
+
 def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int = 200) -> Table:
     """The dashboard table; on a narrow terminal the least important columns are left out whole.
 
@@ -213,6 +220,10 @@ def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int =
     seeded = any(s.run.seed is not None for s in statuses)  # a Seed column only where a variant has several
     columns = [c for c in COLUMNS if c.header != "Seed" or seeded]
     cells = {column.header: [column.cell(s) for s in statuses] for column in columns}
+    # two rows of one (model, seed) (a one-seed run and a seed folder inside it, two data roots): say where each is
+    seen = Counter((s.run.model, s.run.variant, s.seed) for s in statuses)
+    cells["Model"] = [f"{cell} ({_where(s)})" if seen[(s.run.model, s.run.variant, s.seed)] > 1 else cell
+                      for cell, s in zip(cells["Model"], statuses, strict=True)]
     needed = {column.header: max([len(column.header), *(_cell_width(c) for c in cells[column.header])])
               for column in columns}
     chosen = list(columns)

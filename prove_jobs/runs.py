@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from prove_jobs.errors import ClaimMoved, CorruptMetadata, RunError
+from prove_jobs.errors import ClaimMoved, CorruptMetadata, ProveJobsError, RunError
 from prove_jobs.fsafe import atomic_write_text, replace_link
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -125,6 +125,22 @@ def is_start_dir(name: str) -> bool:
 
 def run_dir_for(data_root: Path, variant: str, method: str, dataset: str, model: str) -> Path:
     return data_root / variant / method / dataset / model
+
+
+def one_seed_run(model_dir: Path) -> int | None:
+    """The seed of the run trained in ``<model>/`` itself, before its sweep listed several seeds; ``None``: none.
+
+    A sweep that moves from one seed to several keeps that run as the seed it trained with, instead of
+    training that seed again in ``<model>/seed<k>/`` inside it (one training would then be counted twice).
+    A run without a recorded seed trained with the template's default, 0.
+    """
+    try:
+        meta = read_meta(model_dir)
+    except ProveJobsError:
+        return None  # unreadable: status says so; the seed folders are the sweep's as usual
+    if meta is None:
+        return None
+    return meta.seed if meta.seed is not None else 0
 
 
 @dataclass(frozen=True)

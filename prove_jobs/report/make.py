@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from prove_jobs.report import Report, Scope, _family, build_report, sweep_scope
+from prove_jobs.report import Report, Scope, _family, build_report, final_miou, sweep_scope
 from prove_jobs.report.trained import (
     AS_TRAINED,
     TrainedConfig,
@@ -53,6 +53,12 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
         statuses, warnings = source.collect()
         missing = missing_data_root(sweep) if sweep is not None else None
         warnings += [missing] if missing else []
+        roots = sorted({str(s.run.data_root) for s in statuses})
+        if len(roots) > 1:
+            warnings.append(f"pooled runs from {len(roots)} data roots: {', '.join(roots)} (name one with "
+                            "--root to compare one group's runs)")
+        statuses, left_out = counted_once(statuses)
+        warnings += left_out
         # a queued run has its config rendered already: only a run that started has trained with it
         trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
         warnings += [note for config in trained.values() if config is not None for note in config.rejected]
@@ -74,6 +80,26 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     if out is not None:
         atomic_write_text(out, text)
     return ReportFiles(text, written, warnings, list(statuses))
+
+
+def counted_once(statuses: Sequence[RunStatus]) -> tuple[list[RunStatus], list[str]]:
+    """Each (model, variant, seed) once: two runs that trained the same seed (a one-seed run and the ``seed0/``
+    a later sweep trained inside it, or the same run under two data roots) would count one result twice. A
+    completed run is kept over one that is not, then the first in path order; each one left out is named.
+    A run whose seed nothing recorded (started by hand) is kept: nothing says it repeats another."""
+    kept: dict[tuple[str, str, int], RunStatus] = {}
+    notes: list[str] = []
+    left_out: set[int] = set()
+    for status in sorted(statuses, key=lambda s: (final_miou(s) is None, str(s.run.run_dir))):
+        if status.seed is None:
+            continue
+        key = (status.run.model, status.run.variant, status.seed)
+        first = kept.setdefault(key, status)
+        if first is not status:
+            left_out.add(id(status))
+            notes.append(f"{status.run.run_dir}: left out, it trained seed {status.seed} of {status.run.variant}/"
+                         f"{status.run.model} as {first.run.run_dir} did (the report counts each seed once)")
+    return [s for s in statuses if id(s) not in left_out], notes
 
 
 def json_text(document: dict[str, object]) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import SpecError
-from prove_jobs.runs import Run
+from prove_jobs.runs import Run, one_seed_run
 from prove_jobs.spec.fields import (
     as_str,
     crop,
@@ -242,13 +242,22 @@ class Sweep:
             raise SpecError("--seed", None, f"no variant of sweep {self.name} trains seed "
                             f"{min(wanted_seeds - everywhere)} (seeds: {', '.join(map(str, sorted(everywhere)))})")
         runs = [
-            Run(model=m, variant=v, method=self.method, dataset=self.dataset, data_root=self.data_root, seed=k)
+            self._run(m, v, k)
             for v in wanted_variants
             for m in self.models
             if m in wanted_models
             for k in self._run_seeds(v)
         ]
         return [run for run in runs if not wanted_seeds or self.training_seed(run) in wanted_seeds]
+
+    def _run(self, model: str, variant: str, seed: int | None) -> Run:
+        """(model, variant, seed)'s run: in ``<model>/seed<k>/``, except the seed an earlier one-seed run of it
+        trained in ``<model>/`` itself (read from its metadata: one small file per model with several seeds)."""
+        run = Run(model=model, variant=variant, method=self.method, dataset=self.dataset, data_root=self.data_root,
+                  seed=seed)
+        if seed is not None and one_seed_run(run.run_dir.parent) == seed:
+            return replace(run, path=run.run_dir.parent)
+        return run
 
     def _run_seeds(self, variant: str) -> list[int | None]:
         seeds = self.seeds_for(variant)
