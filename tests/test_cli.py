@@ -134,3 +134,15 @@ def test_cancel_takes_root_and_an_unknown_option_points_to_the_commands_help(tmp
     assert done.returncode == 2 and "give a sweep file or --root DIR" in done.stderr, done.stderr
     done = run_cli("status", "--bogus")
     assert done.returncode == 2 and "unrecognized arguments: --bogus (see `prove-jobs status --help`)" in done.stderr
+
+
+def test_help_is_wrapped_to_the_terminal_and_keeps_its_example() -> None:
+    """Issue 20: long help texts came out unwrapped (RawDescriptionHelpFormatter kept descriptions as written)."""
+    from prove_jobs.cli.parser import COMMANDS
+
+    for name in COMMANDS:
+        done = run_cli(name, "--help", env={**os.environ, "COLUMNS": "80"})
+        assert done.returncode == 0, done.stderr
+        before, _, example = done.stdout.partition("\nexample:\n")
+        assert example.strip().startswith("prove-jobs ") and all(len(line) <= 80 for line in before.splitlines()), (
+            name, [line for line in before.splitlines() if len(line) > 80])

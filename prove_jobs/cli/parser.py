@@ -65,6 +65,15 @@ def _help_width() -> int:
     return (columns or 80) - 2
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """A command's description wrapped to the terminal; its example (the epilog) kept line for line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class _Parser(argparse.ArgumentParser):
     """A usage error is one line, as every other prove-jobs error, with where to read more."""
 
@@ -112,7 +121,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue
         sub = commands.add_parser(name, help=help_text, description=help_text,
                                   epilog=f"example:\n  {EXAMPLES[name]}",
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+                                  formatter_class=_HelpFormatter)
         if only == "":
             continue
         sub.add_argument("-v", "--verbose", action="count", default=0, dest="verbose_here",
