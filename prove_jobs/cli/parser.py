@@ -189,8 +189,9 @@ def _status(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--curve", action="store_true",
                      help="each model's mIoU curve drawn here (a run dir: with its other variants; plotext, the "
                           "report extra), and per run the table Iteration | mIoU | aAcc")
-    sub.add_argument("--state", action="append", default=[], type=str.lower,
-                     choices=[s.key for s in RunState], help="only runs in this state (repeatable)")
+    states = [s.key for s in RunState]
+    sub.add_argument("--state", action="append", default=[], type=str.lower, choices=states, metavar="STATE",
+                     help=f"only runs in this state (repeatable): {', '.join(states)}")
     sub.add_argument("--user", action="append", default=[], help="only runs submitted by this user (repeatable)")
 
 
