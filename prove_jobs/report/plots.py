@@ -8,7 +8,7 @@ a band from the lowest to the highest seed; a run that failed or was cancelled i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +67,27 @@ def write_plots(report: Report, folder: Path) -> dict[str, Path]:
 
 
 def write_model_plots(report: Report, folder: Path) -> dict[str, Path]:
-    """One PNG per model with every variant's curve on it. Returns model -> file."""
+    """One PNG per model with every variant's curve on it, against the images seen (iteration x total batch): a
+    batch-16 variant's iteration is eight of a batch-2 one's. Iterations where a variant's batch is not one
+    number (a model-zoo variant, a root whose recipes are unknown). Returns model -> file."""
     written: dict[str, Path] = {}
+    by_samples = all(v.batch_size > 0 and not v.per_model for v in report.variants)
     for model in report.models:
-        curves = [c for variant in report.variants
+        curves = [_scaled(c, variant.batch_size if by_samples else 1) for variant in report.variants
                   if (c := seed_curve(variant_label(variant), [s for s in report.runs_of(model, variant.name)
                                                                if s.curve]))]
         if curves:
-            longest = max(v.max_iters for v in report.variants)
+            longest = max(v.max_iters * (v.batch_size if by_samples else 1) for v in report.variants)
             written[model] = _draw(curves, f"{model}: validation mIoU per variant", longest,
-                                   folder / f"model_{model}.png")
+                                   folder / f"model_{model}.png", xlabel="images seen" if by_samples else "iteration")
     return written
 
 
-def _draw(curves: Sequence[SeedCurve], title: str, max_iters: int, path: Path) -> Path:
+def _scaled(curve: SeedCurve, batch: int) -> SeedCurve:
+    return curve if batch == 1 else replace(curve, iters=tuple(i * batch for i in curve.iters))
+
+
+def _draw(curves: Sequence[SeedCurve], title: str, max_iters: int, path: Path, *, xlabel: str = "iteration") -> Path:
     plt, integer_ticks = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
@@ -93,7 +100,7 @@ def _draw(curves: Sequence[SeedCurve], title: str, max_iters: int, path: Path) -
         axes.fill_between([], [], [], color="grey", alpha=0.18, linewidth=0, label="band: lowest to highest seed")
     axes.set_title(title)
     axes.xaxis.set_major_locator(integer_ticks(integer=True))  # iterations, not 2.5k fractions
-    axes.set_xlabel("iteration")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("mIoU (%)")
     if max_iters:
         axes.set_xlim(0, max_iters * 1.03)
