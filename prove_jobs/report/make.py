@@ -45,7 +45,8 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     from prove_jobs.report.markdown import render_markdown
     from prove_jobs.status_source import StatusSource
 
-    source = StatusSource(runs, accounting=True)
+    data_root = sweep.data_root if sweep is not None else root.absolute() if root is not None else None
+    source = StatusSource(runs, scope=data_root, accounting=True)
     try:
         statuses, warnings = source.collect()
         # a queued run has its config rendered already: only a run that started has trained with it
