@@ -109,10 +109,10 @@ def _results(report: Report) -> list[str]:
         comparison = report.comparisons.get(model)
         if comparison is None:
             diff = "-"
-        elif report.seeded:
-            diff = _bold(f"{interval_text(comparison.difference, comparison.ci95)} pts")
+        elif report.seeded:  # numbers only: its [low, high] is no link to escape
+            diff = Md(f"**{interval_text(comparison.difference, comparison.ci95)} pts**")
         else:
-            diff = _bold(f"{comparison.difference:+.2f} pts")
+            diff = Md(f"**{comparison.difference:+.2f} pts**")
         rows.append([model, *cells, diff, *([comparison.verdict if comparison else "-"] if report.seeded else [])])
     if report.seeded:
         about = (f"Final validation mIoU: mean ± sample standard deviation over the completed seeds (n). The "
