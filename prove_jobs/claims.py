@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prove_jobs.errors import CorruptMetadata, LockConflict, RunError
+from prove_jobs.errors import CorruptMetadata, LockConflict, RunError, UnreadableValue
 from prove_jobs.fsafe import atomic_write_text
 from prove_jobs.runs import (
     META_FILE,
@@ -44,6 +44,7 @@ from prove_jobs.runs import (
     update_meta,
 )
 from prove_jobs.states import slurm_alive
+from prove_jobs.values import parse_json
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
@@ -313,7 +314,7 @@ def read_conflicts(run_dir: Path) -> dict[str, Any]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         with open(fd, "rb", closefd=True) as handle:
-            data = json.loads(handle.read(1 << 20))
+            data = parse_json(handle.read(1 << 20))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):
@@ -322,9 +323,22 @@ def read_conflicts(run_dir: Path) -> dict[str, Any]:
 
 
 def conflict_for(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
-    """This user's recorded conflict on ``run_dir``: ``{"holder": {...}, "at": t, "sweep": path}``."""
-    entry = read_conflicts(run_dir).get(user or current_user())
-    return entry if isinstance(entry, dict) and isinstance(entry.get("holder"), dict) else None
+    """This user's recorded conflict on ``run_dir``: ``{"holder": {...}, "at": t, "sweep": path}``; ``None``
+    also when it is unreadable (a hint lost: :func:`checked_conflict` says why)."""
+    try:
+        return checked_conflict(run_dir, user)
+    except UnreadableValue:
+        return None
+
+
+def checked_conflict(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
+    """:func:`conflict_for`, each field's type and range checked (``values.CONFLICT_FIELDS``): ``UnreadableValue``
+    naming the first that does not fit."""
+    from prove_jobs.values import conflict_fields
+
+    user = user or current_user()
+    entry = read_conflicts(run_dir).get(user)
+    return None if entry is None else conflict_fields(entry, run_dir / CONFLICTS_FILE, user)
 
 
 # --- releasing -----------------------------------------------------------------------------------

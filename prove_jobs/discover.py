@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from prove_jobs.errors import RunError
-from prove_jobs.runs import META_FILE, Run, is_start_dir, read_meta, seed_of_dir
+from prove_jobs.runs import META_FILE, Run, is_start_dir, not_a_seed_dir, read_meta, seed_of_dir
 
 MAX_DEPTH = 8  # below the folder asked about; a data root's runs are 4 deep
 
@@ -31,10 +31,26 @@ def looks_like_run(folder: Path) -> bool:
         return False
 
 
-def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH) -> list[Run]:
-    """Every run at or below ``root``, in path order."""
+def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str] | None = None) -> list[Run]:
+    """Every run at or below ``root``, in path order; a folder named like a seed's without being one
+    (``seed01``, ``seed2\n``: prove-jobs writes ``seed<k>``, k as the sweep does) is no run of that seed: left
+    out, with one line in ``warnings``."""
     root = Path(root)
     found: list[Run] = []
+
+    def seed_folders(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+        """The real folders among ``entries`` that are not a seed folder's look-alike (those: a warning each)."""
+        folders = []
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            if not_a_seed_dir(entry.name):
+                if warnings is not None:
+                    warnings.append(f"{os.path.join(os.path.dirname(entry.path), ascii(entry.name))}: not a seed "
+                                    f"folder (prove-jobs names them seed<k>: seed1, not seed01); left out")
+                continue
+            folders.append(entry)
+        return folders
 
     def walk(folder: Path, depth: int) -> None:
         try:
@@ -44,15 +60,14 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH) -> list[Run]:
         if is_run_dir(entries):
             found.append(run_at(folder, root, has_meta=any(e.name == META_FILE for e in entries)))
             # a model trained with one seed, then with several: their seed<k>/ folders are runs of their own
-            for entry in sorted(entries, key=lambda e: e.name):
-                if seed_of_dir(entry.name) is not None and entry.is_dir(follow_symlinks=False):
+            for entry in seed_folders(entries):
+                if seed_of_dir(entry.name) is not None:
                     walk(Path(entry.path), max_depth)
             return
         if depth >= max_depth:
             return
-        for entry in sorted(entries, key=lambda e: e.name):
-            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                walk(Path(entry.path), depth + 1)
+        for entry in seed_folders(entries):
+            walk(Path(entry.path), depth + 1)
 
     walk(root, 0)
     return found

@@ -44,3 +44,14 @@ class SchedulerUnavailable(ProveJobsError):
 
 class TrainingStackMissing(ProveJobsError):
     """The optional ``train`` extra (torch, mmengine, mmsegmentation) is not installed here."""
+
+
+class UnreadableValue(CorruptMetadata):
+    """A value in a file of the shared root is of the wrong type or out of range: the file (for a log,
+    the value) is not used, and this one line says which field of which file, and why."""
+
+    def __init__(self, field: str, path: object, why: str) -> None:
+        super().__init__(f"unreadable: {field} in {path} ({why})")
+        self.field = field
+        self.path = path
+        self.why = why

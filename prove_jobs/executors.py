@@ -7,6 +7,8 @@ and ``submit --dry-run``, which prints the batch script submitit itself would wr
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import subprocess
 import sys
 import types
@@ -14,12 +16,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from prove_jobs.jobdir import SUBMITIT_DIR as SUBMITIT_DIR
 from prove_jobs.spec import Resources
 
 EXECUTORS = ("auto", "slurm", "local")
 SIGNAL_DELAY_S = 90  # submitit's --signal=USR2@90: the warning before the time limit
 SIGNAL_JITTER_S = 60  # SLURM checks time limits about once a minute and may signal that much early
-SUBMITIT_DIR = ".prove-jobs/submitit"
 
 
 def slurm_parameters(resources: Resources, *, job_name: str, after_job: str | None = None) -> dict[str, Any]:
@@ -94,30 +96,56 @@ def sbatch_extra(lines: Sequence[str]) -> dict[str, Any]:
     return sbatch_options(lines)
 
 
+CONTROLLER_LOG = "controller.log"
+
+
 class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
     """The controller as a daemon: its own session, and none of the caller's file descriptors.
 
     Inheriting stdout/stderr would keep a pipe open for as long as the job runs, so that
     `prove-jobs submit | tee log` (or any caller reading its output) would hang until the
-    training ends. The controller's own messages go to ``controller.log`` in its job folder.
+    training ends. The controller's own messages go to ``controller.log`` in its job's folder
+    (``<user>/<pid>/``): opened in the user's folder under a random name, never through a link,
+    and renamed there once the pid is known. The controller is prove-jobs' own
+    (:mod:`prove_jobs.local_controller`), which makes no folder literally named ``%j``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, job_folder: Path, **kwargs: Any) -> None:
+        from prove_jobs.jobdir import open_user_folder
+
         kwargs["start_new_session"] = True
         kwargs["stdin"] = subprocess.DEVNULL
-        command = args[0] if args else kwargs.get("args")
-        log = None
-        if isinstance(command, list) and command:  # [python, -m, submitit.local._local, folder]
-            folder = Path(command[-1])
-            folder.mkdir(parents=True, exist_ok=True)
-            log = open(folder / "controller.log", "ab")  # noqa: SIM115  # the child keeps it; we close ours
-        kwargs["stdout"] = log if log is not None else subprocess.DEVNULL
-        kwargs["stderr"] = subprocess.STDOUT if log is not None else subprocess.DEVNULL
+        command: Any = args[0] if args else kwargs.pop("args")
+        command = ([LOCAL_CONTROLLER if part == SubmititLocalPatch.CONTROLLER else part for part in command]
+                   if isinstance(command, list) else command.replace(f" {SubmititLocalPatch.CONTROLLER} ",
+                                                                     f" {LOCAL_CONTROLLER} "))
+        user_fd = open_user_folder(job_folder.parent)
         try:
-            super().__init__(*args, **kwargs)
+            tmp = f".{CONTROLLER_LOG}.{os.urandom(6).hex()}"
+            log = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                          dir_fd=user_fd)
+            try:
+                super().__init__(command, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+            except BaseException:
+                os.unlink(tmp, dir_fd=user_fd)
+                raise
+            finally:
+                os.close(log)
+            self._file_log(user_fd, tmp)
         finally:
-            if log is not None:
-                log.close()
+            os.close(user_fd)
+
+    def _file_log(self, user_fd: int, tmp: str) -> None:
+        from prove_jobs.jobdir import open_job_dir
+
+        job_fd = open_job_dir(user_fd, str(self.pid))
+        try:
+            os.replace(tmp, CONTROLLER_LOG, src_dir_fd=user_fd, dst_dir_fd=job_fd)
+        finally:
+            os.close(job_fd)
+
+
+LOCAL_CONTROLLER = "prove_jobs.local_controller"
 
 
 class SubmititLocalPatch:
@@ -125,11 +153,13 @@ class SubmititLocalPatch:
 
     ``submitit.local.local.start_controller`` starts the controller with ``subprocess.Popen`` from
     its module's global ``subprocess``, with no way to pass ``start_new_session``; for the duration
-    of one submission we swap that global for a namespace whose ``Popen`` detaches.
-    tests/test_submit.py fails if the module or the function stop looking like that.
+    of one submission we swap that global for a namespace whose ``Popen`` detaches, and runs
+    :mod:`prove_jobs.local_controller` (a subclass of submitit's ``Controller``) instead of
+    ``submitit.local._local``. tests/test_submit.py fails if the modules or the function stop looking like that.
     """
 
     MODULE = "submitit.local.local"
+    CONTROLLER = "submitit.local._local"
 
     @staticmethod
     def module() -> Any:
@@ -139,10 +169,10 @@ class SubmititLocalPatch:
 
     @classmethod
     @contextlib.contextmanager
-    def detached(cls) -> Iterator[None]:
+    def detached(cls, folder: Path) -> Iterator[None]:
         local = cls.module()
         original = local.subprocess
-        local.subprocess = types.SimpleNamespace(Popen=_DetachedPopen)
+        local.subprocess = types.SimpleNamespace(Popen=functools.partial(_DetachedPopen, job_folder=folder))
         try:
             yield
         finally:
@@ -158,5 +188,5 @@ class DetachedLocalExecutor(SubmititLocalPatch.module().LocalExecutor):  # type:
     """
 
     def _submit_command(self, command: str) -> Any:
-        with SubmititLocalPatch.detached():
+        with SubmititLocalPatch.detached(Path(self.folder)):
             return super()._submit_command(command)

@@ -46,7 +46,8 @@ def _trusted(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid())
 
 
-def _owner(uid: int) -> str:
+def owner_name(uid: int) -> str:
+    """The user name of ``uid`` (the number when it has none)."""
     import pwd
 
     try:
@@ -55,11 +56,19 @@ def _owner(uid: int) -> str:
         return str(uid)
 
 
+def owner_and_time(st: os.stat_result) -> str:
+    """``owner bob, modified 2026-01-02 03:04:05``: who last changed a file, as far as its inode says."""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))
+    return f"owner {owner_name(st.st_uid)}, modified {when}"
+
+
 def refuse_link(path: Path, st: os.stat_result) -> None:
     target = "?"
     with contextlib.suppress(OSError):
         target = os.readlink(path)
-    raise LinkRefused(f"{path}: a symbolic link (to {target}, made by {_owner(st.st_uid)}) where prove-jobs "
+    raise LinkRefused(f"{path}: a symbolic link (to {target}, made by {owner_name(st.st_uid)}) where prove-jobs "
                       "writes; it never writes through a link someone else made in a shared folder: remove it")
 
 

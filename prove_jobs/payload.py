@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from prove_jobs.distributed import Rank, slurm_rank
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
+from prove_jobs.fsafe import atomic_write_text
 from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
 from prove_jobs.runs import (
     CONFIG_DIR,
@@ -37,7 +38,7 @@ from prove_jobs.runs import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from submitit.helpers import DelayedSubmission
@@ -50,8 +51,12 @@ SIGNAL_MUTEX_WAIT_S = 10.0
 FOLLOWER_WAIT_S = 600.0  # ranks > 0 wait this long for rank 0 to record the start (it checks, then records)
 
 
-def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank: Rank | None = None) -> int:
+def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank: Rank | None = None,
+          files: Mapping[str, bytes] | None = None) -> int:
     """Train ``config_file`` in ``work_dir``, resuming from its last checkpoint; returns the final iteration.
+
+    ``files``: the rendered files (name: bytes) as the job read and checked them; mmengine loads exactly
+    those, from a private copy, not whatever ``config_file`` holds by then.
 
     mmengine writes the absolute checkpoint path into ``work_dir/last_checkpoint``: resuming works
     because runs are never moved (a copied run dir would resume from the original's checkpoint).
@@ -72,7 +77,13 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
     if threads is not None:
         torch.set_num_threads(threads)
 
-    cfg = Config.fromfile(str(config_file))
+    if files is None:
+        cfg = Config.fromfile(str(config_file))
+    else:
+        from prove_jobs.rendered_check import private_copy
+
+        with private_copy(files) as scratch:
+            cfg = Config.fromfile(str(scratch / config_file.name))
     cfg.work_dir = str(work_dir)
     checkpoint = resume_point(work_dir)
     if checkpoint is not None:
@@ -114,6 +125,8 @@ class TakeOver:
     holder_job_id: str  # the job we waited for: its claim may be taken over
     config_hash: str  # what we would train
     sweep_file: str
+    # (name in prove/, text) of what we train: written over the holder's files once the run is ours
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,9 @@ class TrainingJob:
     # (path, sha256) of each pretrained checkpoint the run loads, hashed at submit: the weight cache is a
     # shared folder, and a file changed since then is refused before mmengine builds anything
     weights: tuple[tuple[str, str], ...] = ()
+    # (name, sha256) of each rendered file in prove/ as this submission wrote it: the folder is group-writable,
+    # and a file renamed over one since is refused before mmengine reads it (prove_jobs.rendered_check)
+    rendered: tuple[tuple[str, str], ...] = ()
 
     def __call__(self) -> str:
         from prove_jobs.claims import training_lock
@@ -185,9 +201,20 @@ class TrainingJob:
             if time.monotonic() > deadline:
                 raise RunError(f"{run_dir}: rank {rank.rank}: rank 0 recorded no start within {wait_s:g} s")
             time.sleep(0.5)
-        _check_weights(self.weights)  # each rank loads the checkpoint itself, maybe on another node
-        final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=rank)
+        # each rank loads the config and the checkpoint itself, maybe on another node
+        files = self._read_rendered(run_dir)
+        _check_weights(self.weights)
+        final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=rank, files=files)
         return f"rank {rank.rank} of {meta.variant}/{meta.model}: trained to iter {final_iter}"
+
+    def _read_rendered(self, run_dir: Path) -> dict[str, bytes] | None:
+        """The rendered files, read once and checked against this job's digests; ``None`` for a job pickled
+        by a prove-jobs that recorded none (mmengine then reads the files itself, as it did)."""
+        if not self.rendered:
+            return None
+        from prove_jobs.rendered_check import read_checked
+
+        return read_checked(run_dir / CONFIG_DIR, self.rendered)
 
     def _record(self, run_dir: Path, wait_s: float | None = None, **changes: Any) -> RunMeta:
         """Update the run's metadata, only while its claim is still this submission's."""
@@ -234,11 +261,14 @@ class TrainingJob:
                 lock_mode=self.lock_mode,
             ))
             clear_conflict(run_dir)
+            for name, text in take.files:  # what this job was queued to train (its digests are in self.rendered)
+                atomic_write_text(run_dir / CONFIG_DIR / name, text, mode=0o644)
         _link_own_logs(run_dir)
         return None
 
     def _train(self, run_dir: Path) -> str:
         try:
+            files = self._read_rendered(run_dir)  # before anything is recorded as started
             _check_weights(self.weights)  # outside the run's mutex: hashing a large file holds up no writer
         except ProveJobsError as exc:
             self._record(run_dir, failed_at=now(), error=str(exc)[:500])
@@ -276,7 +306,8 @@ class TrainingJob:
         _name_slurm_job(f"{meta.variant}/{meta.model}")
         reserve = _reserve_space(run_dir)
         try:
-            final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=slurm_rank())
+            final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=slurm_rank(),
+                               files=files)
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
             # submitit's signal handler raises where training happens to be: inside a bare
             # `except:` (mmengine's config formatting, run at every checkpoint) its exception

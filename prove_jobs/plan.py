@@ -63,10 +63,16 @@ def resources_json(resources: Resources) -> dict[str, object]:
 def resources_cells(resources: Resources, batch_size: int) -> list[str]:
     """Partition, GPUs, batch per process, CPUs, memory and time limit as the plan's table shows them
     ("-": the cluster's default)."""
-    hours, minutes = divmod(resources.timeout_min, 60)
     return [resources.partition or "-", resources.layout, batch_split(resources, batch_size),
             str(resources.cpus_per_task), "-" if resources.mem_gb is None else f"{resources.mem_gb:g} GB",
-            f"{hours}:{minutes:02d}"]
+            time_limit(resources.timeout_min)]
+
+
+def time_limit(minutes: int) -> str:
+    """``30 min``, ``24 h``, ``1 h 30 min``: "0:30" and "48:00" read as minutes:seconds."""
+    hours, rest = divmod(minutes, 60)
+    return " ".join(part for part in (f"{hours} h" if hours else "", f"{rest} min" if rest or not hours else "")
+                    if part)
 
 
 def batch_split(resources: Resources, batch_size: int) -> str:

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from prove_jobs import jobdir
 from prove_jobs.claims import CONFLICTS_FILE, TRAIN_LOCK
 from prove_jobs.errors import ProveJobsError, RunError, SpecError, TrainingStackMissing
-from prove_jobs.executors import SIGNAL_DELAY_S, SIGNAL_JITTER_S, SUBMITIT_DIR
+from prove_jobs.executors import SIGNAL_DELAY_S, SIGNAL_JITTER_S
 from prove_jobs.fsafe import check_below
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, META_FILE, META_MUTEX, MODEL_FILE, Run, current_user
 from prove_jobs.spec import Resources, Sweep
@@ -40,10 +41,10 @@ def refuse_multi_process_local(sweep: Sweep, runs: Sequence[Run]) -> None:
 def job_folder(sweep: Sweep) -> Path:
     """submitit's folder for this user's jobs (pickles, scheduler stdout/stderr): ``%j`` is the job id.
 
-    One per user, not group-writable: nobody else can plant a link where a job of yours will be
-    written (a job id is easy to guess).
+    One per user, not writable by others, in a sticky shared folder (prove_jobs.jobdir): nobody else
+    can plant a link or a pickle where a job of yours will be written (a job id is easy to guess).
     """
-    return sweep.data_root / SUBMITIT_DIR / current_user() / "%j"
+    return jobdir.job_folder(sweep.data_root)
 
 
 def check_planted_links(sweep: Sweep, runs: Sequence[Run]) -> None:
@@ -52,8 +53,8 @@ def check_planted_links(sweep: Sweep, runs: Sequence[Run]) -> None:
     # replaced by a rename, never followed, so only the folder they sit in is checked.
     in_run = [META_FILE, META_MUTEX, TRAIN_LOCK, CONFLICTS_FILE, *(f"{CONFIG_DIR}/{name}" for name in (CONFIG_FILE,
                                                                                                   MODEL_FILE))]
-    check_below(sweep.data_root, [job_folder(sweep).parent,
-                                  *(run.run_dir / name for run in runs for name in in_run)])
+    check_below(sweep.data_root, [run.run_dir / name for run in runs for name in in_run])
+    jobdir.check_job_folder(sweep.data_root)
 
 
 def check_dataset_root(sweep: Sweep) -> None:

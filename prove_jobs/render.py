@@ -19,6 +19,7 @@ from typing import Any
 
 from prove_jobs.errors import SpecError, TrainingStackMissing
 from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.rendered_check import sha256_text
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, Run
 from prove_jobs.spec import Sweep
 from prove_jobs.spec.variant import MODEL_ZOO
@@ -60,7 +61,7 @@ def config_hash(model_text: str, portable_config: str) -> str:
 def render_run(sweep: Sweep, run: Run) -> RenderedRun:
     model_path = sweep.model_template(run.model)
     variant = sweep.recipe(run)
-    template_path = sweep.templates_dir / (ZOO_CONFIG_TEMPLATE if variant.recipe == MODEL_ZOO else RUN_CONFIG_TEMPLATE)
+    template_path = sweep.template(ZOO_CONFIG_TEMPLATE if variant.recipe == MODEL_ZOO else RUN_CONFIG_TEMPLATE)
     try:
         template_text = model_path.read_text()
         template = Template(template_path.read_text())
@@ -109,14 +110,25 @@ def _dict_source(values: dict[str, object], *, delete: bool = False) -> str:
     return "dict(" + ", ".join(f"{key}={value!r}" for key, value in items) + ")"
 
 
+def rendered_files(rendered: RenderedRun) -> tuple[tuple[str, str], ...]:
+    """(name in ``prove/``, text) of the files a run's job loads, in the order they are written."""
+    return ((MODEL_FILE, rendered.model_text), (CONFIG_FILE, rendered.config_text))
+
+
+def rendered_digests(rendered: RenderedRun) -> tuple[tuple[str, str], ...]:
+    """(name, sha256) of what :func:`write_rendered` writes: the job checks them before mmengine reads a byte."""
+    return tuple((name, sha256_text(text)) for name, text in rendered_files(rendered))
+
+
 def write_rendered(rendered: RenderedRun) -> Path:
     """Write ``prove/model.py`` and ``prove/config.py``; returns the config path.
 
-    Mode 0644: the group reads what a colleague will train, and cannot rewrite it under her.
+    Mode 0644: the group reads what a colleague will train. The folder is group-writable, so a
+    member could still rename her own file over one: the job checks :func:`rendered_digests`.
     """
     folder = rendered.run.run_dir / CONFIG_DIR
-    atomic_write_text(folder / MODEL_FILE, rendered.model_text, mode=RENDERED_MODE)
-    atomic_write_text(folder / CONFIG_FILE, rendered.config_text, mode=RENDERED_MODE)
+    for name, text in rendered_files(rendered):
+        atomic_write_text(folder / name, text, mode=RENDERED_MODE)
     return folder / CONFIG_FILE
 
 

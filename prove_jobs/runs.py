@@ -48,7 +48,9 @@ JOB_STDOUT = "job.out"
 JOB_STDERR = "job.err"
 # mmengine names the folder of each training start after its start time: <work_dir>/20260203_101010/
 START_DIR = re.compile(r"^\d{8}_\d{6}$")
-SEED_DIR = re.compile(r"^seed(\d+)$")
+# seed<k>, k as the sweep writes it (f"seed{k}"): ASCII digits, no leading zero, nothing after (`$` let "seed2\n" in)
+SEED_DIR = re.compile(r"seed(0|[1-9][0-9]*)", re.ASCII)
+SEED_LIKE = re.compile(r"seed\d")  # any digit, anything after: a name one could take for a seed folder
 MAX_META_BYTES = 1 << 20  # a prove_run.json is about 1 KB: anything this big is not one
 MUTEX_WAIT_S = 120.0  # a metadata update waits this long for another process's (their holds are short)
 
@@ -105,9 +107,15 @@ def model_of_dir(run_dir: Path) -> str:
 
 
 def seed_of_dir(name: str) -> int | None:
-    """``seed3`` -> 3: the folder of one seed of a variant trained with several."""
-    found = SEED_DIR.match(name)
-    return None if found is None else int(found.group(1))
+    """``seed3`` -> 3: the folder of one seed of a variant trained with several (only as prove-jobs names it:
+    ``seed01`` and ``seed1\n`` are not seed 1's)."""
+    found = SEED_DIR.fullmatch(name)
+    return None if found is None else int(found.group(1))  # at most 251 digits (a file name): int() is bounded
+
+
+def not_a_seed_dir(name: str) -> bool:
+    """Is ``name`` like a seed folder (``seed01``, ``seed1\n``, ``seed1 ``) without being one?"""
+    return SEED_LIKE.match(name) is not None and seed_of_dir(name) is None
 
 
 def is_start_dir(name: str) -> bool:
@@ -159,10 +167,12 @@ class RunMeta:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunMeta:
-        known = {f.name for f in dataclasses.fields(cls)}
-        # Unknown keys come from newer versions of prove-jobs: keep reading, drop them.
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: object, path: object = META_FILE) -> RunMeta:
+        """Each field checked (``UnreadableValue`` naming the first that does not fit); unknown keys come
+        from newer versions of prove-jobs: kept reading, dropped."""
+        from prove_jobs.values import meta_fields
+
+        return cls(**meta_fields(data, path))  # type: ignore[arg-type]
 
 
 def current_user() -> str:
@@ -208,15 +218,16 @@ def read_meta(run_dir: Path) -> RunMeta | None:
             raw = handle.read(MAX_META_BYTES + 1)
     except OSError as exc:
         raise RunError(f"{path}: cannot read run metadata ({exc.strerror})") from exc
+    from prove_jobs.values import parse_json
+
     try:
         if len(raw) > MAX_META_BYTES:
             raise ValueError(f"over {MAX_META_BYTES} bytes")
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return RunMeta.from_json(data)
-    except (ValueError, TypeError) as exc:
+        data = parse_json(raw)
+    except ValueError as exc:
         raise CorruptMetadata(f"{path}: corrupt run metadata ({exc}); move it aside to reset the run") from exc
+    # each field's type and range (values.META_FIELDS): one planted value is this run's warning, not a traceback
+    return RunMeta.from_json(data, path)
 
 
 def write_meta(run_dir: Path, meta: RunMeta) -> RunMeta:

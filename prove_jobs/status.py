@@ -6,6 +6,7 @@ for all runs), so the answer cannot drift from what is on disk and in the queue.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,12 +18,12 @@ from prove_jobs.claims import (
     CONFLICTS_FILE,
     TRAIN_LOCK,
     LockHolder,
-    conflict_for,
+    checked_conflict,
     holder_of,
     open_slurm_jobs,
     training_lock_held,
 )
-from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
+from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableValue
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
 from prove_jobs.runs import (
@@ -35,6 +36,7 @@ from prove_jobs.runs import (
     same_process,
 )
 from prove_jobs.states import RunState, slurm_state
+from prove_jobs.values import finite_document
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
@@ -53,7 +55,9 @@ QUIET_LOG_INTERVALS = 10
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
-    return None if value is None or value != value else round(value, digits)  # NaN: not a number to show
+    # NaN or infinity (a diverged loss) stays as it is: finite_json writes null and says why beside it
+    return value if value is None or not math.isfinite(value) else round(value, digits)
+
 
 
 def translate_slurm_state(state: str) -> RunState | None:
@@ -139,8 +143,9 @@ class RunStatus:
         return self.meta.seed if self.meta is not None else None
 
     def to_json(self) -> dict[str, Any]:
+        """What ``status --json`` writes of the run: never NaN nor infinity (null, and ``<key>_note`` says why)."""
         last, best = self.last_val, self.best_val
-        return {
+        doc = {
             "model": self.run.model,
             "variant": self.run.variant,
             "seed": self.seed,
@@ -171,6 +176,7 @@ class RunStatus:
             "notes": list(self.notes),
             **self.progress_json(),
         }
+        return finite_document({**doc, **(self.log.rejected_notes(doc) if self.log is not None else {})})
 
 
 @dataclass(frozen=True)
@@ -260,7 +266,12 @@ def _with_lock(status: RunStatus, answer: Answer | None, listing: Listing) -> Ru
         # describe() of the live holder: "(stale)" would only repeat the sentence's first word
         notes.append(f"stale claim by {replace(holder, stale=False).describe()}: "
                      "`prove-jobs resubmit` or `prove-jobs unlock --stale`")
-    conflict = conflict_for(run_dir) if listing.may_have(CONFLICTS_FILE) else None
+    conflict = None
+    if listing.may_have(CONFLICTS_FILE):
+        try:
+            conflict = checked_conflict(run_dir)
+        except UnreadableValue as exc:
+            notes.append(str(exc))
     # Completed, or cancelled on purpose (by its holder, or by scancel): not a conflict to resubmit.
     if conflict is None or status.state in (RunState.COMPLETED, RunState.CANCELLED):
         return replace(status, lock_holder=holder, notes=tuple(notes))

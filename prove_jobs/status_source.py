@@ -15,14 +15,27 @@ from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run, tail_lines
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus, collect_status
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from prove_jobs.spec import Sweep
+
 
 def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
     """Why a run ended without finishing: the recorded error, then the end of its job's stderr."""
     if status.state not in (RunState.FAILED, RunState.TIMEOUT, RunState.CANCELLED):
         return []
     details = []
-    if status.meta is not None and status.meta.error:
-        details.append(f"error: {status.meta.error}")
+    meta = status.meta
+    if status.state is RunState.CANCELLED and meta is not None and meta.cancelled_at is not None:
+        # the job's stderr then ends in the KeyboardInterrupt or SIGTERM the cancel sent: not why it stopped
+        import time
+
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.cancelled_at))
+        at = f" at iteration {status.iter}" if status.iter is not None else ""
+        return [f"cancelled by {meta.cancelled_by or '?'} on {when}{at} (`prove-jobs cancel`); it stays cancelled "
+                f"until submitted by name ({status.run.options})"]
+    if meta is not None and meta.error:
+        details.append(f"error: {meta.error}")
     err = status.run.run_dir / CONFIG_DIR / JOB_STDERR
     tail = tail_lines(err, lines)
     if tail:
@@ -57,12 +70,15 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
             raise ProveJobsError(f"status: give a sweep file or --root DIR, not both ({target} and --root {root})")
         if not root.is_dir():
             raise ProveJobsError(f"{root}: no such folder (--root)")
-        runs = discover_runs(root.absolute())
-        warnings = [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
-                                    "a <timestamp>/ log folder or last_checkpoint"]
+        warnings: list[str] = []
+        runs = discover_runs(root.absolute(), warnings=warnings)
+        warnings += [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
+                                     "a <timestamp>/ log folder or last_checkpoint"]
         return Selection(runs, f"Runs under {root}", warnings, root.absolute(), complete=True)
     if target is None:
         raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
+    if not target.exists() and target.suffix != ".toml":
+        raise ProveJobsError(f"{target}: no such run dir or sweep file{_near(target)}")
     if target.is_dir():
         from prove_jobs.discover import looks_like_run
 
@@ -74,11 +90,30 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
     from prove_jobs.spec import load_sweep
 
     sweep = load_sweep(target, data_root=data_root)
-    warnings = [] if sweep.data_root.is_dir() else [
-        f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there "
-        "(is the variable in data_root set as when you submitted? --data-root DIR)"]
-    return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})", warnings,
-                     sweep.data_root)
+    missing = missing_data_root(sweep)
+    return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})",
+                     [missing] if missing else [], sweep.data_root)
+
+
+def missing_data_root(sweep: Sweep) -> str | None:
+    """A warning when the sweep's data root is not there: every run would read "not submitted"."""
+    if sweep.data_root.is_dir():
+        return None
+    return (f"data root {sweep.data_root} does not exist: no run of this sweep was submitted there (is the "
+            "variable in data_root set as when you submitted, and are you in the same folder if it is relative? "
+            "--data-root DIR)")
+
+
+def _near(path: Path) -> str:
+    """``; did you mean demo_fcn_r18_tiny?``: a typo in the last part of a run dir's path."""
+    import difflib
+
+    try:
+        names = [entry.name for entry in path.parent.iterdir()] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(str(path.parent / name) for name in close)}?)" if close else ""
 
 
 class StatusSource:

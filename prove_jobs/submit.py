@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from prove_jobs.executors import (
     make_executor,
 )
 from prove_jobs.fsafe import make_dirs
+from prove_jobs.jobdir import check_job_folder
 from prove_jobs.preflight import (
     check_data_root,
     check_dataset_root,
@@ -45,7 +46,7 @@ from prove_jobs.preflight import (
     refuse_multi_process_local,
     short_limit_warning,
 )
-from prove_jobs.render import RenderedRun, render_run, write_rendered
+from prove_jobs.render import RenderedRun, render_run, rendered_digests, rendered_files, write_rendered
 from prove_jobs.runs import (
     Run,
     RunMeta,
@@ -95,6 +96,7 @@ class SubmitResult:
     warnings: list[str] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)  # dry run: what each array would be, as submitted
     weights: list[Fetched] = field(default_factory=list)  # the checkpoints made ready (dry run: looked at)
+    refusals: list[str] = field(default_factory=list)  # dry run: what a real submit would refuse
 
 
 def choose_executor(name: str, sweep: Sweep | None = None, runs: Sequence[Run] = ()) -> str:
@@ -136,10 +138,17 @@ def submit(
     Nothing is written on a dry run. Missing checkpoints are fetched into the weight cache before
     anything is claimed (``progress``: told how each download goes); a dry run fetches nothing.
     """
-    kind = choose_executor(executor, sweep, runs)
+    result = SubmitResult()
+    try:
+        kind = choose_executor(executor, sweep, runs)
+    except SchedulerUnavailable as exc:
+        if not (dry_run and executor == "auto"):
+            raise
+        # a GPU sweep with no controller: what matters is what SLURM would be sent
+        kind = "slurm"
+        result.warnings.append(f"{str(exc).split(', and ')[0]}: showing what would be submitted to SLURM")
     if kind == "local":
         refuse_multi_process_local(sweep, runs)
-    result = SubmitResult()
     rendered = []
     metas = {run: read_meta_quietly(run.run_dir) for run in runs}
     jobs = _ask_scheduler(list(metas.values()))
@@ -156,15 +165,24 @@ def submit(
             result.skipped.append((run, f"{cancelled}; name it to train it again ({run.options})"))
             continue
         rendered.append(render_run(sweep, run))
-    if rendered and not dry_run:
-        # Before any claim is written: what would make every job fail leaves no trace.
-        check_data_root(sweep.data_root)
-        check_planted_links(sweep, [item.run for item in rendered])
-        check_dataset_root(sweep)
+    if rendered:
+        # Before any claim is written: what would make every job fail leaves no trace. A dry run makes the same
+        # checks and says what a real submit would refuse.
+        checks: list[Callable[[], object]] = [
+            lambda: check_data_root(sweep.data_root),
+            lambda: check_planted_links(sweep, [item.run for item in rendered]),
+            lambda: check_dataset_root(sweep)]
         if kind == "local":
-            check_training_stack([sweep.resources_for(item.run) for item in rendered])
-        if kind == "slurm":
-            call(["sinfo", "--noheader", "--format=%P"], timeout_s=15)
+            checks.append(lambda: check_training_stack([sweep.resources_for(item.run) for item in rendered]))
+        if kind == "slurm" and not dry_run:
+            checks.append(lambda: call(["sinfo", "--noheader", "--format=%P"], timeout_s=15))
+        for check in checks:
+            try:
+                check()
+            except ProveJobsError as exc:
+                if not dry_run:
+                    raise
+                result.refusals.append(str(exc))
     if rendered:
         result.weights = ready_weights(sweep, rendered, dry_run=dry_run, progress=progress)
 
@@ -220,16 +238,18 @@ def sharing_umask(sweep: Sweep) -> Iterator[None]:
 
 
 def training_job(sweep: Sweep, run: Run, resources: Resources, token: str,
-                 take_over: TakeOver | None = None, weights: tuple[tuple[str, str], ...] = ()) -> TrainingJob:
+                 take_over: TakeOver | None = None, weights: tuple[tuple[str, str], ...] = (),
+                 rendered: tuple[tuple[str, str], ...] = ()) -> TrainingJob:
     """The payload submitit pickles for ``run`` (light: torch is imported only when it runs).
 
     ``token``: the submission's; the job writes to the run's claim only while it is still that one.
-    ``weights``: (path, sha256) of the checkpoints it loads, checked by the job before it loads them.
+    ``weights``: (path, sha256) of the checkpoints it loads, checked by the job before it loads them;
+    ``rendered``: (name, sha256) of the config files this submission wrote, checked likewise.
     """
     from prove_jobs.payload import TrainingJob  # the runtime import; torch stays out
 
     return TrainingJob(str(run.run_dir), resources.cpus_per_task, sweep.sharing.lock_mode,
-                       sweep.sharing.umask_bits, resources.max_requeues, take_over, token, weights)
+                       sweep.sharing.umask_bits, resources.max_requeues, take_over, token, weights, rendered)
 
 
 def new_token() -> str:
@@ -239,10 +259,7 @@ def new_token() -> str:
 
 
 def _make_job_folder(sweep: Sweep) -> None:
-    folder = job_folder(sweep).parent
-    make_dirs(folder)
-    if folder.stat().st_uid == os.geteuid():
-        folder.chmod(0o755)
+    check_job_folder(sweep.data_root, create=True)
 
 
 def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[RenderedRun],
@@ -270,7 +287,7 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
         for item in claimed:
             write_rendered(item)
             write_meta(item.run.run_dir, _fresh_meta(sweep, item, kind, tokens[item.run]))
-        queued = _queue(kind, sweep, resources, [(i.run, tokens[i.run], job_weights(i, fetched)) for i in claimed])
+        queued = _queue(kind, sweep, resources, [(i, tokens[i.run], job_weights(i, fetched)) for i in claimed])
         for item, job in zip(claimed, queued, strict=True):
             job_id = str(job.job_id)
             link_job_logs(item.run.run_dir, Path(job.paths.stdout), Path(job.paths.stderr))
@@ -311,12 +328,14 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answe
     from prove_jobs.payload import TakeOver
 
     token = new_token()
-    take_over = TakeOver(holder.job_id, rendered.config_hash, str(sweep.path))
+    # The job writes its own rendering once the run is its own: the holder's files are hers (her dataset root)
+    take_over = TakeOver(holder.job_id, rendered.config_hash, str(sweep.path), rendered_files(rendered))
     try:
         _make_job_folder(sweep)
         executor = make_executor("slurm", job_folder(sweep), resources, job_name=run.name, after_job=holder.job_id)
         with private_umask(sweep):
-            job = executor.submit(training_job(sweep, run, resources, token, take_over, weights))
+            job = executor.submit(training_job(sweep, run, resources, token, take_over, weights,
+                                               rendered_digests(rendered)))
     except ProveJobsError:
         raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
@@ -391,18 +410,20 @@ def private_umask(sweep: Sweep) -> Iterator[None]:
 
 
 def _queue(kind: str, sweep: Sweep, resources: Resources,
-           runs: Sequence[tuple[Run, str, tuple[tuple[str, str], ...]]]) -> list[Any]:
+           runs: Sequence[tuple[RenderedRun, str, tuple[tuple[str, str], ...]]]) -> list[Any]:
     _make_job_folder(sweep)
-    executor = make_executor(kind, job_folder(sweep), resources, job_name=_job_name(sweep, [r for r, _, _ in runs]))
+    executor = make_executor(kind, job_folder(sweep), resources,
+                             job_name=_job_name(sweep, [item.run for item, _, _ in runs]))
     try:
         with private_umask(sweep), executor.batch():
-            jobs = [executor.submit(training_job(sweep, run, resources, token, weights=weights))
-                    for run, token, weights in runs]
+            jobs = [executor.submit(training_job(sweep, item.run, resources, token, weights=weights,
+                                                 rendered=rendered_digests(item)))
+                    for item, token, weights in runs]
     except ProveJobsError:
         raise
     except Exception as exc:  # submitit wraps sbatch failures in its own errors
-        for run, token, _ in runs:
-            update_meta(run.run_dir, token=token, failed_at=now(), error=f"submission failed: {exc}"[:500])
+        for item, token, _ in runs:
+            update_meta(item.run.run_dir, token=token, failed_at=now(), error=f"submission failed: {exc}"[:500])
         raise ProveJobsError(f"submitting {len(runs)} run(s) to {kind} failed: {_one_line(exc)}") from None
     return jobs
 

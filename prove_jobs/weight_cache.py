@@ -13,12 +13,11 @@ import contextlib
 import hashlib
 import os
 import stat
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from prove_jobs.fsafe import LinkRefused, make_dirs, open_dir
+from prove_jobs.fsafe import LinkRefused, make_dirs, open_dir, owner_and_time
 from prove_jobs.weights import Checkpoint, WeightsError
 
 CACHE_MODE = 0o3775  # setgid (the group's files) + sticky (nobody renames or replaces another's file)
@@ -77,16 +76,6 @@ def open_cache(cache: Path, umask: int) -> int:
         os.umask(old)
 
 
-def _owner_and_time(st: os.stat_result) -> str:
-    import pwd
-
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = str(st.st_uid)
-    return f"owner {owner}, modified {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.st_mtime))}"
-
-
 def _open_regular(name: str | Path, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
     """A regular file opened for reading, never through a link; O_NONBLOCK: a planted FIFO does not hang us."""
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -130,7 +119,7 @@ def _check_cached(dir_fd: int, checkpoint: Checkpoint) -> tuple[str, int] | None
         os.close(fd)
     if not digest.startswith(checkpoint.hash_prefix):
         raise WeightsError(f"{path}: its sha256 starts {digest[:len(checkpoint.hash_prefix)]}, its name says "
-                           f"{checkpoint.hash_prefix} ({_owner_and_time(st)}): not loaded; its owner can remove it, "
+                           f"{checkpoint.hash_prefix} ({owner_and_time(st)}): not loaded; its owner can remove it, "
                            "then `prove-jobs weights SWEEP` fetches it again")
     return digest, size
 
@@ -243,7 +232,7 @@ def _local(checkpoint: Checkpoint, models: tuple[str, ...]) -> Fetched:
                            f"({exc.strerror or exc})") from None
     if not sha.startswith(checkpoint.hash_prefix):
         raise WeightsError(f"{checkpoint.path}: its sha256 starts {sha[:len(checkpoint.hash_prefix)]}, its name says "
-                           f"{checkpoint.hash_prefix} ({_owner_and_time(st)}): not loaded")
+                           f"{checkpoint.hash_prefix} ({owner_and_time(st)}): not loaded")
     return Fetched(checkpoint, "local", models, st.st_size, sha)
 
 
@@ -281,4 +270,4 @@ def check_unchanged(files: Sequence[tuple[str, str]]) -> None:
                                "not loaded") from None
         if actual != expected:
             raise WeightsError(f"{path}: changed since submit (sha256 {actual[:12]}, submitted {expected[:12]}; "
-                               f"{_owner_and_time(st)}): not loaded")
+                               f"{owner_and_time(st)}): not loaded")

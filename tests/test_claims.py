@@ -117,7 +117,8 @@ def test_a_submission_hands_its_token_to_its_job(tmp_path: Path) -> None:
         tokens.add(meta.token)
     assert len(tokens) == 4
     folder = tmp_path / "runs" / ".prove-jobs" / "submitit" / current_user()
-    assert folder.stat().st_mode & 0o777 == 0o755  # nobody else can plant a link where its jobs write
+    assert folder.stat().st_mode & 0o777 == 0o750  # nobody else can plant a link where its jobs write
+    assert folder.parent.stat().st_mode & 0o1000  # sticky: nobody else can rename it away and put hers there
 
 
 # --- the conflicts file ----------------------------------------------------------------------------

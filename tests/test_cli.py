@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,14 +59,48 @@ def test_plan_table_shows_the_numbers(tmp_path: Path) -> None:
         assert text in done.stdout
 
 
+def test_time_limits_read_as_hours_and_minutes() -> None:
+    """Issue 20: the plan's "0:30", "24:00", "48:00" read as minutes:seconds."""
+    from prove_jobs.plan import time_limit
+
+    assert [time_limit(m) for m in (30, 1440, 2880, 90, 5)] == ["30 min", "24 h", "48 h", "1 h 30 min", "5 min"]
+
+
+def test_plan_says_where_weights_start_how_runs_are_evaluated_and_normalised(tmp_path: Path) -> None:
+    """Pretrained by default (the checkpoint mmseg's config names), from scratch only when said, one evaluation
+    protocol, SyncBN across GPUs: in the table and in --json."""
+    env = {**os.environ, "COLUMNS": "200"}
+    done = run_cli("plan", str(SWEEPS / "cityscapes.toml"), "--data-root", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr
+    for text in ("mit_b3_20220624-13b1141c.pth", "resnet50_v1c-2cccc1ad.pth", "hrnetv2_w48-d2186c55.pth",
+                 "pretrained (see Models)", "whole image"):
+        assert text in done.stdout, text
+    assert "from scratch" not in done.stdout
+    rows = json.loads(run_cli("plan", str(SWEEPS / "cityscapes.toml"), "--data-root", str(tmp_path), "--json").stdout)
+    assert {(r["from_scratch"], r["norm"], r["evaluation"]["mode"]) for r in rows} == {(False, "BN", "whole")}
+    segformer = next(r for r in rows if r["model"] == "segformer_mit-b3")
+    assert segformer["pretrained"].endswith("/mit_b3_20220624-13b1141c.pth")
+    demo = json.loads(run_cli("plan", str(SWEEPS / "demo.toml"), "--data-root", str(tmp_path), "--json").stdout)
+    assert {(r["from_scratch"], r["pretrained"]) for r in demo} == {(True, None)}
+    table = run_cli("plan", str(SWEEPS / "demo.toml"), "--data-root", str(tmp_path), env=env).stdout
+    assert "from scratch" in table
+    zoo = json.loads(run_cli("plan", str(SWEEPS / "cityscapes-zoo.toml"), "--data-root", str(tmp_path), "--json",
+                             "--variant", "MMSEG_ZOO", "--model", "segformer_mit-b3").stdout)
+    assert [(r["optimizer"], r["max_iters"], r["batch_size"], r["crop_size"], r["norm"]) for r in zoo] == [
+        ("AdamW", 160000, 8, [1024, 1024], "SyncBN (4 GPUs)")]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["plan", "missing.toml"], "missing.toml: sweep file not found"),
-        (["plan", str(SWEEPS / "demo.toml"), "--model", "unet"], "models: unknown model 'unet'"),
+        (["plan", str(SWEEPS / "demo.toml"), "--model", "unet"],
+         "--model: 'unet' is not a model of sweep demo (demo.toml has: "),
         (["submit", str(SWEEPS / "demo.toml"), "--data-root", "/nonexistent/root", "--executor", "local"],
          "/nonexistent/root: data root does not exist"),
         (["status"], "give a sweep file, a run dir, or --root DIR"),
+        # a typo in a run dir: was "sweep file not found"
+        (["status", "demo/runs/DEMO_REF/baseline/cityscapes/demo_fcn"], "demo_fcn: no such run dir or sweep file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -127,6 +127,11 @@ def test_my_own_live_run_is_no_conflict_and_a_cancelled_run_stays_cancelled(
     assert row["state"] == "cancelled" and row["lock_holder"] is None
     assert main(["status", sweep, "--state", "cancelled", "--json"]) == 0
     assert [r["model"] for r in json_out(capsys)] == ["demo_fcn_r18_tiny"]
+    # `status RUN_DIR`: who cancelled it and when, not the KeyboardInterrupt the cancel left in the job's stderr
+    assert main(["status", str(run_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert f"cancelled by {current_user()} on " in shown and "--model demo_fcn_r18_tiny --variant DEMO_BS4" in shown
+    assert "KeyboardInterrupt" not in shown and "Traceback" not in shown, shown
 
     gate.open()
     # nothing restarts it behind the back of whoever cancelled it
@@ -273,6 +278,23 @@ def test_auto_executor_trains_a_gpu_sweep_only_on_slurm(tmp_path: Path, demo: Pa
     assert sorted(demo.rglob("*")) == before  # nothing written
     done = cli("submit", str(SWEEPS / "demo.toml"), "--dry-run", env=env)  # asks for no GPU: this machine, then
     assert done.returncode == 0 and "local process" in done.stdout, done.stderr
+    # the README's `submit SWEEP --dry-run` without a controller: the SLURM script a GPU sweep would be sent
+    done = cli("submit", str(SWEEPS / "cityscapes.toml"), "--model", "pspnet_r50", "--dry-run", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "#SBATCH" in done.stdout and "showing what would be submitted to SLURM" in done.stderr, done.stderr
+    assert sorted(demo.rglob("*")) == before
+
+
+def test_a_dry_run_checks_what_a_real_submit_checks(tmp_path: Path) -> None:
+    """Issue 20: with no data root and no dataset, `submit --dry-run` printed 18 "would submit" lines, exit 0,
+    and the real submit then refused twice."""
+    env = {**os.environ, "AWARE_DATA_ROOT": str(tmp_path / "nowhere"), "CITYSCAPES_ROOT": str(tmp_path / "no-data")}
+    done = cli("submit", str(SWEEPS / "cityscapes.toml"), "--executor", "slurm", "--dry-run", env=env)
+    assert done.returncode == 1, done.stderr
+    refusals = [line for line in done.stderr.splitlines() if "a real submit would refuse" in line]
+    assert any("data root does not exist" in line for line in refusals), done.stderr
+    assert any("dataset_root" in line for line in refusals), done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_submit_checks_the_dataset_before_any_claim(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -459,7 +481,7 @@ def test_plan_shows_what_each_run_asks_for(tmp_path: Path, capsys: pytest.Captur
     assert (by_variant[BS16]["partition"], by_variant[BS16]["gpus_per_node"]) == ("gpu", 1)
     assert main(["plan", sweep, "--data-root", str(tmp_path), "--model", "mask2former_swin-b"]) == 0
     table = capsys.readouterr().out
-    assert "Partition" in table and "Time limit" in table and "96 GB" in table and "48:00" in table
+    assert "Partition" in table and "Time limit" in table and "96 GB" in table and "48 h" in table
 
 
 # --- 19. the report ------------------------------------------------------------------------------------------
@@ -526,3 +548,48 @@ def test_repo_has_no_leftover_of_an_old_layout() -> None:
         if not module.name.startswith("_"):
             assert f"prove_jobs/{module.name}" in readme, module.name
     assert TEMPLATES.is_dir() and shutil.which(sys.executable)
+
+
+def test_report_from_another_folder_warns_that_the_data_root_is_not_there(tmp_path: Path) -> None:
+    """Issue 20: `report SWEEP` from another folder (the demo's relative data root) wrote an empty report, exit 0,
+    every run "Not submitted", where `status` from the same folder warned that the data root does not exist."""
+    env = {k: v for k, v in os.environ.items() if k != "DEMO_ROOT"}
+    done = cli("report", str(SWEEPS / "demo.toml"), "--out", str(tmp_path / "report.md"), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"data root {tmp_path / 'demo' / 'runs'} does not exist" in done.stderr, done.stderr
+    status = cli("status", str(SWEEPS / "demo.toml"), env=env, cwd=tmp_path)
+    assert f"data root {tmp_path / 'demo' / 'runs'} does not exist" in status.stderr, status.stderr
+
+
+@pytest.mark.slow
+@needs_training
+def test_ctrl_c_during_submit_wait_says_the_jobs_keep_running(demo: Path, templates_copy: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: a real SIGINT to `submit --wait` printed only "interrupted" while every job trained on."""
+    import signal
+
+    gate = stall_templates(templates_copy, 10, monkeypatch)
+    sweep = str(demo_sweep_with(demo, templates_copy))
+    one = ["--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4"]
+    waiting = subprocess.Popen([*CLI, "submit", sweep, *one, "--executor", "local", "--wait"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+                               # as at a terminal: SIGINT not ignored even if this test runs in the background
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not gate.reached:
+            assert time.monotonic() < deadline and waiting.poll() is None, "the training did not reach iteration 10"
+            time.sleep(0.2)
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 130, err
+        assert "the 1 job(s) keep running" in err and f"`prove-jobs wait {sweep}`" in err, err
+        assert f"`prove-jobs cancel {sweep}`" in err and "Traceback" not in err, err
+        assert main(["status", sweep, *one, "--json"]) == 0
+        [row] = json_out(capsys)
+        assert row["state"] == "running", row  # Ctrl-C stopped the waiting, not the job
+    finally:
+        waiting.kill()
+        main(["cancel", sweep, *one])
+        gate.open()

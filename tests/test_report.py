@@ -123,3 +123,13 @@ def test_report_of_a_root_groups_by_path_and_picks_the_longest_schedule(
     assert by_model["segformer_mit-b3"]["difference_vs_reference"] == -3.14
     assert by_model["segformer_mit-b3"]["verdict"] == "single run"
     assert len(report["runs"]) == len(list(reference_root.glob("*/*/*/*/prove_run.json")))
+
+
+def test_run_time_vs_reference_says_longer_when_it_is() -> None:
+    """Issue 20: 2.8 s against a 2.3 s reference read "~0.8× shorter", and 5.8 s against 5.9 s "~1.0× shorter"."""
+    from prove_jobs.report.markdown import relative_time
+
+    assert relative_time(2.3 / 2.8) == "~1.2× longer"
+    assert relative_time(5.9 / 5.8) == "about the same"
+    assert relative_time(27050 / 8099) == "~3.3× shorter"
+    assert relative_time(None) == "-"

@@ -68,10 +68,11 @@ def test_bad_seeds_are_one_line_naming_the_field(tmp_path: Path, templates_copy:
 def test_seeds_and_a_training_seed_together_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = (SWEEPS / "demo.toml").read_text().replace('variants = ["DEMO_REF", "DEMO_BS4"]',
                                                       'variants = ["DEMO_REF", "DEMO_BS4"]\nseeds = [0, 1]')
+    text = text.replace("[training]", "[training]\nseed = 0")  # (the shipped sweeps no longer set it)
     assert main(["plan", str(write_sweep(tmp_path, text)), "--data-root", str(tmp_path)]) == 2
     assert "seeds: set either seeds = [...] or [training] seed, not both" in capsys.readouterr().err
     assert main(["plan", str(SWEEPS / "demo.toml"), "--data-root", str(tmp_path), "--seed", "3"]) == 2
-    assert "no variant trains seed 3" in capsys.readouterr().err
+    assert "--seed: no variant of sweep demo trains seed 3" in capsys.readouterr().err
 
 
 def test_variant_seeds_override(tmp_path: Path, templates_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,3 +291,16 @@ def test_a_root_with_one_seed_then_several_shows_every_run(tmp_path: Path, templ
     rows = json.loads(capsys.readouterr().out)
     assert sorted((Path(r["run_dir"]).name, r["seed"]) for r in rows if r["variant"] == "DEMO_REF") == [
         ("demo_fcn_r18_tiny", 0), ("seed0", 0), ("seed1", 1), ("seed2", 2)]
+
+
+def test_the_readmes_seeds_recipe_works_on_the_shipped_demo_sweep(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: adding `seeds = [0, 1]` to demo.toml as the README says was refused ("set either seeds = [...] or
+    [training] seed, not both"): the shipped sweeps no longer set [training] seed."""
+    text = (SWEEPS / "demo.toml").read_text()
+    sweep = tmp_path / "demo.toml"
+    variants = 'variants = ["DEMO_REF", "DEMO_BS4"]'
+    sweep.write_text(text.replace(variants, variants + "\nseeds = [0, 1]"))
+    assert main(["plan", str(sweep), "--data-root", str(tmp_path / "runs"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted({r["seed"] for r in rows}) == [0, 1] and len(rows) == 8

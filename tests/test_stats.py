@@ -99,8 +99,10 @@ def test_unequal_variances_non_integer_welch_df() -> None:
     assert ci == pytest.approx((-6.198648, -1.201352), abs=1e-5)  # scipy ttest_ind(equal_var=False)
 
 
-def test_zero_variance_on_both_sides_is_a_point() -> None:
-    assert difference_ci95([75.0, 75.0], [76.5, 76.5, 76.5]) == (1.5, 1.5)
+def test_zero_variance_on_both_sides_is_n_a() -> None:
+    # issue 19: no spread is nothing to judge by (Welch's df is 0/0), not a certain difference
+    assert difference_ci95([75.0, 75.0], [76.5, 76.5, 76.5]) is None
+    assert verdict(1.5, None, 2, 3) == "n/a (no spread between seeds)"
 
 
 def test_fewer_than_two_seeds_gives_no_interval() -> None:

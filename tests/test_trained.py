@@ -212,7 +212,8 @@ def test_a_hand_started_run_is_read_from_mmengines_dump_without_mmengine(tmp_pat
                           capture_output=True, text=True, check=True, timeout=120)
     result = json.loads(done.stdout)
     assert result["heavy"] == []  # read without mmengine, mmseg or torch
-    found = [TrainedConfig(**{**c, "crop_size": tuple(c["crop_size"]), "source": Path(c["source"])})
+    found = [TrainedConfig(**{**c, "crop_size": tuple(c["crop_size"]), "source": Path(c["source"]),
+                              "rejected": tuple(c["rejected"])})
              for c in result["found"]]
     assert found[0] == expected(sweep.variant("DEMO_BS4"), demo.run_dir / "segformer_bs4.py")
     hand = TrainedConfig(max_iters=160000, batch_size=2, batch_is_per_gpu=True, crop_size=(512, 512),

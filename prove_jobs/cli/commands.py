@@ -10,6 +10,8 @@ from prove_jobs.errors import ProveJobsError
 
 TYPE_CHECKING = False  # not typing's: see parser.py
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from prove_jobs.claims import LockHolder
     from prove_jobs.runs import Run
     from prove_jobs.spec import Sweep
@@ -88,7 +90,9 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
             term.info(f"would submit {s.run.name} -> {s.run.run_dir} (config {s.config_hash})")
         for script in result.scripts:
             term.line(script)
-        return 0
+        for refusal in result.refusals:
+            term.error(f"a real submit would refuse: {refusal}")
+        return 1 if result.refusals else 0
     for s in result.submitted:
         term.success(f"submitted {s.run.name} as {s.executor} job {s.job_id}")
     for run, holder in result.already_running:
@@ -98,7 +102,8 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
     held = bool(result.conflicts) or (bool(result.already_running) and not args.skip_done)
     if args.wait:
         mine = [s.run for s in result.submitted] + [run for run, _ in result.already_running]
-        return _wait_and_show(mine, term, title=f"Sweep {sweep.name} ({sweep.data_root})") or (1 if held else 0)
+        return (_wait_and_show(mine, term, title=f"Sweep {sweep.name} ({sweep.data_root})", sweep_file=args.sweep)
+                or (1 if held else 0))
     return 1 if held else 0
 
 
@@ -111,13 +116,14 @@ def _report_conflicts(conflicts: Sequence[tuple[Run, LockHolder]], term: Termina
 
 def cmd_wait(args: argparse.Namespace, term: Terminal) -> int:
     _, runs = _sweep_and_runs(args)
-    return _wait_and_show(runs, term, timeout_s=args.timeout, poll_s=args.poll)
+    return _wait_and_show(runs, term, timeout_s=args.timeout, poll_s=args.poll, sweep_file=args.sweep)
 
 
 def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | None = None, poll_s: float = 2.0,
-                   title: str | None = None) -> int:
+                   title: str | None = None, sweep_file: Path | None = None) -> int:
     """Block until the submitted ones of ``runs`` end, with a live line of where they stand; then one summary
-    line (and, with ``title``, the status table); exit 1 unless all completed."""
+    line (and, with ``title``, the status table); exit 1 unless all completed. Ctrl-C stops the waiting, not
+    the jobs: it says so, and how to follow or stop them (exit 130)."""
     from collections import Counter
 
     from prove_jobs.control import wait
@@ -138,6 +144,11 @@ def _wait_and_show(runs: Sequence[Run], term: Terminal, *, timeout_s: float | No
             wait(waited, timeout_s=timeout_s, poll_s=poll_s,
                  on_poll=lambda: progress(waiting_line(source.collect()[0])))
         statuses, _ = source.collect()
+    except KeyboardInterrupt:
+        sweep = str(sweep_file) if sweep_file is not None else "SWEEP"
+        term.warn(f"interrupted: stopped waiting, but the {len(waited)} job(s) keep running; "
+                  f"`prove-jobs wait {sweep}` follows them, `prove-jobs cancel {sweep}` stops them")
+        return 130
     finally:
         _close(source, term)
     if title is not None:
@@ -195,6 +206,8 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
         _close(source, term)
     if args.json:
         term.json([s.to_json() for s in statuses])
+        for warning in warnings:  # stderr: the JSON on stdout stays one document; each is in its run's "notes"
+            term.warn(warning)
         return 0
     if args.curve:
         from prove_jobs.dashboard import curve_table
@@ -368,7 +381,9 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
 
         chosen = runs_to_show(args.sweep, root=args.root)
         if not chosen.runs:
-            raise ProveJobsError(chosen.warnings[0])
+            raise ProveJobsError(chosen.warnings[-1])  # "no runs under ...": after any folder left out
+        for warning in chosen.warnings:  # folders left out (a seed01/ is no run of seed 1)
+            term.warn(warning)
         runs = [r for r in chosen.runs if _named(r, args)]
         sweep = None
     elif args.sweep is not None:

@@ -172,11 +172,12 @@ def read_run_log_with(work_dir: Path, get: FileGetter, sparse: bool = True,
 def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> tuple[RunLog, bool]:
     """The run's log from its files, and whether it is clean (no warning: worth keeping as it is)."""
     warnings: list[str] = []
-    legacy = [(path, state) for path in files.legacy if (state := get(path, "json0", warnings)) is not None]
+    noting = _Noting(get)
+    legacy = [(path, state) for path in files.legacy if (state := noting(path, "json0", warnings)) is not None]
     plan = [f for name in files.starts[:-1] if (f := start_files(os.path.join(work_dir, name), name)) is not None]
     plan += [files.newest] if files.newest is not None else []
-    starts, last_time, newest = _read_starts(plan, legacy, get, sparse, warnings)
-    log = _merge(starts, len(legacy) + len(plan), warnings, last_time)
+    starts, last_time, newest = _read_starts(plan, legacy, noting, sparse, warnings)
+    log = replace(_merge(starts, len(legacy) + len(plan), warnings, last_time), rejected=noting.rejected())
     say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, len(legacy) + len(plan))
     if files.newest is not None and plan and plan[-1] is files.newest:
         log = replace(log, **_newest_start(files.newest, *newest))
@@ -221,7 +222,7 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
             if json_state is None:
                 warnings.extend(text_state.warnings)
             else:  # the JSON is what counts; the text only for times and iterations
-                warnings.extend(w for w in text_state.warnings if "binary" in w)
+                warnings.extend(w for w in text_state.warnings if "binary" in w or w.startswith("unreadable: "))
             stamp_time = _stamp_to_unix(text_state.last_stamp, None)
         if stamp_time is None and json_state is not None:
             stamp_time = json_state.mtime  # no text log: when the JSON was last written
@@ -235,15 +236,34 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
     return starts, last_time, (json_state, text_state)
 
 
+class _Noting:
+    """A file getter that also keeps, per field, why a value was left out of the files read (the newest file's)."""
+
+    def __init__(self, get: FileGetter) -> None:
+        self._get = get
+        self._rejected: dict[str, str] = {}
+
+    def __call__(self, path: Path | str, kind: str, warnings: list[str],
+                 st: os.stat_result | None = None) -> FileState | None:
+        state = self._get(path, kind, warnings, st)
+        for name, why in state.rejected if state is not None else ():
+            self._rejected[name] = f"{why} in {os.path.basename(path)}"
+        return state
+
+    def rejected(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self._rejected.items())
+
+
 def read_text_log_with(path: Path, get: FileGetter) -> RunLog:
     warnings: list[str] = []
+    noting = _Noting(get)
     try:
         path.stat()
     except FileNotFoundError:
         return EMPTY
     except OSError:
         pass  # reported by the read below
-    state = get(path, "text", warnings)
+    state = noting(path, "text", warnings)
     if state is None:
         return RunLog(None, None, (), 0, None, None, None, tuple(warnings))
     warnings.extend(state.warnings)
@@ -259,6 +279,6 @@ def read_text_log_with(path: Path, get: FileGetter) -> RunLog:
         start = _build_start(None, state, year - 1, all_train=all_train)
         last_time = _stamp_to_unix(state.last_stamp, year - 1)
     n = 1 if state.first_stamp is not None else 0
-    return _merge([start], n, warnings, last_time)
+    return replace(_merge([start], n, warnings, last_time), rejected=noting.rejected())
 
 

@@ -49,10 +49,14 @@ class FileState:
     mark: int | None = None
     max_iters: int | None = None
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (field, why): the first left out, per field
 
     def add(self, records: Sequence[Record], complete: bool) -> None:
         """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
         for rec in records:
+            for name, why in rec.rejected:
+                if all(name != seen for seen, _ in self.rejected):
+                    self.rejected.append((name, why))
             if rec.kind == "train" and rec.iter is not None:
                 if self.first_train is None:
                     self.first_train = (rec.iter, rec.stamp)
@@ -74,13 +78,13 @@ class FileState:
         return (
             self.inode, self.size, self.offset, self.mtime, self.kind, tuple(self.warnings), self.first_stamp,
             self.last_stamp, self.first_train, tuple(self.tail), self.tail_complete, tuple(self.vals), self.mark,
-            self.max_iters, self.last_train,
+            self.max_iters, self.last_train, tuple(self.rejected),
         )  # fmt: skip
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> FileState:
         (inode, size, offset, mtime, kind, warnings, first_stamp, last_stamp) = row[:8]
-        (first_train, tail, tail_complete, vals, mark, max_iters, last_train) = row[8:]
+        (first_train, tail, tail_complete, vals, mark, max_iters, last_train, rejected) = row[8:]
         if not (isinstance(inode, int) and isinstance(size, int) and isinstance(offset, int)):
             raise ValueError("bad file state")
         if not (isinstance(mtime, float) and isinstance(tail, tuple) and isinstance(vals, tuple)):
@@ -91,6 +95,7 @@ class FileState:
         if last_train is not None and not (isinstance(last_train, tuple) and len(last_train) == 6):
             raise ValueError("bad file state")
         state.last_train = last_train
+        state.rejected = [(str(name), str(why)) for name, why in rejected]
         return state
 
 

@@ -10,10 +10,11 @@ import functools
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from prove_jobs.logs.runlog import LIMITS, TAIL, Limits, RunLog, ValPoint
+from prove_jobs.values import MAX_ITERS, MAX_SECONDS, Real, Spec, Whole, checked, problem
 
 __all__ = ["LIMITS", "TAIL", "Chunk", "Limits", "Record", "RunLog", "ValPoint", "parse_json_chunk", "parse_text_chunk"]
 
@@ -39,6 +40,49 @@ class Record:
     aacc: float | None = None
     macc: float | None = None
     stamp: str | None = None
+    rejected: tuple[tuple[str, str], ...] = ()  # (field, why) of each value left out: out of its type or range
+
+
+_PERCENT = Real(0.0, 100.0, optional=True)
+LOG_FIELDS: dict[str, Spec] = {
+    "iter": Whole(0, MAX_ITERS, optional=True), "max_iters": Whole(1, MAX_ITERS, optional=True),
+    "time": Real(0.0, MAX_SECONDS, optional=True), "data_time": Real(0.0, MAX_SECONDS, optional=True),
+    # NaN and infinity are what a diverged training logs: kept, and warned about (nonfinite_loss_warning)
+    "loss": Real(-1e300, 1e300, optional=True, finite=False), "lr": Real(0.0, 1e3, optional=True),
+    "memory": Real(0.0, 1e9, optional=True), "miou": _PERCENT, "aacc": _PERCENT, "macc": _PERCENT,
+}
+"""Every value a log record carries, its type and its range: one out of it is left out of the record (a
+record without its iteration is left out whole), and its file's warning names the field."""
+_FRACTION = Real(0.0, 1.0, optional=True)  # mmseg 0.x's metrics, before they are made percent
+_LABELS = {"miou": "mIoU", "aacc": "aAcc", "macc": "mAcc"}
+
+
+def checked_record(kind: str, values: Mapping[str, object], *, stamp: str | None = None,
+                   fractions: bool = False) -> Record:
+    """A record of the ``values`` that fit ``LOG_FIELDS`` (``fractions``: metrics as 0.x's fractions, made
+    percent), and the fields left out, with why, in ``rejected``."""
+    kept: dict[str, object] = {}
+    rejected: list[tuple[str, str]] = []
+    for name, value in values.items():
+        spec = _FRACTION if fractions and name in _LABELS else LOG_FIELDS[name]
+        why = problem(spec, value)
+        if why is not None:
+            rejected.append((name, why))
+        elif value is not None:
+            found = checked(spec, value)
+            kept[name] = round(found * 100.0, 10) if fractions and name in _LABELS else found  # type: ignore[operator]
+    return Record(kind, stamp=stamp, rejected=tuple(rejected), **kept)  # type: ignore[arg-type]
+
+
+def rejected_warnings(name: str, records: Sequence[Record]) -> list[str]:
+    """One warning per field some records had out of type or range: ``unreadable: lr in FILE (why)``."""
+    seen: dict[str, tuple[str, int]] = {}
+    for record in records:
+        for field, why in record.rejected:
+            first, count = seen.get(field, (why, 0))
+            seen[field] = (first, count + 1)
+    return [f"unreadable: {_LABELS.get(field, field)} in {name} ({why}{f'; {count} records' if count > 1 else ''}): "
+            "left out" for field, (why, count) in seen.items()]
 
 
 @dataclass(frozen=True)
@@ -60,12 +104,14 @@ class _Patterns:
         self.ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
         self.stamp = re.compile(r"^(?P<stamp>(?:\d{4}/)?\d{2}/\d{2} \d{2}:\d{2}:\d{2}) - \S+ - [A-Z]+ - (?P<msg>.*)$")
         # Iteration-based training only (mmseg 1.x): "Epoch(train) [1][ 50/270]" counts within an epoch.
-        self.header = re.compile(r"^Iter\((?P<mode>train|val|test)\)\s*\[\s*(?P<cur>\d+)\s*/\s*(?P<tot>\d+)\]")
+        # at most 4,000 digits: int() of over 4,300 raises ValueError; LOG_FIELDS then says the number is too big
+        self.header = re.compile(
+            r"^Iter\((?P<mode>train|val|test)\)\s*\[\s*(?P<cur>\d{1,4000})\s*/\s*(?P<tot>\d{1,4000})\]")
         self.eta = re.compile(r"eta: (?:\d+ days?, )?\d+:\d\d:\d\d(?:\.\d+)?")
         self.item = re.compile(
             r"(?:^|\s)(?P<key>[A-Za-z_][\w./-]*): (?P<val>[-+]?(?:nan|inf|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?))(?=\s|$)"
         )
-        self.saving = re.compile(r"^Saving checkpoint at (?P<n>\d+) iterations")
+        self.saving = re.compile(r"^Saving checkpoint at (?P<n>\d{1,4000}) iterations")
 
 
 @functools.cache
@@ -79,18 +125,6 @@ _METRICS = {"mIoU": "miou", "aAcc": "aacc", "mAcc": "macc"}
 def _metric_key(key: str) -> str | None:
     """``mIoU``, ``val/mIoU`` (log_with_hierarchy) or ``prefix/mIoU`` -> ``miou``."""
     return _METRICS.get(key.rsplit("/", 1)[-1])
-
-
-def _num(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return int(value)
 
 
 def _split_lines(data: bytes, offset: int, final_json: bool) -> tuple[list[tuple[int, bytes]], int]:
@@ -146,7 +180,7 @@ def parse_json_chunk(data: bytes, offset: int = 0, *, name: str = "", fractions:
     warnings: list[str] = []
     if bad:
         warnings.append(f"{name}: skipped {bad} unparsable line(s) (first at byte {first_bad})")
-    warnings += nonfinite_loss_warning(name, records)
+    warnings += nonfinite_loss_warning(name, records) + rejected_warnings(name, records)
     return Chunk(tuple(records), new_offset, tuple(warnings))
 
 
@@ -163,35 +197,33 @@ def iter_list(iters: list[int]) -> str:
 
 
 def json_record(obj: dict[str, object], fractions: bool) -> Record | None:
+    """The record a JSON log line holds, its values checked (``LOG_FIELDS``); ``None``: not a train or val record."""
     mode = obj.get("mode")
-    metrics: dict[str, float | None] = {}
+    metrics: dict[str, object] = {}
     for key, value in obj.items():
         attr = _METRICS.get(key)
         if attr is None and "/" in key:
             attr = _metric_key(key)
         if attr is not None and attr not in metrics:
-            num = _num(value)
-            metrics[attr] = round(num * 100.0, 10) if (num is not None and fractions) else num
+            metrics[attr] = value
     if mode == "val" or (mode is None and metrics):
         if not metrics:
             return None
-        step = _int(obj.get("iter")) if fractions else _int(obj.get("step"))
-        return Record("val", iter=step, miou=metrics.get("miou"), aacc=metrics.get("aacc"), macc=metrics.get("macc"))
+        return checked_record("val", {"iter": obj.get("iter") if fractions else obj.get("step"), **metrics},
+                              fractions=fractions)
     if mode not in (None, "train"):
         return None
-    it = _int(obj.get("iter"))
-    if it is None:
-        it = _int(obj.get("step"))
-    loss = _num(obj.get("loss"))
-    if loss is None:
-        loss = _num(obj.get("train/loss"))
+    it = obj.get("iter")
+    it = obj.get("step") if it is None else it
+    loss = obj.get("loss")
+    loss = obj.get("train/loss") if loss is None else loss
     if it is None or (loss is None and "lr" not in obj and "time" not in obj):
         return None
-    seconds = _num(obj.get("time"))
-    if seconds is None:
-        seconds = _num(obj.get("train/time"))
-    return Record("train", iter=it, time=seconds, loss=loss, data_time=_num(obj.get("data_time")),
-                  lr=_num(obj.get("lr")), memory=_num(obj.get("memory")))
+    seconds = obj.get("time")
+    seconds = obj.get("train/time") if seconds is None else seconds
+    rec = checked_record("train", {"iter": it, "time": seconds, "loss": loss, "data_time": obj.get("data_time"),
+                                   "lr": obj.get("lr"), "memory": obj.get("memory")})
+    return _placed(rec)
 
 
 def parse_text_chunk(data: bytes, offset: int = 0, *, name: str = "") -> Chunk:
@@ -215,7 +247,7 @@ def parse_text_chunk(data: bytes, offset: int = 0, *, name: str = "") -> Chunk:
     warnings: list[str] = []
     if binary:
         warnings.append(f"{name}: skipped binary data (NUL bytes)")
-    warnings += nonfinite_loss_warning(name, records)
+    warnings += nonfinite_loss_warning(name, records) + rejected_warnings(name, records)
     return Chunk(tuple(records), new_offset, tuple(warnings), first_stamp, last_stamp, binary)
 
 
@@ -235,28 +267,24 @@ def _text_record(msg: str, stamp: str) -> Record | None:
     patterns = _patterns()
     saving = patterns.saving.match(msg)
     if saving:
-        return Record("ckpt", iter=int(saving["n"]), stamp=stamp)
+        return _placed(checked_record("ckpt", {"iter": int(saving["n"])}, stamp=stamp))
     header = patterns.header.match(msg)
     if header is None:
         return None
     rest = patterns.eta.sub("", msg[header.end() :])
     items = {m["key"]: float(m["val"]) for m in patterns.item.finditer(rest)}
     if header["mode"] == "train":
-        return Record(
-            "train",
-            iter=int(header["cur"]),
-            max_iters=int(header["tot"]),
-            time=items.get("time"),
-            loss=items.get("loss"),
-            data_time=items.get("data_time"),
-            lr=items.get("lr"),
-            memory=items.get("memory"),
-            stamp=stamp,
-        )
+        return _placed(checked_record("train", {
+            "iter": int(header["cur"]), "max_iters": int(header["tot"]), "time": items.get("time"),
+            "loss": items.get("loss"), "data_time": items.get("data_time"), "lr": items.get("lr"),
+            "memory": items.get("memory")}, stamp=stamp))
     if header["mode"] == "val":
         metrics = {attr: v for k, v in items.items() if (attr := _metric_key(k)) is not None}
         if metrics:
-            return Record(
-                "val", stamp=stamp, miou=metrics.get("miou"), aacc=metrics.get("aacc"), macc=metrics.get("macc")
-            )
+            return checked_record("val", metrics, stamp=stamp)
     return None
+
+
+def _placed(record: Record) -> Record:
+    """A train or checkpoint record without a usable iteration has no place on the curve: its warning only."""
+    return record if record.iter is not None else replace(record, kind="none")

@@ -77,6 +77,22 @@ class RunLog:
     last_write: float | None = field(default=None, compare=False)  # the newest start's files' mtime
     log_path: str | None = field(default=None, compare=False)  # the newest start's text log (else its JSON)
     log_every: int | None = None  # iterations between the last two train records: the log's pace
+    # (field, why and in which file): values left out of the records, out of their type or range (records.LOG_FIELDS)
+    rejected: tuple[tuple[str, str], ...] = ()
+
+
+    def rejected_notes(self, shown: dict[str, object]) -> dict[str, str]:
+        """``<key>_note`` for each key of ``status --json`` (``shown``) that is null because the log value it shows
+        was left out (out of its type or range): why, and in which file."""
+        rejected = dict(self.rejected)
+        return {f"{key}_note": rejected[name] for key, name in _SHOWN
+                if shown.get(key) is None and name in rejected}
+
+
+# The keys of `status --json` that show a log record's field, and the field.
+_SHOWN = (("iter", "iter"), ("last_miou", "miou"), ("last_aacc", "aacc"), ("best_miou", "miou"),
+          ("sec_per_iter", "time"), ("data_time", "data_time"), ("memory_mb", "memory"), ("loss", "loss"),
+          ("lr", "lr"), ("max_iters", "max_iters"))
 
 
 EMPTY = RunLog(None, None, (), 0, None, None, None, ())

@@ -15,7 +15,17 @@ import mmap
 import re
 from dataclasses import dataclass
 
-from prove_jobs.logs.records import LIMITS, TAIL, Record, json_dict, json_record, nonfinite_loss_warning, text_line
+from prove_jobs.logs.records import (
+    LIMITS,
+    TAIL,
+    Record,
+    checked_record,
+    json_dict,
+    json_record,
+    nonfinite_loss_warning,
+    rejected_warnings,
+    text_line,
+)
 
 _TRAIN_TAG = b"Iter(train) ["
 _CKPT_TAG = b"Saving checkpoint at "
@@ -24,7 +34,9 @@ _CKPT_TAG = b"Saving checkpoint at "
 @functools.cache
 def _json_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes], re.Pattern[bytes], re.Pattern[bytes]]:
     """iter, not-plain, train key, time: compiled on first use (a warm ``status`` parses nothing)."""
-    return (re.compile(rb'[{ ]"iter": (\d+)[,}]'), re.compile(rb'[A-Z]|"mode"|/'), re.compile(rb'"(?:loss|lr|time)": '),
+    # an iteration of at most 9 digits (values.MAX_ITERS): a longer one is parsed in full, and checked
+    return (re.compile(rb'[{ ]"iter": (\d{1,9})[,}]'), re.compile(rb'[A-Z]|"mode"|/'),
+            re.compile(rb'"(?:loss|lr|time)": '),
             re.compile(rb'[{ ]"time": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)[,}]'))
 
 _TEXT_VAL_TAGS = (b"mIoU: ", b"aAcc: ", b"mAcc: ")
@@ -74,7 +86,7 @@ def sparse_json(data: bytes, offset: int, name: str) -> Sparse | None:
     except _Fallback:
         return None
     records = [r for _, r in sorted(pick.picked.items()) if r is not None]
-    warnings = nonfinite_loss_warning(name, records)
+    warnings = nonfinite_loss_warning(name, records) + rejected_warnings(name, records)
     return Sparse(records, offset + end, warnings, complete)
 
 
@@ -124,9 +136,11 @@ class _JsonPicker:
             m = json_iter.search(line)
             if m and not not_plain.search(line) and train_key.search(line):
                 t = json_time.search(line)
-                self.picked[s] = Record("train", iter=int(m[1]), time=float(t[1]) if t else None)
-                self.light[s] = t is not None or b'"time"' not in line
-                return True
+                light = checked_record("train", {"iter": int(m[1]), "time": float(t[1]) if t else None})
+                if not light.rejected:  # else parsed in full below: its warning comes from there
+                    self.picked[s] = light
+                    self.light[s] = t is not None or b'"time"' not in line
+                    return True
         rec = self.parse(s)
         return rec is not None and rec.kind == "train"
 
@@ -274,5 +288,5 @@ def sparse_text(buf: Buffer, lo: int, hi: int, offset: int, name: str, *, full: 
     if last_stamp is None and last_train >= 0:
         last_stamp = pick.parse(last_train)[0]
     records = pick.records()
-    warnings = nonfinite_loss_warning(name, records)
+    warnings = nonfinite_loss_warning(name, records) + rejected_warnings(name, records)
     return Sparse(records, offset + end - lo, warnings, complete, first_stamp, last_stamp, binary)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from prove_jobs.logs.layout import RunFiles, StartFiles, find_run_files, start_files
 from prove_jobs.logs.runlog import RunLog
+from prove_jobs.values import MAX_SECONDS
 from prove_jobs.verbose import DEBUG, LOGS, say
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -102,9 +103,10 @@ class StartTimes:
 @functools.cache
 def _patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
     """JSON train record, text train line: compiled on first use (a warm ``status`` never times a run)."""
-    return (re.compile(rb'"time": ([^,}\n]+), "iter": (\d+)[,}]'),
+    # at most 9 digits (values.MAX_ITERS): a longer number is no match, and its line is checked one by one
+    return (re.compile(rb'"time": ([^,}\n]+), "iter": (\d{1,9})[,}]'),
             # greedy: the line's one "  time: " (data_time's is "_time: "); lazy was half as fast
-            re.compile(rb"Iter\(train\) \[ *(\d+)/\d+\][^\n]*  time: (\d+(?:\.\d+)?)\s"))
+            re.compile(rb"Iter\(train\) \[ *(\d{1,9})/\d+\][^\n]*  time: (\d{1,7}(?:\.\d+)?)\s"))
 
 
 class _Unfit(Exception):
@@ -139,8 +141,8 @@ def _json_fast(data: bytes, end: int) -> StartTimes:
             if found:
                 times, iters = zip(*found, strict=True)
                 seconds = list(map(float, times))
-                if not math.isfinite(sum(seconds)):
-                    raise _Unfit
+                if not (math.isfinite(sum(seconds)) and min(seconds) >= 0 and max(seconds) <= MAX_SECONDS):
+                    raise _Unfit  # records.LOG_FIELDS' range: checked line by line
                 got.add_many(list(map(int, iters)), seconds)
                 plain += len(found)
         if s < end:
@@ -168,11 +170,9 @@ def _json_line(line: bytes, got: StartTimes) -> int:
     obj = json_dict(line)
     if obj is None:
         return 0  # a line being written, or garbage: the status parser warns about it
-    if "loss" in obj and "time" in obj:
-        it, seconds = obj.get("iter", obj.get("step")), obj["time"]
-        if isinstance(it, int) and isinstance(seconds, int | float) and math.isfinite(seconds):
-            got.add_train(it, float(seconds))
-    rec = json_record(obj, False)
+    rec = json_record(obj, False)  # its values checked: one out of range is left out (status warns)
+    if "loss" in obj and "time" in obj and rec is not None and rec.kind == "train" and rec.time is not None:
+        got.add_train(rec.iter, rec.time)  # type: ignore[arg-type]  # a train record always has its iteration
     if rec is not None and rec.kind == "train" and rec.iter is not None:
         got.add_mark(rec.iter)
     elif rec is not None and rec.kind == "val":

@@ -10,6 +10,7 @@ compared by its mean over them, with the spread and an interval (``stats``, docs
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,9 +120,12 @@ class Report:
         return list(dict.fromkeys(s.run.model for s in self.statuses))
 
     def family_averages(self) -> dict[str, float]:
-        """Mean difference vs the reference, over all models (``all``) and per family."""
+        """Mean difference vs the reference, over all models (``all``) and per family (finite ones only: a NaN
+        never reaches here from the logs, and would turn every average into ``+nan pts``)."""
         groups: dict[str, list[float]] = {}
         for model, diff in self.differences.items():
+            if not math.isfinite(diff):
+                continue
             groups.setdefault("all", []).append(diff)
             groups.setdefault(self.families.get(model, "other"), []).append(diff)
         return {name: round(sum(values) / len(values), 2) for name, values in groups.items()}
@@ -236,7 +240,9 @@ def _times(report: Report, training_time: TrainingTimeOf) -> list[RunTime]:
         times.append(RunTime(
             model=status.run.model, variant=status.run.variant, seconds=round(seconds, 1), miou=miou,
             minutes_per_point=seconds / 60 / miou,
-            speedup_vs_reference=None if status.run.variant == report.reference or not ref else ref / seconds,
+            # no time logged (every record's `time` 0) on either side: n/a, not a division by zero
+            speedup_vs_reference=None if status.run.variant == report.reference or not ref or not seconds
+            else ref / seconds,
             gpu_hours=None if status.gpu_hours is None else round(status.gpu_hours, 4),
             seed=status.run.seed, wall_seconds=_wall_seconds(status),
             to_95_seconds=_to_95(status, at_iter, miou),

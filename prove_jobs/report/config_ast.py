@@ -12,6 +12,9 @@ Bounded whatever the file holds (a colleague's file must not hang the report): c
 compared, hashed or tested for truth (``n = [n, n]``, line after line, makes that exponential);
 ``+``, slices and member tests only take strings, lists and tuples of at most ``MAX_LENGTH`` items,
 and numbers of at most 128 bits; so each statement costs about its own length.
+
+What the report takes from those values goes through :class:`Checker` (``CONFIG_FIELDS``: each field's type
+and range), so a literal of 4,000 digits is one warning, not a ValueError in the table.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from __future__ import annotations
 import ast
 import operator
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prove_jobs.values import MAX_COUNT, MAX_ITERS, NAME, Real, Spec, Text, Whole, checked, problem
 
 MAX_LENGTH = 1000  # far beyond a pipeline, a class list or a path; a line repeated cannot copy more
 _MAX_INT_BITS = 128  # far beyond any iteration count: stops a file that squares a number line after line
@@ -30,6 +37,42 @@ class _Unknown:
 
 
 UNKNOWN = _Unknown()  # the value of anything the evaluator does not follow
+
+
+# Every field read from a recorded config, its type and its range (values.py): a value out of it is left out
+# (the template's stands in) and said once. 4,000-digit numbers (or 0x... of any length: no limit on those)
+# overflowed `f"{n:,}"` and the total-samples product for everyone reading the report.
+CONFIG_FIELDS: dict[str, Spec] = {
+    "max_iters": Whole(1, MAX_ITERS, optional=True), "batch_size": Whole(1, MAX_COUNT, optional=True),
+    "crop": Whole(1, 1 << 20, optional=True), "lr": Real(0.0, 1e3, optional=True),
+    "warmup": Whole(0, MAX_ITERS, optional=True), "val_interval": Whole(1, MAX_ITERS, optional=True),
+    "checkpoint_interval": Whole(1, MAX_ITERS, optional=True), "seed": Whole(0, (1 << 64) - 1, optional=True),
+    "optimizer": Text(NAME, optional=True), "scheduler": Text(NAME, optional=True),
+    "init": Text(NAME, optional=True), "gpus": Whole(1, MAX_COUNT, optional=True),
+}
+
+
+class Checker:
+    """Reads a config's values through ``CONFIG_FIELDS``, keeping why each one left out was."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.rejected: dict[str, str] = {}
+
+    def __call__(self, field: str, value: object) -> Any:
+        """``value`` when it fits ``field``; else ``None``, and noted. ``UNKNOWN`` and other types: ``None``."""
+        spec = CONFIG_FIELDS[field]
+        if value is UNKNOWN or value is None or (isinstance(spec, Text) and not isinstance(value, str)):
+            return None
+        if isinstance(spec, Whole | Real) and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return None  # not a number: the config does not say it plainly (as before: left out, nothing said)
+        why = problem(spec, value)
+        if why is not None:
+            self.rejected.setdefault(field, f"unreadable: {field} in {self.source} ({why}): left out")
+            return None
+        return checked(spec, value)
+
+
 
 
 def module_values(source: bytes) -> dict[str, object] | None:

@@ -13,9 +13,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from prove_jobs.report import Report, Scope, _family, build_report, sweep_scope
 from prove_jobs.report.trained import (
+    AS_TRAINED,
     TrainedConfig,
     read_trained_config,
     recorded_inits,
@@ -25,6 +27,7 @@ from prove_jobs.report.trained import (
 from prove_jobs.runs import CONFIG_DIR, MODEL_FILE, Run
 from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunStatus
+from prove_jobs.values import finite_document
 
 
 @dataclass
@@ -43,14 +46,17 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     into ``plots_dir`` and the report to ``out`` if given."""
     from prove_jobs.fsafe import atomic_write_text
     from prove_jobs.report.markdown import render_markdown
-    from prove_jobs.status_source import StatusSource
+    from prove_jobs.status_source import StatusSource, missing_data_root
 
     data_root = sweep.data_root if sweep is not None else root.absolute() if root is not None else None
     source = StatusSource(runs, scope=data_root, accounting=True)
     try:
         statuses, warnings = source.collect()
+        missing = missing_data_root(sweep) if sweep is not None else None
+        warnings += [missing] if missing else []
         # a queued run has its config rendered already: only a run that started has trained with it
         trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
+        warnings += [note for config in trained.values() if config is not None for note in config.rejected]
         scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
                  else _root_scope(root, statuses, trained, reference))
 
@@ -63,7 +69,9 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
         note = source.close()
     warnings += [note] if note else []
     links, written = _plots(report, plots_dir, out, warnings)
-    text = json_text({**report.to_json(), "plots": links}) if fmt == "json" else render_markdown(report, plots=links)
+    # never NaN nor infinity in the JSON (null, and "<key>_note" beside it): a strict parser reads it
+    text = json_text(finite_document({**report.to_json(), "plots": links})) if fmt == "json" \
+        else render_markdown(report, plots=links)
     if out is not None:
         atomic_write_text(out, text)
     return ReportFiles(text, written, warnings, list(statuses))
@@ -120,15 +128,19 @@ def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[
 
 
 def _recorded_variant(name: str, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Variant:
-    """A variant as its runs trained it (the first run with a recorded config); 0 where nothing says."""
-    config = next((c for s in statuses if (c := trained.get(s.run)) is not None), None)
-    iters = (config.max_iters if config else None) or max((s.max_iters or 0 for s in statuses), default=0)
+    """A variant as its runs trained it: each field from the first run that recorded it (a first run without
+    an LR takes the LR of the next that has one); 0 where none did, which its cells show as n/a."""
+    configs = [c for s in statuses if (c := trained.get(s.run)) is not None]
+
+    def first(field: str) -> Any:
+        return next((value for c in configs if (value := getattr(c, field)) is not None), None)
+
+    iters = first("max_iters") or max((s.max_iters or 0 for s in statuses), default=0)
     return Variant(
-        name=name, max_iters=iters, batch_size=(config.batch_size if config else None) or 0,
-        lr=(config.lr if config else None) or 0.0, warmup_iters=(config.warmup if config else None) or 0,
-        val_interval=(config.val_interval if config else None) or 0,
-        checkpoint_interval=(config.checkpoint_interval if config else None) or 0,
-        crop_size=(config.crop_size if config and config.crop_size else (0, 0)), lr_rule="as trained",
+        name=name, max_iters=iters, batch_size=first("batch_size") or 0, lr=first("lr") or 0.0,
+        warmup_iters=first("warmup") or 0, val_interval=first("val_interval") or 0,
+        checkpoint_interval=first("checkpoint_interval") or 0, crop_size=first("crop_size") or (0, 0),
+        lr_rule=AS_TRAINED,
     )
 
 

@@ -256,12 +256,23 @@ def _times(report: Report) -> list[str]:
 
 
 def _time_row(report: Report, t: RunTime, config: str) -> list[str]:
-    speed = "reference" if t.variant == report.reference else (
-        "-" if t.speedup_vs_reference is None else f"~{t.speedup_vs_reference:.1f}× shorter")
-    return [_bold(t.model), config, _run_time(t.seconds), _pct(t.miou), _duration(t.minutes_per_point * 60), speed,
+    untimed = "n/a (no time logged)"  # every train record's `time` 0: nothing to divide by, nothing to compare
+    speed = "reference" if t.variant == report.reference else untimed if not t.seconds else (
+        relative_time(t.speedup_vs_reference))
+    per_point = _duration(t.minutes_per_point * 60) if t.seconds else untimed
+    return [_bold(t.model), config, _run_time(t.seconds), _pct(t.miou), per_point, speed,
             "-" if t.gpu_hours is None else f"{t.gpu_hours:.2f}",
             "-" if t.wall_seconds is None else _duration(t.wall_seconds),
             "-" if t.to_95_seconds is None else _duration(t.to_95_seconds)]
+
+
+def relative_time(speedup: float | None) -> str:
+    """``~3.3× shorter``, ``~1.2× longer`` (2.8 s against a 2.3 s reference), ``about the same`` (within 5%)."""
+    if speedup is None or speedup <= 0:
+        return "-"
+    if 1 / 1.05 < speedup < 1.05:
+        return "about the same"
+    return f"~{speedup:.1f}× shorter" if speedup > 1 else f"~{1 / speedup:.1f}× longer"
 
 
 def _mean_time(group: list[RunTime]) -> RunTime:

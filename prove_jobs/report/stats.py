@@ -108,25 +108,36 @@ def _t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
+NO_SPREAD = "n/a (no spread between seeds)"
+
+
 def difference_ci95(ref: Sequence[float], other: Sequence[float]) -> tuple[float, float] | None:
-    """95% interval of mean(other) - mean(ref) by Welch's t; None below two seeds on a side (no spread to judge)."""
+    """95% interval of mean(other) - mean(ref) by Welch's t; None below two seeds on a side, and where the seeds
+    have no spread Welch's degrees of freedom can be computed from (all equal, or so close that the variances'
+    squares underflow: seeds at mIoU 0 and 1e-90 divided 0 by 0)."""
     if len(ref) < 2 or len(other) < 2:
         return None
     d = statistics.fmean(other) - statistics.fmean(ref)
     v_ref = statistics.variance(ref) / len(ref)
     v_other = statistics.variance(other) / len(other)
     se2 = v_ref + v_other
-    if se2 == 0.0:
-        return (d, d)
-    df = se2 * se2 / (v_ref * v_ref / (len(ref) - 1) + v_other * v_other / (len(other) - 1))
+    spread = v_ref * v_ref / (len(ref) - 1) + v_other * v_other / (len(other) - 1)
+    if spread == 0.0 or not math.isfinite(spread) or not math.isfinite(d):
+        return None
+    # Welch's df lies between the smaller side's n-1 and n1+n2-2; rounding at the edge of float range must not
+    # push it out (a df near 0 would send the quantile's search to infinity)
+    df = min(max(se2 * se2 / spread, min(len(ref), len(other)) - 1.0), len(ref) + len(other) - 2.0)
     half = _t_quantile(0.975, df) * math.sqrt(se2)
     return (d - half, d + half)
 
 
 def verdict(diff: float, ci: tuple[float, float] | None, n_ref: int, n_other: int) -> str:
-    """What the difference means: ``single run`` when a side has one seed, so one lucky seed is not read as a win."""
-    if ci is None or min(n_ref, n_other) < 2:
+    """What the difference means: ``single run`` when a side has one seed, so one lucky seed is not read as a win;
+    n/a where the seeds have no spread to judge by."""
+    if min(n_ref, n_other) < 2:
         return "single run"
+    if ci is None:
+        return NO_SPREAD
     low, high = ci
     if low > 0:
         return "better than reference"

@@ -19,10 +19,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prove_jobs.plan import configuration_rows
-from prove_jobs.report.config_ast import UNKNOWN, module_values
+from prove_jobs.report.config_ast import UNKNOWN, Checker, module_values
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, START_DIR
 from prove_jobs.spec import Variant
 
+TYPE_CHECKING = False  # not typing's: a report imports little
+if TYPE_CHECKING:
+    from typing import Any
+
+AS_TRAINED = "as trained"  # the LR rule of a variant found under --root: its recipe is what its runs recorded
 MAX_CONFIG_BYTES = 1 << 20  # a flat mmseg config is 10-30 KB: anything this big is not one
 LOG_HEAD_BYTES = 1 << 16  # mmengine logs its runtime environment in a log's first few KB
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted fifo never hangs
@@ -54,6 +59,8 @@ class TrainedConfig:
     sync_bn: bool | None = None  # mmengine's sync_bn set (BN over all GPUs of a distributed run)
     init: str | None = None  # the checkpoint's file name, or "from scratch"
     source: Path | None = None  # the file it was read from
+    rejected: tuple[str, ...] = ()  # "unreadable: FIELD in FILE (why)": values left out, out of type or range
+
 
 
 # --- reading the files, never through a link -------------------------------------------------------------
@@ -83,7 +90,11 @@ def read_trained_config(run_dir: Path) -> TrainedConfig | None:
         model = _read(run_fd, f"{CONFIG_DIR}/{MODEL_FILE}", MAX_CONFIG_BYTES) if found[0].parent.name == CONFIG_DIR \
             else None
         model_values = module_values(model) if model is not None else None
-        return replace(trained, init=_init(model_values)) if model_values is not None else trained
+        if model_values is None:
+            return trained
+        init = Checker(run_dir / CONFIG_DIR / MODEL_FILE)
+        return replace(trained, init=init("init", _init(model_values)),
+                       rejected=(*trained.rejected, *init.rejected.values()))
     finally:
         os.close(run_fd)
 
@@ -136,7 +147,7 @@ def _gpu_number(run_fd: int) -> int | None:
     head = _read(run_fd, f"{starts[-1]}/{starts[-1]}.log", LOG_HEAD_BYTES, whole=False) if starts else None
     for line in (head or b"").splitlines():
         key, _, number = line.strip().partition(b": ")
-        if key == b"GPU number" and number.isdigit():
+        if key == b"GPU number" and number.isdigit() and len(number) <= 9:  # int() of 4,300 digits raises
             return int(number) or None
     return None
 
@@ -158,17 +169,18 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _crop(value: object) -> tuple[int, int] | None:
-    if isinstance(value, list | tuple) and len(value) == 2 and all(_int(v) for v in value):
-        return (value[0], value[1])
-    return None
+def _crop(value: object, check: Callable[[str, object], Any] | None = None) -> tuple[int, int] | None:
+    if not (isinstance(value, list | tuple) and len(value) == 2 and all(_int(v) for v in value)):
+        return None
+    sides = (value[0], value[1]) if check is None else (check("crop", value[0]), check("crop", value[1]))
+    return sides if sides[0] is not None and sides[1] is not None else None
 
 
-def _evaluation(test_cfg: object) -> str | None:
+def _evaluation(test_cfg: object, check: Callable[[str, object], Any]) -> str | None:
     mode = _at(test_cfg, "mode")
     if mode == "whole":
         return "whole image"
-    window, stride = _crop(_at(test_cfg, "crop_size")), _crop(_at(test_cfg, "stride"))
+    window, stride = _crop(_at(test_cfg, "crop_size"), check), _crop(_at(test_cfg, "stride"), check)
     if mode == "slide" and window and stride:
         return f"sliding window {window[0]}×{window[1]}, stride {stride[0]}×{stride[1]}"
     return None
@@ -190,36 +202,37 @@ def _init(values: dict[str, object]) -> str | None:
 
 
 def _trained(values: dict[str, object], source: Path, gpus: Callable[[], int | None]) -> TrainedConfig:
-    lr = _at(values, "optim_wrapper", "optimizer", "lr")
+    check = Checker(source)
     # The crop the training pipeline applies; the top-level crop_size mmseg configs also define otherwise.
     pipeline = _at(values, "train_dataloader", "dataset", "pipeline")
-    crops = [_crop(_at(step, "crop_size")) for step in (pipeline if isinstance(pipeline, list) else [])
+    crops = [_crop(_at(step, "crop_size"), check) for step in (pipeline if isinstance(pipeline, list) else [])
              if _at(step, "type") == "RandomCrop"]
     schedulers = values.get("param_scheduler")
     steps = [schedulers] if isinstance(schedulers, dict) else schedulers if isinstance(schedulers, list) else None
-    types = [_str(_at(s, "type")) for s in steps or ()]
-    warmups = [_int(_at(s, "end")) for s in steps or () if _at(s, "type") == "LinearLR"]
+    types = [check("scheduler", _at(s, "type")) for s in steps or ()]
+    warmups = [check("warmup", _at(s, "end")) for s in steps or () if _at(s, "type") == "LinearLR"]
     every_type = steps is not None and None not in types
-    per_gpu = _int(_at(values, "train_dataloader", "batch_size"))
-    total = _int(values.get("total_batch_size"))
+    per_gpu = check("batch_size", _at(values, "train_dataloader", "batch_size"))
+    total = check("batch_size", values.get("total_batch_size"))
     if total is None and per_gpu is not None and (world := gpus()) is not None:
-        total = per_gpu * world
+        total = check("batch_size", per_gpu * world)
     return TrainedConfig(
-        max_iters=_int(_at(values, "train_cfg", "max_iters")),
+        max_iters=check("max_iters", _at(values, "train_cfg", "max_iters")),
         batch_size=per_gpu if total is None else total,
         batch_is_per_gpu=total is None and per_gpu is not None,
-        crop_size=crops[0] if crops else _crop(values.get("crop_size")),
-        optimizer=_str(_at(values, "optim_wrapper", "optimizer", "type")),
-        lr=float(lr) if isinstance(lr, int | float) and not isinstance(lr, bool) else None,
+        crop_size=crops[0] if crops else _crop(values.get("crop_size"), check),
+        optimizer=check("optimizer", _at(values, "optim_wrapper", "optimizer", "type")),
+        lr=check("lr", _at(values, "optim_wrapper", "optimizer", "lr")),
         warmup=warmups[0] if warmups else (0 if every_type else None),
         scheduler="Poly" if "PolyLR" in types else (types[-1] if every_type and types else None),
-        val_interval=_int(_at(values, "train_cfg", "val_interval")),
-        checkpoint_interval=_int(_at(values, "default_hooks", "checkpoint", "interval")),
-        seed=_int(_at(values, "randomness", "seed")),
-        evaluation=_evaluation(_at(values, "model", "test_cfg")),
+        val_interval=check("val_interval", _at(values, "train_cfg", "val_interval")),
+        checkpoint_interval=check("checkpoint_interval", _at(values, "default_hooks", "checkpoint", "interval")),
+        seed=check("seed", _at(values, "randomness", "seed")),
+        evaluation=_evaluation(_at(values, "model", "test_cfg"), check),
         sync_bn=None if values.get("sync_bn", UNKNOWN) is UNKNOWN else bool(values.get("sync_bn")),
-        init=_init(values) if source.parent.name != CONFIG_DIR else None,
+        init=check("init", _init(values)) if source.parent.name != CONFIG_DIR else None,
         source=source,
+        rejected=tuple(check.rejected.values()),
     )
 
 
@@ -263,7 +276,8 @@ def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequ
         column = {}
         for label, cells in template:
             seen = list(dict.fromkeys(cell for c in per_run if (cell := c[label]) is not None))
-            column[label] = " / ".join(seen) if seen else cells[index]
+            # a variant found under --root has no template: what none of its runs recorded is not known
+            column[label] = " / ".join(seen) if seen else "n/a" if variant.lr_rule == AS_TRAINED else cells[index]
         columns.append(column)
         notes += _notes(variant, runs)
     return [(label, [column[label] for column in columns]) for label, _ in template], notes

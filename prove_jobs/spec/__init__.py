@@ -7,6 +7,7 @@ once, so that later stages can trust a ``Sweep``. See docs/sweep-file.md for the
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from prove_jobs.spec.fields import (
     crop,
     dataclass_from,
     expand,
+    find_template,
     overrides,
     refuse_duplicates,
     refuse_unknown,
@@ -48,6 +50,7 @@ EVALUATION_MODES = ("whole", "slide")
 WEIGHTS_CACHE = ".prove-jobs/weights"  # below the data root, unless the sweep's weights_cache says where
 
 
+@functools.cache
 def default_templates_dir() -> Path:
     """``job_templates/`` beside the package (editable install) or inside it (wheel)."""
     here = Path(__file__).resolve().parent.parent
@@ -161,7 +164,7 @@ class Sweep:
     dataset_root: Path
     models: tuple[str, ...]
     variants: tuple[Variant, ...]
-    templates_dir: Path
+    templates_dir: Path  # the sweep's own `templates` folder, else the shipped one
     training: Training = Training()
     sharing: Sharing = Sharing()
     resources: Resources = Resources()
@@ -183,7 +186,11 @@ class Sweep:
         raise SpecError(self.path, "variants", f"unknown variant {name!r} (in this sweep: {_names(self.variants)})")
 
     def model_template(self, model: str) -> Path:
-        return self.templates_dir / "models" / f"{model}.py"
+        return self.template(f"models/{model}.py")
+
+    def template(self, relative: str) -> Path:
+        """A template file: from the sweep's own `templates` folder when it has it, else the shipped one."""
+        return find_template(_template_dirs(self.templates_dir), relative)
 
     def recipe(self, run: Run) -> Variant:
         """What ``run`` trains: its variant, with a model-zoo variant's numbers taken from the run's model."""
@@ -220,17 +227,20 @@ class Sweep:
         """
         wanted_models = list(models) or list(self.models)
         wanted_variants = list(variants) or [v.name for v in self.variants]
+        # A name asked for on the command line that the sweep lacks is the option's mistake, not the file's.
         for model in wanted_models:
             if model not in self.models:
-                known = ", ".join(self.models)
-                raise SpecError(self.path, "models", f"unknown model {model!r} (in this sweep: {known})")
+                raise SpecError("--model", None, f"{model!r} is not a model of sweep {self.name} "
+                                f"({self.path.name} has: {', '.join(self.models)})")
         for name in wanted_variants:
-            self.variant(name)
+            if name not in {v.name for v in self.variants}:
+                raise SpecError("--variant", None, f"{name!r} is not a variant of sweep {self.name} "
+                                f"({self.path.name} has: {_names(self.variants)})")
         wanted_seeds = set(seeds)
         everywhere = {k for v in self.variants for k in self.seeds_for(v.name)}
         if wanted_seeds - everywhere:
-            raise SpecError(self.path, "seeds", f"no variant trains seed {min(wanted_seeds - everywhere)} "
-                            f"(seeds in this sweep: {', '.join(map(str, sorted(everywhere)))})")
+            raise SpecError("--seed", None, f"no variant of sweep {self.name} trains seed "
+                            f"{min(wanted_seeds - everywhere)} (seeds: {', '.join(map(str, sorted(everywhere)))})")
         runs = [
             Run(model=m, variant=v, method=self.method, dataset=self.dataset, data_root=self.data_root, seed=k)
             for v in wanted_variants
@@ -274,8 +284,10 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     templates_dir = default_templates_dir()
     if "templates" in raw:
         templates_dir = (path.parent / as_str(path, "templates", raw["templates"])).resolve()
-        if not (templates_dir / "models").is_dir():
-            raise SpecError(path, "templates", f"{templates_dir} has no models/ folder")
+        if not templates_dir.is_dir():
+            raise SpecError(path, "templates", f"{templates_dir} is not a folder (it may hold models/, variants/ "
+                            "and run_config*.py.tmpl, each added to or replacing the shipped ones)")
+    dirs = _template_dirs(templates_dir)
 
     unset: list[str] | None = [] if preview else None
     root_text = as_str(path, "data_root", require(path, raw, "data_root"))
@@ -287,8 +299,8 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
 
     models = tuple(str_list(path, "models", require(path, raw, "models")))
     for model in models:
-        if not (templates_dir / "models" / f"{model}.py").is_file():
-            known = ", ".join(sorted(p.stem for p in (templates_dir / "models").glob("*.py")))
+        if not find_template(dirs, f"models/{model}.py").is_file():
+            known = ", ".join(sorted({p.stem for d in dirs for p in (d / "models").glob("*.py")}))
             raise SpecError(path, "models", f"unknown model {model!r} (known: {known})")
     refuse_duplicates(path, "models", models)
 
@@ -301,7 +313,7 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     variant_names = str_list(path, "variants", require(path, raw, "variants"))
     refuse_duplicates(path, "variants", variant_names)
     crop_default = crop(path, "crop_size", raw.get("crop_size", [512, 512]))
-    variants = tuple(load_variant(templates_dir, name, path, crop_default) for name in variant_names)
+    variants = tuple(load_variant(dirs, name, path, crop_default) for name in variant_names)
 
     resources_raw = raw.get("resources", {})
     if not isinstance(resources_raw, dict):
@@ -316,12 +328,12 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     if seeds and "seed" in raw.get("training", {}):
         raise SpecError(path, "seeds", "set either seeds = [...] or [training] seed, not both")
     variant_seeds = _variant_seeds(path, raw.get("variant_seeds", {}), set(variant_names))
-    facts = {model: read_model_facts(templates_dir / "models" / f"{model}.py") for model in models}
+    facts = {model: read_model_facts(find_template(dirs, f"models/{model}.py")) for model in models}
     for variant in variants:
         lacking = [m for m in models if variant.per_model and facts[m].zoo is None]
         if lacking:
             raise SpecError(path, "variants", f"variant {variant.name} trains each model's model-zoo recipe, but "
-                            f"{templates_dir / 'models' / (lacking[0] + '.py')} has no prove_zoo")
+                            f"{find_template(dirs, f'models/{lacking[0]}.py')} has no prove_zoo")
     pretrained, weights_cache = _weights(path, raw, _absolute(root), unset)
 
     sweep = Sweep(
@@ -349,6 +361,12 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     )
     _check_batches(sweep)
     return sweep
+
+
+def _template_dirs(own: Path) -> tuple[Path, ...]:
+    """Where templates are looked for: a sweep's own folder first, then the shipped one."""
+    shipped = default_templates_dir()
+    return (own,) if own == shipped else (own, shipped)
 
 
 def _check_batches(sweep: Sweep) -> None:

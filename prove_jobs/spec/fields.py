@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,15 @@ def expand(path: Path, key: str, text: str, *, hint: str, unset: list[str] | Non
         raise SpecError(path, key, f"${{{name}}} is not set: export {name}=/path ({hint})")
 
     return _ENV.sub(sub, text)
+
+
+def find_template(dirs: Sequence[Path], relative: str) -> Path:
+    """The first of ``dirs`` (a sweep's own templates, then the shipped ones) that holds ``relative``; the first's
+    path when none does (errors name it)."""
+    for folder in dirs:
+        if (folder / relative).is_file():
+            return folder / relative
+    return dirs[0] / relative
 
 
 def require(path: Path, raw: Mapping[str, Any], key: str) -> Any:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import SpecError
-from prove_jobs.spec.fields import as_str, crop, refuse_unknown
+from prove_jobs.spec.fields import as_str, crop, find_template, refuse_unknown
 from prove_jobs.spec.model import ZooRecipe
 
 if sys.version_info >= (3, 11):
@@ -71,12 +71,13 @@ class Variant:
         return self.max_iters
 
 
-def load_variant(templates_dir: Path, name: str, sweep_path: Path,
+def load_variant(templates_dirs: Sequence[Path], name: str, sweep_path: Path,
                  crop_default: tuple[int, int] = (512, 512)) -> Variant:
-    """Read and check ``<templates>/variants/<name>.toml``; errors name that file and the field."""
-    vpath = templates_dir / "variants" / f"{name}.toml"
+    """Read and check ``<templates>/variants/<name>.toml`` (the first of ``templates_dirs`` that has it); errors
+    name that file and the field."""
+    vpath = find_template(templates_dirs, f"variants/{name}.toml")
     if not vpath.is_file():
-        known = ", ".join(sorted(p.stem for p in (templates_dir / "variants").glob("*.toml")))
+        known = ", ".join(sorted({p.stem for d in templates_dirs for p in (d / "variants").glob("*.toml")}))
         raise SpecError(sweep_path, "variants", f"unknown variant {name!r} (known: {known})")
     try:
         raw = tomllib.loads(vpath.read_text())
