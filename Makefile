@@ -73,9 +73,11 @@ slurm-up:
 slurm-down:
 	bash tests/cluster/slurm-down.sh
 
-# Log-reading speed on 1,000 synthetic runs (about 1 GB under bench-data/, reused between runs).
+# Log-reading speed on 1,000 synthetic runs (about 1 GB under bench-data/, reused between runs); then
+# a small root's status after one look at 50,000 planted runs (a minute or two, in a temporary folder).
 bench: install
 	$(BIN)/python benchmarks/bench_status.py
+	$(BIN)/python benchmarks/bench_cache.py
 
 lint: install
 	$(BIN)/ruff check prove_jobs tests job_templates benchmarks

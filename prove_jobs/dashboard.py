@@ -13,6 +13,7 @@ from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from prove_jobs.escape import visible
 from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, model_rows, resources_cells, sweep_rows
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep
@@ -250,7 +251,7 @@ def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int =
 
 
 def _cell_width(cell: RenderableType) -> int:
-    return cell_len(cell.plain if isinstance(cell, Text) else str(cell))
+    return cell_len(visible(cell.plain if isinstance(cell, Text) else str(cell)))  # as the console shows it
 
 
 def waiting_line(statuses: Sequence[RunStatus]) -> str:

@@ -415,19 +415,20 @@ class _Key:
             if lines[-1].strip() and len(lines[-1]) + len(part) > options.max_width:
                 lines.append(self.INDENT)
             lines[-1] += part
-        yield Text("\n".join(lines), overflow="fold")
+        for line in lines:  # a Text each: the console writes out a newline within a Text, as any control character
+            yield Text(line, overflow="fold")
 
 
 def no_departure_line(result: RunDepartures) -> str:
     return f"{result.run.name}: no departure from {result.zoo_config}"
 
 
-def _cell(text: str | None, width: int) -> str:
-    from rich.markup import escape
+def _cell(text: str | None, width: int) -> Any:
+    from rich.text import Text
 
     if text is None:
-        return "[dim]absent[/dim]"
+        return Text("absent", style="dim")
     if len(text) > width:  # keep the end: a checkpoint's file name, a path's last folders
         head = width // 3
         text = text[:head] + "…" + text[-(width - head - 1):]
-    return escape(text)
+    return text  # the console reads no markup in it

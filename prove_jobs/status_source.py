@@ -47,11 +47,17 @@ def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
 
 @dataclass(frozen=True)
 class Selection:
-    """The runs a command looks at, a title for them, and what to say about where they were looked for."""
+    """The runs a command looks at, a title for them, and what to say about where they were looked for.
+
+    ``scope``: the folder they are in (its log cache file is the one read); ``complete``: ``runs`` are
+    every run under ``scope`` (a ``--root`` listing), so the cache can forget any other.
+    """
 
     runs: list[Run]
     title: str
     warnings: list[str]
+    scope: Path | None = None
+    complete: bool = False
 
 
 def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
@@ -68,7 +74,7 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
         runs = discover_runs(root.absolute(), warnings=warnings)
         warnings += [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
                                      "a <timestamp>/ log folder or last_checkpoint"]
-        return Selection(runs, f"Runs under {root}", warnings)
+        return Selection(runs, f"Runs under {root}", warnings, root.absolute(), complete=True)
     if target is None:
         raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
     if not target.exists() and target.suffix != ".toml":
@@ -80,13 +86,13 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
             raise ProveJobsError(f"{target}: not a run dir (no prove_run.json, no <timestamp>/ log folder, no "
                                  f"last_checkpoint); did you mean --root {target}?")
         run = Run.from_dir(target)
-        return Selection([run], str(run.run_dir), [])
+        return Selection([run], str(run.run_dir), [], run.data_root)
     from prove_jobs.spec import load_sweep
 
     sweep = load_sweep(target, data_root=data_root)
     missing = missing_data_root(sweep)
     return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})",
-                     [missing] if missing else [])
+                     [missing] if missing else [], sweep.data_root)
 
 
 def missing_data_root(sweep: Sweep) -> str | None:
@@ -113,17 +119,21 @@ def _near(path: Path) -> str:
 class StatusSource:
     """The statuses of a set of runs, read through the log cache: each call parses only appended bytes.
 
-    The cache file (``default_cache_path()``) is loaded once; :meth:`close` saves it (quietly:
-    the cache only saves time, so a read-only home or a full disk must not fail ``status``).
+    The cache file of the runs' folder (``scope``; by default their data roots' common folder) is
+    loaded once; :meth:`close` saves it (quietly: the cache only saves time, so a read-only home or a
+    full disk must not fail ``status``). ``complete``: ``runs`` are all there is under ``scope``.
     """
 
-    def __init__(self, runs: Sequence[Run], cache_path: Path | None = None, *, accounting: bool = False) -> None:
+    def __init__(self, runs: Sequence[Run], cache_path: Path | None = None, *, scope: Path | None = None,
+                 complete: bool = False, accounting: bool = False) -> None:
         from prove_jobs.logs import LogCache, default_cache_path
 
         self.runs = list(runs)
         self.accounting = accounting  # sacct's GPU-hours: once per command, not per --watch refresh
-        self.cache_path = cache_path or default_cache_path()
-        self.logs = LogCache.load(self.cache_path)
+        self.scope = scope if scope is not None else _common_folder(self.runs)
+        self.complete = complete
+        self.cache_path = cache_path or default_cache_path(self.scope)
+        self.logs = LogCache.load(self.cache_path) if self.runs else LogCache()
         self.logs.prefetch([run.run_dir for run in self.runs])  # a cold cache: parse on every core
 
     def collect(self, keep: Callable[[RunStatus], bool] = lambda status: True) -> tuple[list[RunStatus], list[str]]:
@@ -153,13 +163,32 @@ class StatusSource:
 
     def close(self) -> str | None:
         """Save the cache file; a warning (never an error) when it cannot be saved."""
-        if not self.logs.dirty:
-            return None  # nothing was read: the file on disk says it all already
+        from prove_jobs.logs.cache_files import cache_dir, sweep_folder
+
         try:
-            self.logs.save(self.cache_path)
+            if self.complete and not self.runs:  # no run left under the scope: nothing to keep for it
+                self.cache_path.unlink(missing_ok=True)
+                return None
+            if self.complete and self.scope is not None:
+                self.logs.forget_unlisted(self.scope, [str(run.run_dir) for run in self.runs])
+            if not self.logs.dirty:
+                return None  # nothing was read: the file on disk says it all already
+            self.logs.save(self.cache_path, scope=self.scope)
+            if self.cache_path.parent == cache_dir():
+                sweep_folder(self.cache_path)
         except OSError as exc:
             return (f"log cache {self.cache_path} not saved ({exc.strerror or exc}): the next status reads the logs "
                     "afresh")
+        return None
+
+
+def _common_folder(runs: Sequence[Run]) -> Path | None:
+    """The folder of every run's data root: where a set of runs given without one (``wait``) is."""
+    import os
+
+    try:
+        return Path(os.path.commonpath([str(run.data_root.absolute()) for run in runs])) if runs else None
+    except ValueError:
         return None
 
 

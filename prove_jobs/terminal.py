@@ -1,6 +1,12 @@
 """All terminal output goes through here: tables and JSON to stdout, messages to stderr.
 
 rich is imported on first use: a command that only prints JSON never loads it.
+
+Whatever is shown comes from a shared data root that anyone in the group can write: a model folder's
+name, a user, a job id, an error. The consoles here show its control characters written out
+(:func:`prove_jobs.escape.visible`) and never read it as rich markup, whether it arrives as a
+message, a table cell or a :class:`~rich.text.Text` of a renderable, so no caller has to remember to.
+JSON needs nothing: ``json.dumps`` writes every control character as a ``\\u`` escape.
 """
 
 from __future__ import annotations
@@ -10,15 +16,19 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from functools import cached_property
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache, cached_property
+
+from prove_jobs.escape import has_control, visible
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from rich.console import Console, RenderableType
+    from rich.console import Console, ConsoleOptions, RenderableType
+    from rich.segment import Segment
+    from rich.text import Text
 
 # rich falls back to 80 columns when stdout is a pipe or a file, which folds wide tables into
 # unreadable slivers; a log file or `| less -S` is better served by full rows.
@@ -34,19 +44,15 @@ class Terminal:
 
     @cached_property
     def out(self) -> Console:
-        from rich.console import Console
-
         width = self._width
         if width is None and not sys.stdout.isatty() and not os.environ.get("COLUMNS"):  # set and empty: unset
             width = PIPE_WIDTH
-        return Console(width=width, highlight=False)
+        return _safe_console()(width=width, highlight=False, markup=False, emoji=False)
 
     @cached_property
     def err(self) -> Console:
-        from rich.console import Console
-
         # soft_wrap: a message stays one line (greppable, and what the tests read), however narrow the terminal.
-        return Console(stderr=True, highlight=False, soft_wrap=True)
+        return _safe_console()(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
     def log_to_stderr(self, verbosity: int) -> None:
         """``-v``: the scheduler commands with their durations; ``-vv``: also every log file read."""
@@ -55,7 +61,12 @@ class Terminal:
         import logging
 
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("prove-jobs: %(message)s"))
+
+        class Visible(logging.Formatter):
+            def formatMessage(self, record: logging.LogRecord) -> str:
+                return visible(super().formatMessage(record))  # -vv names every file read: anyone's names
+
+        handler.setFormatter(Visible("prove-jobs: %(message)s"))
         root = logging.getLogger("prove_jobs")
         root.addHandler(handler)
         root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
@@ -79,8 +90,10 @@ class Terminal:
         sys.stdout.flush()
 
     def line(self, text: str) -> None:
-        """Plain text on stdout, never wrapped nor styled (log lines, paths)."""
-        self.out.print(text, markup=False, highlight=False, soft_wrap=True)
+        """Plain text on stdout, never wrapped nor styled (log lines, paths, a job script): its own lines
+        kept, any other control character written out."""
+        for part in text.split("\n"):
+            self.out.print(part, highlight=False, soft_wrap=True)
 
     def json_line(self, data: Any) -> None:
         """One compact JSON document on one line (``--watch --json``: a line per refresh)."""
@@ -134,7 +147,7 @@ class Terminal:
                 TransferSpeedColumn,
             )
 
-            bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+            bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), DownloadColumn(),
                            TransferSpeedColumn(), TimeRemainingColumn(), console=self.err)
             tasks: dict[str, Any] = {}
 
@@ -164,16 +177,21 @@ class Terminal:
         yield write
 
     def info(self, text: str) -> None:
-        self.err.print(text, markup=False)
+        self.err.print(text)
 
     def success(self, text: str) -> None:
-        self.err.print(f"[green]{_escape(text)}[/green]")
+        self.err.print(text, style="green")
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {_escape(text)}")
+        self._labelled("warning:", "yellow", text)
 
     def error(self, text: str) -> None:
-        self.err.print(f"[bold red]error:[/bold red] {_escape(text)}")
+        self._labelled("error:", "bold red", text)
+
+    def _labelled(self, label: str, style: str, text: str) -> None:
+        from rich.text import Text
+
+        self.err.print(Text.assemble((label, style), " ", text))
 
 
 def byte_size(size: int) -> str:
@@ -184,7 +202,34 @@ def byte_size(size: int) -> str:
     return f"{size} B"
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+@cache
+def _safe_console() -> type[Console]:
+    """rich's Console, showing control characters written out: a string (a message, a table cell, a title)
+    before rich measures it, a :class:`~rich.text.Text` when it is drawn. Built on first use: rich is
+    imported only by a command that draws."""
+    from rich.console import Console
+    from rich.text import Text
 
-    return escape(text)
+    class SafeConsole(Console):
+        def render_str(self, text: str, **options: Any) -> Text:
+            return super().render_str(visible(text), **options)
+
+        def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+            if isinstance(renderable, Text) and has_control(renderable.plain):
+                renderable = visible_text(renderable)
+            return super().render(renderable, options)
+
+    return SafeConsole
+
+
+def visible_text(text: Text) -> Text:
+    """A rich Text with its control characters written out, each piece in the style it had."""
+    from rich.text import Span, Text
+
+    shown = Text(justify=text.justify, overflow=text.overflow, no_wrap=text.no_wrap, end=text.end,
+                 style=text.style, tab_size=text.tab_size)
+    cuts = sorted({at for span in text.spans for at in (span.start, span.end)})
+    for piece in text.divide(cuts):
+        plain = visible(piece.plain)
+        shown.append_text(Text(plain, spans=[Span(0, len(plain), span.style) for span in piece.spans]))
+    return shown

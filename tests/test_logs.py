@@ -616,16 +616,19 @@ def test_damaged_cache_of_the_current_format_is_ignored(tmp_path: Path) -> None:
     good = LogCache()
     expected = good.read_run_log(tmp_path / "wd")
     good.save(tmp_path / "cache")
-    form = marshal.loads((tmp_path / "cache").read_bytes())[0]  # the format this version writes
+    scope, body = (tmp_path / "cache").read_bytes().split(b"\n", 1)  # a line naming the scope, then marshal
+    form = marshal.loads(body)[0]  # the format this version writes
     no_times = marshal.dumps(())
-    for body in [
-        (form, (("x", "json"),), (), no_times),  # wrong shape
-        (form, (), (("/r", (), (1,)),), no_times),  # a bad run summary
-        (form, ((str(tmp_path / "wd"), b"garbage"),), (), no_times),  # damaged file states
-        (form, ((str(tmp_path / "wd"), 7),), (), no_times),  # file states of the wrong type
+    for damaged in [
+        (form, (("x", "json"),), (), no_times, ()),  # wrong shape
+        (form, (), (("/r", (), (1,)),), no_times, ()),  # a bad run summary
+        (form, ((str(tmp_path / "wd"), b"garbage"),), (), no_times, ()),  # damaged file states
+        (form, ((str(tmp_path / "wd"), 7),), (), no_times, ()),  # file states of the wrong type
+        (form, (), (), no_times, (("/r", "yesterday"),)),  # a last-seen time that is no number
+        (form, (), (), no_times),  # the shape before the last-seen times
         (form, (), ()),  # the shape before the training times
     ]:
-        (tmp_path / "cache").write_bytes(marshal.dumps(body))
+        (tmp_path / "cache").write_bytes(scope + b"\n" + marshal.dumps(damaged))
         cache = LogCache.load(tmp_path / "cache")
         assert cache.read_run_log(tmp_path / "wd") == expected
 
@@ -646,7 +649,9 @@ def test_cache_file_of_another_user_is_not_loaded(tmp_path: Path, caplog: pytest
 
 def test_default_cache_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_cache_path() == tmp_path / "prove-jobs" / "logs.marshal"
+    one, other = default_cache_path(Path("/data/a")), default_cache_path(Path("/data/b"))
+    assert one.parent == other.parent == tmp_path / "prove-jobs" / "logs"  # a file per folder looked at
+    assert one != other and one == default_cache_path(Path("/data/a")) and one.suffix == ".marshal"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_cache_path() == tmp_path / "home" / ".cache" / "prove-jobs" / "logs.marshal"
+    assert default_cache_path(Path("/data/a")).parent == tmp_path / "home" / ".cache" / "prove-jobs" / "logs"

@@ -227,14 +227,15 @@ def test_training_time_cache_file_round_trip(tmp_path: Path, caplog: pytest.LogC
     assert [LogCache.load(cache_file).training_time(w) for w in works] == expected
     assert log_reads(caplog) == []
 
-    form, blobs, runs, times = marshal.loads(cache_file.read_bytes())
+    scope, body = cache_file.read_bytes().split(b"\n", 1)  # a line naming the scope, then marshal
+    form, blobs, runs, times, seen = marshal.loads(body)
     rows = marshal.loads(times)
     damaged = ((rows[0][0], rows[0][1], (1.0, (2000,), ("x",))), rows[1])  # one entry of the wrong types
-    for body, reread in [((form, blobs, runs, marshal.dumps(damaged)), 1),  # that run is timed again
-                         ((form, blobs, runs, b"garbage"), 2),  # every run is
-                         ((form, blobs, runs, None), 2),
-                         ((form, blobs, runs), 2)]:  # the format before: cold
-        cache_file.write_bytes(marshal.dumps(body))
+    for body, reread in [((form, blobs, runs, marshal.dumps(damaged), seen), 1),  # that run is timed again
+                         ((form, blobs, runs, b"garbage", seen), 2),  # every run is
+                         ((form, blobs, runs, None, seen), 2),
+                         ((form, blobs, runs, times), 2)]:  # the format before: cold
+        cache_file.write_bytes(scope + b"\n" + marshal.dumps(body))
         caplog.clear()
         assert [LogCache.load(cache_file).training_time(w) for w in works] == expected
         assert len(log_reads(caplog)) == 3 * reread  # three starts' scalars.json a run

@@ -198,7 +198,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
                           variants=args.variant, seeds=args.seed)
     for warning in chosen.warnings:
         term.warn(warning)
-    source = StatusSource(chosen.runs, accounting=args.watch is None)
+    source = StatusSource(chosen.runs, scope=chosen.scope, complete=chosen.complete, accounting=args.watch is None)
     try:
         if args.watch is not None:
             from prove_jobs.dashboard import watch, watch_json

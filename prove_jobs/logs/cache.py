@@ -7,6 +7,9 @@ more blob, unpacked only by a process that asks for one. Plain tuples, written w
 (built in: loading it imports nothing, where pickle was a twentieth of a warm ``status``
 start-up); the file is the user's own (one owned by anyone else is not loaded), and any damage
 (or another Python's marshal format) means a cold start.
+
+Each run has a last-seen time; :meth:`LogCache.save` leaves out the runs seen gone, unseen too long
+or beyond the cap (:mod:`prove_jobs.logs.cache_files`, which also keeps one file per scope).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import gc
 import marshal
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
+from time import time as _now  # a test moves the clock here
 
+from prove_jobs.logs.cache_files import MAX_AGE_S, MAX_RUNS, SEEN_EVERY_S, default_cache_path, scope_line
 from prove_jobs.logs.layout import find_run_files
-from prove_jobs.logs.runlog import LIMITS, RunLog, TrainPoint, ValPoint
+from prove_jobs.logs.runlog import EMPTY, LIMITS, RunLog, TrainPoint, ValPoint
 from prove_jobs.runs import START_DIR
 
 TYPE_CHECKING = False  # not typing's: see runlog.py
@@ -35,14 +40,11 @@ if TYPE_CHECKING:
 
 _FILE_ROW_LENGTH = 16  # fields in FileState.to_row()
 # change it whenever FileState or a run memo changes; marshal's format is Python's own
-# (7: the training times memo, a fourth item; 8: the values left out of a file, and of a run)
-_CACHE_FORMAT = f"prove-jobs-logcache-8-marshal{marshal.version}-{sys.hexversion >> 16:x}"
+# (7: the training times memo, a fourth item; 8: the values left out of a file, and of a run;
+# 9: each run's last-seen time, a fifth item, after a line naming the scope)
+_CACHE_FORMAT = f"prove-jobs-logcache-9-marshal{marshal.version}-{sys.hexversion >> 16:x}"
 
-
-def default_cache_path() -> Path:
-    """``$XDG_CACHE_HOME/prove-jobs/logs.marshal`` (``~/.cache/prove-jobs/logs.marshal`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "prove-jobs" / "logs.marshal"
+__all__ = ["LogCache", "default_cache_path"]
 
 
 class LogCache:
@@ -64,7 +66,15 @@ class LogCache:
         # unpacked on the first training_time() (a status never asks for one).
         self._times: dict[str, tuple[object, TrainingTime]] = {}
         self._times_blob: bytes | None = None
+        self._seen: dict[str, float] = {}  # work dir -> when a status last asked for it (Unix seconds)
+        self._gone: set[str] = set()  # work dirs found missing: their entries leave at the save
         self.dirty = False  # something was read since the load: worth saving
+
+    def _saw(self, work_dir: str) -> None:
+        now = _now()
+        if now - self._seen.get(work_dir, 0.0) > SEEN_EVERY_S:  # once a day is enough to keep it from ageing out
+            self._seen[work_dir] = now
+            self.dirty = True
 
     def _unpack(self, group: str) -> None:
         blob = self._blobs.pop(group, None)
@@ -109,7 +119,11 @@ class LogCache:
         """
         files = find_run_files(Path(work_dir), entries)
         if isinstance(files, RunLog):
+            if files is EMPTY and str(work_dir) in self._seen:  # the run dir is gone: so are its entries
+                self._gone.add(str(work_dir))
+                self.dirty = True
             return files
+        self._saw(str(work_dir))
         key = files.key(self._sparse)
         hit = self._runs.get(str(work_dir))
         if hit is not None and hit[0] == key:
@@ -133,6 +147,7 @@ class LogCache:
         files = find_run_files(Path(work_dir), entries)
         if isinstance(files, RunLog):
             return NO_TIME
+        self._saw(str(work_dir))
         key = files.key(self._sparse)
         if self._times_blob is not None:
             self._unpack_times(TrainingTime)
@@ -191,8 +206,21 @@ class LogCache:
 
         return read_text_log_with(Path(path), self._get)
 
-    def save(self, path: Path) -> None:
-        """Write the cache atomically (a temp file, then rename); errors are left to the caller."""
+    def forget_unlisted(self, scope: Path, listed: Collection[str]) -> None:
+        """``listed`` is every run dir under ``scope`` (``status --root`` just listed them): any other run
+        under it is gone, and its entries leave at the next save."""
+        inside, listed = str(scope).rstrip(os.sep) + os.sep, set(listed)
+        gone = {d for d in (*self._blobs, *self._runs, *self._seen) if d.startswith(inside) and d not in listed}
+        if gone - self._gone:
+            self._gone |= gone
+            self.dirty = True
+
+    def save(self, path: Path, *, scope: Path | None = None) -> None:
+        """Write the cache atomically (a temp file, then rename); errors are left to the caller.
+
+        ``scope``: the folder this file is for (its first line). The entries of runs seen gone, unseen for
+        ``MAX_AGE_S`` or beyond ``MAX_RUNS`` (the longest unseen first) are left out.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         groups: dict[str, list[tuple[str, str, tuple[Any, ...]]]] = {}
@@ -202,6 +230,13 @@ class LogCache:
         blobs = dict(self._blobs)  # runs not looked at in this process: kept as they were
         blobs.update((group, marshal.dumps(tuple(items)))
                      for group, items in groups.items())
+        leaving = self._leaving([*blobs, *self._runs, *self._seen])
+        if leaving:
+            if self._times_blob is not None:
+                self._unpack_times(_times_kind())
+            for work_dir in leaving:
+                for memo in (blobs, self._runs, self._seen, self._times):
+                    memo.pop(work_dir, None)
         times = self._times_blob  # as loaded, when no run was timed in this process
         if times is None:
             entries: Any = tuple((d, key, t.to_row()) for d, (key, t) in self._times.items())
@@ -211,18 +246,30 @@ class LogCache:
             tuple(blobs.items()),
             tuple((work_dir, key, _log_to_row(log)) for work_dir, (key, log) in self._runs.items()),
             times,
+            tuple(self._seen.items()),
         )
         import tempfile
 
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
+                fh.write(scope_line(scope))
                 fh.write(marshal.dumps(body))
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _leaving(self, work_dirs: list[str]) -> set[str]:
+        """The work dirs whose entries leave at this save: gone, too long unseen, or beyond the cap."""
+        now = _now()
+        seen = {work_dir: self._seen.get(work_dir, now) for work_dir in work_dirs}  # never seen: just made
+        leaving = {d for d, at in seen.items() if now - at > MAX_AGE_S} | (self._gone & seen.keys())
+        staying = len(seen) - len(leaving)
+        if staying > MAX_RUNS:  # the longest unseen first
+            leaving.update(sorted((d for d in seen if d not in leaving), key=seen.__getitem__)[:staying - MAX_RUNS])
+        return leaving
 
     @classmethod
     def load(cls, path: Path) -> LogCache:
@@ -235,19 +282,22 @@ class LogCache:
                 with Path(path).open("rb") as fh:
                     if os.fstat(fh.fileno()).st_uid != os.getuid():
                         return cache  # written by someone else: marshal is not for untrusted data
+                    fh.readline()  # the scope: for cache_files.sweep_folder
                     body = marshal.loads(fh.read())
-                if not (isinstance(body, tuple) and len(body) == 4 and body[0] == _CACHE_FORMAT):
+                if not (isinstance(body, tuple) and len(body) == 5 and body[0] == _CACHE_FORMAT):
                     return cache
                 blobs = {str(group): blob for group, blob in body[1]}
                 if not all(isinstance(blob, bytes) for blob in blobs.values()):
                     raise ValueError("bad file states")
                 runs = {str(work_dir): (key, _log_from_row(row)) for work_dir, key, row in body[2]}
                 times = body[3] if isinstance(body[3], bytes) else None  # damaged: the runs are timed afresh
+                seen = {str(work_dir): float(at) for work_dir, at in body[4]}
         except Exception:  # any damage means: start cold
             return cache
         cache._blobs = blobs
         cache._runs = runs
         cache._times_blob = times
+        cache._seen = seen
         return cache
 
 
@@ -260,6 +310,12 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _times_kind() -> type[TrainingTime]:
+    from prove_jobs.logs.times import TrainingTime
+
+    return TrainingTime
 
 
 def _read_share(work_dirs: list[str], sparse: bool) -> tuple[dict[tuple[str, str], tuple[Any, ...]],

@@ -48,7 +48,8 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     from prove_jobs.report.markdown import render_markdown
     from prove_jobs.status_source import StatusSource, missing_data_root
 
-    source = StatusSource(runs, accounting=True)
+    data_root = sweep.data_root if sweep is not None else root.absolute() if root is not None else None
+    source = StatusSource(runs, scope=data_root, accounting=True)
     try:
         statuses, warnings = source.collect()
         missing = missing_data_root(sweep) if sweep is not None else None

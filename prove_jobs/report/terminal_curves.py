@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prove_jobs.errors import ProveJobsError
+from prove_jobs.escape import visible
 
 TYPE_CHECKING = False  # not typing's: see cli/parser.py
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ def draw_curves(
     # Never short of the last point: beyond the x limit, plotext draws its line through cells off the canvas for ages.
     upper = max([max_iters or 0, *(i for c in curves for i, _ in c.points)])
     plain = _PLAIN_MARKERS
+    # plotext's text goes to the terminal as it is, colour codes and all: names from disk are written out first
+    title = visible(title)
+    curves = [replace(c, label=visible(c.label)) for c in curves]
     drawn = [(c, _COLOURS[n % len(_COLOURS)], "x" if c.ended else "hd" if colour else plain[n % len(plain)])
              for n, c in enumerate(curves) if c.points]
     legend = _legend([(plt.colorize(_sample(m), hue) if colour else _sample(m), c.label) for c, hue, m in drawn], width)
