@@ -267,6 +267,16 @@ def write_sweep(folder: Path, body: str, name: str = "sweep.toml") -> Path:
 
 
 @pytest.fixture(autouse=True)
+def umask_kept() -> Iterator[None]:
+    """A test that runs a TrainingJob in this process (it sets the sweep's umask, as a job does) leaves the
+    umask as it found it: a later test's job pickle would otherwise be group-writable, and refused by the job."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
+
+
+@pytest.fixture(autouse=True)
 def private_log_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """`status` keeps a log cache under $XDG_CACHE_HOME: each test gets its own, none touches ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

@@ -282,7 +282,9 @@ def test_cancel_one_seed(demo: Path, templates_copy: Path, monkeypatch: pytest.M
 
 def test_a_root_with_one_seed_then_several_shows_every_run(tmp_path: Path, templates_copy: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """The same sweep trained first with one seed (<model>/), then with three (<model>/seed<k>/ inside it)."""
+    """The same sweep trained first with one seed (<model>/), then with three: seed 0 is the one-seed run, kept in
+    <model>/ (issue 20: it used to train seed 0 again in <model>/seed0/ and count it twice), seeds 1 and 2 in
+    <model>/seed<k>/ inside it. (A root that already holds a seed0/ too: tests/test_counted_once.py.)"""
     pytest.importorskip("mmengine", reason="the train extra (mmengine) writes the logs")
     _long_variants(templates_copy)
     _seeded_root(tmp_path / "runs", _seeds_sweep(tmp_path, templates_copy, "[0]"))
@@ -290,7 +292,7 @@ def test_a_root_with_one_seed_then_several_shows_every_run(tmp_path: Path, templ
     assert main(["status", "--root", str(tmp_path / "runs"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert sorted((Path(r["run_dir"]).name, r["seed"]) for r in rows if r["variant"] == "DEMO_REF") == [
-        ("demo_fcn_r18_tiny", 0), ("seed0", 0), ("seed1", 1), ("seed2", 2)]
+        ("demo_fcn_r18_tiny", 0), ("seed1", 1), ("seed2", 2)]
 
 
 def test_the_readmes_seeds_recipe_works_on_the_shipped_demo_sweep(tmp_path: Path,

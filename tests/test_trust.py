@@ -84,7 +84,8 @@ def test_dry_run_prints_the_batch_script_submitit_would_submit(demo: Path,
                      "#SBATCH --reservation=maint", "#SBATCH --time=30", "#SBATCH --cpus-per-task=1"):
         assert expected in lines, (expected, script)
     assert any(line.startswith(f"#SBATCH --output={job_folder}/") for line in lines), script
-    assert any(line.startswith("srun --unbuffered --output") and "-m submitit.core._submit" in line for line in lines)
+    # the job starts through prove-jobs' entry, which checks its pickle before submitit loads it
+    assert any(line.startswith("srun --unbuffered --output") and "-m prove_jobs.job_entry" in line for line in lines)
     assert list((demo / "runs").iterdir()) == []
 
 
