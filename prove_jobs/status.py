@@ -383,6 +383,8 @@ def _elapsed(meta: RunMeta | None, log: RunLog) -> float | None:
     (no timestamps), from the times the payload recorded on the node, once it ended there: not
     from ``cancelled_at`` (written by ``prove-jobs cancel`` on the login node's clock).
     """
+    if log.wall_s is not None:  # the starts that produced the result, each while it trained: no gaps between
+        return log.wall_s
     if log.first_time is not None and log.last_time is not None:
         return max(0.0, log.last_time - log.first_time)
     if meta is not None and meta.started_at is not None:

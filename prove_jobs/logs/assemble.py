@@ -37,6 +37,7 @@ class _Start:
     vals: list[ValPoint] = field(default_factory=list)
     max_iters: int | None = None
     first_train_time: float | None = None
+    last_time: float | None = None  # its text log's last timestamp (else its JSON's mtime): when it stopped
     unresolved_vals: int = 0
     first_iter: int | None = None  # where this start's training (re)began
     tail: list[TrainT] = field(default_factory=list)
@@ -106,6 +107,27 @@ def _build_start(
     return start
 
 
+def _wall_seconds(starts: Sequence[_Start]) -> float | None:
+    """The wall time of the starts that produced the result, each from its first training record to its last line.
+
+    From the newest start back, a start counts when some of its iterations are still in the result (it began
+    below every later start); one that trained nothing (aborted, test-only) or whose every iteration a later
+    start trained again (a restart from scratch) does not, nor do the gaps between starts. ``None`` when a
+    counting start's times are not in its logs (no text log).
+    """
+    total = 0.0
+    bound: int | None = None
+    for st in reversed(starts):
+        if st.first_iter is None:
+            continue
+        if bound is None or st.first_iter < bound:
+            if st.first_train_time is None or st.last_time is None:
+                return None
+            total += max(0.0, st.last_time - st.first_train_time)
+        bound = st.first_iter if bound is None else min(bound, st.first_iter)
+    return total if bound is not None else None
+
+
 def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: float | None) -> RunLog:
     curve: dict[int, ValPoint] = {}
     max_iters: int | None = None
@@ -141,6 +163,7 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
     times = [t for _, t in kept[-TAIL:] if t is not None and math.isfinite(t)]
     seconds = sum(times) / len(times) if times else None
     return RunLog(
+        wall_s=_wall_seconds(starts),
         last_iter=last_iter,
         max_iters=max_iters,
         curve=tuple(curve[i] for i in sorted(curve)),
@@ -230,6 +253,7 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
             last_time = stamp_time if last_time is None else max(last_time, stamp_time)
         src = (json_path, "json") if json_path is not None else (files.log_path, "text")
         start = _build_start(json_state, text_state, None, all_train=partial(read_all_train, *src))
+        start.last_time = stamp_time
         if start.unresolved_vals:
             warnings.append(f"{files.name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)

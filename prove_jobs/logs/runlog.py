@@ -79,6 +79,9 @@ class RunLog:
     log_every: int | None = None  # iterations between the last two train records: the log's pace
     # (field, why and in which file): values left out of the records, out of their type or range (records.LOG_FIELDS)
     rejected: tuple[tuple[str, str], ...] = ()
+    # Wall time of the starts that produced the result, each from its first training record to its last line
+    # (docs/status.md, "Time"): status's Elapsed and the report's wall time
+    wall_s: float | None = None
 
 
     def rejected_notes(self, shown: dict[str, object]) -> dict[str, str]:

@@ -251,15 +251,8 @@ def _times(report: Report, training_time: TrainingTimeOf) -> list[RunTime]:
 
 
 def _wall_seconds(status: RunStatus) -> float | None:
-    """Started to finished, on the node's clock: the payload's times where one start covers the run, else
-    from the first training record of the first start; to the payload's finish, else the last record."""
-    meta, log = status.meta, status.log
-    start = meta.started_at if meta is not None and meta.attempts == 1 else None
-    start = start if start is not None else (log.first_time if log is not None else None)
-    end = meta.finished_at if meta is not None and meta.finished_at is not None else (log.last_time if log else None)
-    if start is None or end is None:
-        return None if status.elapsed_s is None else round(status.elapsed_s, 1)
-    return round(max(0.0, end - start), 1)
+    """The run's wall time: what ``status`` shows as Elapsed (docs/status.md, "Time"): one word, one number."""
+    return None if status.elapsed_s is None else round(status.elapsed_s, 1)
 
 
 def _to_95(status: RunStatus, at_iter: Sequence[tuple[int, float]], final: float) -> float | None:

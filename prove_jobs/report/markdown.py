@@ -242,13 +242,15 @@ def _times(report: Report) -> list[str]:
                 rows.append(_time_row(report, _mean_time(group), f"{variant.name} (mean of {len(group)})"))
     total = gpu_hours_line(report.statuses)
     return ["## Training Time Comparison", "",
-            "Run time is the training iterations' measured time summed over every start (queue waits, "
-            "requeue gaps and validation excluded). *Time per 1% mIoU* is that run time divided by the run's "
-            "final mIoU: what each point cost. *Run time vs reference* compares run times only, with the same "
-            f"model's {report.reference} run: a run can be shorter and still cost more per point. *Wall time* "
-            "runs from the start to the finish of the training on the node's clock (validation and requeue gaps "
-            "included, queue waits not); *to 95%* is the run time until a validation first reached 95% of the "
-            "final mIoU.", "",
+            "*Run time* is the training time: the measured time of the iterations in the result, summed over "
+            "the starts (an iteration trained again after a resume once; validation, set-up and the gaps between "
+            "starts excluded). *Time per 1% mIoU* is that run time divided by the run's final mIoU: what each "
+            "point cost. *Run time vs reference* compares run times only, with the same model's "
+            f"{report.reference} run: a run can be shorter and still cost more per point. *Wall time* is what "
+            "`status` shows as Elapsed: the time the starts that produced the result ran, each from its first "
+            "training record to its last line (validation included; aborted starts, starts a restart from scratch "
+            "replaced and the gaps between starts not); *to 95%* is the run time until a validation first reached "
+            "95% of the final mIoU. docs/status.md (Time) defines the three.", "",
             *_table(["Model", "Config", "Run Time", "mIoU", "Time per 1% mIoU", "Run time vs reference",
                      "GPU-hours", "Wall time", "To 95% of final"], rows),
             *(["", f"{total} (each: its logs' span, requeue gaps included, times the GPUs its job asked for)."]
