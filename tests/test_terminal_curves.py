@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,20 @@ def test_without_plotext_one_line_says_how_to_get_it(monkeypatch: pytest.MonkeyP
     with pytest.raises(ProveJobsError) as raised:
         draw_curves("t", [BASE], width=80, height=20)
     assert str(raised.value) == "terminal curves need plotext: pip install 'prove-jobs[report]'"
+
+
+def test_the_legend_lists_variants_in_one_order_whatever_order_the_runs_come_in() -> None:
+    """Issue 20: `status RUN_DIR --curve` (runs sorted by variant) and `report --terminal` (the sweep's order)
+    listed the variants in different orders."""
+    from types import SimpleNamespace
+
+    from prove_jobs.report.terminal_curves import model_curves
+
+    def status(variant: str, miou: float) -> Any:
+        point = SimpleNamespace(iter=10, miou=miou)
+        run = SimpleNamespace(model="m", variant=variant, seed=None)
+        return SimpleNamespace(run=run, curve=[point, SimpleNamespace(iter=20, miou=miou + 1)], max_iters=20,
+                               state=SimpleNamespace(value="completed"), seed=None)
+
+    runs = [status("REF", 10.0), status("BS4", 20.0)]
+    assert model_curves(runs, width=80, colour=False) == model_curves(runs[::-1], width=80, colour=False)

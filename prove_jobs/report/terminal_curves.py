@@ -136,7 +136,7 @@ def model_curves(statuses: Sequence[RunStatus], *, width: int, height: int = 18,
     for model in dict.fromkeys(s.run.model for s in statuses):
         runs = [s for s in statuses if s.run.model == model and s.curve]
         curves = []
-        for variant in dict.fromkeys(s.run.variant for s in runs):
+        for variant in sorted({s.run.variant for s in runs}):  # one legend order, whichever command asks
             mean = seed_curve(variant, [s for s in runs if s.run.variant == variant])
             if mean is not None:
                 band = mean.seeds > 1
