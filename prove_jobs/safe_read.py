@@ -198,7 +198,7 @@ def windows(fd: int, start: int, end: int, size: int = WINDOW_BYTES) -> Iterator
             pos += cut
             continue
         after = _next_newline(fd, pos + len(data), end, size)
-        skipped = (pos, (end if after is None else after + 1) - pos)
+        skipped = (pos, (end if after is None else after) - pos)  # its length without the newline
         pos = end if after is None else after + 1
         yield Window(pos, b"", pos >= end, skipped)
 
