@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -45,14 +46,18 @@ def cli(*args: str, cwd: Path | None = None) -> Done:
     """``prove-jobs ARGS`` in a subprocess; a run past HANG_S fails the test (it waited on a FIFO)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     started = time.monotonic()
-    try:
-        done = subprocess.run([sys.executable, "-c", _MEASURE, *args], capture_output=True, text=True, env=env,
-                              timeout=HANG_S, cwd=cwd)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"prove-jobs {' '.join(args)} hung for {HANG_S} s (a read waited on a FIFO)")
+    # its own process group: a CLI stuck on a FIFO is killed with the wrapper, and its pipes close
+    with subprocess.Popen([sys.executable, "-c", _MEASURE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, cwd=cwd, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=HANG_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail(f"prove-jobs {' '.join(args)} hung for {HANG_S} s (a read waited on a FIFO)")
     seconds = time.monotonic() - started
-    err, _, peak = done.stderr.rstrip().rpartition("PEAK_KB=")
-    return Done(done.returncode, done.stdout, err, seconds, int(peak) / 1024)
+    err, _, peak = err.rstrip().rpartition("PEAK_KB=")
+    return Done(proc.returncode, out, err, seconds, int(peak or 0) / 1024)
 
 
 def plant(path: Path) -> Path:
