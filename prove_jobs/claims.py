@@ -219,9 +219,10 @@ def refuse_finished(run: Run, max_iters: int) -> None:
 def _vouched_for(run_dir: Path, checkpoint: Path) -> bool:
     """Does ``last_checkpoint`` name ``checkpoint``? mmengine rewrites it only once a save is whole: a final
     checkpoint cut short (a full disk, a kill while saving) is no sign of a finished run."""
-    try:
-        named = (run_dir / "last_checkpoint").read_text().strip()
-    except OSError:
+    from prove_jobs.resume import read_pointer
+
+    named = read_pointer(run_dir)  # a FIFO or a link there: NotReadable, the run refused in one line
+    if named is None:
         return True  # no pointer to go by (an older mmengine): the file's name says it
     return Path(named).name == checkpoint.name
 

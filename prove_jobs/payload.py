@@ -339,7 +339,10 @@ class TrainingJob:
         run_dir = Path(self.run_dir)
         with contextlib.suppress(ProveJobsError, OSError):  # the requeue matters more than the record
             self._record(run_dir, wait_s=SIGNAL_MUTEX_WAIT_S, requeued_at=now())
-        resume = resume_point(run_dir)
+        try:
+            resume = resume_point(run_dir)
+        except ProveJobsError:  # a planted last_checkpoint: the requeued job says so when it starts
+            resume = None
         # In the job's stderr, where a user looks first: submitit's own lines are only at INFO.
         sys.stderr.write(f"prove-jobs: {run_dir} stopped by the scheduler; requeued, it resumes from "
                          f"{resume.name if resume else 'the start'}\n")

@@ -20,15 +20,29 @@ def resume_point(work_dir: Path) -> Path | None:
     truncated ``iter_N.pth``), so the training starts over. A pointer cut short (a kill while
     it was rewritten) follows a complete save: the newest numbered checkpoint is that one.
     """
-    pointer = work_dir / LAST_CHECKPOINT
-    try:
-        named = Path(pointer.read_text().strip())
-    except FileNotFoundError:
+    text = read_pointer(work_dir)
+    if text is None:
         return None
+    named = Path(text)
     if named.name and named.is_file():
         return named
     numbered = [(int(p.stem[5:]), p) for p in work_dir.glob("iter_*.pth") if p.stem[5:].isdigit()]
     return max(numbered)[1] if numbered else None
+
+
+def read_pointer(work_dir: Path) -> str | None:
+    """What ``last_checkpoint`` says (stripped), ``None`` when there is none or it cannot be read (as if missing).
+
+    A FIFO, a device or a link there is :class:`~prove_jobs.safe_read.NotReadable` (one line naming it):
+    mmengine writes a plain file of one path, and a planted FIFO must not hang a ``submit`` or a job.
+    """
+    from prove_jobs.safe_read import MAX_POINTER_BYTES, read_tail
+
+    try:
+        data, _ = read_tail(work_dir / LAST_CHECKPOINT, MAX_POINTER_BYTES, below=work_dir)
+    except OSError:
+        return None
+    return data.decode("utf-8", errors="replace").strip()
 
 
 def allow_mmengine_checkpoints() -> None:

@@ -385,18 +385,20 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def tail_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[str]:
-    """The last ``count`` lines of a text file (reading at most its last ``max_bytes``); [] if unreadable."""
+def tail_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024, below: Path | None = None) -> list[str]:
+    """The last ``count`` lines of a text file (reading at most its last ``max_bytes``); [] if missing or unreadable.
+
+    ``path`` may be a link (``prove/job.err``: prove-jobs made it), but nothing between ``below`` and it;
+    what it leads to must be a regular file, else :class:`~prove_jobs.safe_read.NotReadable` (never a wait).
+    """
+    from prove_jobs.safe_read import read_tail
+
     try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
+        data, whole = read_tail(path, max_bytes, below=below, follow_last=True)
+    except OSError:  # missing, unreadable
         return []
     lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > max_bytes:
+    if not whole:
         lines = lines[1:]  # the first one is cut
     return [line for line in lines if line.strip()][-count:]
 

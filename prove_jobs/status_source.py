@@ -37,7 +37,10 @@ def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
     if meta is not None and meta.error:
         details.append(f"error: {meta.error}")
     err = status.run.run_dir / CONFIG_DIR / JOB_STDERR
-    tail = tail_lines(err, lines)
+    try:
+        tail = tail_lines(err, lines, below=status.run.run_dir)
+    except ProveJobsError as exc:  # a FIFO, a device, a link on the way: said, never waited on
+        return [*details, str(exc)]
     if tail:
         details.append(f"last {len(tail)} lines of {err} (job {status.job_id}):")
         details += [f"  {line}" for line in tail]

@@ -475,7 +475,6 @@ Parsers = Callable[[], list[str]]
 def sparse_everywhere(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Parsers:
     """Take the sparse paths even for tiny files; the function says which parser answered each chunk so far."""
     monkeypatch.setattr(LIMITS, "sparse_min_bytes", 0)
-    monkeypatch.setattr(LIMITS, "mmap_min_bytes", 0)
     caplog.set_level("DEBUG", logger="prove_jobs.logs")
     return lambda: [how for _, how in log_reads(caplog)]
 

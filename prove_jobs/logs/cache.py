@@ -24,9 +24,8 @@ from pathlib import Path
 from time import time as _now  # a test moves the clock here
 
 from prove_jobs.logs.cache_files import MAX_AGE_S, MAX_RUNS, SEEN_EVERY_S, default_cache_path, scope_line
-from prove_jobs.logs.layout import find_run_files
+from prove_jobs.logs.layout import find_run_files, run_dir_of
 from prove_jobs.logs.runlog import EMPTY, LIMITS, RunLog, TrainPoint, ValPoint
-from prove_jobs.runs import START_DIR
 
 TYPE_CHECKING = False  # not typing's: see runlog.py
 if TYPE_CHECKING:
@@ -98,7 +97,7 @@ class LogCache:
         key = (str(path), kind)
         old = self._files.get(key)
         if old is None and self._blobs:
-            self._unpack(_run_group(key[0]))
+            self._unpack(run_dir_of(key[0]))
         if old is None and key in self._rows:  # from the cache file: built when first needed
             try:
                 old = FileState.from_row(self._rows.pop(key))
@@ -226,7 +225,7 @@ class LogCache:
         groups: dict[str, list[tuple[str, str, tuple[Any, ...]]]] = {}
         rows = {**self._rows, **{key: st.to_row() for key, st in self._files.items()}}
         for (p, kind), row in rows.items():
-            groups.setdefault(_run_group(p), []).append((p, kind, row))
+            groups.setdefault(run_dir_of(p), []).append((p, kind, row))
         blobs = dict(self._blobs)  # runs not looked at in this process: kept as they were
         blobs.update((group, marshal.dumps(tuple(items)))
                      for group, items in groups.items())
@@ -325,15 +324,6 @@ def _read_share(work_dirs: list[str], sparse: bool) -> tuple[dict[tuple[str, str
     for work_dir in work_dirs:
         cache.read_run_log(Path(work_dir))
     return {key: state.to_row() for key, state in cache._files.items()}, cache._runs
-
-
-def _run_group(path: str) -> str:
-    """The run dir a log file belongs to: the parent of its ``<timestamp>/`` dir, else its own folder."""
-    parts = path.split(os.sep)
-    for index in range(len(parts) - 1, 0, -1):
-        if START_DIR.match(parts[index]):
-            return os.sep.join(parts[:index])
-    return os.path.dirname(path)
 
 
 def _log_to_row(log: RunLog) -> tuple[object, ...]:

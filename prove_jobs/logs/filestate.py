@@ -9,12 +9,12 @@ its first/last train lines and timestamps are needed).
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prove_jobs.logs.layout import run_dir_of
 from prove_jobs.logs.records import LIMITS, Record, parse_json_chunk, parse_text_chunk
 from prove_jobs.logs.runlog import TAIL
 from prove_jobs.logs.sparse import Buffer, Sparse, sparse_json, sparse_text
@@ -107,40 +107,80 @@ def read_file(
     sparse: bool = True,
     st: os.stat_result | None = None,
 ) -> FileState | None:
-    """Parse ``path``, continuing from ``old`` when it still applies (``st``: its stat, if known)."""
+    """Parse ``path``, continuing from ``old`` when it still applies (``st``: its stat from the listing, if known).
+
+    Opened without following a link or waiting on a FIFO (:mod:`prove_jobs.safe_read`), and read window by
+    window: memory stays bounded whatever the file holds. A file that is not what the listing saw (swapped
+    for a FIFO, or for another file, after its stat) is a warning, not a read.
+    """
+    from prove_jobs.safe_read import NotReadable, open_file
+
     try:
-        st = os.stat(path) if st is None else st
+        fd, now = open_file(path, below=run_dir_of(str(path)))
+    except (NotReadable, OSError) as exc:
+        warnings.append(str(exc) if isinstance(exc, NotReadable) else f"{path}: cannot read ({exc.strerror or exc})")
+        return None
+    try:
+        if st is not None and (st.st_ino, st.st_dev) != (now.st_ino, now.st_dev):
+            warnings.append(f"{path}: cannot read (replaced since it was listed; read again next time)")
+            return None
+        st = now
         if old is not None and (old.inode != st.st_ino or st.st_size < old.offset):
             old = None  # replaced or truncated: start over
         if old is not None and st.st_size == old.size and old.mtime == st.st_mtime:
             return old
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if old is not None and (old.inode != st.st_ino or st.st_size < old.offset):
-                old = None
-            start = old.offset if old is not None else 0
-            if kind == "texttail" and sparse and st.st_size - start >= LIMITS.mmap_min_bytes:
-                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                    chunk = parse_chunk(mm, start, st.st_size, kind, str(path), sparse)
-            else:
-                fh.seek(start)
-                data = fh.read()
-                chunk = parse_chunk(data, 0, len(data), kind, str(path), sparse, offset=start)
-        say(LOGS, DEBUG, "read %s: bytes %d-%d (%d), %s", path, start, st.st_size, st.st_size - start, chunk.how)
+        state = old if old is not None else FileState(inode=st.st_ino, size=0, offset=0, kind=kind)
+        _read_windows(fd, state, st.st_size, kind, str(path), sparse)
     except (OSError, ValueError) as exc:
         msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         warnings.append(f"{path}: cannot read ({msg})")
         return None
-    state = old if old is not None else FileState(inode=st.st_ino, size=0, offset=0, kind=kind)
+    finally:
+        os.close(fd)
     state.size = st.st_size
     state.mtime = st.st_mtime
-    state.offset = chunk.offset
-    state.add(chunk.records, chunk.complete)
-    state.warnings.extend(chunk.warnings)
-    if chunk.first_stamp is not None and state.first_stamp is None:
-        state.first_stamp = chunk.first_stamp
-    state.last_stamp = chunk.last_stamp or state.last_stamp
     return state
+
+
+def _read_windows(fd: int, state: FileState, size: int, kind: str, name: str, sparse: bool) -> None:
+    """Fold ``fd``'s bytes from ``state.offset`` to ``size`` into ``state``, a window at a time.
+
+    A start's text log beside its JSON log (``texttail``) is read at its two ends only: its first
+    and last train lines and timestamps are all it is read for.
+    """
+    from prove_jobs.safe_read import windows
+
+    start = state.offset
+    spans = [(start, size)]
+    if kind == "texttail" and sparse and size - start > 2 * LIMITS.window_bytes:
+        spans = [(start, start + LIMITS.window_bytes), (size - LIMITS.window_bytes, size)]
+    for index, (lo, hi) in enumerate(spans):
+        if index:  # the tail window: from its first whole line
+            head = os.pread(fd, LIMITS.window_bytes, lo)
+            lo += head.find(b"\n") + 1 if b"\n" in head else len(head)
+            state.tail_complete = False
+        for window in windows(fd, lo, hi, LIMITS.window_bytes):
+            if window.skipped is not None:
+                at, length = window.skipped
+                state.warnings.append(f"{name}: skipped a line of {length:,} bytes at byte {at} (over "
+                                      f"{LIMITS.window_bytes:,}: not a log line)")
+                state.tail_complete = False
+            if window.data:
+                final = window.final and hi == size
+                data = window.data if final else window.data[: window.data.rfind(b"\n") + 1]
+                chunk = parse_chunk(data, 0, len(data), kind, name, sparse, offset=window.start)
+                say(LOGS, DEBUG, "read %s: bytes %d-%d (%d), %s", name, window.start, window.start + len(data),
+                    len(data), chunk.how)
+                state.add(chunk.records, chunk.complete)
+                state.warnings.extend(chunk.warnings)
+                if chunk.first_stamp is not None and state.first_stamp is None:
+                    state.first_stamp = chunk.first_stamp
+                state.last_stamp = chunk.last_stamp or state.last_stamp
+                state.offset = chunk.offset
+            else:
+                state.offset = window.start
+        if len(spans) > 1 and index == 0:
+            state.offset = spans[1][0]
 
 
 def parse_chunk(
@@ -167,15 +207,25 @@ def parse_chunk(
 
 def read_all_train(path: Path | str, kind: str) -> list[TrainT]:
     """Every train record of a file, by a full parse (when a resume cuts deeper than the kept tail)."""
+    from prove_jobs.safe_read import NotReadable, open_file, windows
+
+    found: list[TrainT] = []
     try:
-        data = Path(path).read_bytes()
+        fd, st = open_file(path, below=run_dir_of(str(path)))
+    except (NotReadable, OSError):
+        return found
+    try:
+        for window in windows(fd, 0, st.st_size, LIMITS.window_bytes):
+            if kind in ("json", "json0"):
+                records = parse_json_chunk(window.data, name=str(path), fractions=kind == "json0").records
+            else:
+                records = parse_text_chunk(window.data, name=str(path)).records
+            found += [(r.iter, r.time) for r in records if r.kind == "train" and r.iter is not None]
     except OSError:
         return []
-    if kind in ("json", "json0"):
-        records = parse_json_chunk(data, name=str(path), fractions=kind == "json0").records
-    else:
-        records = parse_text_chunk(data, name=str(path)).records
-    return [(r.iter, r.time) for r in records if r.kind == "train" and r.iter is not None]
+    finally:
+        os.close(fd)
+    return found
 
 
 def uncached(path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None) -> FileState | None:

@@ -58,6 +58,7 @@ def find_run_files(work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = 
             return EMPTY
         except OSError as exc:
             return RunLog(None, None, (), 0, None, None, None, (f"{work_dir}: cannot list ({exc.strerror or exc})",))
+    # No link is followed: a <timestamp> link, or a log that is one, is anyone's to plant in a shared root.
     starts = tuple(sorted(e.name for e in entries if START_DIR.match(e.name) and _is_dir(e)))
     legacy = tuple(sorted(e.path for e in entries if e.name.endswith(".log.json") and _is_file(e)))
     newest = start_files(os.path.join(work_dir, starts[-1]), starts[-1]) if starts else None
@@ -70,7 +71,7 @@ def start_files(ts_dir: str, name: str) -> StartFiles | None:
     json_path: str | None = os.path.join(vis_data, "scalars.json")
     json_st = stat_file(json_path) if json_path else None
     if json_st is None:
-        has_vis = os.path.isdir(vis_data)
+        has_vis = _lstat_is_dir(vis_data)
         if not has_vis and stat_file(os.path.join(ts_dir, f"{name}.json")):
             return None
         json_path = os.path.join(vis_data, f"{name}.json") if has_vis else None
@@ -80,12 +81,29 @@ def start_files(ts_dir: str, name: str) -> StartFiles | None:
 
 
 def stat_file(path: str) -> os.stat_result | None:
-    """``path``'s stat when it is a regular file, else None (missing, a directory, unreadable parent)."""
+    """``path``'s own stat (a link's, not its target's), None when missing, a directory or under an unreadable
+    parent. A FIFO, a device or a link is returned: reading it (``filestate.read_file``) says what it is."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return None
-    return st if stat.S_ISREG(st.st_mode) else None
+    return None if stat.S_ISDIR(st.st_mode) else st
+
+
+def run_dir_of(path: str) -> str:
+    """The run dir a log file belongs to: the parent of its ``<timestamp>/`` dir, else its own folder."""
+    parts = path.split(os.sep)
+    for index in range(len(parts) - 1, 0, -1):
+        if START_DIR.match(parts[index]):
+            return os.sep.join(parts[:index])
+    return os.path.dirname(path)
+
+
+def _lstat_is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def identity(st: os.stat_result | None) -> Identity | None:
@@ -95,13 +113,13 @@ def identity(st: os.stat_result | None) -> Identity | None:
 def _is_file(entry: os.DirEntry[str]) -> bool:
     """``is_file()`` that says False instead of raising (e.g. PermissionError on the parent)."""
     try:
-        return entry.is_file()
+        return entry.is_file(follow_symlinks=False)
     except OSError:
         return False
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
     try:
-        return entry.is_dir()
+        return entry.is_dir(follow_symlinks=False)
     except OSError:
         return False

@@ -22,7 +22,7 @@ class Limits:
     """File sizes that choose how a file is read (a test lowers them to take the sparse paths on small files)."""
 
     sparse_min_bytes: int = 1 << 16  # below this a line-by-line parse costs nothing
-    mmap_min_bytes: int = 1 << 20  # a text log read at its two ends is mapped, not read, above this
+    window_bytes: int = 4 << 20  # a log is read this much at a time (memory stays bounded); a longer line is skipped
     prefetch_min_runs_per_worker: int = 32  # fewer unseen runs than this per worker: not worth a fork
 
 

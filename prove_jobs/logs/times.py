@@ -113,22 +113,25 @@ class _Unfit(Exception):
     """The buffer is not what the fast scan expects: read it line by line."""
 
 
-def json_times(data: bytes) -> StartTimes:
-    """A ``scalars.json``'s train records and vals; a last line without its newline counts when it is whole."""
+def json_times(data: bytes, mark: int | None = None) -> StartTimes:
+    """A ``scalars.json``'s train records and vals; a last line without its newline counts when it is whole.
+
+    ``mark``: the latest train iteration before ``data`` (the windows before it of the same file).
+    """
     end = data.rfind(b"\n") + 1
     try:
-        got = _json_fast(data, end)
+        got = _json_fast(data, end, mark)
     except (_Unfit, ValueError):  # ValueError: a "time" that is not a number
-        got = _json_by_line(data[:end])
+        got = _json_by_line(data[:end], mark)
     tail = data[end:]
     if tail.strip().startswith(b"{"):
         _json_line(tail, got)
     return got
 
 
-def _json_fast(data: bytes, end: int) -> StartTimes:
+def _json_fast(data: bytes, end: int, mark: int | None = None) -> StartTimes:
     train, _ = _patterns()
-    got = StartTimes(how="scan")
+    got = StartTimes(how="scan", mark=mark)
     # Val records (aAcc, mIoU, mAcc) and non-finite numbers (NaN, Infinity) have an upper-case A, I
     # or N; mmseg's train keys are lower case. Those few lines are parsed in full, in file order.
     special = {data.rfind(b"\n", 0, pos) + 1 for pos in _find_all(data, (b"A", b"I", b"N"), end)}
@@ -155,8 +158,8 @@ def _json_fast(data: bytes, end: int) -> StartTimes:
     return got
 
 
-def _json_by_line(data: bytes) -> StartTimes:
-    got = StartTimes()
+def _json_by_line(data: bytes, mark: int | None = None) -> StartTimes:
+    got = StartTimes(mark=mark)
     for line in data.split(b"\n"):
         if line.strip():
             _json_line(line, got)
@@ -184,20 +187,20 @@ _VAL_TAGS = (b"mIoU: ", b"aAcc: ", b"mAcc: ")
 _CKPT_TAG = b"Saving checkpoint at "
 
 
-def text_times(data: bytes) -> StartTimes:
+def text_times(data: bytes, mark: int | None = None) -> StartTimes:
     """A text log's train lines and vals (complete lines only: the last one may be being written)."""
     end = data.rfind(b"\n") + 1
     try:
-        return _text_fast(data, end)
+        return _text_fast(data, end, mark)
     except (_Unfit, ValueError):
-        return _text_by_line(data[:end])
+        return _text_by_line(data[:end], mark)
 
 
-def _text_fast(data: bytes, end: int) -> StartTimes:
+def _text_fast(data: bytes, end: int, mark: int | None = None) -> StartTimes:
     from prove_jobs.logs.records import text_line
 
     _, train = _patterns()
-    got = StartTimes(how="scan")
+    got = StartTimes(how="scan", mark=mark)
     vals = {data.rfind(b"\n", 0, pos) + 1 for pos in _find_all(data, _VAL_TAGS, end)}
     ckpts = []  # (where, iteration) of each "Saving checkpoint at N iterations": a val's iteration
     for pos in _find_all(data, (_CKPT_TAG,), end):
@@ -238,10 +241,10 @@ def _find_all(data: bytes, tags: Sequence[bytes], end: int) -> list[int]:
     return found
 
 
-def _text_by_line(data: bytes) -> StartTimes:
+def _text_by_line(data: bytes, mark: int | None = None) -> StartTimes:
     from prove_jobs.logs.records import parse_text_chunk
 
-    got = StartTimes()
+    got = StartTimes(mark=mark)
     for rec in parse_text_chunk(data).records:
         if rec.kind in ("train", "ckpt") and rec.iter is not None:
             if rec.kind == "train" and rec.time is not None and rec.loss is not None and math.isfinite(rec.time):
@@ -269,11 +272,28 @@ def _resolve_vals(got: StartTimes, text: StartTimes | None) -> StartTimes:
     return got
 
 
-def _read(path: str, kind: str, parse: Callable[[bytes], StartTimes]) -> StartTimes:
-    with open(path, "rb") as fh:
-        data = fh.read()
-    got = parse(data)
-    say(LOGS, DEBUG, "read %s: bytes 0-%d (%d), times: %s %s", path, len(data), len(data), kind, got.how)
+def _read(path: str, kind: str, parse: Callable[[bytes, int | None], StartTimes]) -> StartTimes:
+    """``path`` parsed window by window (bounded memory, see :mod:`prove_jobs.safe_read`), the windows' records
+    joined in file order; raises ``OSError`` (:class:`~prove_jobs.safe_read.NotReadable` is one) when unreadable."""
+    from prove_jobs.logs.layout import run_dir_of
+    from prove_jobs.logs.runlog import LIMITS
+    from prove_jobs.safe_read import NotReadable, open_file, windows
+
+    try:
+        fd, st = open_file(path, below=run_dir_of(path))
+    except NotReadable as exc:
+        raise OSError(str(exc)) from None
+    got = StartTimes()
+    try:
+        for window in windows(fd, 0, st.st_size, LIMITS.window_bytes):
+            part = parse(window.data, got.mark)
+            got.iters += part.iters
+            got.times += part.times
+            got.vals += part.vals
+            got.mark, got.how = part.mark, part.how
+    finally:
+        os.close(fd)
+    say(LOGS, DEBUG, "read %s: bytes 0-%d (%d), times: %s %s", path, st.st_size, st.st_size, kind, got.how)
     return got
 
 

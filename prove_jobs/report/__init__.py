@@ -282,9 +282,19 @@ def training_seconds(run_dir: Path) -> float | None:
     return seconds
 
 
-def _family(template: Path) -> str:
+def _family(template: Path, below: Path, warnings: list[str]) -> str:
+    """``prove_family`` of a run's recorded ``model.py`` (``below``: its run dir), "other" when it says none.
+
+    Read as any file of the shared root (:mod:`prove_jobs.safe_read`): a FIFO, a link (to ``/dev/zero``)
+    or a file over 1 MB there is a warning, never a wait or a read without end.
+    """
+    from prove_jobs.safe_read import NotReadable, read_capped
+
     try:
-        found = _FAMILY.search(template.read_text())
+        found = _FAMILY.search(read_capped(template, below=below).decode("utf-8", errors="replace"))
+    except NotReadable as exc:
+        warnings.append(str(exc))
+        return "other"
     except OSError:
         return "other"
     return found.group(1) if found else "other"

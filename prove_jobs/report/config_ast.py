@@ -11,7 +11,12 @@ expressions of plain values. Anything else is ``UNKNOWN``, and so is whatever de
 Bounded whatever the file holds (a colleague's file must not hang the report): containers are never
 compared, hashed or tested for truth (``n = [n, n]``, line after line, makes that exponential);
 ``+``, slices and member tests only take strings, lists and tuples of at most ``MAX_LENGTH`` items,
-and numbers of at most 128 bits; so each statement costs about its own length.
+and numbers of at most 128 bits. What a file builds is bounded as a whole, not per statement: at
+most ``MAX_ELEMENTS`` items (of every list, tuple and dict made, and characters of every string
+joined) per file; beyond that every value is ``UNKNOWN`` (``a = [0, ...500]`` then ``x = [a + a, ...]``
+250,000 times would otherwise build 250 million items). Python's own parser is bounded first: a
+file of more than ``MAX_TOKENS`` tokens (a real config has a few thousand) is not parsed at all,
+since ``ast.parse`` alone takes 2 s and 580 MB for 1 MB of ``a+a,``.
 
 What the report takes from those values goes through :class:`Checker` (``CONFIG_FIELDS``: each field's type
 and range), so a literal of 4,000 digits is one warning, not a ValueError in the table.
@@ -29,6 +34,29 @@ from prove_jobs.values import MAX_COUNT, MAX_ITERS, NAME, Real, Spec, Text, Whol
 
 MAX_LENGTH = 1000  # far beyond a pipeline, a class list or a path; a line repeated cannot copy more
 _MAX_INT_BITS = 128  # far beyond any iteration count: stops a file that squares a number line after line
+MAX_ELEMENTS = 200_000  # items built per file: a flat mmseg config builds a few thousand
+MAX_TOKENS = 1 << 16  # a flat mmseg config dump has 2,000-8,000; ast.parse costs ~0.5 KB and 2 µs a token
+# Each byte as a class: "a" a name's or number's, " " space, "!" punctuation (each one token).
+_CLASSES = bytes(ord("a") if c >= 128 or chr(c).isalnum() or chr(c) in "_." else ord(" ") if chr(c).isspace()
+                 else ord("!") for c in range(256))
+
+
+def _tokens(source: bytes) -> int:
+    """Names, numbers and punctuation in ``source``: an upper bound on its syntax tree's nodes, counted in C
+    with one copy of the file (a regular expression's ``subn`` kept 70 MB of pieces for 1 MB)."""
+    classes = source.translate(_CLASSES)
+    return classes.count(b"!") + classes.count(b"a ") + classes.count(b"a!") + classes.endswith(b"a")
+
+
+class _Budget:
+    """The items a file may still build (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_ELEMENTS
+
+    def take(self, count: int) -> bool:
+        self.left -= count
+        return self.left >= 0
 
 
 class _Unknown:
@@ -83,14 +111,17 @@ def module_values(source: bytes) -> dict[str, object] | None:
     mentions a dict or list, every name bound to one (an alias may change it). The side effects of a
     call in an assignment's value are not followed: mmengine's dumps and prove's template have none.
     """
+    if len(source) > MAX_TOKENS and _tokens(source) > MAX_TOKENS:
+        return None  # counted in a few milliseconds a megabyte: parsing it would take seconds
     try:
         tree = ast.parse(source.decode())
     except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     env: dict[str, object] = {}
     containers: set[str] = set()  # names bound to a dict, list or tuple
+    budget = _Budget()
     for stmt in tree.body:
-        value, names, nodes = _assignment(stmt, env)
+        value, names, nodes = _assignment(stmt, env, budget)
         changed = {n.id for n in nodes if isinstance(n, ast.Name) and (isinstance(n.ctx, ast.Store) or n.id in env)}
         changed |= {(n.asname or n.name).split(".")[0] for n in nodes if isinstance(n, ast.alias)}
         changed |= {n.name for n in nodes if isinstance(n, ast.FunctionDef | ast.ClassDef)}
@@ -110,7 +141,7 @@ def module_values(source: bytes) -> dict[str, object] | None:
     return env
 
 
-def _assignment(stmt: ast.stmt, env: Mapping[str, object]) -> tuple[object, list[str], list[ast.AST]]:
+def _assignment(stmt: ast.stmt, env: Mapping[str, object], budget: _Budget) -> tuple[object, list[str], list[ast.AST]]:
     """A plain assignment's value and names, and the nodes that may change others: in its value only
     the names a walrus binds; in any other statement, everything it mentions."""
     if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
@@ -120,9 +151,9 @@ def _assignment(stmt: ast.stmt, env: Mapping[str, object]) -> tuple[object, list
     else:
         return UNKNOWN, [], list(ast.walk(stmt))
     try:
-        value = _eval(stmt.value, env)
+        value = _eval(stmt.value, env, budget)
         if isinstance(stmt, ast.AugAssign):
-            value = _binop(stmt.op, env.get(names[0], UNKNOWN), value)
+            value = _binop(stmt.op, env.get(names[0], UNKNOWN), value, budget)
     except RecursionError:
         value = UNKNOWN
     return value, names, [n for n in ast.walk(stmt.value) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
@@ -151,9 +182,10 @@ def _short(value: object) -> bool:
     return isinstance(value, list | tuple | dict | str) and len(value) <= MAX_LENGTH
 
 
-def _binop(op: ast.operator, left: object, right: object) -> object:
+def _binop(op: ast.operator, left: object, right: object, budget: _Budget) -> object:
     if isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, str | list | tuple):
-        if len(left) + len(right) > MAX_LENGTH:  # type: ignore[arg-type]
+        size = len(left) + len(right)  # type: ignore[arg-type]
+        if size > MAX_LENGTH or not budget.take(size):
             return UNKNOWN  # a line that doubles a list, line after line, or copies a long one
         return left + right  # type: ignore[operator]
     if not (_number(left) and _number(right)) or type(op) not in _ARITH:
@@ -165,7 +197,7 @@ def _binop(op: ast.operator, left: object, right: object) -> object:
     return result if _number(result) else UNKNOWN
 
 
-def _eval(node: ast.expr, env: Mapping[str, object]) -> object:
+def _eval(node: ast.expr, env: Mapping[str, object], budget: _Budget) -> object:
     """``node``'s value when it is plain data (see the module's docstring), else ``UNKNOWN``."""
     if isinstance(node, ast.Constant):
         return node.value
@@ -173,35 +205,43 @@ def _eval(node: ast.expr, env: Mapping[str, object]) -> object:
         return env.get(node.id, UNKNOWN)
     if isinstance(node, ast.Call):
         plain = isinstance(node.func, ast.Name) and node.func.id == "dict" and "dict" not in env and not node.args
-        if plain and all(k.arg is not None for k in node.keywords):
-            return {k.arg: _eval(k.value, env) for k in node.keywords}
+        if plain and all(k.arg is not None for k in node.keywords) and budget.take(len(node.keywords)):
+            built = {k.arg: _eval(k.value, env, budget) for k in node.keywords}
+            return built if budget.left >= 0 else UNKNOWN  # spent while its items were built: not all of it is known
         return UNKNOWN
     if isinstance(node, ast.Dict):
-        keys = [UNKNOWN if k is None else _eval(k, env) for k in node.keys]
+        if not budget.take(len(node.keys)):
+            return UNKNOWN
+        keys = [UNKNOWN if k is None else _eval(k, env, budget) for k in node.keys]
         if not all(_scalar(k) for k in keys):
             return UNKNOWN
-        return dict(zip(keys, [_eval(v, env) for v in node.values], strict=True))
+        values = [_eval(v, env, budget) for v in node.values]
+        return dict(zip(keys, values, strict=True)) if budget.left >= 0 else UNKNOWN
     if isinstance(node, ast.List | ast.Tuple):
-        if any(isinstance(e, ast.Starred) for e in node.elts):
+        if any(isinstance(e, ast.Starred) for e in node.elts) or not budget.take(len(node.elts)):
             return UNKNOWN
-        items = [_eval(e, env) for e in node.elts]
+        items = [_eval(e, env, budget) for e in node.elts]
+        if budget.left < 0:
+            return UNKNOWN
         return items if isinstance(node, ast.List) else tuple(items)
     if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, env)
+        operand = _eval(node.operand, env, budget)
         if isinstance(node.op, ast.USub | ast.UAdd) and _number(operand):
             return -operand if isinstance(node.op, ast.USub) else operand  # type: ignore[operator]
         return (not operand) if isinstance(node.op, ast.Not) and _scalar(operand) else UNKNOWN
     if isinstance(node, ast.BinOp):
-        return _binop(node.op, _eval(node.left, env), _eval(node.right, env))
+        return _binop(node.op, _eval(node.left, env, budget), _eval(node.right, env, budget), budget)
     if isinstance(node, ast.Compare):
-        return _compare(node, env)
+        return _compare(node, env, budget)
     if isinstance(node, ast.IfExp):
-        test = _eval(node.test, env)
-        return _eval(node.body if test else node.orelse, env) if _scalar(test) else UNKNOWN
+        test = _eval(node.test, env, budget)
+        return _eval(node.body if test else node.orelse, env, budget) if _scalar(test) else UNKNOWN
     if isinstance(node, ast.Subscript):
-        container, index = _eval(node.value, env), _index(node.slice, env)
+        container, index = _eval(node.value, env, budget), _index(node.slice, env, budget)
         if not isinstance(container, list | tuple | dict | str) or not (
                 _scalar(index) or (isinstance(index, slice) and _short(container))):
+            return UNKNOWN
+        if isinstance(index, slice) and not budget.take(len(container)):
             return UNKNOWN
         try:
             return container[index]  # type: ignore[index,call-overload]
@@ -210,12 +250,14 @@ def _eval(node: ast.expr, env: Mapping[str, object]) -> object:
     return UNKNOWN
 
 
-def _compare(node: ast.Compare, env: Mapping[str, object]) -> object:
+def _compare(node: ast.Compare, env: Mapping[str, object], budget: _Budget) -> object:
     """``a < b``, ``a in (...)``: of scalars only (a member test: a scalar in a list, tuple, dict or str)."""
-    left = _eval(node.left, env)
+    left = _eval(node.left, env, budget)
     for op, right_node in zip(node.ops, node.comparators, strict=True):
-        right = _eval(right_node, env)
+        right = _eval(right_node, env, budget)
         member = isinstance(op, ast.In | ast.NotIn) and _short(right)
+        if member and not budget.take(len(right)):  # type: ignore[arg-type]  # a member test walks the container
+            return UNKNOWN
         if type(op) not in _COMPARE or not _scalar(left) or not (member or _scalar(right)):
             return UNKNOWN
         try:
@@ -227,8 +269,8 @@ def _compare(node: ast.Compare, env: Mapping[str, object]) -> object:
     return True
 
 
-def _index(node: ast.expr, env: Mapping[str, object]) -> object:
+def _index(node: ast.expr, env: Mapping[str, object], budget: _Budget) -> object:
     if not isinstance(node, ast.Slice):
-        return _eval(node, env)
-    bounds = [None if part is None else _eval(part, env) for part in (node.lower, node.upper, node.step)]
+        return _eval(node, env, budget)
+    bounds = [None if part is None else _eval(part, env, budget) for part in (node.lower, node.upper, node.step)]
     return slice(*bounds) if all(b is None or isinstance(b, int) for b in bounds) else UNKNOWN

@@ -64,7 +64,7 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
         trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
         warnings += [note for config in trained.values() if config is not None for note in config.rejected]
         scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
-                 else _root_scope(root, statuses, trained, reference))
+                 else _root_scope(root, statuses, trained, reference, warnings))
 
         def training_time(status: RunStatus) -> tuple[float | None, Sequence[tuple[int, float]]]:
             time = source.logs.training_time(status.run.run_dir)
@@ -137,12 +137,13 @@ def _sweep_scope(sweep: Sweep, statuses: Sequence[RunStatus], trained: dict[Run,
 
 
 def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None],
-                reference: str | None) -> Scope:
+                reference: str | None, warnings: list[str]) -> Scope:
     """Variants named by the runs' paths, each with the recipe its runs recorded; the reference first."""
     names = list(dict.fromkeys(s.run.variant for s in statuses))
     variants = [_recorded_variant(name, [s for s in statuses if s.run.variant == name], trained) for name in names]
     variants.sort(key=lambda v: (v.batch_size or 1 << 30, -v.max_iters))  # most iterations at the smallest batch
-    families = {s.run.model: _family(s.run.run_dir / CONFIG_DIR / MODEL_FILE) for s in statuses}
+    families = {s.run.model: _family(s.run.run_dir / CONFIG_DIR / MODEL_FILE, s.run.run_dir, warnings)
+                for s in statuses}
     by_variant = _by_variant(statuses, trained)
     rows, notes = trained_rows(variants, by_variant, reference or (variants[0].name if variants else None))
     rows += recorded_rows(variants, by_variant)

@@ -13,7 +13,6 @@ unknown, and a field that depends on it is left out (the template's value stands
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from prove_jobs.plan import configuration_rows
 from prove_jobs.report.config_ast import UNKNOWN, Checker, module_values
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, START_DIR
+from prove_jobs.safe_read import MAX_CONFIG_BYTES
 from prove_jobs.spec import Variant
 
 TYPE_CHECKING = False  # not typing's: a report imports little
@@ -28,10 +28,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 AS_TRAINED = "as trained"  # the LR rule of a variant found under --root: its recipe is what its runs recorded
-MAX_CONFIG_BYTES = 1 << 20  # a flat mmseg config is 10-30 KB: anything this big is not one
 LOG_HEAD_BYTES = 1 << 16  # mmengine logs its runtime environment in a log's first few KB
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted fifo never hangs
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -100,24 +97,14 @@ def read_trained_config(run_dir: Path) -> TrainedConfig | None:
 
 
 def _read(dir_fd: int, path: str, limit: int, *, whole: bool = True) -> bytes | None:
-    """A regular file's bytes (``folder/name`` at most: neither may be a link); the first ``limit`` when not
+    """A regular file's bytes (``path`` below ``dir_fd``, no link on the way); the first ``limit`` when not
     ``whole``. ``None``: not there, a link, not a plain file (a fifo would hang the report), too big."""
-    folder, _, name = path.rpartition("/")
-    fds: list[int] = []
+    from prove_jobs.safe_read import NotReadable, read_capped, read_head
+
     try:
-        fds.append(os.open(folder, _DIR_FLAGS, dir_fd=dir_fd) if folder else os.dup(dir_fd))
-        fds.append(os.open(name, _FILE_FLAGS, dir_fd=fds[0]))
-        st = os.fstat(fds[1])
-        if not stat.S_ISREG(st.st_mode) or (whole and st.st_size > limit):
-            return None
-        with open(fds[1], "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
-    except OSError:
+        return read_capped(path, limit, below=dir_fd) if whole else read_head(path, limit, below=dir_fd)
+    except (NotReadable, OSError):
         return None
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return None if whole and len(data) > limit else data[:limit]
 
 
 def _config_file(run_fd: int, run_dir: Path) -> tuple[Path, bytes] | None:
