@@ -55,6 +55,18 @@ def _untrusted(st: os.stat_result) -> str | None:
     return None
 
 
+def dump_private(obj: Any, filepath: str | Path) -> None:
+    """Write a job's pickle as no one else may write it, whatever the umask (the job runs under the sweep's,
+    group-writable: 0002). submitit re-pickles a checkpointed job before it requeues, to a temporary name it
+    then renames: with the umask's 0664, a member could write into it, and the next start would refuse it."""
+    import cloudpickle
+
+    fd = os.open(filepath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as handle:
+        os.fchmod(fd, 0o600)  # (a file that was there keeps its mode through O_CREAT)
+        cloudpickle.dump(obj, handle, pickle.HIGHEST_PROTOCOL)
+
+
 def main() -> None:
     from submitit.core import submission, utils
 
@@ -64,9 +76,11 @@ def main() -> None:
             raise RunError(f"{filepath}: not a submitit job ({type(found).__name__}): not run")
         return found
 
-    # submitit 1.5's process_job loads the job through DelayedSubmission.load (its only unpickling on the node);
-    # tests/test_job_entry.py fails if that stops being so
+    # submitit 1.5's process_job loads the job through DelayedSubmission.load (its only unpickling on the node),
+    # and a checkpointed job is written again through DelayedSubmission.dump; tests/test_job_entry.py fails if
+    # either stops being so
     utils.DelayedSubmission.load = classmethod(load)  # type: ignore[method-assign,assignment]
+    utils.DelayedSubmission.dump = dump_private  # type: ignore[method-assign,assignment]
     sys.argv = [sys.argv[0], sys.argv[-1]]  # submitit_main's one argument: the job's folder
     submission.submitit_main()
 

@@ -81,3 +81,21 @@ def test_both_executors_run_jobs_through_the_entry(tmp_path: Path) -> None:
     for kind in ("local", "slurm"):
         executor = make_executor(kind, tmp_path / "%j", Resources(), job_name="x")
         assert "-m prove_jobs.job_entry" in executor._submitit_command_str
+
+
+def test_a_checkpointed_job_is_written_again_as_only_its_user_may_write_it(tmp_path: Path) -> None:
+    """submitit re-pickles a preempted job before it requeues, under the job's umask (the sweep's 0002): the
+    requeued start then refused its own 0664 pickle. The entry writes it 0600 (a SLURM test preempts for real)."""
+    from submitit.core import job_environment
+    from submitit.core.utils import DelayedSubmission
+
+    from prove_jobs.job_entry import dump_private, load_checked
+
+    assert "ckpt_delayed.dump(tmp)" in inspect.getsource(job_environment._checkpoint)
+    old = os.umask(0o002)
+    try:
+        dump_private(DelayedSubmission(os.mkdir, str(tmp_path / "x")), tmp_path / "job.pkl")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "job.pkl").stat().st_mode & 0o777 == 0o600
+    assert isinstance(load_checked(tmp_path / "job.pkl"), DelayedSubmission)
