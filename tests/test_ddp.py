@@ -31,6 +31,7 @@ from conftest import (
 
 from prove_jobs.cli import main
 from prove_jobs.distributed import Rank, distributed_environment, first_host, master_port, slurm_rank
+from prove_jobs.executors import JOB_ENTRY
 from prove_jobs.render import render_run
 from prove_jobs.scheduler import slurm_available
 from prove_jobs.spec import Sweep, load_sweep
@@ -141,6 +142,7 @@ def _status(path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[
 SYNC_BN_ON_CPU = """
 import sys
 from mmengine.config import Config
+from prove_jobs.executors import JOB_ENTRY
 from prove_jobs.distributed import Rank, setup
 cfg = Config(dict(sync_bn='torch', model=dict(type='X')))
 note = setup(cfg, Rank(0, 1, 0))
@@ -277,7 +279,8 @@ def _rank_pids(job_id: str) -> dict[int, int]:
             cmdline = (proc / "cmdline").read_text()
         except OSError:
             continue
-        if env.get("SLURM_JOB_ID") == job_id and "submitit.core._submit" in cmdline and "SLURM_PROCID" in env:
+        # each rank is `python -u -m prove_jobs.job_entry FOLDER` (submitit's entry, the pickle checked first)
+        if env.get("SLURM_JOB_ID") == job_id and JOB_ENTRY in cmdline and "SLURM_PROCID" in env:
             found[int(env["SLURM_PROCID"])] = int(proc.name)
     return found
 
