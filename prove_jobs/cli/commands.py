@@ -56,7 +56,8 @@ def cmd_render(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def cmd_departures(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.departures import DeparturesTable, departures, no_departure_line
+    from prove_jobs.departures import departures
+    from prove_jobs.departures_table import DeparturesTable, no_departure_line
 
     sweep, runs = _sweep_and_runs(args, term)
     results = departures(sweep, runs)

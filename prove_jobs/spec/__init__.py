@@ -16,6 +16,7 @@ from typing import Any
 
 from prove_jobs.errors import SpecError
 from prove_jobs.runs import Run, one_seed_run
+from prove_jobs.spec.evaluation import Evaluation, load_evaluation
 from prove_jobs.spec.fields import (
     as_str,
     crop,
@@ -46,7 +47,6 @@ SWEEP_KEYS = {
     "templates", "training", "resources", "crop_size", "sharing", "seeds", "variant_seeds", "evaluation",
     "pretrained", "weights_cache",
 }
-EVALUATION_MODES = ("whole", "slide")
 WEIGHTS_CACHE = ".prove-jobs/weights"  # below the data root, unless the sweep's weights_cache says where
 
 
@@ -128,31 +128,6 @@ class Sharing:
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    """How every run of a sweep is evaluated: one protocol for all models, so their numbers compare.
-
-    ``whole``: each validation image inferred at once (after the test pipeline's resize); ``slide``:
-    ``crop_size`` windows every ``stride`` pixels, as SegFormer's Cityscapes config does (1024, stride 768).
-    """
-
-    mode: str = "whole"
-    crop_size: tuple[int, int] | None = None
-    stride: tuple[int, int] | None = None
-
-    def test_cfg(self) -> dict[str, object]:
-        """``model.test_cfg`` as mmseg reads it."""
-        if self.mode == "whole":
-            return {"mode": "whole"}
-        return {"mode": "slide", "crop_size": self.crop_size, "stride": self.stride}
-
-    def describe(self) -> str:
-        if self.mode == "whole" or self.crop_size is None or self.stride is None:
-            return "whole image"
-        return (f"sliding window {self.crop_size[0]}×{self.crop_size[1]}, "
-                f"stride {self.stride[0]}×{self.stride[1]}")
-
-
-@dataclass(frozen=True)
 class Sweep:
     """A validated sweep file: models x variants, where their runs go, what each job asks for."""
 
@@ -173,7 +148,7 @@ class Sweep:
     unset: tuple[str, ...] = ()  # a preview's ${VAR}s that are not set: the paths still hold them
     seeds: tuple[int, ...] = ()  # `seeds = [0, 1, 2]`; empty: one run per (model, variant) with [training] seed
     variant_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # [variant_seeds] overrides
-    evaluation: Evaluation = Evaluation()
+    evaluation: Evaluation = field(default_factory=Evaluation)
     model_facts: Mapping[str, ModelFacts] = field(default_factory=dict)  # each model template's prove_* literals
     # `pretrained = false`: every run from scratch; true: each model from the checkpoint its template names
     pretrained: bool = True
@@ -363,7 +338,7 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
         unset=tuple(dict.fromkeys(unset or ())),
         seeds=seeds,
         variant_seeds=variant_seeds,
-        evaluation=_evaluation(path, raw.get("evaluation", {})),
+        evaluation=load_evaluation(path, raw.get("evaluation", {})),
         model_facts=facts,
         pretrained=pretrained,
         weights_cache=weights_cache,
@@ -394,24 +369,6 @@ def _check_batches(sweep: Sweep) -> None:
             raise SpecError(sweep.path, "resources", f"variant {variant.name} trains {run.model} with {per_bn} image "
                             f"per BN ({where}; {layout}, batch {variant.batch_size}): its BN after 1x1 pooling "
                             "needs at least 2 (it fails at the first step); raise the batch or use fewer processes")
-
-
-def _evaluation(path: Path, raw: Any) -> Evaluation:
-    """``[evaluation] mode = "whole"`` or ``mode = "slide", crop_size = [h, w], stride = [h, w]``."""
-    if not isinstance(raw, dict):
-        raise SpecError(path, "evaluation", "must be a table: mode = \"whole\" or mode = \"slide\" with crop_size "
-                        "and stride")
-    refuse_unknown(path, "evaluation.", raw, {"mode", "crop_size", "stride"})
-    mode = raw.get("mode", "whole")
-    if mode not in EVALUATION_MODES:
-        raise SpecError(path, "evaluation.mode", f"must be one of {', '.join(EVALUATION_MODES)}, got {mode!r}")
-    if mode == "whole":
-        if "crop_size" in raw or "stride" in raw:
-            raise SpecError(path, "evaluation", "crop_size and stride go with mode = \"slide\"")
-        return Evaluation()
-    window = crop(path, "evaluation.crop_size", require(path, raw, "crop_size"))
-    stride = crop(path, "evaluation.stride", require(path, raw, "stride"))
-    return Evaluation(mode="slide", crop_size=window, stride=stride)
 
 
 def _variant_seeds(path: Path, raw: Any, variants: set[str]) -> dict[str, tuple[int, ...]]:
