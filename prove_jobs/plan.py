@@ -110,7 +110,12 @@ def configuration_rows(variants: Sequence[Variant]) -> list[tuple[str, list[str]
 def sweep_rows(sweep: Sweep, variants: Sequence[Variant], runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     """What the sweep decides for every variant: the evaluation protocol, normalisation and initialisation."""
     rows = [("Evaluation", [sweep.evaluation.describe() for _ in variants])]
-    for label, text in (("Normalisation", norm_text), ("Initialisation", _pretrained_or_not)):
+    starts = {run.model: init_text(sweep, run) for run in runs}  # a template read once per model, not per run
+
+    def pretrained_or_not(sweep: Sweep, run: Run) -> str:
+        return FROM_SCRATCH if starts[run.model] == FROM_SCRATCH else "pretrained (see Models)"
+
+    for label, text in (("Normalisation", norm_text), ("Initialisation", pretrained_or_not)):
         cells = []
         for variant in variants:
             mine = [run for run in runs if run.variant == variant.name]
@@ -118,10 +123,6 @@ def sweep_rows(sweep: Sweep, variants: Sequence[Variant], runs: Sequence[Run]) -
             cells.append(seen[0] if len(seen) == 1 else PER_MODEL if seen else "-")
         rows.append((label, cells))
     return rows
-
-
-def _pretrained_or_not(sweep: Sweep, run: Run) -> str:
-    return FROM_SCRATCH if init_text(sweep, run) == FROM_SCRATCH else "pretrained (see Models)"
 
 
 def norm_text(sweep: Sweep, run: Run) -> str:
@@ -153,13 +154,14 @@ def model_rows(sweep: Sweep, runs: Sequence[Run]) -> tuple[list[str], list[list[
     rows = []
     for model in dict.fromkeys(run.model for run in runs):
         first = next(run for run in runs if run.model == model)
+        start = init_text(sweep, first)
         if not zoo_variants:
-            rows.append([model, init_text(sweep, first)])
+            rows.append([model, start])
         for variant in zoo_variants:
             v = sweep.recipe(replace(first, variant=variant.name))
             zoo = sweep.facts(model).zoo
             batch = f"{v.batch_size} ({zoo.gpus}x{zoo.batch_per_gpu})" if zoo else str(v.batch_size)
-            rows.append([model, init_text(sweep, first), variant.name, f"{v.max_iters:,}", batch,
+            rows.append([model, start, variant.name, f"{v.max_iters:,}", batch,
                          f"{v.crop_size[0]}×{v.crop_size[1]}", v.optimizer, lr_text(v), f"{v.warmup_iters:,}",
                          v.scheduler])
     return header, rows

@@ -217,22 +217,23 @@ class Sweep:
             raise SpecError("--seed", None, f"no variant of sweep {self.name} trains seed "
                             f"{min(wanted_seeds - everywhere)} (seeds: {', '.join(map(str, sorted(everywhere)))})")
         runs = [
-            self._run(m, v, k)
+            run
             for v in wanted_variants
             for m in self.models
             if m in wanted_models
-            for k in self._run_seeds(v)
+            for run in self._model_runs(m, v)
         ]
         return [run for run in runs if not wanted_seeds or self.training_seed(run) in wanted_seeds]
 
-    def _run(self, model: str, variant: str, seed: int | None) -> Run:
-        """(model, variant, seed)'s run: in ``<model>/seed<k>/``, except the seed an earlier one-seed run of it
-        trained in ``<model>/`` itself (read from its metadata: one small file per model with several seeds)."""
-        run = Run(model=model, variant=variant, method=self.method, dataset=self.dataset, data_root=self.data_root,
-                  seed=seed)
-        if seed is not None and one_seed_run(run.run_dir.parent) == seed:
-            return replace(run, path=run.run_dir.parent)
-        return run
+    def _model_runs(self, model: str, variant: str) -> list[Run]:
+        """(model, variant)'s runs, one per seed: in ``<model>/seed<k>/``, except the seed an earlier one-seed run
+        of it trained in ``<model>/`` itself (read from its metadata: one small file per model with several seeds)."""
+        runs = [Run(model=model, variant=variant, method=self.method, dataset=self.dataset, data_root=self.data_root,
+                    seed=k) for k in self._run_seeds(variant)]
+        if runs[0].seed is None:
+            return runs
+        kept = one_seed_run(runs[0].run_dir.parent)
+        return [replace(run, path=run.run_dir.parent) if run.seed == kept else run for run in runs]
 
     def _run_seeds(self, variant: str) -> list[int | None]:
         seeds = self.seeds_for(variant)
