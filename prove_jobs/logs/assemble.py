@@ -45,6 +45,7 @@ class _Start:
     tail_complete: bool = True
     all_train: Callable[[], list[TrainT]] | None = None
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
+    done_iter: int | None = None  # formats.done_iter: the end of the latest epoch its logs saw end
 
 
 @lru_cache(maxsize=1 << 16)
@@ -79,6 +80,7 @@ def _build_start(
     if text_state is not None and text_state.first_train is not None:
         start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
     train_src = formats.train_from(json_state, text_state, legacy)
+    start.done_iter = formats.done_iter(json_state, text_state)
     if train_src is not None:
         start.first_iter = train_src.first_train[0] if train_src.first_train is not None else None
         start.tail = train_src.tail
@@ -216,7 +218,8 @@ def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> 
         log = replace(log, **_newest_start(files.newest, *newest))
     elif legacy and not plan:
         log = replace(log, **_newest_legacy(legacy[-1]))
-    log = replace(log, **noting.formats(log, starts[-1].vals if starts else []))
+    trained = next((st for st in reversed(starts) if st.first_iter is not None), None)  # not a test-only start
+    log = replace(log, **noting.formats(log, trained.vals if trained else [], trained.done_iter if trained else None))
     if not legacy and not plan and files.other_logs:
         log = replace(log, warnings=(*log.warnings, _unreadable(files.other_logs)))
     return log, not warnings  # a warning (a torn line) is worth a re-read
@@ -340,7 +343,7 @@ class _Noting:
             self._states.append(state)
         return state
 
-    def formats(self, log: RunLog, newest: Sequence[ValPoint]) -> dict[str, Any]:
+    def formats(self, log: RunLog, newest: Sequence[ValPoint], done: int | None) -> dict[str, Any]:
         """What the files read say of the loop (epochs) and the metric; the position at least the newest start's
         last val's (mmcv's, or an epoch loop's, whose train record of that iteration is not written)."""
         by_epoch = any(state.by_epoch for state in self._states)
@@ -350,6 +353,8 @@ class _Noting:
         last_iter = log.last_iter
         if newest and (last_iter is None or newest[-1].iter > last_iter):
             last_iter = newest[-1].iter
+        if done is not None and last_iter is not None and done > last_iter:
+            last_iter = done  # an epoch ended past its last train record (logged every k iterations)
         return {"by_epoch": by_epoch, "epoch": max(epochs) if by_epoch and epochs else None,
                 "max_epochs": max_epochs[-1] if by_epoch and max_epochs else None,
                 "metric": "mIoU" if "mIoU" in metrics or not metrics else metrics[-1], "last_iter": last_iter}
@@ -384,6 +389,6 @@ def read_text_log_with(path: Path, get: FileGetter) -> RunLog:
         last_time = _stamp_to_unix(state.last_stamp, year - 1)
     n = 1 if state.first_stamp is not None else 0
     log = replace(_merge([start], n, warnings, last_time), rejected=noting.rejected())
-    return replace(log, **noting.formats(log, start.vals))
+    return replace(log, **noting.formats(log, start.vals, start.done_iter))
 
 

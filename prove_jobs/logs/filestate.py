@@ -60,6 +60,7 @@ class FileState:
     eval_interval: int | None = None  # mmseg 0.x's `evaluation = dict(interval=...)`
     metric: str | None = None  # what the vals' mIoU slot holds when not mIoU (mDice, mFscore)
     has_metric_vals: bool = False  # some val had a main metric (mIoU or metric)
+    epoch_done: int | None = None  # the latest epoch whose end a line showed (its checkpoint, its val)
 
     def add(self, records: Sequence[Record], complete: bool) -> None:
         """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
@@ -81,8 +82,9 @@ class FileState:
                     if self.vals[k][5] is not None:
                         break
                     self.vals[k] = (*self.vals[k][:5], rec.iter, self.vals[k][6])
-            if rec.kind == "ckpt" and rec.epoch is not None and self.per_epoch:
-                rec = replace(rec, iter=rec.epoch * self.per_epoch)
+            if rec.kind == "ckpt" and rec.epoch is not None:
+                self.epoch_done = max(self.epoch_done or 0, rec.epoch)
+                rec = replace(rec, iter=rec.epoch * self.per_epoch if self.per_epoch else None)
             if rec.kind == "train" and rec.iter is not None:
                 if self.first_train is None:
                     self.first_train = (rec.iter, rec.stamp)
@@ -101,6 +103,8 @@ class FileState:
                         self.epoch is not None and rec.iter <= self.epoch):
                     epoch = rec.iter  # mmengine's `step` with log_metric_by_epoch: the epoch
                 self.vals.append((rec.iter, rec.miou, rec.aacc, rec.macc, self.mark, None, epoch))
+                if epoch is not None:
+                    self.epoch_done = max(self.epoch_done or 0, epoch)
                 if rec.miou is not None and not self.has_metric_vals:
                     self.has_metric_vals, self.metric = True, rec.metric
             if self.by_epoch and rec.epoch is not None and rec.kind in ("train", "val", "ckpt"):
@@ -114,7 +118,7 @@ class FileState:
             self.last_stamp, self.first_train, tuple(self.tail), self.tail_complete, tuple(self.vals), self.mark,
             self.max_iters, self.last_train, tuple(self.rejected),
             (self.by_epoch, self.per_epoch, self.epoch, self.max_epochs, self.cfg_max_iters, self.eval_interval,
-             self.metric, self.has_metric_vals),
+             self.metric, self.has_metric_vals, self.epoch_done),
         )  # fmt: skip
 
     @classmethod
@@ -132,15 +136,18 @@ class FileState:
             raise ValueError("bad file state")
         state.last_train = last_train
         state.rejected = [(str(name), str(why)) for name, why in rejected]
-        if not (isinstance(formats, tuple) and len(formats) == 8 and all(len(v) == 7 for v in state.vals)):
+        if not (isinstance(formats, tuple) and len(formats) == 9 and all(len(v) == 7 for v in state.vals)):
             raise ValueError("bad file state")
         (state.by_epoch, state.per_epoch, state.epoch, state.max_epochs, state.cfg_max_iters, state.eval_interval,
-         state.metric, state.has_metric_vals) = formats
+         state.metric, state.has_metric_vals, state.epoch_done) = formats
         return state
 
     def planned_iters(self) -> int | None:
         """The iterations the run was to train: its train lines' ``[i/N]``, else its epochs times the iterations
-        per epoch, else its config's ``max_iters``; None when the log does not say."""
+        per epoch, else its config's ``max_iters``; None when the log does not say (or its start trained nothing:
+        a test-only start's config may be another's)."""
+        if self.first_train is None:
+            return None
         if self.by_epoch:
             return self.max_epochs * self.per_epoch if self.max_epochs and self.per_epoch else None
         return self.max_iters or self.cfg_max_iters

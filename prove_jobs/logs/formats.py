@@ -114,3 +114,11 @@ def train_from(json_state: FileState | None, text_state: FileState | None, legac
         return text_state
     return json_state if json_state is not None else text_state
 
+
+
+def done_iter(*states: FileState | None) -> int | None:
+    """The iteration at the end of the latest epoch a start's logs saw end (a checkpoint, a val), if known."""
+    got = [s for s in states if s is not None]
+    n = next((s.per_epoch for s in got if s.per_epoch), None)
+    ends = [s.epoch_done for s in got if s.by_epoch and s.epoch_done]
+    return max(ends) * n if ends and n else None

@@ -365,6 +365,9 @@ def _text_record(msg: str, stamp: str) -> Record | None:
         return _placed(checked_record("train", values, stamp=stamp, by_epoch=by_epoch))
     if mode == "val":
         metrics, metric = metric_values(items)
+        if not metrics and by_epoch and epoch is not None and (mmcv or cur == int(tot or 0)) and items:
+            # an epoch's val with metrics read no further (accuracy, bbox_mAP): the epoch ended
+            return checked_record("ckpt", {"epoch": int(epoch)}, stamp=stamp, by_epoch=True)
         if metrics:
             # mmcv's `Iter(val) [8000]`: the training iteration in mmcv before 1.3.4, the val loader's length after
             own = cur if mmcv and not by_epoch else None

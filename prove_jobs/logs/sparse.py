@@ -286,6 +286,11 @@ def sparse_text(buf: Buffer, lo: int, hi: int, offset: int, name: str, *, full: 
     else:
         complete = pick.rfind(train_tag, "train", before) < 0
     last_train = max((s for s, (_, r) in pick.picked.items() if r is not None and r.kind == "train"), default=-1)
+    if not full and last_train >= 0:  # an epoch that ended after the last train line: its checkpoint, its val
+        for tag in (_CKPT_TAG, b"Epoch(val)"):
+            s = pick.find(tag, "ckpt", last_train)
+            while s >= 0:
+                s = pick.find(tag, "ckpt", line_end(buf, s, end) + 1)
     if not full:
         # Binary garbage is looked for where this reads: up to the first and from the last train line.
         head_end = line_end(buf, first_train, end) if first_train >= 0 else end
