@@ -343,3 +343,16 @@ def test_console_capture_of_an_mmengine_epoch_loop(tmp_path: Path) -> None:
 def test_the_0x_fixture_still_reads(tmp_path: Path) -> None:
     log = read_run_log(Path(__file__).parent / "fixtures" / "logs" / "mmseg0x")
     assert [p.iter for p in log.curve] == [2000, 4000]
+
+
+def test_status_shows_an_epoch_loop_in_epochs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    start = run / "20240102_100000"
+    start.mkdir(parents=True)
+    (start / "20240102_100000.log").write_text(
+        f"{ENGINE_STAMP.format(m=0, s=0)}Config:\n{CONFIG_ENGINE}\n"
+        f"{ENGINE_STAMP.format(m=0, s=1)}Epoch(train) [2][ 50/120]  lr: 1.0000e-02  eta: 0:00:10  time: 0.3000  "
+        "data_time: 0.0100  memory: 2100  loss: 0.2000\n")
+    assert main(["status", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "Running @ ep 2/3" in out, out
