@@ -356,3 +356,17 @@ def test_status_shows_an_epoch_loop_in_epochs(tmp_path: Path, capsys: pytest.Cap
     assert main(["status", str(run)]) == 0
     out = capsys.readouterr().out
     assert "Running @ ep 2/3" in out, out
+
+
+def test_the_sparse_reader_reads_every_format_as_the_full_parse(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from prove_jobs.logs import LIMITS, read_run_log_full
+
+    monkeypatch.setattr(LIMITS, "sparse_min_bytes", 0)
+    text = (_head0() + _train0(50, 200, 10) + _train0(100, 200, 20) + _val0(500, 30, 0.9298, 0.5778, 0.6612)
+            + _train0(150, 200, 40))
+    runs = [_work_dir_0x(tmp_path / "old", text, None, latest=False), _engine_epoch_run(tmp_path / "epochs"),
+            _engine_epoch_run(tmp_path / "dice", metric="mDice", json_memory=False)]
+    for run in runs:
+        assert read_run_log(run) == read_run_log_full(run), run.name
+    assert read_run_log(runs[1]).max_iters == 360 and read_run_log(runs[2]).metric == "mDice"
