@@ -72,13 +72,16 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def state_text(status: RunStatus) -> Text:
-    """The report's wording: ``Running @ 2500/20000``, ``Completed``, ..."""
+    """The report's wording: ``Running @ 2500/20000`` (an epoch loop: ``Running @ ep 3/12``), ``Completed``, ..."""
     label = status.state.value.capitalize()
     holder = status.lock_holder
     if status.state is RunState.LOCK_CONFLICT and holder is not None:
         label += f" ({holder.user}{', released' if holder.stale else ''})"
     elif status.pending_reason:
         label += f" ({status.pending_reason})"  # squeue's why: Priority, Resources, Dependency...
+    elif status.state is not RunState.COMPLETED and status.log is not None and status.log.by_epoch and (
+            status.log.epoch is not None):  # an epoch loop: in epochs
+        label += f" @ ep {status.log.epoch}/{status.log.max_epochs or '?'}"
     elif status.state is not RunState.COMPLETED and status.iter is not None:
         label += f" @ {status.iter}/{status.max_iters or '?'}"
     if status.restarts and status.state in (RunState.RUNNING, RunState.STARTING, RunState.REQUEUED,

@@ -1,9 +1,11 @@
-"""Finding runs under a folder: every mmengine work dir at any depth, ours or started by hand.
+"""Finding runs under a folder: every mmengine or mmcv work dir at any depth, ours or started by hand.
 
-A run is a work dir: prove-jobs metadata, a ``<timestamp>/`` folder of a training start, or
-mmengine's ``last_checkpoint``. Its own subfolders are not searched (but its ``seed<k>/``
-ones, runs of a later sweep with several seeds), nor hidden folders, nor symbolic links (a
-link in a shared data root is anyone's to plant).
+A run is a work dir: prove-jobs metadata, what mmengine leaves (a ``<timestamp>/`` folder of a training
+start, ``last_checkpoint``) or what mmcv 1.x (mmseg 0.x) leaves (``<timestamp>.log``, ``*.log.json``,
+``latest.pth``). Its own subfolders are not searched (but its ``seed<k>/`` ones, runs of a later sweep
+with several seeds), nor hidden folders, nor symbolic links (a link in a shared data root is anyone's
+to plant). A folder with only other ``*.log`` files is a run too when no run is found below it: listed
+with a note saying why prove-jobs cannot read its logs, never silently skipped.
 """
 
 from __future__ import annotations
@@ -12,23 +14,53 @@ import os
 from pathlib import Path
 
 from prove_jobs.errors import RunError
-from prove_jobs.runs import META_FILE, Run, is_start_dir, not_a_seed_dir, read_meta, seed_of_dir
+from prove_jobs.runs import META_FILE, START_DIR, Run, is_start_dir, not_a_seed_dir, read_meta, seed_of_dir
 
 MAX_DEPTH = 8  # below the folder asked about; a data root's runs are 4 deep
 
 
+RUN_MARKS = "prove_run.json, a <timestamp>/ log folder, last_checkpoint, <timestamp>.log, *.log.json, latest.pth"
+
+
 def is_run_dir(entries: list[os.DirEntry[str]]) -> bool:
-    """Does a folder with these entries hold a training (metadata, a start's folder, a checkpoint pointer)?"""
+    """Does a folder with these entries hold a training: metadata, mmengine's start folder or checkpoint pointer,
+    mmcv's (mmseg 0.x) logs or checkpoint link?"""
     names = {e.name for e in entries}
-    return META_FILE in names or "last_checkpoint" in names or any(
-        is_start_dir(e.name) and e.is_dir(follow_symlinks=False) for e in entries)
+    return META_FILE in names or "last_checkpoint" in names or "latest.pth" in names or any(
+        (is_start_dir(e.name) and _is_dir(e)) or (_is_legacy_log(e.name) and _is_file(e)) for e in entries)
+
+
+def holds_logs(entries: list[os.DirEntry[str]]) -> bool:
+    """Does a folder that is no run dir hold ``*.log`` files (of a shape prove-jobs may not read)?"""
+    return any(e.name.endswith(".log") and not e.name.startswith(".") and _is_file(e) for e in entries)
+
+
+def _is_legacy_log(name: str) -> bool:
+    """mmcv's logs at the top of a work dir: ``<timestamp>.log``, ``<anything>.log.json``."""
+    return name.endswith(".log.json") or (name.endswith(".log") and START_DIR.match(name[:-4]) is not None)
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def looks_like_run(folder: Path) -> bool:
+    """A run dir, or a folder of logs (``status DIR`` then says why none could be read)."""
     try:
-        return is_run_dir(list(os.scandir(folder)))
+        entries = list(os.scandir(folder))
     except OSError:
         return False
+    return is_run_dir(entries) or holds_logs(entries)
 
 
 def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str] | None = None) -> list[Run]:
@@ -64,10 +96,12 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str]
                 if seed_of_dir(entry.name) is not None:
                     walk(Path(entry.path), max_depth)
             return
-        if depth >= max_depth:
-            return
-        for entry in seed_folders(entries):
-            walk(Path(entry.path), depth + 1)
+        before = len(found)
+        if depth < max_depth:
+            for entry in seed_folders(entries):
+                walk(Path(entry.path), depth + 1)
+        if len(found) == before and holds_logs(entries):  # logs, no run below: a run whose logs say why
+            found.append(run_at(folder, root, has_meta=False))
 
     walk(root, 0)
     return found

@@ -158,6 +158,10 @@ class RunStatus:
             "last_val_iter": last.iter if last else None,
             "best_miou": best.miou if best else None,
             "best_iter": best.iter if best else None,
+            "metric": self.log.metric if self.log is not None else "mIoU",  # what last_miou/best_miou/curve hold
+            "by_epoch": self.log.by_epoch if self.log is not None else False,
+            "epoch": self.log.epoch if self.log is not None else None,
+            "max_epochs": self.log.max_epochs if self.log is not None else None,
             "job_id": self.job_id,
             "user": self.user,
             "executor": self.meta.executor if self.meta else None,

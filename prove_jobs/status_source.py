@@ -67,7 +67,7 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
                  models: Sequence[str] = (), variants: Sequence[str] = (), seeds: Sequence[int] = ()) -> Selection:
     """The runs ``status`` (or ``report``) looks at: a sweep's, one run dir's, or all at any depth under ``root``."""
     if root is not None:
-        from prove_jobs.discover import MAX_DEPTH, discover_runs
+        from prove_jobs.discover import MAX_DEPTH, RUN_MARKS, discover_runs
 
         if target is not None:
             raise ProveJobsError(f"status: give a sweep file or --root DIR, not both ({target} and --root {root})")
@@ -75,19 +75,19 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
             raise ProveJobsError(f"{root}: no such folder (--root)")
         warnings: list[str] = []
         runs = discover_runs(root.absolute(), warnings=warnings)
-        warnings += [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for prove_run.json, "
-                                     "a <timestamp>/ log folder or last_checkpoint"]
+        warnings += [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for {RUN_MARKS} "
+                                     "or *.log files"]
         return Selection(runs, f"Runs under {root}", warnings, root.absolute(), complete=True)
     if target is None:
         raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
     if not target.exists() and target.suffix != ".toml":
         raise ProveJobsError(f"{target}: no such run dir or sweep file{_near(target)}")
     if target.is_dir():
-        from prove_jobs.discover import looks_like_run
+        from prove_jobs.discover import RUN_MARKS, looks_like_run
 
         if not looks_like_run(target):
-            raise ProveJobsError(f"{target}: not a run dir (no prove_run.json, no <timestamp>/ log folder, no "
-                                 f"last_checkpoint); did you mean --root {target}?")
+            raise ProveJobsError(f"{target}: not a run dir (none of {RUN_MARKS}, no *.log file); "
+                                 f"did you mean --root {target}?")
         run = Run.from_dir(target)
         return Selection([run], str(run.run_dir), [], run.data_root)
     from prove_jobs.spec import load_sweep

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
 
+from prove_jobs.logs import formats
 from prove_jobs.logs.layout import RunFiles, StartFiles, find_run_files, start_files
 from prove_jobs.logs.runlog import EMPTY, TAIL, RunLog, TrainPoint, ValPoint
 from prove_jobs.verbose import DEBUG, LOGS, say
@@ -44,6 +45,7 @@ class _Start:
     tail_complete: bool = True
     all_train: Callable[[], list[TrainT]] | None = None
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
+    done_iter: int | None = None  # formats.done_iter: the end of the latest epoch its logs saw end
 
 
 @lru_cache(maxsize=1 << 16)
@@ -62,7 +64,8 @@ def _stamp_to_unix(stamp: str | None, year: int | None) -> float | None:
 
 def _needs_text_vals(json_state: FileState) -> bool:
     """Whether some JSON val's ``step`` may not be its iteration (then the text log can tell more)."""
-    return any(own is None or own <= 0 or (mark is not None and own < mark) for own, *_, mark in json_state.vals)
+    return any(own is None or own <= 0 or (mark is not None and own < mark)
+               for own, _miou, _aacc, _macc, mark, _next, _epoch in json_state.vals)
 
 
 def _build_start(
@@ -73,32 +76,41 @@ def _build_start(
     all_train: Callable[[], list[TrainT]] | None = None,
 ) -> _Start:
     start = _Start(all_train=all_train)
-    if text_state is not None:
-        start.max_iters = text_state.max_iters
-        if text_state.first_train is not None:
-            start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
-    train_src = json_state if json_state is not None else text_state
+    start.max_iters = formats.planned_iters(json_state, text_state)  # (formats.py: the log formats' differences)
+    if text_state is not None and text_state.first_train is not None:
+        start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
+    train_src = formats.train_from(json_state, text_state, legacy)
+    start.done_iter = formats.done_iter(json_state, text_state)
     if train_src is not None:
         start.first_iter = train_src.first_train[0] if train_src.first_train is not None else None
         start.tail = train_src.tail
         start.tail_complete = train_src.tail_complete
-        start.last_train = train_src.last_train
+        start.last_train = formats.with_text_memory(train_src.last_train, text_state)
+    if legacy and train_src is not None:
+        vals_src = text_state if train_src is text_state else json_state
+        every = (json_state.eval_interval if json_state else None) or (text_state.eval_interval if text_state else None)
+        for point in formats.legacy_vals(vals_src, start.max_iters, every) if vals_src is not None else []:
+            if point is not None:
+                start.vals.append(point)
+            else:
+                start.unresolved_vals += 1
+        return start
     if json_state is None:
-        for _own, miou, aacc, macc, mark in text_state.vals if text_state is not None else []:
-            if mark is not None:
-                start.vals.append(ValPoint(mark, miou, aacc, macc))
+        for point in formats.text_vals(text_state) if text_state is not None else []:
+            if point is not None:
+                start.vals.append(point)
             else:
                 start.unresolved_vals += 1
         return start
     text_vals = text_state.vals if text_state is not None and text_state.kind == "text" else []
+    n = formats.per_epoch(json_state, text_state)
     # The text line of a val is written just before its JSON record: the k-th lines match when
     # the counts agree (or the text is one ahead).
     use_text = len(text_vals) in (len(json_state.vals), len(json_state.vals) + 1)
-    for k, (own, miou, aacc, macc, last_train) in enumerate(json_state.vals):
+    for k, (own, miou, aacc, macc, last_train, _next, epoch) in enumerate(json_state.vals):
         # `step` is the iteration (log_metric_by_epoch=False) or an epoch count, which is never
         # larger than the iteration: the largest lower bound is the iteration.
-        # (mmseg 0.x: the val record's `iter` is the val dataloader length; its train record precedes it.)
-        own = own if not (legacy and last_train) else None
+        own = formats.json_val_iter(own, epoch, n)
         bounds = [b for b in (own, last_train, text_vals[k][4] if use_text else None) if b]
         if bounds:
             start.vals.append(ValPoint(max(bounds), miou, aacc, macc))
@@ -196,7 +208,7 @@ def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> 
     """The run's log from its files, and whether it is clean (no warning: worth keeping as it is)."""
     warnings: list[str] = []
     noting = _Noting(get)
-    legacy = [(path, state) for path in files.legacy if (state := noting(path, "json0", warnings)) is not None]
+    legacy = _read_legacy(files, noting, warnings)
     plan = [f for name in files.starts[:-1] if (f := start_files(os.path.join(work_dir, name), name)) is not None]
     plan += [files.newest] if files.newest is not None else []
     starts, last_time, newest = _read_starts(plan, legacy, noting, sparse, warnings)
@@ -204,7 +216,47 @@ def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> 
     say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, len(legacy) + len(plan))
     if files.newest is not None and plan and plan[-1] is files.newest:
         log = replace(log, **_newest_start(files.newest, *newest))
+    elif legacy and not plan:
+        log = replace(log, **_newest_legacy(legacy[-1]))
+    trained = next((st for st in reversed(starts) if st.first_iter is not None), None)  # not a test-only start
+    log = replace(log, **noting.formats(log, trained.vals if trained else [], trained.done_iter if trained else None))
+    if not legacy and not plan and files.other_logs:
+        log = replace(log, warnings=(*log.warnings, _unreadable(files.other_logs)))
     return log, not warnings  # a warning (a torn line) is worth a re-read
+
+
+Legacy = tuple[str | None, "FileState | None", str | None, "FileState | None"]  # .log.json and .log, read
+
+
+def _read_legacy(files: RunFiles, get: FileGetter, warnings: list[str]) -> list[Legacy]:
+    """mmcv's (mmseg 0.x) starts: each one's ``<ts>.log.json`` and ``<ts>.log``, read (those that could be)."""
+    read: list[Legacy] = []
+    for _name, json_path, log_path in files.legacy_starts():
+        json_state = get(json_path, "json0", warnings) if json_path else None
+        text_state = get(log_path, "text", warnings) if log_path else None
+        if json_state is not None or text_state is not None:
+            read.append((json_path, json_state, log_path, text_state))
+    return read
+
+
+def _newest_legacy(newest: Legacy) -> dict[str, Any]:
+    """The newest 0.x start's files: when they were last written, the text log to show."""
+    json_path, json_state, log_path, text_state = newest
+    mtimes = [state.mtime for state in (json_state, text_state) if state is not None]
+    return {"last_write": max(mtimes) if mtimes else None,
+            "log_path": log_path if text_state is not None else json_path,
+            "torn": tuple(str(path) for path, state in ((json_path, json_state), (log_path, text_state))
+                          if path is not None and state is not None and state.offset < state.size)}
+
+
+def _unreadable(paths: Sequence[str]) -> str:
+    """The note of a work dir whose only logs are in no shape prove-jobs reads."""
+    from prove_jobs.logs.filestate import first_line
+
+    shown = ", ".join(f"{os.path.basename(p)} ({first_line(p)})" for p in paths[:3])
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    return (f"no log prove-jobs can read: {shown}{more}: no mmengine or mmcv (mmseg 0.x) log line, and no "
+            "<timestamp>/ log folder, <timestamp>.log or .log.json beside them")
 
 
 def _newest_start(files: StartFiles, json_state: FileState | None, text_state: FileState | None) -> dict[str, Any]:
@@ -219,7 +271,7 @@ def _newest_start(files: StartFiles, json_state: FileState | None, text_state: F
     }
 
 
-def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileState]], get: FileGetter, sparse: bool,
+def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[Legacy], get: FileGetter, sparse: bool,
                  warnings: list[str]) -> tuple[list[_Start], float | None, tuple[FileState | None, FileState | None]]:
     """Read each start's files (through ``get``: the cache, or afresh) and resolve its val iterations."""
     from prove_jobs.logs.filestate import read_all_train  # the parsing modules: only when a run changed
@@ -227,9 +279,23 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
     starts: list[_Start] = []
     last_time: float | None = None
     json_state = text_state = None
-    for path, state in legacy:
-        warnings.extend(state.warnings)
-        starts.append(_build_start(state, None, None, legacy=True, all_train=partial(read_all_train, path, "json0")))
+    for json_path, json_state, log_path, text_state in legacy:  # mmcv's (mmseg 0.x): formats.py
+        warnings.extend(json_state.warnings if json_state is not None else ())
+        if text_state is not None:
+            warnings.extend(w for w in text_state.warnings
+                            if json_state is None or "binary" in w or w.startswith("unreadable: "))
+        src = ((str(log_path), "text") if formats.train_from(json_state, text_state, True) is text_state
+               else (str(json_path), "json0"))
+        start = _build_start(json_state, text_state, None, legacy=True, all_train=partial(read_all_train, *src))
+        start.last_time = _stamp_to_unix(text_state.last_stamp, None) if text_state is not None else None
+        if start.last_time is None and json_state is not None:
+            start.last_time = json_state.mtime
+        if start.last_time is not None:
+            last_time = start.last_time if last_time is None else max(last_time, start.last_time)
+        if start.unresolved_vals:
+            name = os.path.basename(str(json_path or log_path))
+            warnings.append(f"{name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
+        starts.append(start)
     for files in plan:
         json_path = files.json_path if files.json_st is not None else None
         json_state = get(json_path, "json", warnings, files.json_st) if json_path else None
@@ -266,13 +332,32 @@ class _Noting:
     def __init__(self, get: FileGetter) -> None:
         self._get = get
         self._rejected: dict[str, str] = {}
+        self._states: list[FileState] = []
 
     def __call__(self, path: Path | str, kind: str, warnings: list[str],
                  st: os.stat_result | None = None) -> FileState | None:
         state = self._get(path, kind, warnings, st)
         for name, why in state.rejected if state is not None else ():
             self._rejected[name] = f"{why} in {os.path.basename(path)}"
+        if state is not None:
+            self._states.append(state)
         return state
+
+    def formats(self, log: RunLog, newest: Sequence[ValPoint], done: int | None) -> dict[str, Any]:
+        """What the files read say of the loop (epochs) and the metric; the position at least the newest start's
+        last val's (mmcv's, or an epoch loop's, whose train record of that iteration is not written)."""
+        by_epoch = any(state.by_epoch for state in self._states)
+        epochs = [state.epoch for state in self._states if state.epoch is not None]
+        max_epochs = [state.max_epochs for state in self._states if state.max_epochs is not None]
+        metrics = [state.metric or "mIoU" for state in self._states if state.has_metric_vals]
+        last_iter = log.last_iter
+        if newest and (last_iter is None or newest[-1].iter > last_iter):
+            last_iter = newest[-1].iter
+        if done is not None and last_iter is not None and done > last_iter:
+            last_iter = done  # an epoch ended past its last train record (logged every k iterations)
+        return {"by_epoch": by_epoch, "epoch": max(epochs) if by_epoch and epochs else None,
+                "max_epochs": max_epochs[-1] if by_epoch and max_epochs else None,
+                "metric": "mIoU" if "mIoU" in metrics or not metrics else metrics[-1], "last_iter": last_iter}
 
     def rejected(self) -> tuple[tuple[str, str], ...]:
         return tuple(self._rejected.items())
@@ -303,6 +388,7 @@ def read_text_log_with(path: Path, get: FileGetter) -> RunLog:
         start = _build_start(None, state, year - 1, all_train=all_train)
         last_time = _stamp_to_unix(state.last_stamp, year - 1)
     n = 1 if state.first_stamp is not None else 0
-    return replace(_merge([start], n, warnings, last_time), rejected=noting.rejected())
+    log = replace(_merge([start], n, warnings, last_time), rejected=noting.rejected())
+    return replace(log, **noting.formats(log, start.vals, start.done_iter))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prove_jobs.logs.layout import run_dir_of
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 TrainT = tuple[int, float | None]  # iteration, seconds per iteration
-ValT = tuple[int | None, float | None, float | None, float | None, int | None]  # own iter, mIoU, aAcc, mAcc,
-# and the latest train (JSON) or train/checkpoint (text) iteration before it
+ValT = tuple[int | None, float | None, float | None, float | None, int | None, int | None, int | None]
+# own iter, mIoU (or the run's main metric, FileState.metric), aAcc, mAcc, the latest train (JSON) or
+# train/checkpoint (text) iteration before it, the first train iteration after it, and its epoch (epoch loops)
 
 
 @dataclass
@@ -50,6 +51,16 @@ class FileState:
     max_iters: int | None = None
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (field, why): the first left out, per field
+    # Epoch-based loops, and what a config dump said (formats.py): see Record
+    by_epoch: bool = False
+    per_epoch: int | None = None  # iterations per epoch (a text log's `[i/n]`)
+    epoch: int | None = None  # the latest epoch a train, checkpoint or val record named
+    max_epochs: int | None = None
+    cfg_max_iters: int | None = None
+    eval_interval: int | None = None  # mmseg 0.x's `evaluation = dict(interval=...)`
+    metric: str | None = None  # what the vals' mIoU slot holds when not mIoU (mDice, mFscore)
+    has_metric_vals: bool = False  # some val had a main metric (mIoU or metric)
+    epoch_done: int | None = None  # the latest epoch whose end a line showed (its checkpoint, its val)
 
     def add(self, records: Sequence[Record], complete: bool) -> None:
         """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
@@ -57,6 +68,23 @@ class FileState:
             for name, why in rec.rejected:
                 if all(name != seen for seen, _ in self.rejected):
                     self.rejected.append((name, why))
+            if rec.kind == "cfg":
+                self.max_epochs = self.max_epochs or rec.max_epochs
+                self.cfg_max_iters = self.cfg_max_iters or rec.max_iters
+                self.eval_interval = self.eval_interval or rec.eval_interval
+                continue
+            if rec.by_epoch and rec.kind in ("train", "val", "ckpt") and self.kind != "json0":
+                self.by_epoch = True
+            if rec.per_epoch:
+                self.per_epoch = rec.per_epoch
+            if rec.kind == "train" and rec.iter is not None and self.vals and self.vals[-1][5] is None:
+                for k in range(len(self.vals) - 1, -1, -1):  # the vals since the previous train record
+                    if self.vals[k][5] is not None:
+                        break
+                    self.vals[k] = (*self.vals[k][:5], rec.iter, self.vals[k][6])
+            if rec.kind == "ckpt" and rec.epoch is not None:
+                self.epoch_done = max(self.epoch_done or 0, rec.epoch)
+                rec = replace(rec, iter=rec.epoch * self.per_epoch if self.per_epoch else None)
             if rec.kind == "train" and rec.iter is not None:
                 if self.first_train is None:
                     self.first_train = (rec.iter, rec.stamp)
@@ -70,7 +98,17 @@ class FileState:
             if rec.kind in ("train", "ckpt") and rec.iter is not None:
                 self.mark = rec.iter if self.mark is None else max(self.mark, rec.iter)
             elif rec.kind == "val":
-                self.vals.append((rec.iter, rec.miou, rec.aacc, rec.macc, self.mark))
+                epoch = rec.epoch if self.by_epoch else None
+                if epoch is None and self.by_epoch and self.kind == "json" and rec.iter is not None and (
+                        self.epoch is not None and rec.iter <= self.epoch):
+                    epoch = rec.iter  # mmengine's `step` with log_metric_by_epoch: the epoch
+                self.vals.append((rec.iter, rec.miou, rec.aacc, rec.macc, self.mark, None, epoch))
+                if epoch is not None:
+                    self.epoch_done = max(self.epoch_done or 0, epoch)
+                if rec.miou is not None and not self.has_metric_vals:
+                    self.has_metric_vals, self.metric = True, rec.metric
+            if self.by_epoch and rec.epoch is not None and rec.kind in ("train", "val", "ckpt"):
+                self.epoch = max(self.epoch or 0, rec.epoch)
         if not complete:
             self.tail_complete = False
 
@@ -79,12 +117,14 @@ class FileState:
             self.inode, self.size, self.offset, self.mtime, self.kind, tuple(self.warnings), self.first_stamp,
             self.last_stamp, self.first_train, tuple(self.tail), self.tail_complete, tuple(self.vals), self.mark,
             self.max_iters, self.last_train, tuple(self.rejected),
+            (self.by_epoch, self.per_epoch, self.epoch, self.max_epochs, self.cfg_max_iters, self.eval_interval,
+             self.metric, self.has_metric_vals, self.epoch_done),
         )  # fmt: skip
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> FileState:
         (inode, size, offset, mtime, kind, warnings, first_stamp, last_stamp) = row[:8]
-        (first_train, tail, tail_complete, vals, mark, max_iters, last_train, rejected) = row[8:]
+        (first_train, tail, tail_complete, vals, mark, max_iters, last_train, rejected, formats) = row[8:]
         if not (isinstance(inode, int) and isinstance(size, int) and isinstance(offset, int)):
             raise ValueError("bad file state")
         if not (isinstance(mtime, float) and isinstance(tail, tuple) and isinstance(vals, tuple)):
@@ -96,7 +136,21 @@ class FileState:
             raise ValueError("bad file state")
         state.last_train = last_train
         state.rejected = [(str(name), str(why)) for name, why in rejected]
+        if not (isinstance(formats, tuple) and len(formats) == 9 and all(len(v) == 7 for v in state.vals)):
+            raise ValueError("bad file state")
+        (state.by_epoch, state.per_epoch, state.epoch, state.max_epochs, state.cfg_max_iters, state.eval_interval,
+         state.metric, state.has_metric_vals, state.epoch_done) = formats
         return state
+
+    def planned_iters(self) -> int | None:
+        """The iterations the run was to train: its train lines' ``[i/N]``, else its epochs times the iterations
+        per epoch, else its config's ``max_iters``; None when the log does not say (or its start trained nothing:
+        a test-only start's config may be another's)."""
+        if self.first_train is None:
+            return None
+        if self.by_epoch:
+            return self.max_epochs * self.per_epoch if self.max_epochs and self.per_epoch else None
+        return self.max_iters or self.cfg_max_iters
 
 
 def read_file(
@@ -226,6 +280,24 @@ def read_all_train(path: Path | str, kind: str) -> list[TrainT]:
     finally:
         os.close(fd)
     return found
+
+
+def first_line(path: Path | str) -> str:
+    """A file's first line, short and printable, for a note on why it could not be read."""
+    from prove_jobs.safe_read import NotReadable, open_file
+
+    try:
+        fd, _st = open_file(path, below=run_dir_of(str(path)))
+    except (NotReadable, OSError) as exc:
+        return str(exc) if isinstance(exc, NotReadable) else f"cannot read: {exc.strerror or exc}"
+    try:
+        head = os.pread(fd, 200, 0)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
+    line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+    return "empty" if not line else f"first line {ascii(line[:60])[1:-1]!r}"
 
 
 def uncached(path: Path | str, kind: str, warnings: list[str], st: os.stat_result | None = None) -> FileState | None:

@@ -34,16 +34,36 @@ class StartFiles:
 
 @dataclass(frozen=True)
 class RunFiles:
-    """A run's training starts (folder names, in order), mmseg 0.x logs, and the newest start's files."""
+    """A run's training starts (folder names, in order), mmseg 0.x logs, and the newest start's files.
+
+    ``legacy``: mmcv 1.x's (mmseg 0.x) ``*.log.json``, ``legacy_logs``: its ``<ts>.log``, both at the top of
+    the work dir; ``other_logs``: other ``*.log`` files there (read only to say why nothing could be).
+    """
 
     starts: tuple[str, ...]
     legacy: tuple[str, ...]
     newest: StartFiles | None
+    legacy_logs: tuple[str, ...] = ()
+    other_logs: tuple[str, ...] = ()
 
     def key(self, sparse: bool) -> object:
         """Equal keys: no new start, the newest start's files unchanged, the legacy logs unchanged."""
         return (sparse, self.starts, self.newest.identity() if self.newest else None,
-                tuple(identity(stat_file(p)) for p in self.legacy))
+                tuple(identity(stat_file(p)) for p in (*self.legacy, *self.legacy_logs, *self.other_logs)))
+
+    def legacy_starts(self) -> list[tuple[str, str | None, str | None]]:
+        """mmcv's starts, in order: (timestamp, its ``.log.json``, its ``.log``), either may be missing."""
+        by_name: dict[str, list[str | None]] = {}
+        for path in self.legacy:
+            by_name.setdefault(_legacy_name(path), [None, None])[0] = path
+        for path in self.legacy_logs:
+            by_name.setdefault(_legacy_name(path), [None, None])[1] = path
+        return [(name, js, log) for name, (js, log) in sorted(by_name.items())]
+
+
+def _legacy_name(path: str) -> str:
+    base = os.path.basename(path)
+    return base[: -len(".log.json")] if base.endswith(".log.json") else base[: -len(".log")]
 
 
 def find_run_files(work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = None) -> RunFiles | RunLog:
@@ -61,8 +81,11 @@ def find_run_files(work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = 
     # No link is followed: a <timestamp> link, or a log that is one, is anyone's to plant in a shared root.
     starts = tuple(sorted(e.name for e in entries if START_DIR.match(e.name) and _is_dir(e)))
     legacy = tuple(sorted(e.path for e in entries if e.name.endswith(".log.json") and _is_file(e)))
+    logs = sorted((e for e in entries if e.name.endswith(".log") and _is_file(e)), key=lambda e: e.name)
+    legacy_logs = tuple(e.path for e in logs if START_DIR.match(e.name[:-4]))
+    other_logs = tuple(e.path for e in logs if not START_DIR.match(e.name[:-4]))
     newest = start_files(os.path.join(work_dir, starts[-1]), starts[-1]) if starts else None
-    return RunFiles(starts, legacy, newest)
+    return RunFiles(starts, legacy, newest, legacy_logs, other_logs)
 
 
 def start_files(ts_dir: str, name: str) -> StartFiles | None:

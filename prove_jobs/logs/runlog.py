@@ -82,7 +82,14 @@ class RunLog:
     # Wall time of the starts that produced the result, each from its first training record to its last line
     # (docs/status.md, "Time"): status's Elapsed and the report's wall time
     wall_s: float | None = None
+    # The log formats (logs/formats.py): an epoch loop's epochs, and which metric the curve's `miou` holds
+    by_epoch: bool = False  # an epoch-based loop (EpochBasedTrainLoop, mmcv's EpochBasedRunner)
+    epoch: int | None = None  # the latest epoch its logs name
+    max_epochs: int | None = None  # from the config dump at the head of its text log
+    metric: str = "mIoU"  # mIoU, else mDice or mFscore where the run has that and no mIoU
 
+    def formats_row(self) -> tuple[object, ...]:
+        return (self.by_epoch, self.epoch, self.max_epochs, self.metric)
 
     def rejected_notes(self, shown: dict[str, object]) -> dict[str, str]:
         """``<key>_note`` for each key of ``status --json`` (``shown``) that is null because the log value it shows

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from prove_jobs.logs.records import (
+    CFG_TAGS,
     LIMITS,
     TAIL,
     Record,
@@ -27,7 +28,8 @@ from prove_jobs.logs.records import (
     text_line,
 )
 
-_TRAIN_TAG = b"Iter(train) ["
+# A train line of each loop and tool: mmengine's iteration and epoch loops, mmcv's (mmseg 0.x); one file has one.
+_TRAIN_TAGS = (b"Iter(train) [", b"Epoch(train)", b" - Iter [", b" - Epoch [")
 _CKPT_TAG = b"Saving checkpoint at "
 
 
@@ -39,7 +41,7 @@ def _json_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes], re.Pattern[b
             re.compile(rb'"(?:loss|lr|time)": '),
             re.compile(rb'[{ ]"time": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)[,}]'))
 
-_TEXT_VAL_TAGS = (b"mIoU: ", b"aAcc: ", b"mAcc: ")
+_TEXT_VAL_TAGS = (b"mIoU: ", b"aAcc: ", b"mAcc: ", b"mDice: ", b"mFscore: ")
 _TEXT_NAN_TAGS = (b"loss: nan", b"loss: inf", b"loss: -inf", b"loss: +inf", b"loss: -nan", b"loss: +nan")
 
 Buffer = bytes | mmap.mmap
@@ -145,10 +147,10 @@ class _JsonPicker:
         return rec is not None and rec.kind == "train"
 
     def vals_and_the_train_before(self) -> None:
-        """Val records have aAcc / mIoU / mAcc, a non-finite loss is NaN or Infinity: lines with an
-        upper-case A, I or N. mmseg's train keys are lower case, so these are few."""
+        """Val records have aAcc / mIoU / mAcc / mDice / mFscore, a non-finite loss is NaN or Infinity: lines
+        with an upper-case A, I, N, D or F. mmseg's train keys are lower case, so these are few."""
         data, end = self.data, self.end
-        for tag in b"AIN":
+        for tag in b"AINDF":
             pos = data.find(tag, 0, end)
             while pos >= 0:
                 s = data.rfind(b"\n", 0, pos) + 1
@@ -196,15 +198,17 @@ class _TextPicker:
     def line_start(self, pos: int) -> int:
         return self.buf.rfind(b"\n", self.lo, pos) + 1 or self.lo
 
-    def find(self, tag: bytes, kind: str, start: int) -> int:
-        """Start of the first line at or after ``start`` holding a ``kind`` record with ``tag``; -1 if none."""
-        pos = self.buf.find(tag, start, self.end)
+    def find(self, tag: bytes, kind: str, start: int, stop: int | None = None) -> int:
+        """Start of the first line at or after ``start`` (before ``stop``) holding a ``kind`` record with ``tag``;
+        -1 if none."""
+        stop = self.end if stop is None else stop
+        pos = self.buf.find(tag, start, stop)
         while pos >= 0:
             s = self.line_start(pos)
             rec = self.parse(s)[1]
             if rec is not None and rec.kind == kind:
                 return s
-            pos = self.buf.find(tag, line_end(self.buf, pos, self.end), self.end)
+            pos = self.buf.find(tag, line_end(self.buf, pos, self.end), stop)
         return -1
 
     def rfind(self, tag: bytes, kind: str, before: int) -> int:
@@ -250,16 +254,24 @@ def sparse_text(buf: Buffer, lo: int, hi: int, offset: int, name: str, *, full: 
     end = buf.rfind(b"\n", lo, hi) + 1
     if hi - lo < LIMITS.sparse_min_bytes or end <= lo:
         return None
+    tags = [tag for tag in _TRAIN_TAGS if buf.find(tag, lo, end) >= 0]
+    if len(tags) > 1:
+        return None  # not one tool's log: line by line
+    train_tag = tags[0] if tags else _TRAIN_TAGS[0]
     pick = _TextPicker(buf, lo, end)
     binary = False
-    first_train = pick.find(_TRAIN_TAG, "train", lo)
+    first_train = pick.find(train_tag, "train", lo)
+    for tag in CFG_TAGS:  # the config dump at the head: what the run was planned to do
+        s = pick.find(tag, "cfg", lo, first_train if first_train >= 0 else end)
+        while s >= 0:
+            s = pick.find(tag, "cfg", line_end(buf, s, end) + 1, first_train if first_train >= 0 else end)
     if full:
         if buf.find(b"\x00", lo, end) >= 0 or buf.find(b"\x1b", lo, end) >= 0:
             return None
         for tag in _TEXT_VAL_TAGS:
             s = pick.find(tag, "val", lo)
             while s >= 0:
-                pick.rfind(_TRAIN_TAG, "train", s)
+                pick.rfind(train_tag, "train", s)
                 pick.rfind(_CKPT_TAG, "ckpt", s)
                 s = pick.find(tag, "val", line_end(buf, s, end) + 1)
         for tag in _TEXT_NAN_TAGS:
@@ -268,12 +280,17 @@ def sparse_text(buf: Buffer, lo: int, hi: int, offset: int, name: str, *, full: 
                 s = pick.find(tag, "train", line_end(buf, s, end) + 1)
     complete, before = True, end
     for _ in range(TAIL if full else 1):
-        before = pick.rfind(_TRAIN_TAG, "train", before)
+        before = pick.rfind(train_tag, "train", before)
         if before < 0:
             break
     else:
-        complete = pick.rfind(_TRAIN_TAG, "train", before) < 0
+        complete = pick.rfind(train_tag, "train", before) < 0
     last_train = max((s for s, (_, r) in pick.picked.items() if r is not None and r.kind == "train"), default=-1)
+    if not full and last_train >= 0:  # an epoch that ended after the last train line: its checkpoint, its val
+        for tag in (_CKPT_TAG, b"Epoch(val)"):
+            s = pick.find(tag, "ckpt", last_train)
+            while s >= 0:
+                s = pick.find(tag, "ckpt", line_end(buf, s, end) + 1)
     if not full:
         # Binary garbage is looked for where this reads: up to the first and from the last train line.
         head_end = line_end(buf, first_train, end) if first_train >= 0 else end
