@@ -14,6 +14,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 from prove_jobs.logs.layout import RunFiles, StartFiles, find_run_files, start_files
+from prove_jobs.logs.lineage import Facts, bounds, classify, wall_seconds
 from prove_jobs.logs.runlog import EMPTY, TAIL, RunLog, TrainPoint, ValPoint
 from prove_jobs.verbose import DEBUG, LOGS, say
 
@@ -32,18 +33,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Start:
-    """One training start: its resolved val points and what its train records say."""
+    """One start: its resolved val points and what its train records say."""
 
+    name: str = ""
     vals: list[ValPoint] = field(default_factory=list)
     max_iters: int | None = None
     first_train_time: float | None = None
-    last_time: float | None = None  # its text log's last timestamp (else its JSON's mtime): when it stopped
+    end_time: float | None = None  # its last training line's timestamp (train, checkpoint, val result)
     unresolved_vals: int = 0
     first_iter: int | None = None  # where this start's training (re)began
+    resumed_from: int | None = None  # the checkpoint iteration its text log says it resumed from
+    tested: bool = False  # a Runner.test() start (its <ts>.json of test metrics, or Iter(test) lines)
     tail: list[TrainT] = field(default_factory=list)
     tail_complete: bool = True
     all_train: Callable[[], list[TrainT]] | None = None
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
+
+    def facts(self) -> Facts:
+        return Facts(self.name, self.first_iter, self.last_train[0] if self.last_train else None,
+                     self.resumed_from, self.first_train_time, self.end_time, self.tested)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -77,6 +85,8 @@ def _build_start(
         start.max_iters = text_state.max_iters
         if text_state.first_train is not None:
             start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
+        start.end_time = _stamp_to_unix(text_state.work_stamp, year)
+        start.resumed_from, start.tested = text_state.resumed_from, text_state.tested
     train_src = json_state if json_state is not None else text_state
     if train_src is not None:
         start.first_iter = train_src.first_train[0] if train_src.first_train is not None else None
@@ -107,45 +117,32 @@ def _build_start(
     return start
 
 
-def _wall_seconds(starts: Sequence[_Start]) -> float | None:
-    """The wall time of the starts that produced the result, each from its first training record to its last line.
-
-    From the newest start back, a start counts when some of its iterations are still in the result (it began
-    below every later start); one that trained nothing (aborted, test-only) or whose every iteration a later
-    start trained again (a restart from scratch) does not, nor do the gaps between starts. ``None`` when a
-    counting start's times are not in its logs (no text log).
-    """
-    total = 0.0
-    bound: int | None = None
-    for st in reversed(starts):
-        if st.first_iter is None:
-            continue
-        if bound is None or st.first_iter < bound:
-            if st.first_train_time is None or st.last_time is None:
-                return None
-            total += max(0.0, st.last_time - st.first_train_time)
-        bound = st.first_iter if bound is None else min(bound, st.first_iter)
-    return total if bound is not None else None
-
-
 def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: float | None) -> RunLog:
+    """The run from its starts (in start order, test-only and aborted ones too): the lineage (``lineage.py``)."""
+    facts = [st.facts() for st in starts]
+    lineage = classify(facts)
+    below = bounds(facts)  # per start: from where later starts' records replace its own
     curve: dict[int, ValPoint] = {}
     max_iters: int | None = None
     first_time: float | None = None
-    for st in starts:  # in start order: a later start overwrites
-        for point in st.vals:
-            curve[point.iter] = point
-        max_iters = st.max_iters or max_iters
+    for st, bound, start in zip(starts, below, lineage, strict=True):  # in start order
+        if st.first_iter is None:
+            continue  # a test-only or aborted start: nothing of it is in the result
+        for point in st.vals:  # a val at or after where a later start began is that start's (or undone)
+            if bound is None or point.iter < bound:
+                curve[point.iter] = point
+        if start.counted:
+            max_iters = st.max_iters or max_iters
         if first_time is None:
             first_time = st.first_train_time
+    max_iters = max_iters or next((st.max_iters for st in reversed(starts) if st.max_iters), None)
     # A resumed start repeats the iterations after its checkpoint: its records replace them. So the
     # train records that count are, from the last start back, each start's below where every later
     # one began; the last TAIL of them give the speed.
     kept: list[TrainT] = []
     last_iter: int | None = None
     last_train = None
-    bound: int | None = None
-    for st in reversed(starts):
+    for st, bound in zip(reversed(starts), reversed(below), strict=True):
         if st.first_iter is None:
             continue
         last_train = last_train or st.last_train
@@ -157,13 +154,14 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
             if last_iter is None:
                 last_iter = max(by_iter)
             kept = sorted(by_iter.items())[-(TAIL - len(kept)) :] + kept
-        bound = st.first_iter if bound is None else min(bound, st.first_iter)
         if len(kept) >= TAIL:
             break
     times = [t for _, t in kept[-TAIL:] if t is not None and math.isfinite(t)]
     seconds = sum(times) / len(times) if times else None
+    trainers = [st for st in starts if not st.tested]
     return RunLog(
-        wall_s=_wall_seconds(starts),
+        wall_s=wall_seconds(lineage),
+        lineage=lineage,
         last_iter=last_iter,
         max_iters=max_iters,
         curve=tuple(curve[i] for i in sorted(curve)),
@@ -174,7 +172,7 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
         warnings=tuple(warnings),
         last_train=TrainPoint(*last_train) if last_train else None,
         log_every=kept[-1][0] - kept[-2][0] if len(kept) >= 2 else None,
-        fresh_start=bool(starts) and starts[-1].first_iter is None,
+        fresh_start=bool(trainers) and trainers[-1].first_iter is None,
     )
 
 
@@ -197,12 +195,14 @@ def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> 
     warnings: list[str] = []
     noting = _Noting(get)
     legacy = [(path, state) for path in files.legacy if (state := noting(path, "json0", warnings)) is not None]
-    plan = [f for name in files.starts[:-1] if (f := start_files(os.path.join(work_dir, name), name)) is not None]
-    plan += [files.newest] if files.newest is not None else []
+    # every <ts>/ folder in order; None: a Runner.test() folder (start_files), a test-only start
+    plan = [(name, start_files(os.path.join(work_dir, name), name)) for name in files.starts[:-1]]
+    plan += [(files.starts[-1], files.newest)] if files.starts else []
+    n_starts = len(legacy) + sum(f is not None for _, f in plan)  # the training starts (test-only ones are not)
     starts, last_time, newest = _read_starts(plan, legacy, noting, sparse, warnings)
-    log = replace(_merge(starts, len(legacy) + len(plan), warnings, last_time), rejected=noting.rejected())
-    say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, len(legacy) + len(plan))
-    if files.newest is not None and plan and plan[-1] is files.newest:
+    log = replace(_merge(starts, n_starts, warnings, last_time), rejected=noting.rejected())
+    say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, n_starts)
+    if files.newest is not None:
         log = replace(log, **_newest_start(files.newest, *newest))
     return log, not warnings  # a warning (a torn line) is worth a re-read
 
@@ -219,8 +219,9 @@ def _newest_start(files: StartFiles, json_state: FileState | None, text_state: F
     }
 
 
-def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileState]], get: FileGetter, sparse: bool,
-                 warnings: list[str]) -> tuple[list[_Start], float | None, tuple[FileState | None, FileState | None]]:
+def _read_starts(plan: Sequence[tuple[str, StartFiles | None]], legacy: Sequence[tuple[str, FileState]],
+                 get: FileGetter, sparse: bool, warnings: list[str],
+                 ) -> tuple[list[_Start], float | None, tuple[FileState | None, FileState | None]]:
     """Read each start's files (through ``get``: the cache, or afresh) and resolve its val iterations."""
     from prove_jobs.logs.filestate import read_all_train  # the parsing modules: only when a run changed
 
@@ -229,8 +230,13 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
     json_state = text_state = None
     for path, state in legacy:
         warnings.extend(state.warnings)
-        starts.append(_build_start(state, None, None, legacy=True, all_train=partial(read_all_train, path, "json0")))
-    for files in plan:
+        start = _build_start(state, None, None, legacy=True, all_train=partial(read_all_train, path, "json0"))
+        start.name = os.path.basename(path)
+        starts.append(start)
+    for name, files in plan:
+        if files is None:
+            starts.append(_Start(name=name, tested=True))
+            continue
         json_path = files.json_path if files.json_st is not None else None
         json_state = get(json_path, "json", warnings, files.json_st) if json_path else None
         json_path = json_path if json_state is not None else None
@@ -253,7 +259,7 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[tuple[str, FileSta
             last_time = stamp_time if last_time is None else max(last_time, stamp_time)
         src = (json_path, "json") if json_path is not None else (files.log_path, "text")
         start = _build_start(json_state, text_state, None, all_train=partial(read_all_train, *src))
-        start.last_time = stamp_time
+        start.name = name
         if start.unresolved_vals:
             warnings.append(f"{files.name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)
@@ -303,6 +309,7 @@ def read_text_log_with(path: Path, get: FileGetter) -> RunLog:
         start = _build_start(None, state, year - 1, all_train=all_train)
         last_time = _stamp_to_unix(state.last_stamp, year - 1)
     n = 1 if state.first_stamp is not None else 0
-    return replace(_merge([start], n, warnings, last_time), rejected=noting.rejected())
+    start.name = path.name
+    return replace(_merge([start] if n else [], n, warnings, last_time), rejected=noting.rejected())
 
 

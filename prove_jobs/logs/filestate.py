@@ -50,6 +50,9 @@ class FileState:
     max_iters: int | None = None
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (field, why): the first left out, per field
+    work_stamp: str | None = None  # the last training line's timestamp (train, checkpoint, val): the start's end
+    resumed_from: int | None = None  # "resumed epoch: E, iter: N": the checkpoint's iteration
+    tested: bool = False  # an Iter(test) line: a Runner.test() start
 
     def add(self, records: Sequence[Record], complete: bool) -> None:
         """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
@@ -71,6 +74,12 @@ class FileState:
                 self.mark = rec.iter if self.mark is None else max(self.mark, rec.iter)
             elif rec.kind == "val":
                 self.vals.append((rec.iter, rec.miou, rec.aacc, rec.macc, self.mark))
+            elif rec.kind == "resume":
+                self.resumed_from = rec.iter
+            elif rec.kind == "test":
+                self.tested = True
+            if rec.stamp is not None and rec.kind in ("train", "ckpt", "val"):
+                self.work_stamp = rec.stamp
         if not complete:
             self.tail_complete = False
 
@@ -78,13 +87,14 @@ class FileState:
         return (
             self.inode, self.size, self.offset, self.mtime, self.kind, tuple(self.warnings), self.first_stamp,
             self.last_stamp, self.first_train, tuple(self.tail), self.tail_complete, tuple(self.vals), self.mark,
-            self.max_iters, self.last_train, tuple(self.rejected),
+            self.max_iters, self.last_train, tuple(self.rejected), self.work_stamp, self.resumed_from, self.tested,
         )  # fmt: skip
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> FileState:
         (inode, size, offset, mtime, kind, warnings, first_stamp, last_stamp) = row[:8]
-        (first_train, tail, tail_complete, vals, mark, max_iters, last_train, rejected) = row[8:]
+        (first_train, tail, tail_complete, vals, mark, max_iters, last_train, rejected) = row[8:16]
+        (work_stamp, resumed_from, tested) = row[16:]
         if not (isinstance(inode, int) and isinstance(size, int) and isinstance(offset, int)):
             raise ValueError("bad file state")
         if not (isinstance(mtime, float) and isinstance(tail, tuple) and isinstance(vals, tuple)):
@@ -96,6 +106,10 @@ class FileState:
             raise ValueError("bad file state")
         state.last_train = last_train
         state.rejected = [(str(name), str(why)) for name, why in rejected]
+        if not (work_stamp is None or isinstance(work_stamp, str)) or not (resumed_from is None
+                                                                            or isinstance(resumed_from, int)):
+            raise ValueError("bad file state")
+        state.work_stamp, state.resumed_from, state.tested = work_stamp, resumed_from, bool(tested)
         return state
 
 

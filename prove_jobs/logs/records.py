@@ -23,8 +23,9 @@ __all__ = ["LIMITS", "TAIL", "Chunk", "Limits", "Record", "RunLog", "ValPoint", 
 class Record:
     """One parsed log record, before val iterations are resolved.
 
-    kind: "train", "val" or "ckpt" ("Saving checkpoint at N iterations").
-    iter: train: the training iteration; ckpt: N; val: JSON ``step`` (1.x) or ``iter`` (0.x),
+    kind: "train", "val", "ckpt" ("Saving checkpoint at N iterations"), "resume" ("resumed epoch: E, iter: N":
+    where a start resumed) or "test" (an ``Iter(test)`` line: a ``Runner.test()`` start).
+    iter: train: the training iteration; ckpt, resume: N; val: JSON ``step`` (1.x) or ``iter`` (0.x),
     which may not be the training iteration; None for a text val line.
     """
 
@@ -112,6 +113,9 @@ class _Patterns:
             r"(?:^|\s)(?P<key>[A-Za-z_][\w./-]*): (?P<val>[-+]?(?:nan|inf|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?))(?=\s|$)"
         )
         self.saving = re.compile(r"^Saving checkpoint at (?P<n>\d{1,4000}) iterations")
+        # mmengine "resumed epoch: 0, iter: 8000"; mmcv 0.x "resumed from epoch: 1, iter 8000" (IterBasedRunner),
+        # "resumed epoch 1, iter 8000"
+        self.resumed = re.compile(r"^resumed (?:from )?epoch:? \d{1,9}, iter:? (?P<n>\d{1,4000})")
 
 
 @functools.cache
@@ -270,7 +274,10 @@ def _text_record(msg: str, stamp: str) -> Record | None:
         return _placed(checked_record("ckpt", {"iter": int(saving["n"])}, stamp=stamp))
     header = patterns.header.match(msg)
     if header is None:
-        return None
+        resumed = patterns.resumed.match(msg)
+        return _placed(checked_record("resume", {"iter": int(resumed["n"])}, stamp=stamp)) if resumed else None
+    if header["mode"] == "test":
+        return Record("test", stamp=stamp)
     rest = patterns.eta.sub("", msg[header.end() :])
     items = {m["key"]: float(m["val"]) for m in patterns.item.finditer(rest)}
     if header["mode"] == "train":

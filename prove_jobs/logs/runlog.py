@@ -14,6 +14,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NamedTuple
 
+    from prove_jobs.logs.lineage import Start
+
 TAIL = 5  # seconds_per_iter: the mean of the last 5 train records' `time`
 
 
@@ -82,7 +84,8 @@ class RunLog:
     # Wall time of the starts that produced the result, each from its first training record to its last line
     # (docs/status.md, "Time"): status's Elapsed and the report's wall time
     wall_s: float | None = None
-
+    # The run's starts as a lineage (lineage.py): how each began, its iterations, its wall time, whether it counts
+    lineage: tuple[Start, ...] = ()
 
     def rejected_notes(self, shown: dict[str, object]) -> dict[str, str]:
         """``<key>_note`` for each key of ``status --json`` (``shown``) that is null because the log value it shows
