@@ -18,7 +18,7 @@ import pytest
 
 from prove_jobs.cli import main
 from prove_jobs.logs import read_run_log, training_time
-from prove_jobs.logs.lineage import Facts, Start, classify, wall_seconds
+from prove_jobs.logs.lineage import Facts, Start, classify, lineage_lines, wall_seconds
 
 T0 = datetime(2026, 1, 1, 10, 0, 0)
 RUN = ("V", "baseline", "cityscapes", "m")
@@ -275,6 +275,24 @@ def test_a_test_only_start_days_later(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"{tested}  test-only: not counted" in status_text(run_dir, capsys)
 
 
+def test_a_val_only_start_is_test_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``Runner.val()`` start (a checkpoint evaluated again): its val metrics at step 0 in vis_data/scalars.json,
+    no train record. Not training: test-only, not on the curve, and no warning about a val without an iteration."""
+    run_dir = run_dir_of(tmp_path)
+    trained = training(run_dir, T0, 50, 4000)
+    name = (T0 + timedelta(days=1)).strftime("%Y%m%d_%H%M%S")
+    w = Writer(name)
+    w.header(T0 + timedelta(days=1))
+    w.line(T0 + timedelta(days=1, seconds=30), "Iter(val) [500/500]    aAcc: 95.0000  mIoU: 70.0000  mAcc: 80.0000  "
+                                               "data_time: 0.0100  time: 0.1000")
+    w.scalars.append('{"aAcc": 95.0, "mIoU": 70.0, "mAcc": 80.0, "data_time": 0.01, "time": 0.1, "step": 0}\n')
+    w.write(run_dir)
+    row = status_json(run_dir, capsys)
+    assert kinds(row) == [(trained.name, "trained", True), (name, "test-only", False)]
+    assert {it: m for it, m, _ in row["curve"]} == trained.vals and row["notes"] == []
+    assert row["elapsed_s"] == trained.wall
+
+
 def test_warnings_after_training_do_not_stretch_the_wall_time(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A start whose last training line (its last val) is followed by warnings an hour and 40 hours later (the
@@ -330,6 +348,15 @@ def test_the_lineage_of_many_starts_and_the_wall_time() -> None:
         ("a", "trained", False, "c"), ("b", "aborted", False, None), ("c", "restarted", True, None),
         ("d", "resumed", False, "e"), ("e", "resumed", True, None), ("f", "test-only", False, None)]
     assert wall_seconds(lineage) == 50.0 + 60.0
+    assert lineage_lines(lineage) == [
+        "Starts (Elapsed is the sum of the counted ones):",
+        "  a  trained 0-3000 in 0:00:10, replaced by c: not counted",
+        "  b  aborted (no training record): not counted",
+        "  c  restarted from scratch, 0-2500 in 0:00:50",
+        "  d  resumed from 2000 to 2100 in 0:00:10, replaced by e: not counted",
+        "  e  resumed from 2000 to 4000 in 0:01:00 (result)",
+        "  f  test-only: not counted"]
+    assert lineage_lines(lineage[:2], live=True)[-1] == "  b  starting (no training record yet)"
     assert Start.from_row(lineage[3].to_row()) == lineage[3]
     assert wall_seconds(classify([facts("a", 50, 100, span=None)])) is None  # a counted start without times
     assert wall_seconds(classify([facts("a", None, None)])) is None

@@ -50,8 +50,10 @@ class _Start:
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
 
     def facts(self) -> Facts:
+        # no train record but metrics (Runner.test(), or Runner.val() of a checkpoint): test-only, not aborted
+        tested = self.tested or (self.first_iter is None and bool(self.vals or self.unresolved_vals))
         return Facts(self.name, self.first_iter, self.last_train[0] if self.last_train else None,
-                     self.resumed_from, self.first_train_time, self.end_time, self.tested)
+                     self.resumed_from, self.first_train_time, self.end_time, tested)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -158,7 +160,7 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
             break
     times = [t for _, t in kept[-TAIL:] if t is not None and math.isfinite(t)]
     seconds = sum(times) / len(times) if times else None
-    trainers = [st for st in starts if not st.tested]
+    trainers = [st for st, f in zip(starts, facts, strict=True) if not f.tested]
     return RunLog(
         wall_s=wall_seconds(lineage),
         lineage=lineage,
@@ -260,7 +262,7 @@ def _read_starts(plan: Sequence[tuple[str, StartFiles | None]], legacy: Sequence
         src = (json_path, "json") if json_path is not None else (files.log_path, "text")
         start = _build_start(json_state, text_state, None, all_train=partial(read_all_train, *src))
         start.name = name
-        if start.unresolved_vals:
+        if start.unresolved_vals and start.first_iter is not None:  # else a val-only start: not training's
             warnings.append(f"{files.name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)
     return starts, last_time, (json_state, text_state)

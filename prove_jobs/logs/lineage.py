@@ -143,11 +143,16 @@ def wall_seconds(lineage: Sequence[Start]) -> float | None:
     return sum(w for w in counted if w is not None)
 
 
-def lineage_lines(lineage: Sequence[Start]) -> list[str]:
-    """``status RUN_DIR``'s lineage section: a line per start (when there are several), the result's marked."""
+def lineage_lines(lineage: Sequence[Start], *, live: bool = False) -> list[str]:
+    """``status RUN_DIR``'s lineage section: a line per start (when there are several), the result's marked.
+    ``live``: the run is running or starting, so a newest start without a train record is still starting."""
     if len(lineage) < 2:
         return []
     result = max((s for s in lineage if s.counted), key=lambda s: s.last_iter or 0, default=None)
     lines = ["Starts (Elapsed is the sum of the counted ones):"]
-    lines += [f"  {s.name}  {s.words()}{' (result)' if s is result else ''}" for s in lineage]
+    for s in lineage:
+        said = s.words()
+        if live and s is lineage[-1] and s.kind == ABORTED:
+            said = "starting (no training record yet)"
+        lines.append(f"  {s.name}  {said}{' (result)' if s is result else ''}")
     return lines
