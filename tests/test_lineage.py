@@ -131,23 +131,30 @@ def aborted(run_dir: Path, start: datetime, resumed_from: int | None = None) -> 
     return name
 
 
-def a_test_start(run_dir: Path, start: datetime, *, metrics_json: bool = True) -> str:
-    """A ``Runner.test()`` start (tools/test.py): its text log and ``<ts>/<ts>.json`` of test metrics; without
-    that file (``metrics_json=False``, e.g. it also saved its visualisations in vis_data/) only the text says so."""
+def a_test_start(run_dir: Path, start: datetime, *, how: str = "test-json") -> str:
+    """A ``Runner.test()`` start (tools/test.py): its text log and ``<ts>/<ts>.json`` of test metrics
+    (``test-json``), also with the ``vis_data/config.py`` newer mmengine writes (``config-in-vis_data``, worded
+    as mmdet 3.x's epoch loop); without
+    that file (it also saved its visualisations in vis_data/) only the text says so: ``Iter(test)`` lines
+    (``text-only``), or an epoch loop's ``Epoch(test)`` (``epoch-words``: mmdet 3.x)."""
     name = start.strftime("%Y%m%d_%H%M%S")
+    loop = "Epoch" if how in ("epoch-words", "config-in-vis_data") else "Iter"
     w = Writer(name)
     w.header(start)
     w.line(start + timedelta(seconds=5), "Load checkpoint from /w/iter_4000.pth")
     for k in (50, 100):
-        w.line(start + timedelta(seconds=5 + k), f"Iter(test) [{k:>3}/100]    eta: 0:00:10  time: 0.1000  "
+        w.line(start + timedelta(seconds=5 + k), f"{loop}(test) [{k:>3}/100]    eta: 0:00:10  time: 0.1000  "
                                                  "data_time: 0.0100  memory: 1000")
-    w.line(start + timedelta(seconds=120), "Iter(test) [100/100]    aAcc: 95.0000  mIoU: 77.7700  mAcc: 80.0000  "
+    w.line(start + timedelta(seconds=120), f"{loop}(test) [100/100]    aAcc: 95.0000  mIoU: 77.7700  mAcc: 80.0000  "
                                            "data_time: 0.0100  time: 0.1000")
     folder = w.write(run_dir)
-    if metrics_json:
+    if how in ("test-json", "config-in-vis_data"):
         (folder / f"{name}.json").write_text('{"aAcc": 95.0, "mIoU": 77.77, "mAcc": 80.0, "data_time": 0.01, '
                                              '"time": 0.1}\n')
-    else:
+    if how == "config-in-vis_data":
+        (folder / "vis_data").mkdir()
+        (folder / "vis_data" / "config.py").write_text("crop_size = (512, 1024)\n")
+    elif how != "test-json":
         (folder / "vis_data" / "vis_image").mkdir(parents=True)
     return name
 
@@ -261,11 +268,11 @@ def test_an_aborted_start_between_two(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"{dead}  aborted (no training record): not counted" in status_text(run_dir, capsys)
 
 
-@pytest.mark.parametrize("metrics_json", [True, False], ids=["test-json", "text-only"])
-def test_a_test_only_start_days_later(tmp_path: Path, capsys: pytest.CaptureFixture[str], metrics_json: bool) -> None:
+@pytest.mark.parametrize("how", ["test-json", "config-in-vis_data", "text-only", "epoch-words"])
+def test_a_test_only_start_days_later(tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str) -> None:
     run_dir = run_dir_of(tmp_path)
     trained = training(run_dir, T0, 50, 4000)
-    tested = a_test_start(run_dir, T0 + timedelta(days=3), metrics_json=metrics_json)
+    tested = a_test_start(run_dir, T0 + timedelta(days=3), how=how)
     row = status_json(run_dir, capsys)
     assert row["state"] == "completed" and row["iter"] == 4000
     assert kinds(row) == [(trained.name, "trained", True), (tested, "test-only", False)]

@@ -272,12 +272,12 @@ def _text_record(msg: str, stamp: str) -> Record | None:
     saving = patterns.saving.match(msg)
     if saving:
         return _placed(checked_record("ckpt", {"iter": int(saving["n"])}, stamp=stamp))
+    if msg.startswith(("Iter(test)", "Epoch(test)")):
+        return Record("test", stamp=stamp)
     header = patterns.header.match(msg)
     if header is None:
         resumed = patterns.resumed.match(msg)
         return _placed(checked_record("resume", {"iter": int(resumed["n"])}, stamp=stamp)) if resumed else None
-    if header["mode"] == "test":
-        return Record("test", stamp=stamp)
     rest = patterns.eta.sub("", msg[header.end() :])
     items = {m["key"]: float(m["val"]) for m in patterns.item.finditer(rest)}
     if header["mode"] == "train":

@@ -30,7 +30,7 @@ from prove_jobs.logs.records import (
 _TRAIN_TAG = b"Iter(train) ["
 _CKPT_TAG = b"Saving checkpoint at "
 _RESUMED_TAG = b"resumed "
-_TEST_TAG = b"Iter(test) ["
+_TEST_TAGS = (b"Iter(test) [", b"Epoch(test) [")
 
 
 @functools.cache
@@ -311,5 +311,5 @@ def _lineage_lines(pick: _TextPicker, first_train: int, last_train: int) -> None
         if rec is not None and rec.kind == "resume":
             break
         pos = buf.find(_RESUMED_TAG, line_end(buf, pos, end), head)
-    if first_train < 0:
-        pick.find(_TEST_TAG, "test", lo)
+    for tag in _TEST_TAGS if first_train < 0 else ():
+        pick.find(tag, "test", lo)
