@@ -97,8 +97,8 @@ class RunStatus:
 
     @property
     def gpu_hours(self) -> float | None:
-        """sacct's allocated time times GPUs where accounting answered; else the logs' span (the node's clock)
-        times the GPUs the job asked for; ``None`` when neither is known."""
+        """sacct's allocated time times GPUs where accounting answered; else the wall time (Elapsed: docs/status.md,
+        "Time") times the GPUs the job asked for; ``None`` when neither is known."""
         if self.accounted_gpu_hours is not None:
             return self.accounted_gpu_hours
         gpus = self.meta.gpus if self.meta else None

@@ -81,7 +81,7 @@ class RunLog:
     log_every: int | None = None  # iterations between the last two train records: the log's pace
     # (field, why and in which file): values left out of the records, out of their type or range (records.LOG_FIELDS)
     rejected: tuple[tuple[str, str], ...] = ()
-    # Wall time of the starts that produced the result, each from its first training record to its last line
+    # Wall time of the starts that produced the result, each from its first training record to its last training line
     # (docs/status.md, "Time"): status's Elapsed and the report's wall time
     wall_s: float | None = None
     # The run's starts as a lineage (lineage.py): how each began, its iterations, its wall time, whether it counts
