@@ -97,8 +97,8 @@ class RunStatus:
 
     @property
     def gpu_hours(self) -> float | None:
-        """sacct's allocated time times GPUs where accounting answered; else the logs' span (the node's clock)
-        times the GPUs the job asked for; ``None`` when neither is known."""
+        """sacct's allocated time times GPUs where accounting answered; else the wall time (Elapsed: docs/status.md,
+        "Time") times the GPUs the job asked for; ``None`` when neither is known."""
         if self.accounted_gpu_hours is not None:
             return self.accounted_gpu_hours
         gpus = self.meta.gpus if self.meta else None
@@ -177,6 +177,7 @@ class RunStatus:
             "error": self.meta.error if self.meta else None,
             "lock_holder": self.lock_holder.to_json() if self.lock_holder else None,
             "curve": [[p.iter, p.miou, p.aacc] for p in self.curve],
+            "starts": [start.to_json() for start in self.log.lineage] if self.log is not None else [],
             "notes": list(self.notes),
             **self.progress_json(),
         }
@@ -380,17 +381,16 @@ def _status(
 
 
 def _elapsed(meta: RunMeta | None, log: RunLog) -> float | None:
-    """From the first logged training record to the last one, both written by the node's clock.
+    """The wall time of the starts that produced the result (``RunLog.wall_s``, docs/status.md "Time"): each from
+    its first training record to its last training line, both written by the node's clock.
 
     Never against this host's clock (a node's may differ), so a run that died stops counting where
     its logs end, and a run shows the same with or without prove-jobs' metadata. Without a text log
     (no timestamps), from the times the payload recorded on the node, once it ended there: not
     from ``cancelled_at`` (written by ``prove-jobs cancel`` on the login node's clock).
     """
-    if log.wall_s is not None:  # the starts that produced the result, each while it trained: no gaps between
+    if log.wall_s is not None:
         return log.wall_s
-    if log.first_time is not None and log.last_time is not None:
-        return max(0.0, log.last_time - log.first_time)
     if meta is not None and meta.started_at is not None:
         end = meta.finished_at or meta.failed_at  # both written by the job, once it started
         return None if end is None else max(0.0, end - meta.started_at)

@@ -229,11 +229,15 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
         from prove_jobs.dashboard import status_tables
 
         term.show(status_tables(statuses, title=chosen.title, width=term.out.width))
-    if args.sweep is not None and args.sweep.is_dir():  # one run asked for: say why it stopped
+    if args.sweep is not None and args.sweep.is_dir():  # one run asked for: its starts, and why it stopped
+        from prove_jobs.logs.lineage import lineage_lines
+        from prove_jobs.states import RunState
         from prove_jobs.status_source import failure_details
 
         for status in statuses:
-            for line in failure_details(status):
+            live = status.state in (RunState.RUNNING, RunState.STARTING)
+            for line in [*lineage_lines(status.log.lineage if status.log else (), live=live),
+                         *failure_details(status)]:
                 term.line(line)
     for warning in warnings:
         term.warn(warning)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from prove_jobs.logs import formats
 from prove_jobs.logs.layout import RunFiles, StartFiles, find_run_files, start_files
+from prove_jobs.logs.lineage import Facts, bounds, classify, wall_seconds
 from prove_jobs.logs.runlog import EMPTY, TAIL, RunLog, TrainPoint, ValPoint
+from prove_jobs.logs.workfiles import Legacy, newest_legacy, newest_start, read_legacy, unreadable
 from prove_jobs.verbose import DEBUG, LOGS, say
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -33,19 +35,36 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Start:
-    """One training start: its resolved val points and what its train records say."""
+    """One start: its resolved val points and what its train records say."""
 
+    name: str = ""
     vals: list[ValPoint] = field(default_factory=list)
     max_iters: int | None = None
     first_train_time: float | None = None
-    last_time: float | None = None  # its text log's last timestamp (else its JSON's mtime): when it stopped
+    end_time: float | None = None  # its last training line's timestamp (train, checkpoint, val result)
     unresolved_vals: int = 0
     first_iter: int | None = None  # where this start's training (re)began
+    resumed_from: int | None = None  # the checkpoint iteration its text log says it resumed from
+    tested: bool = False  # a Runner.test() start (its <ts>.json of test metrics, or Iter(test) lines)
     tail: list[TrainT] = field(default_factory=list)
     tail_complete: bool = True
     all_train: Callable[[], list[TrainT]] | None = None
     last_train: tuple[int, float | None, float | None, float | None, float | None, float | None] | None = None
     done_iter: int | None = None  # formats.done_iter: the end of the latest epoch its logs saw end
+
+    def take(self, points: Sequence[ValPoint | None]) -> None:
+        """Its vals, each at its iteration (None: no iteration known, counted as unresolved)."""
+        for point in points:
+            if point is not None:
+                self.vals.append(point)
+            else:
+                self.unresolved_vals += 1
+
+    def facts(self) -> Facts:
+        # no train record but metrics (Runner.test(), or Runner.val() of a checkpoint): test-only, not aborted
+        tested = self.tested or (self.first_iter is None and bool(self.vals or self.unresolved_vals))
+        return Facts(self.name, self.first_iter, self.last_train[0] if self.last_train else None,
+                     self.resumed_from, self.first_train_time, self.end_time, tested)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -77,8 +96,11 @@ def _build_start(
 ) -> _Start:
     start = _Start(all_train=all_train)
     start.max_iters = formats.planned_iters(json_state, text_state)  # (formats.py: the log formats' differences)
-    if text_state is not None and text_state.first_train is not None:
-        start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
+    if text_state is not None:
+        if text_state.first_train is not None:
+            start.first_train_time = _stamp_to_unix(text_state.first_train[1], year)
+        start.end_time = _stamp_to_unix(text_state.work_stamp, year)
+        start.resumed_from, start.tested = text_state.resumed_from, text_state.tested
     train_src = formats.train_from(json_state, text_state, legacy)
     start.done_iter = formats.done_iter(json_state, text_state)
     if train_src is not None:
@@ -89,18 +111,10 @@ def _build_start(
     if legacy and train_src is not None:
         vals_src = text_state if train_src is text_state else json_state
         every = (json_state.eval_interval if json_state else None) or (text_state.eval_interval if text_state else None)
-        for point in formats.legacy_vals(vals_src, start.max_iters, every) if vals_src is not None else []:
-            if point is not None:
-                start.vals.append(point)
-            else:
-                start.unresolved_vals += 1
+        start.take(formats.legacy_vals(vals_src, start.max_iters, every) if vals_src is not None else [])
         return start
     if json_state is None:
-        for point in formats.text_vals(text_state) if text_state is not None else []:
-            if point is not None:
-                start.vals.append(point)
-            else:
-                start.unresolved_vals += 1
+        start.take(formats.text_vals(text_state) if text_state is not None else [])
         return start
     text_vals = text_state.vals if text_state is not None and text_state.kind == "text" else []
     n = formats.per_epoch(json_state, text_state)
@@ -119,45 +133,32 @@ def _build_start(
     return start
 
 
-def _wall_seconds(starts: Sequence[_Start]) -> float | None:
-    """The wall time of the starts that produced the result, each from its first training record to its last line.
-
-    From the newest start back, a start counts when some of its iterations are still in the result (it began
-    below every later start); one that trained nothing (aborted, test-only) or whose every iteration a later
-    start trained again (a restart from scratch) does not, nor do the gaps between starts. ``None`` when a
-    counting start's times are not in its logs (no text log).
-    """
-    total = 0.0
-    bound: int | None = None
-    for st in reversed(starts):
-        if st.first_iter is None:
-            continue
-        if bound is None or st.first_iter < bound:
-            if st.first_train_time is None or st.last_time is None:
-                return None
-            total += max(0.0, st.last_time - st.first_train_time)
-        bound = st.first_iter if bound is None else min(bound, st.first_iter)
-    return total if bound is not None else None
-
-
 def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: float | None) -> RunLog:
+    """The run from its starts (in start order, test-only and aborted ones too): the lineage (``lineage.py``)."""
+    facts = [st.facts() for st in starts]
+    lineage = classify(facts)
+    below = bounds(facts)  # per start: from where later starts' records replace its own
     curve: dict[int, ValPoint] = {}
     max_iters: int | None = None
     first_time: float | None = None
-    for st in starts:  # in start order: a later start overwrites
-        for point in st.vals:
-            curve[point.iter] = point
-        max_iters = st.max_iters or max_iters
+    for st, bound, start in zip(starts, below, lineage, strict=True):  # in start order
+        if st.first_iter is None:
+            continue  # a test-only or aborted start: nothing of it is in the result
+        for point in st.vals:  # a val at or after where a later start began is that start's (or undone)
+            if bound is None or point.iter < bound:
+                curve[point.iter] = point
+        if start.counted:
+            max_iters = st.max_iters or max_iters
         if first_time is None:
             first_time = st.first_train_time
+    max_iters = max_iters or next((st.max_iters for st in reversed(starts) if st.max_iters), None)
     # A resumed start repeats the iterations after its checkpoint: its records replace them. So the
     # train records that count are, from the last start back, each start's below where every later
     # one began; the last TAIL of them give the speed.
     kept: list[TrainT] = []
     last_iter: int | None = None
     last_train = None
-    bound: int | None = None
-    for st in reversed(starts):
+    for st, bound in zip(reversed(starts), reversed(below), strict=True):
         if st.first_iter is None:
             continue
         last_train = last_train or st.last_train
@@ -169,13 +170,14 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
             if last_iter is None:
                 last_iter = max(by_iter)
             kept = sorted(by_iter.items())[-(TAIL - len(kept)) :] + kept
-        bound = st.first_iter if bound is None else min(bound, st.first_iter)
         if len(kept) >= TAIL:
             break
     times = [t for _, t in kept[-TAIL:] if t is not None and math.isfinite(t)]
     seconds = sum(times) / len(times) if times else None
+    trainers = [st for st, f in zip(starts, facts, strict=True) if not f.tested]
     return RunLog(
-        wall_s=_wall_seconds(starts),
+        wall_s=wall_seconds(lineage),
+        lineage=lineage,
         last_iter=last_iter,
         max_iters=max_iters,
         curve=tuple(curve[i] for i in sorted(curve)),
@@ -186,7 +188,7 @@ def _merge(starts: list[_Start], n_starts: int, warnings: list[str], last_time: 
         warnings=tuple(warnings),
         last_train=TrainPoint(*last_train) if last_train else None,
         log_every=kept[-1][0] - kept[-2][0] if len(kept) >= 2 else None,
-        fresh_start=bool(starts) and starts[-1].first_iter is None,
+        fresh_start=bool(trainers) and trainers[-1].first_iter is None,
     )
 
 
@@ -208,78 +210,35 @@ def assemble(work_dir: Path, files: RunFiles, get: FileGetter, sparse: bool) -> 
     """The run's log from its files, and whether it is clean (no warning: worth keeping as it is)."""
     warnings: list[str] = []
     noting = _Noting(get)
-    legacy = _read_legacy(files, noting, warnings)
-    plan = [f for name in files.starts[:-1] if (f := start_files(os.path.join(work_dir, name), name)) is not None]
-    plan += [files.newest] if files.newest is not None else []
+    legacy = read_legacy(files, noting, warnings)
+    # every <ts>/ folder in order; None: a Runner.test() folder (start_files), a test-only start
+    plan = [(name, start_files(os.path.join(work_dir, name), name)) for name in files.starts[:-1]]
+    plan += [(files.starts[-1], files.newest)] if files.starts else []
+    n_starts = len(legacy) + sum(f is not None for _, f in plan)  # the training starts (test-only ones are not)
     starts, last_time, newest = _read_starts(plan, legacy, noting, sparse, warnings)
-    log = replace(_merge(starts, len(legacy) + len(plan), warnings, last_time), rejected=noting.rejected())
-    say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, len(legacy) + len(plan))
-    if files.newest is not None and plan and plan[-1] is files.newest:
-        log = replace(log, **_newest_start(files.newest, *newest))
+    log = replace(_merge(starts, n_starts, warnings, last_time), rejected=noting.rejected())
+    say(LOGS, DEBUG, "assembled %s from %d start(s)", work_dir, n_starts)
+    if files.newest is not None:
+        log = replace(log, **newest_start(files.newest, *newest))
     elif legacy and not plan:
-        log = replace(log, **_newest_legacy(legacy[-1]))
+        log = replace(log, **newest_legacy(legacy[-1]))
     trained = next((st for st in reversed(starts) if st.first_iter is not None), None)  # not a test-only start
     log = replace(log, **noting.formats(log, trained.vals if trained else [], trained.done_iter if trained else None))
     if not legacy and not plan and files.other_logs:
-        log = replace(log, warnings=(*log.warnings, _unreadable(files.other_logs)))
+        log = replace(log, warnings=(*log.warnings, unreadable(files.other_logs)))
     return log, not warnings  # a warning (a torn line) is worth a re-read
 
 
-Legacy = tuple[str | None, "FileState | None", str | None, "FileState | None"]  # .log.json and .log, read
-
-
-def _read_legacy(files: RunFiles, get: FileGetter, warnings: list[str]) -> list[Legacy]:
-    """mmcv's (mmseg 0.x) starts: each one's ``<ts>.log.json`` and ``<ts>.log``, read (those that could be)."""
-    read: list[Legacy] = []
-    for _name, json_path, log_path in files.legacy_starts():
-        json_state = get(json_path, "json0", warnings) if json_path else None
-        text_state = get(log_path, "text", warnings) if log_path else None
-        if json_state is not None or text_state is not None:
-            read.append((json_path, json_state, log_path, text_state))
-    return read
-
-
-def _newest_legacy(newest: Legacy) -> dict[str, Any]:
-    """The newest 0.x start's files: when they were last written, the text log to show."""
-    json_path, json_state, log_path, text_state = newest
-    mtimes = [state.mtime for state in (json_state, text_state) if state is not None]
-    return {"last_write": max(mtimes) if mtimes else None,
-            "log_path": log_path if text_state is not None else json_path,
-            "torn": tuple(str(path) for path, state in ((json_path, json_state), (log_path, text_state))
-                          if path is not None and state is not None and state.offset < state.size)}
-
-
-def _unreadable(paths: Sequence[str]) -> str:
-    """The note of a work dir whose only logs are in no shape prove-jobs reads."""
-    from prove_jobs.logs.filestate import first_line
-
-    shown = ", ".join(f"{os.path.basename(p)} ({first_line(p)})" for p in paths[:3])
-    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
-    return (f"no log prove-jobs can read: {shown}{more}: no mmengine or mmcv (mmseg 0.x) log line, and no "
-            "<timestamp>/ log folder, <timestamp>.log or .log.json beside them")
-
-
-def _newest_start(files: StartFiles, json_state: FileState | None, text_state: FileState | None) -> dict[str, Any]:
-    """What the newest start's files say beyond the records: a cut-off last line, when they were last written."""
-    states = [(path, state) for path, state in ((files.json_path, json_state), (files.log_path, text_state))
-              if path is not None and state is not None]
-    mtimes = [st.st_mtime for st in (files.json_st, files.log_st) if st is not None]
-    return {
-        "torn": tuple(str(path) for path, state in states if state.offset < state.size),
-        "last_write": max(mtimes) if mtimes else None,
-        "log_path": files.log_path if files.log_st is not None else files.json_path,
-    }
-
-
-def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[Legacy], get: FileGetter, sparse: bool,
-                 warnings: list[str]) -> tuple[list[_Start], float | None, tuple[FileState | None, FileState | None]]:
+def _read_starts(plan: Sequence[tuple[str, StartFiles | None]], legacy: Sequence[Legacy],
+                 get: FileGetter, sparse: bool, warnings: list[str],
+                 ) -> tuple[list[_Start], float | None, tuple[FileState | None, FileState | None]]:
     """Read each start's files (through ``get``: the cache, or afresh) and resolve its val iterations."""
     from prove_jobs.logs.filestate import read_all_train  # the parsing modules: only when a run changed
 
     starts: list[_Start] = []
     last_time: float | None = None
     json_state = text_state = None
-    for json_path, json_state, log_path, text_state in legacy:  # mmcv's (mmseg 0.x): formats.py
+    for name, json_path, json_state, log_path, text_state in legacy:  # mmcv's (mmseg 0.x): formats.py
         warnings.extend(json_state.warnings if json_state is not None else ())
         if text_state is not None:
             warnings.extend(w for w in text_state.warnings
@@ -287,16 +246,19 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[Legacy], get: File
         src = ((str(log_path), "text") if formats.train_from(json_state, text_state, True) is text_state
                else (str(json_path), "json0"))
         start = _build_start(json_state, text_state, None, legacy=True, all_train=partial(read_all_train, *src))
-        start.last_time = _stamp_to_unix(text_state.last_stamp, None) if text_state is not None else None
-        if start.last_time is None and json_state is not None:
-            start.last_time = json_state.mtime
-        if start.last_time is not None:
-            last_time = start.last_time if last_time is None else max(last_time, start.last_time)
-        if start.unresolved_vals:
-            name = os.path.basename(str(json_path or log_path))
+        start.name = name
+        stamp_time: float | None = _stamp_to_unix(text_state.last_stamp, None) if text_state is not None else None
+        if stamp_time is None and json_state is not None:
+            stamp_time = json_state.mtime
+        if stamp_time is not None:
+            last_time = stamp_time if last_time is None else max(last_time, stamp_time)
+        if start.unresolved_vals and start.first_iter is not None:
             warnings.append(f"{name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)
-    for files in plan:
+    for name, files in plan:
+        if files is None:
+            starts.append(_Start(name=name, tested=True))
+            continue
         json_path = files.json_path if files.json_st is not None else None
         json_state = get(json_path, "json", warnings, files.json_st) if json_path else None
         json_path = json_path if json_state is not None else None
@@ -304,7 +266,7 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[Legacy], get: File
         if files.log_st is not None:
             need_vals = json_state is None or not sparse or _needs_text_vals(json_state)
             text_state = get(files.log_path, "text" if need_vals else "texttail", warnings, files.log_st)
-        stamp_time: float | None = None
+        stamp_time = None
         if json_state is not None:
             warnings.extend(json_state.warnings)
         if text_state is not None:
@@ -319,8 +281,8 @@ def _read_starts(plan: Sequence[StartFiles], legacy: Sequence[Legacy], get: File
             last_time = stamp_time if last_time is None else max(last_time, stamp_time)
         src = (json_path, "json") if json_path is not None else (files.log_path, "text")
         start = _build_start(json_state, text_state, None, all_train=partial(read_all_train, *src))
-        start.last_time = stamp_time
-        if start.unresolved_vals:
+        start.name = name
+        if start.unresolved_vals and start.first_iter is not None:  # else a val-only start: not training's
             warnings.append(f"{files.name}: {start.unresolved_vals} val record(s) without a training iteration skipped")
         starts.append(start)
     return starts, last_time, (json_state, text_state)
@@ -388,7 +350,8 @@ def read_text_log_with(path: Path, get: FileGetter) -> RunLog:
         start = _build_start(None, state, year - 1, all_train=all_train)
         last_time = _stamp_to_unix(state.last_stamp, year - 1)
     n = 1 if state.first_stamp is not None else 0
-    log = replace(_merge([start], n, warnings, last_time), rejected=noting.rejected())
+    start.name = path.name
+    log = replace(_merge([start] if n else [], n, warnings, last_time), rejected=noting.rejected())
     return replace(log, **noting.formats(log, start.vals, start.done_iter))
 
 

@@ -30,6 +30,7 @@ from prove_jobs.logs.runlog import EMPTY, LIMITS, RunLog, TrainPoint, ValPoint
 TYPE_CHECKING = False  # not typing's: see runlog.py
 if TYPE_CHECKING:
     from prove_jobs.logs.filestate import FileState
+    from prove_jobs.logs.lineage import Start
     from prove_jobs.logs.times import TrainingTime
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -37,11 +38,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_FILE_ROW_LENGTH = 17  # fields in FileState.to_row()
+_FILE_ROW_LENGTH = 20  # fields in FileState.to_row()
 # change it whenever FileState or a run memo changes; marshal's format is Python's own
 # (7: the training times memo, a fourth item; 8: the values left out of a file, and of a run;
-# 9: each run's last-seen time, a fifth item, after a line naming the scope; 11: log formats, epoch loops)
-_CACHE_FORMAT = f"prove-jobs-logcache-11-marshal{marshal.version}-{sys.hexversion >> 16:x}"
+# 9: each run's last-seen time, a fifth item, after a line naming the scope;
+# 11: log formats, epoch loops (one branch) or a start's last training line, where it resumed, a test start,
+# a run's lineage (another); 12: both)
+_CACHE_FORMAT = f"prove-jobs-logcache-12-marshal{marshal.version}-{sys.hexversion >> 16:x}"
 
 __all__ = ["LogCache", "default_cache_path"]
 
@@ -311,6 +314,12 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _start_kind() -> type[Start]:
+    from prove_jobs.logs.lineage import Start
+
+    return Start
+
+
 def _times_kind() -> type[TrainingTime]:
     from prove_jobs.logs.times import TrainingTime
 
@@ -331,12 +340,13 @@ def _log_to_row(log: RunLog) -> tuple[object, ...]:
     train = log.last_train.to_row() if log.last_train else None
     return (log.last_iter, log.max_iters, curve, log.starts, log.first_time, log.last_time,
             log.seconds_per_iter, tuple(log.warnings), train, log.fresh_start, log.torn, log.last_write, log.log_path,
-            log.log_every, log.rejected, log.wall_s, log.formats_row())
+            log.log_every, log.rejected, log.wall_s, log.formats_row(),
+            tuple(start.to_row() for start in log.lineage))
 
 
 def _log_from_row(row: tuple[Any, ...]) -> RunLog:
     (last_iter, max_iters, curve, starts, first_time, last_time, seconds_per_iter, warnings, train, fresh_start, torn,
-     last_write, log_path, log_every, rejected, wall_s, (by_epoch, epoch, max_epochs, metric)) = row
+     last_write, log_path, log_every, rejected, wall_s, (by_epoch, epoch, max_epochs, metric), lineage) = row
     if not (isinstance(curve, tuple) and isinstance(starts, int) and isinstance(warnings, tuple)
             and isinstance(torn, tuple) and (train is None or (isinstance(train, tuple) and len(train) == 6))):
         raise ValueError("bad run summary")
@@ -344,5 +354,5 @@ def _log_from_row(row: tuple[Any, ...]) -> RunLog:
                   seconds_per_iter, tuple(str(w) for w in warnings), TrainPoint(*train) if train else None,
                   bool(fresh_start), tuple(str(p) for p in torn), last_write, log_path, log_every,
                   tuple((str(name), str(why)) for name, why in rejected), wall_s, bool(by_epoch), epoch, max_epochs,
-                  str(metric))
+                  str(metric), tuple(_start_kind().from_row(start) for start in lineage) if lineage else ())
 

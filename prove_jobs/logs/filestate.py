@@ -61,6 +61,9 @@ class FileState:
     metric: str | None = None  # what the vals' mIoU slot holds when not mIoU (mDice, mFscore)
     has_metric_vals: bool = False  # some val had a main metric (mIoU or metric)
     epoch_done: int | None = None  # the latest epoch whose end a line showed (its checkpoint, its val)
+    work_stamp: str | None = None  # the last training line's timestamp (train, checkpoint, val): the start's end
+    resumed_from: int | None = None  # "resumed epoch: E, iter: N": the checkpoint's iteration
+    tested: bool = False  # an Iter(test) line: a Runner.test() start
 
     def add(self, records: Sequence[Record], complete: bool) -> None:
         """Fold records (in file order) in. ``complete``: they are all the chunk's train records."""
@@ -107,8 +110,14 @@ class FileState:
                     self.epoch_done = max(self.epoch_done or 0, epoch)
                 if rec.miou is not None and not self.has_metric_vals:
                     self.has_metric_vals, self.metric = True, rec.metric
+            elif rec.kind == "resume":
+                self.resumed_from = rec.iter
+            elif rec.kind == "test":
+                self.tested = True
             if self.by_epoch and rec.epoch is not None and rec.kind in ("train", "val", "ckpt"):
                 self.epoch = max(self.epoch or 0, rec.epoch)
+            if rec.stamp is not None and rec.kind in ("train", "ckpt", "val"):
+                self.work_stamp = rec.stamp
         if not complete:
             self.tail_complete = False
 
@@ -119,12 +128,14 @@ class FileState:
             self.max_iters, self.last_train, tuple(self.rejected),
             (self.by_epoch, self.per_epoch, self.epoch, self.max_epochs, self.cfg_max_iters, self.eval_interval,
              self.metric, self.has_metric_vals, self.epoch_done),
+            self.work_stamp, self.resumed_from, self.tested,
         )  # fmt: skip
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> FileState:
         (inode, size, offset, mtime, kind, warnings, first_stamp, last_stamp) = row[:8]
-        (first_train, tail, tail_complete, vals, mark, max_iters, last_train, rejected, formats) = row[8:]
+        (first_train, tail, tail_complete, vals, mark, max_iters, last_train, rejected, formats) = row[8:17]
+        (work_stamp, resumed_from, tested) = row[17:]
         if not (isinstance(inode, int) and isinstance(size, int) and isinstance(offset, int)):
             raise ValueError("bad file state")
         if not (isinstance(mtime, float) and isinstance(tail, tuple) and isinstance(vals, tuple)):
@@ -140,6 +151,10 @@ class FileState:
             raise ValueError("bad file state")
         (state.by_epoch, state.per_epoch, state.epoch, state.max_epochs, state.cfg_max_iters, state.eval_interval,
          state.metric, state.has_metric_vals, state.epoch_done) = formats
+        if not (work_stamp is None or isinstance(work_stamp, str)) or not (resumed_from is None
+                                                                            or isinstance(resumed_from, int)):
+            raise ValueError("bad file state")
+        state.work_stamp, state.resumed_from, state.tested = work_stamp, resumed_from, bool(tested)
         return state
 
     def planned_iters(self) -> int | None:

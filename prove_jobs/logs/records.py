@@ -23,8 +23,9 @@ __all__ = ["LIMITS", "TAIL", "Chunk", "Limits", "Record", "RunLog", "ValPoint", 
 class Record:
     """One parsed log record, before val iterations are resolved.
 
-    kind: "train", "val" or "ckpt" ("Saving checkpoint at N iterations").
-    iter: train: the training iteration; ckpt: N; val: JSON ``step`` (1.x) or ``iter`` (0.x),
+    kind: "train", "val", "ckpt" ("Saving checkpoint at N iterations"), "resume" ("resumed epoch: E, iter: N":
+    where a start resumed) or "test" (an ``Iter(test)`` line: a ``Runner.test()`` start).
+    iter: train: the training iteration; ckpt, resume: N; val: JSON ``step`` (1.x) or ``iter`` (0.x),
     which may not be the training iteration; None for a text val line.
     """
 
@@ -138,6 +139,9 @@ class _Patterns:
             "eval_interval": re.compile(r"^evaluation\s*=\s*dict\((?:[^()]|\([^()]*\))*?\binterval\s*=\s*(\d{1,9})\b",
                                         re.M),
         }
+        # mmengine "resumed epoch: 0, iter: 8000"; mmcv 0.x "resumed from epoch: 1, iter 8000" (IterBasedRunner),
+        # "resumed epoch 1, iter 8000"
+        self.resumed = re.compile(r"^resumed (?:from )?epoch:? \d{1,9}, iter:? (?P<n>\d{1,4000})")
 
 
 @functools.cache
@@ -342,9 +346,12 @@ def _text_record(msg: str, stamp: str) -> Record | None:
         if saving["unit"] == "epochs":
             return checked_record("ckpt", {"epoch": int(saving["n"])}, stamp=stamp, by_epoch=True)
         return _placed(checked_record("ckpt", {"iter": int(saving["n"])}, stamp=stamp))
+    if msg.startswith(("Iter(test)", "Epoch(test)")):
+        return Record("test", stamp=stamp)
     header = patterns.header.match(msg)
     if header is None:
-        return None
+        resumed = patterns.resumed.match(msg)
+        return _placed(checked_record("resume", {"iter": int(resumed["n"])}, stamp=stamp)) if resumed else None
     mode, epoch, cur, tot = header["mode"] or "train", header["ep"], int(header["cur"]), header["tot"]
     mmcv = header["mode"] is None or tot is None  # mmcv 1.x's TextLoggerHook (mmseg 0.x): metrics as fractions
     by_epoch = header["loop"] == "Epoch"

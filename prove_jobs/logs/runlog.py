@@ -14,6 +14,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NamedTuple
 
+    from prove_jobs.logs.lineage import Start
+
 TAIL = 5  # seconds_per_iter: the mean of the last 5 train records' `time`
 
 
@@ -79,7 +81,7 @@ class RunLog:
     log_every: int | None = None  # iterations between the last two train records: the log's pace
     # (field, why and in which file): values left out of the records, out of their type or range (records.LOG_FIELDS)
     rejected: tuple[tuple[str, str], ...] = ()
-    # Wall time of the starts that produced the result, each from its first training record to its last line
+    # Wall time of the starts that produced the result, each from its first training record to its last training line
     # (docs/status.md, "Time"): status's Elapsed and the report's wall time
     wall_s: float | None = None
     # The log formats (logs/formats.py): an epoch loop's epochs, and which metric the curve's `miou` holds
@@ -90,6 +92,8 @@ class RunLog:
 
     def formats_row(self) -> tuple[object, ...]:
         return (self.by_epoch, self.epoch, self.max_epochs, self.metric)
+    # The run's starts as a lineage (lineage.py): how each began, its iterations, its wall time, whether it counts
+    lineage: tuple[Start, ...] = ()
 
     def rejected_notes(self, shown: dict[str, object]) -> dict[str, str]:
         """``<key>_note`` for each key of ``status --json`` (``shown``) that is null because the log value it shows

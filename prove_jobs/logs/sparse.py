@@ -31,6 +31,8 @@ from prove_jobs.logs.records import (
 # A train line of each loop and tool: mmengine's iteration and epoch loops, mmcv's (mmseg 0.x); one file has one.
 _TRAIN_TAGS = (b"Iter(train) [", b"Epoch(train)", b" - Iter [", b" - Epoch [")
 _CKPT_TAG = b"Saving checkpoint at "
+_RESUMED_TAG = b"resumed "
+_TEST_TAGS = (b"Iter(test) [", b"Epoch(test) [")
 
 
 @functools.cache
@@ -291,6 +293,7 @@ def sparse_text(buf: Buffer, lo: int, hi: int, offset: int, name: str, *, full: 
             s = pick.find(tag, "ckpt", last_train)
             while s >= 0:
                 s = pick.find(tag, "ckpt", line_end(buf, s, end) + 1)
+    _lineage_lines(pick, first_train, last_train)
     if not full:
         # Binary garbage is looked for where this reads: up to the first and from the last train line.
         head_end = line_end(buf, first_train, end) if first_train >= 0 else end
@@ -307,3 +310,23 @@ def sparse_text(buf: Buffer, lo: int, hi: int, offset: int, name: str, *, full: 
     records = pick.records()
     warnings = nonfinite_loss_warning(name, records) + rejected_warnings(name, records)
     return Sparse(records, offset + end - lo, warnings, complete, first_stamp, last_stamp, binary)
+
+
+def _lineage_lines(pick: _TextPicker, first_train: int, last_train: int) -> None:
+    """What the lineage needs (``lineage.py``): the last checkpoint and val lines after the last train line (the
+    start's last training line: warnings after it are not training), the "resumed ..." line before the first
+    train line, and, in a log without train lines, an ``Iter(test)`` line (a test-only start)."""
+    buf, lo, end = pick.buf, pick.lo, pick.end
+    for tag in (*_TEXT_VAL_TAGS, _CKPT_TAG):
+        pos = buf.rfind(tag, max(last_train, lo), end)
+        if pos >= 0:
+            pick.parse(pick.line_start(pos))
+    head = first_train if first_train >= 0 else end
+    pos = buf.find(_RESUMED_TAG, lo, head)
+    while pos >= 0:
+        rec = pick.parse(pick.line_start(pos))[1]
+        if rec is not None and rec.kind == "resume":
+            break
+        pos = buf.find(_RESUMED_TAG, line_end(buf, pos, end), head)
+    for tag in _TEST_TAGS if first_train < 0 else ():
+        pick.find(tag, "test", lo)

@@ -322,7 +322,8 @@ def read_start(files: StartFiles) -> tuple[StartTimes | None, bool]:
 
 
 def merge(starts: Sequence[StartTimes]) -> TrainingTime:
-    """The run's training time from its starts' records, in start order (training_seconds' arithmetic)."""
+    """The run's training time from its starts' records, in start order (training_seconds' arithmetic): the
+    lineage's (``lineage.py``): a start's records from its first iteration on replace every earlier start's."""
     iters: list[int] = []  # the records that count, in order, once each: a start's list is one already
     times: list[float] = []
     vals: set[int] = set()
@@ -340,7 +341,7 @@ def merge(starts: Sequence[StartTimes]) -> TrainingTime:
                 own = dict(zip(st.iters, st.times, strict=True))
                 iters += sorted(own)
                 times += [own[it] for it in iters[cut:]]
-        vals.update(st.val_iters)
+            vals.update(st.val_iters)  # a start that trained nothing (Runner.val()/test()): not training's vals
     if not iters:
         return NO_TIME
     # A record's `time` is the mean seconds per iteration since the previous record.

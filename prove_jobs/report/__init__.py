@@ -38,7 +38,7 @@ class RunTime:
     speedup_vs_reference: float | None  # reference time / this time
     gpu_hours: float | None = None  # the logs' span times the GPUs the job asked for (as `status`)
     seed: int | None = None  # one of several seeds of its variant
-    wall_seconds: float | None = None  # first to last training record, on the node's clock (queue waits excluded)
+    wall_seconds: float | None = None  # status's Elapsed: the counted starts' wall time (docs/status.md, "Time")
     to_95_seconds: float | None = None  # training time until a validation first reached 95 % of the final mIoU
 
 

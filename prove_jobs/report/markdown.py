@@ -248,12 +248,14 @@ def _times(report: Report) -> list[str]:
             "point cost. *Run time vs reference* compares run times only, with the same model's "
             f"{report.reference} run: a run can be shorter and still cost more per point. *Wall time* is what "
             "`status` shows as Elapsed: the time the starts that produced the result ran, each from its first "
-            "training record to its last line (validation included; aborted starts, starts a restart from scratch "
-            "replaced and the gaps between starts not); *to 95%* is the run time until a validation first reached "
+            "training record to its last training line (validation included; aborted and test-only starts, starts "
+            "a later one trained again, lines after training and the gaps between starts not); *to 95%* is the run "
+            "time until a validation first reached "
             "95% of the final mIoU. docs/status.md (Time) defines the three.", "",
             *_table(["Model", "Config", "Run Time", "mIoU", "Time per 1% mIoU", "Run time vs reference",
                      "GPU-hours", "Wall time", "To 95% of final"], rows),
-            *(["", f"{total} (each: its logs' span, requeue gaps included, times the GPUs its job asked for)."]
+            *(["", f"{total} (each: SLURM's allocated time times its GPUs, else its wall time times the GPUs its job "
+                   "asked for)."]
               if total else [])]
 
 
