@@ -409,7 +409,6 @@ def _epoch_start(run_dir: Path, start: datetime, epochs: range, *, per_epoch: in
     return name, first_at, at
 
 
-@pytest.mark.xfail(strict=False, reason="needs the i21-formats parsers")
 def test_an_epoch_loop_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = run_dir_of(tmp_path)
     a, a_first, a_last = _epoch_start(run_dir, EPOCH_T0, range(1, 4))  # epochs 1-3, then killed
@@ -456,7 +455,6 @@ def _legacy_start(run_dir: Path, start: datetime, first: int, last: int, *, resu
     return name, (at - first_at).total_seconds()
 
 
-@pytest.mark.xfail(strict=False, reason="needs the i21-formats parsers")
 def test_an_mmseg_0x_run_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = run_dir_of(tmp_path)
     a, a_wall = _legacy_start(run_dir, T0, 50, 2100)
@@ -469,3 +467,22 @@ def test_an_mmseg_0x_run_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[s
     row = status_json(run_dir, capsys)
     assert row["elapsed_s"] == a_wall + b_wall
 
+
+
+def test_a_test_folder_with_its_config_is_test_only(tmp_path: Path) -> None:
+    """Newer mmengine's Runner.test() writes vis_data/config.py beside <ts>/<ts>.json (mmdet-drinks in the corpus):
+    the folder itself says test-only, as one without vis_data/ does."""
+    from prove_jobs.logs.layout import start_files
+
+    for name, with_config in (("20260101_100000", True), ("20260101_110000", False)):
+        folder = tmp_path / name
+        (folder / "vis_data").mkdir(parents=True)
+        if with_config:
+            (folder / "vis_data" / "config.py").write_text("crop_size = (512, 1024)\n")
+        (folder / f"{name}.json").write_text('{"aAcc": 95.0, "mIoU": 77.77, "mAcc": 80.0}\n')
+        (folder / f"{name}.log").write_text(f"{_stamp(T0)} - mmengine - INFO - Iter(test) [500/500]  mIoU: 77.77\n")
+        assert start_files(str(folder), name) is None
+    training_dir = tmp_path / "20260101_120000"
+    (training_dir / "vis_data").mkdir(parents=True)
+    (training_dir / "vis_data" / "config.py").write_text("crop_size = (512, 1024)\n")
+    assert start_files(str(training_dir), training_dir.name) is not None  # a training start's folder

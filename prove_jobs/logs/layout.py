@@ -95,7 +95,7 @@ def start_files(ts_dir: str, name: str) -> StartFiles | None:
     json_st = stat_file(json_path) if json_path else None
     if json_st is None:
         has_vis = _lstat_is_dir(vis_data)
-        if not has_vis and stat_file(os.path.join(ts_dir, f"{name}.json")):
+        if stat_file(os.path.join(ts_dir, f"{name}.json")):  # newer mmengine: also vis_data/config.py
             return None
         json_path = os.path.join(vis_data, f"{name}.json") if has_vis else None
         json_st = stat_file(json_path) if json_path else None
