@@ -244,6 +244,19 @@ def test_a_restart_from_scratch_after_a_failed_first_start(tmp_path: Path,
     assert f"  {retry.name}  restarted from scratch, 0-4000 in 0:33:05 (result)\n" in text
 
 
+def test_a_restart_logged_at_another_interval_is_from_scratch(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The retry logs every 100 (the first start every 50) and writes no "resumed" line: its first record at 100 is
+    its first log interval, a start from scratch (as mmdet2x-voc in the corpus), not a resume at 100."""
+    run_dir = run_dir_of(tmp_path)
+    failed = training(run_dir, T0, 50, 350)
+    retry = training(run_dir, T0 + timedelta(hours=1), 100, 4000, every=100)
+    row = status_json(run_dir, capsys)
+    assert kinds(row) == [(failed.name, "trained", False), (retry.name, "restarted", True)]
+    assert row["elapsed_s"] == retry.wall
+    assert [p[0] for p in row["curve"]] == sorted(retry.vals)
+
+
 def test_a_restart_still_training_shows_its_own_last_val(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A live retry at 2500: its last val is 2000, not the replaced start's 3000; its speed and ETA are its own."""

@@ -63,8 +63,10 @@ class _Start:
     def facts(self) -> Facts:
         # no train record but metrics (Runner.test(), or Runner.val() of a checkpoint): test-only, not aborted
         tested = self.tested or (self.first_iter is None and bool(self.vals or self.unresolved_vals))
+        step = formats.tail_step(self.tail)
+        fresh = self.first_iter is not None and step is not None and self.first_iter <= step
         return Facts(self.name, self.first_iter, self.last_train[0] if self.last_train else None,
-                     self.resumed_from, self.first_train_time, self.end_time, tested)
+                     self.resumed_from, self.first_train_time, self.end_time, tested, fresh)
 
 
 @lru_cache(maxsize=1 << 16)

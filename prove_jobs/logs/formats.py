@@ -13,10 +13,14 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from prove_jobs.logs.runlog import ValPoint
 
 TYPE_CHECKING = False  # not typing's: see runlog.py
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from prove_jobs.logs.filestate import FileState
 
 
@@ -56,11 +60,15 @@ def with_text_memory(last: tuple[int, float | None, float | None, float | None, 
     return (*last[:5], text_state.last_train[5])
 
 
-def log_interval(state: FileState) -> int | None:
+def tail_step(tail: Sequence[tuple[int, float | None]]) -> int | None:
     """Iterations between train records: the smallest step between the last few (a val may hide one)."""
-    steps = [b - a for (a, _), (b, _) in zip(state.tail, state.tail[1:], strict=False) if b > a]
-    if steps:
-        return min(steps)
+    return min((b - a for (a, _), (b, _) in pairwise(tail) if b > a), default=None)
+
+
+def log_interval(state: FileState) -> int | None:
+    """:func:`tail_step`, else the first train record's iteration (logged once: at its first interval)."""
+    if (step := tail_step(state.tail)) is not None:
+        return step
     first: tuple[int, str | None] | None = state.first_train
     return first[0] if first is not None and first[0] > 0 else None
 
@@ -113,7 +121,6 @@ def train_from(json_state: FileState | None, text_state: FileState | None, legac
     if legacy and text_state is not None and (json_state is None or text_state.by_epoch):
         return text_state
     return json_state if json_state is not None else text_state
-
 
 
 def done_iter(*states: FileState | None) -> int | None:

@@ -35,6 +35,14 @@ class Facts:
     first_time: float | None  # its first train record's timestamp
     end_time: float | None  # its last training line's (train record, checkpoint, val result)
     tested: bool = False  # a Runner.test() start: test metrics, and no train record
+    fresh: bool = False  # its first train record is within one log interval of 0: it began from scratch
+
+    def begins(self) -> int | None:
+        """Where its training began: 0 from scratch, else its first train record's iteration (None: it trained
+        nothing). A start logged every 100 iterations that begins at 100 is a restart, not a resume at 100."""
+        if self.first_iter is None:
+            return None
+        return 0 if self.fresh and not self.resumed_from else self.first_iter
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,8 @@ def classify(facts: Sequence[Facts]) -> tuple[Start, ...]:
     kinds: list[str] = []
     origin: int | None = None  # the lowest first iteration of the training starts so far
     for f in facts:
-        if f.first_iter is None:
+        begins = f.begins()
+        if begins is None:
             kinds.append(TEST_ONLY if f.tested else ABORTED)
             continue
         if f.resumed_from is not None and f.resumed_from > 0:
@@ -107,19 +116,20 @@ def classify(facts: Sequence[Facts]) -> tuple[Start, ...]:
         elif origin is None:
             kinds.append(TRAINED)
         else:
-            kinds.append(RESTARTED if f.first_iter <= origin else RESUMED)
-        origin = f.first_iter if origin is None else min(origin, f.first_iter)
+            kinds.append(RESTARTED if begins <= origin else RESUMED)
+        origin = begins if origin is None else min(origin, begins)
     starts: list[Start] = []
     low: tuple[int, str] | None = None  # the lowest first iteration of the later training starts, and whose
     for f, kind in zip(reversed(facts), reversed(kinds), strict=True):
+        begins = f.begins()
         wall = None
-        if f.first_iter is not None and f.first_time is not None and f.end_time is not None:
+        if begins is not None and f.first_time is not None and f.end_time is not None:
             wall = max(0.0, f.end_time - f.first_time)
-        counted = f.first_iter is not None and (low is None or f.first_iter < low[0])
-        replaced_by = low[1] if f.first_iter is not None and not counted and low is not None else None
+        counted = begins is not None and (low is None or begins < low[0])
+        replaced_by = low[1] if begins is not None and not counted and low is not None else None
         starts.append(Start(f.name, kind, f.first_iter, f.last_iter, f.resumed_from, wall, counted, replaced_by))
-        if f.first_iter is not None and (low is None or f.first_iter <= low[0]):
-            low = (f.first_iter, f.name)
+        if begins is not None and (low is None or begins <= low[0]):
+            low = (begins, f.name)
     return tuple(reversed(starts))
 
 
@@ -129,8 +139,8 @@ def bounds(facts: Sequence[Facts]) -> list[int | None]:
     low: int | None = None
     for f in reversed(facts):
         out.append(low)
-        if f.first_iter is not None:
-            low = f.first_iter if low is None else min(low, f.first_iter)
+        if (begins := f.begins()) is not None:
+            low = begins if low is None else min(low, begins)
     return out[::-1]
 
 
