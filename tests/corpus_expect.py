@@ -59,6 +59,10 @@ MMCV_EPOCH = re.compile(r"^Epoch \[(\d+)\]\[(\d+)/(\d+)\]")
 MMCV_VAL = re.compile(r"^(Iter|Epoch)\(val\) \[(\d+)\](?:\[(\d+)\])?\s*(.*)$")
 RESUMED_MMCV = re.compile(r"resumed from epoch: (\d+), iter (\d+)")
 
+# a validation's result (not its progress lines, which print only eta, time, data_time, memory)
+VAL_LINE = re.compile(r"^(?:Iter|Epoch)\(val\)\s*(?:\[\s*\d+\s*(?:/\s*\d+\s*)?\])+\s*(.*)$")
+VAL_ITEM = re.compile(r"(?:^|[\s,])([A-Za-z_][\w./-]*): [-+]?\d")
+NOT_METRICS = {"eta", "time", "data_time", "memory"}
 MEMORY = re.compile(r"\bmemory: (\d+)")
 # mIoU with or without a dataset prefix ("citys_mIoU: 61.2"), as text prints it
 MIOU = re.compile(r"(?:^|[\s,])(?:[\w/]+_)?mIoU: ([\d.]+)")
@@ -73,7 +77,7 @@ class Start:
     name: str  # its timestamp
     kind: str = "aborted"  # trained | test | aborted  (set once read)
     first_train_t: float | None = None
-    last_t: float | None = None
+    end_t: float | None = None  # its last training line's: a train record, a checkpoint saved, a val result
     resumed_from: int | None = None  # iteration it resumed from, when it says so
     loop: str | None = None  # iter | epoch
     last_iter: int | None = None  # global iteration
@@ -124,11 +128,36 @@ def _dedupe_vals(vals: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return sorted(out.items())
 
 
-def _ends(start: Start, msg: str) -> None:
+def _ends(start: Start, msg: str, t: float) -> None:
+    """Checkpoints and epoch ends; and where the start's training ends (with :func:`_train`): its last train
+    record, checkpoint or val result (warnings, tests and tracebacks after it are not training)."""
     if m := SAVED.search(msg):
         (start.ended_epochs if m.group(2) == "epochs" else start.saved_iters).add(int(m.group(1)))
+        start.end_t = t
+    if (v := VAL_LINE.match(msg)) and any(k not in NOT_METRICS for k in VAL_ITEM.findall(v.group(1))):
+        start.end_t = t
     if (m := EPOCH_VAL_AT.match(msg)) and start.loop == "epoch":
         start.ended_epochs.add(int(m.group(1)))
+
+
+def _train(start: Start, msg: str, t: float, it: re.Match[str] | None, ep: re.Match[str] | None) -> int | None:
+    """A train line of an iteration loop (``it``: ``[i/N]``) or an epoch loop (``ep``: ``[e][i/n]``): its
+    global iteration, noted in ``start`` (None: not a train line)."""
+    if it:
+        g, n = int(it.group(1)), int(it.group(2))
+        start.loop, start.max_iters = "iter", n
+    elif ep:
+        e, i, n = int(ep.group(1)), int(ep.group(2)), int(ep.group(3))
+        start.loop, start.epoch, start.iters_per_epoch = "epoch", e, n
+        g = (e - 1) * n + i
+    else:
+        return None
+    start.first_train_t = start.first_train_t if start.first_train_t is not None else t
+    start.first_iter = start.first_iter if start.first_iter is not None else g
+    start.last_iter, start.end_t = g, t
+    if mem := MEMORY.search(msg):
+        start.memory = int(mem.group(1))
+    return g
 
 
 def read_engine_text(log: Path) -> Start:
@@ -145,25 +174,9 @@ def read_engine_text(log: Path) -> Start:
             continue
         y, mon, day, h, mi, s, _level, msg = m.groups()
         t = _t(int(y) if y else year, int(mon), int(day), int(h), int(mi), int(s))
-        start.last_t = t
-        _ends(start, msg)
-        if it := ITER_TRAIN.match(msg):
-            i, n = int(it.group(1)), int(it.group(2))
-            start.loop, start.max_iters = "iter", n
-            start.first_train_t = start.first_train_t if start.first_train_t is not None else t
-            start.first_iter = start.first_iter if start.first_iter is not None else i
-            start.last_iter = last_train = i
-            if mem := MEMORY.search(msg):
-                start.memory = int(mem.group(1))
-        elif ep := EPOCH_TRAIN.match(msg):
-            e, i, n = int(ep.group(1)), int(ep.group(2)), int(ep.group(3))
-            start.loop, start.epoch, start.iters_per_epoch = "epoch", e, n
-            g = (e - 1) * n + i
-            start.first_train_t = start.first_train_t if start.first_train_t is not None else t
-            start.first_iter = start.first_iter if start.first_iter is not None else g
-            start.last_iter = last_train = g
-            if mem := MEMORY.search(msg):
-                start.memory = int(mem.group(1))
+        _ends(start, msg, t)
+        if (g := _train(start, msg, t, ITER_TRAIN.match(msg), EPOCH_TRAIN.match(msg))) is not None:
+            last_train = g
         elif v := ITER_VAL.match(msg):
             if (miou := MIOU.search(v.group(2))) and start.last_iter is not None:
                 if start.loop == "epoch":
@@ -194,25 +207,9 @@ def read_mmcv_text(log: Path, log_json: Path | None) -> Start:
             continue
         y, mon, day, h, mi, s, _logger, _level, msg = m.groups()
         t = _t(int(y), int(mon), int(day), int(h), int(mi), int(s))
-        start.last_t = t
-        _ends(start, msg)
-        if it := MMCV_ITER.match(msg):
-            i, n = int(it.group(1)), int(it.group(2))
-            start.loop, start.max_iters = "iter", n
-            start.first_train_t = start.first_train_t if start.first_train_t is not None else t
-            start.first_iter = start.first_iter if start.first_iter is not None else i
-            start.last_iter = last_train = i
-            if mem := MEMORY.search(msg):
-                start.memory = int(mem.group(1))
-        elif ep := MMCV_EPOCH.match(msg):
-            e, i, n = int(ep.group(1)), int(ep.group(2)), int(ep.group(3))
-            start.loop, start.epoch, start.iters_per_epoch = "epoch", e, n
-            g = (e - 1) * n + i
-            start.first_train_t = start.first_train_t if start.first_train_t is not None else t
-            start.first_iter = start.first_iter if start.first_iter is not None else g
-            start.last_iter = last_train = g
-            if mem := MEMORY.search(msg):
-                start.memory = int(mem.group(1))
+        _ends(start, msg, t)
+        if (g := _train(start, msg, t, MMCV_ITER.match(msg), MMCV_EPOCH.match(msg))) is not None:
+            last_train = g
         elif v := MMCV_VAL.match(msg):
             kind, k, _k2, rest = v.groups()
             if (miou := MIOU.search(rest)) and start.last_iter is not None:
@@ -312,7 +309,8 @@ def expect(key: str, name: str | None) -> Expectation:
             last.last_iter == max_epochs * last.iters_per_epoch or max_epochs in last.ended_epochs)
     else:
         finished = None if max_iters is None else last.last_iter == max_iters
-    spans = [s.last_t - s.first_train_t for s in chain if s.first_train_t is not None and s.last_t is not None]
+    # a start's wall time: its first train record to its last training line
+    spans = [s.end_t - s.first_train_t for s in chain if s.first_train_t is not None and s.end_t is not None]
     elapsed = float(sum(spans)) if chain and len(spans) == len(chain) else None  # no timestamps: unknown
     return Expectation(
         key=key, work_dir=work_dir, name=name, fmt=fmt, starts=starts,

@@ -89,16 +89,22 @@ def mismatches(row: dict[str, Any], exp: Expectation) -> list[str]:
         whole = exp.max_epochs * per_epoch if exp.max_epochs and per_epoch else None
         iters = {exp.iter} | ({whole} if exp.finished and whole else set())
         check("iter", row.get("iter") in iters, f"{exp.iter} (global iteration; {whole} once the last epoch ended)")
+        if "by_epoch" in row:  # the epoch keys of --json (docs/status.md): epoch numbers, not iterations
+            check("by_epoch", row["by_epoch"] is True, True)
         if "epoch" in row:
             check("epoch", row["epoch"] == exp.epoch, exp.epoch)
         if "max_epochs" in row:
             check("max_epochs", row["max_epochs"] == exp.max_epochs, exp.max_epochs)
+            check("max_iters", row.get("max_iters") in {whole, None}, f"{whole} or null, as max_epochs says")
         else:
             check("max_iters", row.get("max_iters") == whole,
                   f"{whole} ({exp.max_epochs} epochs x {per_epoch}), or max_epochs={exp.max_epochs}")
     else:
         check("iter", row.get("iter") == exp.iter, exp.iter)
         check("max_iters", row.get("max_iters") == exp.max_iters, exp.max_iters)
+        for key in ("epoch", "max_epochs"):  # an iteration loop has no epochs to show
+            check(key, row.get(key) is None, None)
+        check("by_epoch", not row.get("by_epoch"), False)
     if exp.finished is True:
         check("state", row.get("state") == "completed", "completed")
     elif exp.finished is False or not exp.counted:
