@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from prove_jobs.errors import RunError
+from prove_jobs.logs.layout import is_dir_entry, is_file_entry
 from prove_jobs.runs import META_FILE, START_DIR, Run, is_start_dir, not_a_seed_dir, read_meta, seed_of_dir
 
 MAX_DEPTH = 8  # below the folder asked about; a data root's runs are 4 deep
@@ -27,31 +28,17 @@ def is_run_dir(entries: list[os.DirEntry[str]]) -> bool:
     mmcv's (mmseg 0.x) logs or checkpoint link?"""
     names = {e.name for e in entries}
     return META_FILE in names or "last_checkpoint" in names or "latest.pth" in names or any(
-        (is_start_dir(e.name) and _is_dir(e)) or (_is_legacy_log(e.name) and _is_file(e)) for e in entries)
+        (is_start_dir(e.name) and is_dir_entry(e)) or (_is_legacy_log(e.name) and is_file_entry(e)) for e in entries)
 
 
 def holds_logs(entries: list[os.DirEntry[str]]) -> bool:
     """Does a folder that is no run dir hold ``*.log`` files (of a shape prove-jobs may not read)?"""
-    return any(e.name.endswith(".log") and not e.name.startswith(".") and _is_file(e) for e in entries)
+    return any(e.name.endswith(".log") and not e.name.startswith(".") and is_file_entry(e) for e in entries)
 
 
 def _is_legacy_log(name: str) -> bool:
     """mmcv's logs at the top of a work dir: ``<timestamp>.log``, ``<anything>.log.json``."""
     return name.endswith(".log.json") or (name.endswith(".log") and START_DIR.match(name[:-4]) is not None)
-
-
-def _is_file(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:
-        return False
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir(follow_symlinks=False)
-    except OSError:
-        return False
 
 
 def looks_like_run(folder: Path) -> bool:

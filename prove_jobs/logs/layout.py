@@ -79,9 +79,9 @@ def find_run_files(work_dir: Path, entries: Sequence[os.DirEntry[str]] | None = 
         except OSError as exc:
             return RunLog(None, None, (), 0, None, None, None, (f"{work_dir}: cannot list ({exc.strerror or exc})",))
     # No link is followed: a <timestamp> link, or a log that is one, is anyone's to plant in a shared root.
-    starts = tuple(sorted(e.name for e in entries if START_DIR.match(e.name) and _is_dir(e)))
-    legacy = tuple(sorted(e.path for e in entries if e.name.endswith(".log.json") and _is_file(e)))
-    logs = sorted((e for e in entries if e.name.endswith(".log") and _is_file(e)), key=lambda e: e.name)
+    starts = tuple(sorted(e.name for e in entries if START_DIR.match(e.name) and is_dir_entry(e)))
+    legacy = tuple(sorted(e.path for e in entries if e.name.endswith(".log.json") and is_file_entry(e)))
+    logs = sorted((e for e in entries if e.name.endswith(".log") and is_file_entry(e)), key=lambda e: e.name)
     legacy_logs = tuple(e.path for e in logs if START_DIR.match(e.name[:-4]))
     other_logs = tuple(e.path for e in logs if not START_DIR.match(e.name[:-4]))
     newest = start_files(os.path.join(work_dir, starts[-1]), starts[-1]) if starts else None
@@ -133,7 +133,7 @@ def identity(st: os.stat_result | None) -> Identity | None:
     return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _is_file(entry: os.DirEntry[str]) -> bool:
+def is_file_entry(entry: os.DirEntry[str]) -> bool:
     """``is_file()`` that says False instead of raising (e.g. PermissionError on the parent)."""
     try:
         return entry.is_file(follow_symlinks=False)
@@ -141,7 +141,8 @@ def _is_file(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _is_dir(entry: os.DirEntry[str]) -> bool:
+def is_dir_entry(entry: os.DirEntry[str]) -> bool:
+    """``is_dir()`` of the entry itself (not a link's target) that says False instead of raising."""
     try:
         return entry.is_dir(follow_symlinks=False)
     except OSError:
