@@ -18,9 +18,11 @@ from typing import Any
 from prove_jobs.report import Report, Scope, _family, build_report, final_miou, sweep_scope
 from prove_jobs.report.trained import (
     AS_TRAINED,
+    NO_CONFIG,
     TrainedConfig,
     read_trained_config,
     recorded_inits,
+    recorded_label,
     recorded_rows,
     trained_rows,
 )
@@ -61,7 +63,8 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
         statuses, left_out = counted_once(statuses)
         warnings += left_out
         # a queued run has its config rendered already: only a run that started has trained with it
-        trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
+        trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses} \
+            if sweep is not None else {s.run: _recorded(s) if _started(s) else None for s in statuses}
         warnings += [note for config in trained.values() if config is not None for note in config.rejected]
         scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
                  else _root_scope(root, statuses, trained, reference, warnings))
@@ -116,6 +119,19 @@ def json_text(document: dict[str, object]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
+def _recorded(status: RunStatus) -> TrainedConfig:
+    """A run found under --root: its recipe as its config says, its iterations (when its config does not give
+    them) as its logs do, and for each value neither gives what was looked for (``TrainedConfig.missing``)."""
+    why: list[str] = []
+    config = read_trained_config(status.run.run_dir, why=why)
+    if config is None:
+        config = TrainedConfig(missing=tuple((NO_CONFIG, f"recipe: {note}") for note in why or ["no config read"]))
+    if config.max_iters is None and not config.by_epoch and status.max_iters is not None:
+        config = replace(config, max_iters=status.max_iters,
+                         missing=tuple(m for m in config.missing if m[0] != "max_iters"))
+    return config
+
+
 def _started(status: RunStatus) -> bool:
     return bool((status.log is not None and status.log.starts) or (status.meta and status.meta.started_at))
 
@@ -140,7 +156,11 @@ def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[
                 reference: str | None, warnings: list[str]) -> Scope:
     """Variants named by the runs' paths, each with the recipe its runs recorded; the reference first."""
     names = list(dict.fromkeys(s.run.variant for s in statuses))
-    variants = [_recorded_variant(name, [s for s in statuses if s.run.variant == name], trained) for name in names]
+    members: dict[str, list[TrainedConfig]] = {name: [] for name in names}
+    for status in statuses:
+        if (config := trained.get(status.run)) is not None:
+            members[status.run.variant].append(config)
+    variants = [_recorded_variant(name, members[name]) for name in names]
     variants.sort(key=lambda v: (v.batch_size or 1 << 30, -v.max_iters))  # most iterations at the smallest batch
     families = {s.run.model: _family(s.run.run_dir / CONFIG_DIR / MODEL_FILE, s.run.run_dir, warnings)
                 for s in statuses}
@@ -151,21 +171,23 @@ def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[
     models = tuple((model, inits.get(model, "?")) for model in dict.fromkeys(s.run.model for s in statuses))
     return Scope(name=f"runs under {root}", source=str(root), variants=tuple(variants), families=families,
                  config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes),
-                 model_table=(("Model", "Initialisation"), models))
+                 model_table=(("Model", "Initialisation"), models),
+                 labels={name: recorded_label(configs) for name, configs in members.items()})
 
 
-def _recorded_variant(name: str, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Variant:
+def _recorded_variant(name: str, configs: Sequence[TrainedConfig]) -> Variant:
     """A variant as its runs trained it: each field from the first run that recorded it (a first run without
-    an LR takes the LR of the next that has one); 0 where none did, which its cells show as n/a."""
-    configs = [c for s in statuses if (c := trained.get(s.run)) is not None]
+    an LR takes the LR of the next that has one). A ``Variant`` holds numbers: where no run recorded one it
+    holds 0, which nothing shows (its cells are ``?``, its headers ``Scope.labels``); the plots and the choice
+    of the reference read 0 as not known. A per-GPU batch is no total batch: 0 too."""
 
     def first(field: str) -> Any:
         return next((value for c in configs if (value := getattr(c, field)) is not None), None)
 
-    iters = first("max_iters") or max((s.max_iters or 0 for s in statuses), default=0)
+    per_gpu = next((c.batch_is_per_gpu for c in configs if c.batch_size is not None), False)
     return Variant(
-        name=name, max_iters=iters, batch_size=first("batch_size") or 0, lr=first("lr") or 0.0,
-        warmup_iters=first("warmup") or 0, val_interval=first("val_interval") or 0,
+        name=name, max_iters=first("max_iters") or 0, batch_size=0 if per_gpu else first("batch_size") or 0,
+        lr=first("lr") or 0.0, warmup_iters=first("warmup") or 0, val_interval=first("val_interval") or 0,
         checkpoint_interval=first("checkpoint_interval") or 0, crop_size=first("crop_size") or (0, 0),
         lr_rule=AS_TRAINED,
     )
