@@ -162,3 +162,27 @@ def test_a_work_dir_is_named_by_its_folder_in_every_view(tmp_path: Path, capsys:
     assert f"work_dirs/{PSPNET}" in curve and "config" not in curve
     table = out_of(["status", "--root", str(tmp_path)], capsys)
     assert PSPNET in table and " config " not in table
+
+
+# --- 5. a recipe is parsed once, and again when its file changes ---------------------------------------------
+
+
+def test_a_recipe_is_read_again_only_when_its_config_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from prove_jobs.report import trained
+
+    parsed: list[int] = []
+    parse = trained.module_values
+    monkeypatch.setattr(trained, "module_values", lambda source: parsed.append(1) or parse(source))
+    work = hand_run(tmp_path / "work_dirs" / PSPNET, EPOCH_CONFIG)
+    hand_run(tmp_path / "work_dirs" / "no_config", None)
+    assert report_json(tmp_path, capsys)["configurations"]["work_dirs"]["Base LR"] == "6e-05" and len(parsed) == 1
+    document = report_json(tmp_path, capsys)
+    assert len(parsed) == 1 and document["configurations"]["work_dirs"]["Base LR"] == "6e-05"  # from the cache
+    assert any("no_config" in note and "no config file" in note for note in document["configuration_notes"])
+    config = work / "config.py"
+    config.write_text(EPOCH_CONFIG.replace("lr=6e-05", "lr=7e-05"))  # same size, same second
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 1))
+    assert report_json(tmp_path, capsys)["configurations"]["work_dirs"]["Base LR"] == "7e-05" and len(parsed) == 2

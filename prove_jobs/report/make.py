@@ -8,6 +8,7 @@ their recorded configs, the reference the variant with the most iterations at th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.report import Report, Scope, _family, build_report, final_miou, sweep_scope
+from prove_jobs.report.recipe_cache import RecipeCache, recipes_path
 from prove_jobs.report.trained import (
     AS_TRAINED,
     NO_CONFIG,
     TrainedConfig,
-    read_trained_config,
     recorded_inits,
     recorded_label,
     recorded_rows,
@@ -63,8 +64,11 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
         statuses, left_out = counted_once(statuses)
         warnings += left_out
         # a queued run has its config rendered already: only a run that started has trained with it
-        trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses} \
-            if sweep is not None else {s.run: _recorded(s) if _started(s) else None for s in statuses}
+        recipes = RecipeCache(recipes_path(source.scope), source.scope)
+        trained = {s.run: recipes.read(s.run.run_dir) if _started(s) else None for s in statuses} \
+            if sweep is not None else {s.run: _recorded(s, recipes) if _started(s) else None for s in statuses}
+        with contextlib.suppress(OSError):  # the cache only saves time: a read-only home must not fail the report
+            recipes.save()
         warnings += [note for config in trained.values() if config is not None for note in config.rejected]
         scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
                  else _root_scope(root, statuses, trained, reference, warnings))
@@ -119,11 +123,11 @@ def json_text(document: dict[str, object]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def _recorded(status: RunStatus) -> TrainedConfig:
+def _recorded(status: RunStatus, recipes: RecipeCache) -> TrainedConfig:
     """A run found under --root: its recipe as its config says, its iterations (when its config does not give
     them) as its logs do, and for each value neither gives what was looked for (``TrainedConfig.missing``)."""
     why: list[str] = []
-    config = read_trained_config(status.run.run_dir, why=why)
+    config = recipes.read(status.run.run_dir, why)
     if config is None:
         config = TrainedConfig(missing=tuple((NO_CONFIG, f"recipe: {note}") for note in why or ["no config read"]))
     if config.max_iters is None and not config.by_epoch and status.max_iters is not None:

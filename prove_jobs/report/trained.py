@@ -34,6 +34,11 @@ LOG_HEAD_BYTES = 1 << 16  # mmengine logs its runtime environment in a log's fir
 
 
 def read_trained_config(run_dir: Path, *, why: list[str] | None = None) -> TrainedConfig | None:
+    """See :func:`read_recipe` (its recipe alone)."""
+    return read_recipe(run_dir, why)[0]
+
+
+def read_recipe(run_dir: Path, why: list[str] | None = None) -> tuple[TrainedConfig | None, bool]:
     """The recipe ``run_dir`` trained with, or ``None`` when it has no config this can read (and then,
     into ``why``, what was looked for: the report's note beside its ``?``).
 
@@ -42,30 +47,39 @@ def read_trained_config(run_dir: Path, *, why: list[str] | None = None) -> Train
     ``work_dirs/<config>/<config>.py``); several and none so named is ambiguous (which start trained
     what?): ``None``. A symbolic link is never followed (anyone in the group can plant one), nor a
     file over 1 MB read. A config with ``_base_`` that defines a field only in its base leaves it out.
+
+    The flag: the answer is final while the run dir and the file read do not change (``RecipeCache`` keeps it);
+    not when a per-GPU batch found no ``GPU number`` in a log whose head is still being written.
     """
     notes = why if why is not None else []
+    final = [True]
+
+    def gpus() -> int | None:
+        number, final[0] = _gpu_number(run_fd)
+        return number
+
     try:
         run_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         notes.append(f"its work dir cannot be read ({exc.strerror or exc})")
-        return None
+        return None, False
     try:
         found = _config_file(run_fd, run_dir, notes)
         if found is None:
-            return None
+            return None, True
         values = module_values(found[1])
         if values is None:
             notes.append(f"{found[0].name} is no Python this can read")
-            return None
-        config = trained(values, found[0], lambda: _gpu_number(run_fd))
+            return None, True
+        config = trained(values, found[0], gpus)
         model = _read(run_fd, f"{CONFIG_DIR}/{MODEL_FILE}", MAX_CONFIG_BYTES) if found[0].parent.name == CONFIG_DIR \
             else None
         model_values = module_values(model) if model is not None else None
         if model_values is None:
-            return config
+            return config, final[0]
         init = Checker(run_dir / CONFIG_DIR / MODEL_FILE)
         return replace(config, init=init("init", init_of(model_values)),
-                       rejected=(*config.rejected, *init.rejected.values()))
+                       rejected=(*config.rejected, *init.rejected.values())), final[0]
     finally:
         os.close(run_fd)
 
@@ -110,15 +124,17 @@ def _listing(dir_fd: int) -> list[tuple[str, bool]]:
         return []
 
 
-def _gpu_number(run_fd: int) -> int | None:
-    """``GPU number: N`` from the newest start's ``<ts>/<ts>.log``: the world size mmengine ran with."""
+def _gpu_number(run_fd: int) -> tuple[int | None, bool]:
+    """``GPU number: N`` from the newest start's ``<ts>/<ts>.log``: the world size mmengine ran with; and whether
+    that is final (not while the log is shorter than the head read: its header may be still to come; mmengine
+    writes the log as a start begins, so a start without one has none to come)."""
     starts = [name for name, is_file in _listing(run_fd) if not is_file and START_DIR.match(name)]
     head = _read(run_fd, f"{starts[-1]}/{starts[-1]}.log", LOG_HEAD_BYTES, whole=False) if starts else None
     for line in (head or b"").splitlines():
         key, _, number = line.strip().partition(b": ")
         if key == b"GPU number" and number.isdigit() and len(number) <= 9:  # int() of 4,300 digits raises
-            return int(number) or None
-    return None
+            return int(number) or None, True
+    return None, head is None or len(head) >= LOG_HEAD_BYTES
 
 
 # --- the report's table -------------------------------------------------------------------------------
