@@ -83,7 +83,7 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     warnings += [note] if note else []
     links, written = _plots(report, plots_dir, out, warnings)
     # never NaN nor infinity in the JSON (null, and "<key>_note" beside it): a strict parser reads it
-    text = json_text(finite_document({**report.to_json(), "plots": links})) if fmt == "json" \
+    text = _finite_json_text({**report.to_json(), "plots": links}) if fmt == "json" \
         else render_markdown(report, plots=links)
     if out is not None:
         atomic_write_text(out, text)
@@ -110,16 +110,25 @@ def counted_once(statuses: Sequence[RunStatus]) -> tuple[list[RunStatus], list[s
     return [s for s in statuses if id(s) not in left_out], notes
 
 
-def json_text(document: dict[str, object]) -> str:
+def _finite_json_text(document: dict[str, Any]) -> str:
+    """``json_text`` of ``document`` with no NaN nor infinity in it: written by the C encoder, which refuses them;
+    only a document that has one is walked (``finite_document``: a second and a half for 10,000 runs)."""
+    try:
+        return json_text(document, allow_nan=False)
+    except ValueError:
+        return json_text(finite_document(document))
+
+
+def json_text(document: dict[str, object], *, allow_nan: bool = True) -> str:
     """One key a line, and a list's items one a line (as ``status --json``): json's C encoder writes each
     line, where ``indent`` takes the pure-Python one (a second for a thousand runs)."""
     lines = []
     for key, value in document.items():
         if isinstance(value, list) and value:
-            items = ",\n    ".join(json.dumps(item) for item in value)
+            items = ",\n    ".join(json.dumps(item, allow_nan=allow_nan) for item in value)
             lines.append(f"  {json.dumps(key)}: [\n    {items}\n  ]")
         else:
-            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, allow_nan=allow_nan)}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
@@ -166,8 +175,10 @@ def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[
             members[status.run.variant].append(config)
     variants = [_recorded_variant(name, members[name]) for name in names]
     variants.sort(key=lambda v: (v.batch_size or 1 << 30, -v.max_iters))  # most iterations at the smallest batch
+    # prove's model.py names the family; a run whose recipe came from an mmengine dump has none to read
     families = {s.run.model: _family(s.run.run_dir / CONFIG_DIR / MODEL_FILE, s.run.run_dir, warnings)
-                for s in statuses}
+                if (c := trained.get(s.run)) is None or c.source is None or c.source.parent.name == CONFIG_DIR
+                else "other" for s in statuses}
     by_variant = _by_variant(statuses, trained)
     rows, notes = trained_rows(variants, by_variant, reference or (variants[0].name if variants else None))
     rows += recorded_rows(variants, by_variant)

@@ -284,19 +284,22 @@ def _notes(variant: Variant, runs: Sequence[tuple[str, TrainedConfig]]) -> list[
                           checkpoint_interval=variant.checkpoint_interval)
     now = _texts(today)
     notes = []
+    texts = [(label, config, _texts(config)) for label, config in runs]  # once a run, not once a field
     for field, name in _NOTE_NAMES.items():
         groups: dict[str, list[str]] = {}
-        for label, config in runs:
-            text = _texts(config)[field]
+        for label, _, text_of in texts:
+            text = text_of[field]
             if text is not None:
                 groups.setdefault(text, []).append(label)
-        # by value, not by text: "16 per GPU" where the template gives 16 is no difference worth a note
-        same = any(getattr(config, field) == getattr(today, field) for _, config in runs)
+        # by value, not by text: "16 per GPU" where the template gives 16 is no difference worth a note; a
+        # variant found under --root has no template (its numbers are its runs')
+        same = variant.lr_rule == AS_TRAINED or any(getattr(config, field) == getattr(today, field)
+                                                    for _, config in runs)
         template = "" if same or now[field] in groups else f"; the template now gives {now[field]}"
         if len(groups) == 1 and template:
             notes.append(f"{variant.name}: trained with {name} {next(iter(groups))}{template}")
         elif len(groups) > 1:
-            parts = [f"{_listed(labels)} {'trained ' if not i else ''}with {name} {text}"
+            parts = [f"{_few(labels)} {'trained ' if not i else ''}with {name} {text}"
                      for i, (text, labels) in enumerate(groups.items())]
             notes.append(f"{variant.name}: {', '.join(parts)}{template}")
     return notes
