@@ -2,9 +2,10 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_root.py [--runs 1000 10000] [--data bench-data] [--repeat 3]
+    .venv/bin/python benchmarks/bench_root.py [--runs 1000 10000] [--data bench-data-root] [--repeat 3]
 
-Builds (once; reused while its parameters match) a root per count under ``<data>/root-<N>/``, the
+Builds (once; reused while its parameters match) a root per count under ``<data>/root-<N>/``
+(``bench-data-root/``: ``bench_status.py`` empties ``bench-data/`` when its own parameters change), the
 same mix of what a group's disk holds, by run number ``k``, out of every 20:
 
 * 12 mmseg 1.x iteration runs in prove-jobs' layout (``<VARIANT>/baseline/cityscapes/<model>_<k>/``),
@@ -303,7 +304,8 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, nargs="+", default=[1_000, 10_000])
-    ap.add_argument("--data", type=Path, default=REPO / "bench-data")
+    ap.add_argument("--data", type=Path, default=REPO / "bench-data-root",
+                    help="where the roots go (not bench_status.py's bench-data/: it clears that folder)")
     ap.add_argument("--repeat", type=int, default=3, help="warm runs of each command (the median is shown)")
     args = ap.parse_args(argv)
     script = str(Path(sys.executable).parent / "prove-jobs")
