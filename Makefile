@@ -74,10 +74,13 @@ slurm-down:
 	bash tests/cluster/slurm-down.sh
 
 # Log-reading speed on 1,000 synthetic runs (about 1 GB under bench-data/, reused between runs); then
-# a small root's status after one look at 50,000 planted runs (a minute or two, in a temporary folder).
+# a small root's status after one look at 50,000 planted runs (a minute or two, in a temporary folder);
+# then status --root and report --root on 10,000 runs of mixed formats beside 1,000 (0.7 GB under
+# bench-data-root/, generated once; about 5 minutes).
 bench: install
 	$(BIN)/python benchmarks/bench_status.py
 	$(BIN)/python benchmarks/bench_cache.py
+	$(BIN)/python benchmarks/bench_root.py
 
 lint: install
 	$(BIN)/ruff check prove_jobs tests job_templates benchmarks

@@ -140,8 +140,8 @@ BAR_WIDTH = 10
 
 def _progress(s: RunStatus) -> RenderableType:
     """A bar of block characters and the percentage: readable at 0 %, in a pipe, and pasted."""
-    if not s.max_iters:
-        return ""
+    if not s.max_iters:  # not known (no metadata, and no log says it): how far, of ? (never of 0)
+        return "" if s.iter is None else f"{s.iter:,}/?"
     fraction = min(s.iter or 0, s.max_iters) / s.max_iters
     filled = int(fraction * BAR_WIDTH + 0.5)
     style = "green" if s.state is RunState.COMPLETED else "cyan"
@@ -268,7 +268,8 @@ def waiting_line(statuses: Sequence[RunStatus]) -> str:
     running = [s for s in statuses if s.state in (RunState.STARTING, RunState.RUNNING) and s.max_iters]
     if running:
         slowest = min(running, key=lambda s: (s.iter or 0) / (s.max_iters or 1))
-        parts.append(f"slowest: {slowest.run.name} @ {slowest.iter or 0}/{slowest.max_iters}")
+        at = "?" if slowest.iter is None else slowest.iter
+        parts.append(f"slowest: {slowest.run.name} @ {at}/{slowest.max_iters}")
     return " · ".join(parts)
 
 

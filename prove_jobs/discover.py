@@ -11,12 +11,16 @@ with a note saying why prove-jobs cannot read its logs, never silently skipped.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from prove_jobs.errors import RunError
 from prove_jobs.logs.layout import is_dir_entry, is_file_entry
 from prove_jobs.runs import META_FILE, START_DIR, Run, is_start_dir, not_a_seed_dir, read_meta, seed_of_dir
 
+# A variant's folder as prove-jobs' variants are named (DEMO_REF, WEIGHTS_CITYSCAPES_BS8): where a run without
+# metadata is in the layout; a person's folders (work_dirs, alice, mmseg) are not named so.
+VARIANT_NAME = re.compile(r"[A-Z0-9_]*[A-Z][A-Z0-9_]*", re.ASCII)
 MAX_DEPTH = 8  # below the folder asked about; a data root's runs are 4 deep
 
 
@@ -94,10 +98,16 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str]
     return found
 
 
-def run_at(folder: Path, root: Path, *, has_meta: bool = True) -> Run:
-    """The run in ``folder``: named by its path where that has the layout (``<VARIANT>/<method>/<dataset>/
-    <model>``, as prove-jobs' metadata confirms or four levels below ``root``), else by the config
-    mmengine saved in it (``<work_dir>/<config>.py``) below the folder above it. ``has_meta=False``:
+def run_at(folder: Path, root: Path | None = None, *, has_meta: bool = True) -> Run:
+    """The run in ``folder``, named by its path as a person names it, the same in every view (``status RUN_DIR``,
+    ``--curve``, ``--root`` from any folder above it, ``report --root``): never after a file inside it (a work
+    dir holding mmengine's ``config.py`` is not the run ``config``).
+
+    In prove-jobs' layout (``<VARIANT>/<method>/<dataset>/<model>[/seed<k>]``, as its metadata confirms or,
+    for a run without metadata, where the variant's folder is named as variants are: upper case, digits,
+    ``_``) by that; else by its folder's name, the variant its parent folder's
+    (``work_dirs/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024``: model ``pspnet_r50-d8_4xb2-40k_cityscapes-512x1024``,
+    variant ``work_dirs``). ``root`` (the folder searched) does not change the name. ``has_meta=False``:
     the caller's listing has no metadata file (a hand-started run): not looked for again."""
     folder = Path(folder).absolute()
     parts = folder.parts
@@ -109,21 +119,12 @@ def run_at(folder: Path, root: Path, *, has_meta: bool = True) -> Run:
     parts = parts[:-1] if seeded else parts
     in_layout = len(parts) >= 5 and (
         (meta is not None and parts[-1] == meta.model and parts[-4] == meta.variant)
-        or (meta is None and len(folder.relative_to(Path(root).absolute()).parts) >= 4 + seeded))
+        or (meta is None and VARIANT_NAME.fullmatch(parts[-4]) is not None))
     if in_layout:
         return Run.from_dir(folder)
-    model = meta.model if meta is not None else _config_name(folder) or folder.name
+    model = meta.model if meta is not None else folder.name
     if meta is not None and meta.seed is not None and seeded:
         return Run(model=model, variant=meta.variant, method="-", dataset="-", data_root=folder.parent.parent,
                    path=folder, seed=meta.seed)
     variant = meta.variant if meta is not None else folder.parent.name or "-"
     return Run(model=model, variant=variant, method="-", dataset="-", data_root=folder.parent, path=folder)
-
-
-def _config_name(folder: Path) -> str | None:
-    """The name of the config a hand-started training ran: mmengine copies it into the work dir."""
-    try:
-        configs = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".py") and e.is_file())
-    except OSError:
-        return None
-    return configs[0][:-3] if len(configs) == 1 else None

@@ -83,12 +83,12 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
     if not target.exists() and target.suffix != ".toml":
         raise ProveJobsError(f"{target}: no such run dir or sweep file{_near(target)}")
     if target.is_dir():
-        from prove_jobs.discover import RUN_MARKS, looks_like_run
+        from prove_jobs.discover import RUN_MARKS, looks_like_run, run_at
 
         if not looks_like_run(target):
             raise ProveJobsError(f"{target}: not a run dir (none of {RUN_MARKS}, no *.log file); "
                                  f"did you mean --root {target}?")
-        run = Run.from_dir(target)
+        run = run_at(target)  # named as --root names it
         return Selection([run], str(run.run_dir), [], run.data_root)
     from prove_jobs.spec import load_sweep
 

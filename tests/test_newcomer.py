@@ -244,7 +244,7 @@ def test_status_root_finds_runs_at_any_depth(demo: Path, capsys: pytest.CaptureF
         assert {(r["variant"], r["model"]) for r in rows if r["variant"] == "DEMO_REF"} == {
             ("DEMO_REF", "demo_fcn_r18_tiny"), ("DEMO_REF", "demo_segformer_tiny")}
     named = [r for r in json_out_of(["status", "--root", str(demo), "--json"], capsys) if r["variant"] == "work_dirs"]
-    assert [r["model"] for r in named] == ["segformer_mit-b0_8xb1-160k_cityscapes-1024x1024"]
+    assert [r["model"] for r in named] == ["my_experiment"]  # its folder, not the config mmengine copied into it
     assert main(["status", "--root", str(demo / "data")]) == 0
     assert "no runs under" in capsys.readouterr().err
     one_line_error((main(["status", str(SWEEPS / "demo.toml"), "--root", str(demo)]), capsys.readouterr().err),

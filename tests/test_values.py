@@ -365,8 +365,10 @@ def test_a_variants_first_run_without_an_lr(tmp_path: Path, capsys: pytest.Captu
             runs.append(run)
     document, warnings = report_json(["--root", str(root)], capsys)
     assert warnings == [] and len(document["runs"]) == 4
-    assert {v: c["Base LR"] for v, c in document["configurations"].items()} == {"A_REF": "0.01", "B_BIG": "n/a"}
-    assert "| **Base LR** | 0.01 | n/a |" in report_md(["--root", str(root)], capsys)
+    # issue 21: not known is ? (null in JSON), with a note naming what was looked for, never n/a nor 0
+    assert {v: c["Base LR"] for v, c in document["configurations"].items()} == {"A_REF": "0.01", "B_BIG": None}
+    assert "| **Base LR** | 0.01 | ? |" in report_md(["--root", str(root)], capsys)
+    assert "B_BIG (m1 and m2): lr: no optim_wrapper.optimizer.lr in prove/config.py" in document["configuration_notes"]
 
 
 # --- seed folders are canonical -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import SpecError
-from prove_jobs.plan import configuration_rows
+from prove_jobs.plan import configuration_rows, variant_label
 from prove_jobs.report.stats import METHOD, SeedStats, difference_ci95, summarize, verdict
 from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunState, RunStatus
@@ -64,6 +64,9 @@ class Scope:
     config_notes: tuple[str, ...] = ()  # where what was trained differs from the templates, or between runs
     # per model: where its weights start and a model-zoo variant's recipe for it (header, rows)
     model_table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] = ((), ())
+    # variant -> its recipe in a header ("80k, BS=16", "12 epochs, BS=?") where the variant's own numbers are not
+    # what to show (found under --root: they are what its runs recorded, ? where none did)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 TrainingTimeOf = Callable[[RunStatus], "tuple[float | None, Sequence[tuple[int, float]]]"]
@@ -85,11 +88,24 @@ class Report:
     config_rows: list[tuple[str, list[str]]] = field(default_factory=list)
     config_notes: list[str] = field(default_factory=list)
     model_table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] = ((), ())
+    labels: dict[str, str] = field(default_factory=dict)  # Scope.labels
     _runs: dict[tuple[str, str], list[RunStatus]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for status in self.statuses:  # asked for per cell: a thousand runs make it worth an index
             self._runs.setdefault((status.run.model, status.run.variant), []).append(status)
+
+    def label(self, variant: Variant) -> str:
+        """``WEIGHTS_CITYSCAPES (20k, BS=16)``: a variant with its recipe, as a header names it (never ``BS=0``)."""
+        recipe = self.labels.get(variant.name)
+        return variant_label(variant) if recipe is None else f"{variant.name} ({recipe})"
+
+    def status_heading(self, variant: Variant) -> str:
+        """``WEIGHTS_CITYSCAPES (BS=16, 20,000 iters)``: the Status section's heading of a variant."""
+        recipe = self.labels.get(variant.name)
+        if recipe is not None:
+            return f"{variant.name} ({recipe})"
+        return f"{variant.name} (BS={variant.batch_size}, {variant.max_iters:,} iters)"
 
     def runs_of(self, model: str, variant: str) -> list[RunStatus]:
         """Every seed's run of (model, variant), in seed order."""
@@ -138,7 +154,9 @@ class Report:
             "generated_at": self.generated_at,
             "reference": self.reference,
             "statistics": METHOD,
-            "configurations": {v.name: {label: cells[i] for label, cells in self.config_rows}
+            # a value not known is null (its cell ?), never 0: configuration_notes say what was looked for
+            "configurations": {v.name: {label: None if cells[i].startswith("?") else cells[i]
+                                        for label, cells in self.config_rows}
                                for i, v in enumerate(self.variants)} if labels else {},
             "configuration_notes": self.config_notes,
             "models": [dict(zip(self.model_table[0], row, strict=True)) for row in self.model_table[1]],
@@ -200,7 +218,7 @@ def build_report(scope: Scope | Sweep, statuses: Sequence[RunStatus], *, referen
         config_rows=[(label, list(cells)) for label, cells in scope.config_rows]
         or configuration_rows(scope.variants),
         config_notes=list(scope.config_notes),
-        model_table=scope.model_table,
+        model_table=scope.model_table, labels=dict(scope.labels),
     )
     for model in report.models:
         comparison = _compare(report, model)

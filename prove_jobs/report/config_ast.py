@@ -71,7 +71,8 @@ UNKNOWN = _Unknown()  # the value of anything the evaluator does not follow
 # (the template's stands in) and said once. 4,000-digit numbers (or 0x... of any length: no limit on those)
 # overflowed `f"{n:,}"` and the total-samples product for everyone reading the report.
 CONFIG_FIELDS: dict[str, Spec] = {
-    "max_iters": Whole(1, MAX_ITERS, optional=True), "batch_size": Whole(1, MAX_COUNT, optional=True),
+    "max_iters": Whole(1, MAX_ITERS, optional=True), "max_epochs": Whole(1, MAX_ITERS, optional=True),
+    "batch_size": Whole(1, MAX_COUNT, optional=True),
     "crop": Whole(1, 1 << 20, optional=True), "lr": Real(0.0, 1e3, optional=True),
     "warmup": Whole(0, MAX_ITERS, optional=True), "val_interval": Whole(1, MAX_ITERS, optional=True),
     "checkpoint_interval": Whole(1, MAX_ITERS, optional=True), "seed": Whole(0, (1 << 64) - 1, optional=True),

@@ -8,6 +8,7 @@ their recorded configs, the reference the variant with the most iterations at th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.report import Report, Scope, _family, build_report, final_miou, sweep_scope
+from prove_jobs.report.recipe_cache import RecipeCache, recipes_path
 from prove_jobs.report.trained import (
     AS_TRAINED,
+    NO_CONFIG,
     TrainedConfig,
-    read_trained_config,
     recorded_inits,
+    recorded_label,
     recorded_rows,
     trained_rows,
 )
@@ -61,7 +64,11 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
         statuses, left_out = counted_once(statuses)
         warnings += left_out
         # a queued run has its config rendered already: only a run that started has trained with it
-        trained = {s.run: read_trained_config(s.run.run_dir) if _started(s) else None for s in statuses}
+        recipes = RecipeCache(recipes_path(source.scope), source.scope)
+        trained = {s.run: recipes.read(s.run.run_dir) if _started(s) else None for s in statuses} \
+            if sweep is not None else {s.run: _recorded(s, recipes) if _started(s) else None for s in statuses}
+        with contextlib.suppress(OSError):  # the cache only saves time: a read-only home must not fail the report
+            recipes.save()
         warnings += [note for config in trained.values() if config is not None for note in config.rejected]
         scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
                  else _root_scope(root, statuses, trained, reference, warnings))
@@ -76,7 +83,7 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     warnings += [note] if note else []
     links, written = _plots(report, plots_dir, out, warnings)
     # never NaN nor infinity in the JSON (null, and "<key>_note" beside it): a strict parser reads it
-    text = json_text(finite_document({**report.to_json(), "plots": links})) if fmt == "json" \
+    text = _finite_json_text({**report.to_json(), "plots": links}) if fmt == "json" \
         else render_markdown(report, plots=links)
     if out is not None:
         atomic_write_text(out, text)
@@ -103,17 +110,39 @@ def counted_once(statuses: Sequence[RunStatus]) -> tuple[list[RunStatus], list[s
     return [s for s in statuses if id(s) not in left_out], notes
 
 
-def json_text(document: dict[str, object]) -> str:
+def _finite_json_text(document: dict[str, Any]) -> str:
+    """``json_text`` of ``document`` with no NaN nor infinity in it: written by the C encoder, which refuses them;
+    only a document that has one is walked (``finite_document``: a second and a half for 10,000 runs)."""
+    try:
+        return json_text(document, allow_nan=False)
+    except ValueError:
+        return json_text(finite_document(document))
+
+
+def json_text(document: dict[str, object], *, allow_nan: bool = True) -> str:
     """One key a line, and a list's items one a line (as ``status --json``): json's C encoder writes each
     line, where ``indent`` takes the pure-Python one (a second for a thousand runs)."""
     lines = []
     for key, value in document.items():
         if isinstance(value, list) and value:
-            items = ",\n    ".join(json.dumps(item) for item in value)
+            items = ",\n    ".join(json.dumps(item, allow_nan=allow_nan) for item in value)
             lines.append(f"  {json.dumps(key)}: [\n    {items}\n  ]")
         else:
-            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, allow_nan=allow_nan)}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _recorded(status: RunStatus, recipes: RecipeCache) -> TrainedConfig:
+    """A run found under --root: its recipe as its config says, its iterations (when its config does not give
+    them) as its logs do, and for each value neither gives what was looked for (``TrainedConfig.missing``)."""
+    why: list[str] = []
+    config = recipes.read(status.run.run_dir, why)
+    if config is None:
+        config = TrainedConfig(missing=tuple((NO_CONFIG, f"recipe: {note}") for note in why or ["no config read"]))
+    if config.max_iters is None and not config.by_epoch and status.max_iters is not None:
+        config = replace(config, max_iters=status.max_iters,
+                         missing=tuple(m for m in config.missing if m[0] != "max_iters"))
+    return config
 
 
 def _started(status: RunStatus) -> bool:
@@ -140,10 +169,16 @@ def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[
                 reference: str | None, warnings: list[str]) -> Scope:
     """Variants named by the runs' paths, each with the recipe its runs recorded; the reference first."""
     names = list(dict.fromkeys(s.run.variant for s in statuses))
-    variants = [_recorded_variant(name, [s for s in statuses if s.run.variant == name], trained) for name in names]
+    members: dict[str, list[TrainedConfig]] = {name: [] for name in names}
+    for status in statuses:
+        if (config := trained.get(status.run)) is not None:
+            members[status.run.variant].append(config)
+    variants = [_recorded_variant(name, members[name]) for name in names]
     variants.sort(key=lambda v: (v.batch_size or 1 << 30, -v.max_iters))  # most iterations at the smallest batch
+    # prove's model.py names the family; a run whose recipe came from an mmengine dump has none to read
     families = {s.run.model: _family(s.run.run_dir / CONFIG_DIR / MODEL_FILE, s.run.run_dir, warnings)
-                for s in statuses}
+                if (c := trained.get(s.run)) is None or c.source is None or c.source.parent.name == CONFIG_DIR
+                else "other" for s in statuses}
     by_variant = _by_variant(statuses, trained)
     rows, notes = trained_rows(variants, by_variant, reference or (variants[0].name if variants else None))
     rows += recorded_rows(variants, by_variant)
@@ -151,21 +186,23 @@ def _root_scope(root: Path | None, statuses: Sequence[RunStatus], trained: dict[
     models = tuple((model, inits.get(model, "?")) for model in dict.fromkeys(s.run.model for s in statuses))
     return Scope(name=f"runs under {root}", source=str(root), variants=tuple(variants), families=families,
                  config_rows=tuple((label, tuple(cells)) for label, cells in rows), config_notes=tuple(notes),
-                 model_table=(("Model", "Initialisation"), models))
+                 model_table=(("Model", "Initialisation"), models),
+                 labels={name: recorded_label(configs) for name, configs in members.items()})
 
 
-def _recorded_variant(name: str, statuses: Sequence[RunStatus], trained: dict[Run, TrainedConfig | None]) -> Variant:
+def _recorded_variant(name: str, configs: Sequence[TrainedConfig]) -> Variant:
     """A variant as its runs trained it: each field from the first run that recorded it (a first run without
-    an LR takes the LR of the next that has one); 0 where none did, which its cells show as n/a."""
-    configs = [c for s in statuses if (c := trained.get(s.run)) is not None]
+    an LR takes the LR of the next that has one). A ``Variant`` holds numbers: where no run recorded one it
+    holds 0, which nothing shows (its cells are ``?``, its headers ``Scope.labels``); the plots and the choice
+    of the reference read 0 as not known. A per-GPU batch is no total batch: 0 too."""
 
     def first(field: str) -> Any:
         return next((value for c in configs if (value := getattr(c, field)) is not None), None)
 
-    iters = first("max_iters") or max((s.max_iters or 0 for s in statuses), default=0)
+    per_gpu = next((c.batch_is_per_gpu for c in configs if c.batch_size is not None), False)
     return Variant(
-        name=name, max_iters=iters, batch_size=first("batch_size") or 0, lr=first("lr") or 0.0,
-        warmup_iters=first("warmup") or 0, val_interval=first("val_interval") or 0,
+        name=name, max_iters=first("max_iters") or 0, batch_size=0 if per_gpu else first("batch_size") or 0,
+        lr=first("lr") or 0.0, warmup_iters=first("warmup") or 0, val_interval=first("val_interval") or 0,
         checkpoint_interval=first("checkpoint_interval") or 0, crop_size=first("crop_size") or (0, 0),
         lr_rule=AS_TRAINED,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prove_jobs.escape import markdown
-from prove_jobs.plan import variant_label
 from prove_jobs.report import Report, RunTime, final_miou
 from prove_jobs.report.stats import METHOD, interval_text
 from prove_jobs.states import RunState
@@ -65,7 +64,8 @@ def _configurations(report: Report) -> list[str]:
     notes = [f"- {markdown(note)}" for note in report.config_notes]
     names, models = report.model_table
     return ["## Training Configurations", "", *_table(header, rows),
-            *(["What the runs recorded differs from the templates, or between runs:", "", *notes, ""] if notes else []),
+            *(["What the runs recorded differs from the templates, or between runs; ? is what no run's files gave "
+               "(each note says what was looked for where):", "", *notes, ""] if notes else []),
             *(["### Models", "", "Where each model's weights start (the checkpoint its mmseg config names, or from "
                "scratch), and the model zoo's own recipe where a variant trains it.", "", *_table(names, models)]
               if models else [])]
@@ -96,7 +96,7 @@ def _state_cell(status: RunStatus | None) -> str:
 
 def _results(report: Report) -> list[str]:
     others = [v for v in report.variants if v.name != report.reference]
-    header = ["Model", *(("Reference: " if v.name == report.reference else "") + variant_label(v)
+    header = ["Model", *(("Reference: " if v.name == report.reference else "") + report.label(v)
                          for v in report.variants), "Difference vs Ref"]
     if report.seeded:
         header.append("Verdict")
@@ -184,7 +184,7 @@ def _status(report: Report) -> list[str]:
         group = [s for s in report.statuses if s.run.variant == variant.name]
         if not group:
             continue
-        out += [f"### {markdown(variant.name)} (BS={variant.batch_size}, {variant.max_iters:,} iters)", ""]
+        out += [f"### {markdown(report.status_heading(variant))}", ""]
         out += [f"- {markdown(status_line(s))}" for s in group] + [""]
     return out
 
@@ -201,7 +201,7 @@ def _progress(report: Report, plots: dict[str, str]) -> list[str]:
         group = [s for s in report.statuses if s.run.variant == variant.name and s.curve]
         if not group:
             continue
-        out += [f"### {markdown(variant_label(variant))}", ""]
+        out += [f"### {markdown(report.label(variant))}", ""]
         if variant.name in plots:
             out += [_image(variant.name, plots[variant.name]), ""]
         for status in group:

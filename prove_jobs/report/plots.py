@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import ProveJobsError
-from prove_jobs.plan import variant_label
 from prove_jobs.report import Report
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus
@@ -61,7 +60,7 @@ def write_plots(report: Report, folder: Path) -> dict[str, Path]:
         curves = [c for model in report.models
                   if (c := seed_curve(model, [s for s in report.runs_of(model, variant.name) if s.curve]))]
         if curves:
-            written[variant.name] = _draw(curves, f"{variant_label(variant)}: validation mIoU", variant.max_iters,
+            written[variant.name] = _draw(curves, f"{report.label(variant)}: validation mIoU", variant.max_iters,
                                           folder / f"{variant.name}.png")
     return written
 
@@ -74,7 +73,7 @@ def write_model_plots(report: Report, folder: Path) -> dict[str, Path]:
     by_samples = all(v.batch_size > 0 and not v.per_model for v in report.variants)
     for model in report.models:
         curves = [_scaled(c, variant.batch_size if by_samples else 1) for variant in report.variants
-                  if (c := seed_curve(variant_label(variant), [s for s in report.runs_of(model, variant.name)
+                  if (c := seed_curve(report.label(variant), [s for s in report.runs_of(model, variant.name)
                                                                if s.curve]))]
         if curves:
             longest = max(v.max_iters * (v.batch_size if by_samples else 1) for v in report.variants)

@@ -14,84 +14,72 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from prove_jobs.plan import configuration_rows
-from prove_jobs.report.config_ast import UNKNOWN, Checker, module_values
+from prove_jobs.report.config_ast import Checker, module_values
+from prove_jobs.report.recipe import FIELD_NAMES, TrainedConfig, init_of, trained
+
+__all__ = ["AS_TRAINED", "TrainedConfig", "read_trained_config", "recorded_label", "trained_rows"]
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE, START_DIR
 from prove_jobs.safe_read import MAX_CONFIG_BYTES
 from prove_jobs.spec import Variant
-
-TYPE_CHECKING = False  # not typing's: a report imports little
-if TYPE_CHECKING:
-    from typing import Any
 
 AS_TRAINED = "as trained"  # the LR rule of a variant found under --root: its recipe is what its runs recorded
 LOG_HEAD_BYTES = 1 << 16  # mmengine logs its runtime environment in a log's first few KB
 
 
-@dataclass(frozen=True)
-class TrainedConfig:
-    """A run's recipe as its config file says it trained; ``None``: the file does not tell (or not plainly).
-
-    ``batch_size`` is the total batch of one optimiser step when it is known: prove's
-    ``total_batch_size``, or a hand run's per-process ``train_dataloader.batch_size`` times the
-    ``GPU number`` its newest log reports. Failing both it is the per-process batch, and
-    ``batch_is_per_gpu`` says so (a per-GPU 2 on 8 GPUs is not a total batch of 2).
-    """
-
-    max_iters: int | None = None
-    batch_size: int | None = None
-    batch_is_per_gpu: bool = False
-    crop_size: tuple[int, int] | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    warmup: int | None = None  # the end of the LinearLR warm-up; 0: no warm-up
-    scheduler: str | None = None  # "Poly" when a PolyLR is among the schedulers, else the last one's type
-    val_interval: int | None = None
-    checkpoint_interval: int | None = None
-    seed: int | None = None
-    evaluation: str | None = None  # "whole image", "sliding window 1024×1024, stride 768×768"
-    sync_bn: bool | None = None  # mmengine's sync_bn set (BN over all GPUs of a distributed run)
-    init: str | None = None  # the checkpoint's file name, or "from scratch"
-    source: Path | None = None  # the file it was read from
-    rejected: tuple[str, ...] = ()  # "unreadable: FIELD in FILE (why)": values left out, out of type or range
-
-
-
 # --- reading the files, never through a link -------------------------------------------------------------
 
 
-def read_trained_config(run_dir: Path) -> TrainedConfig | None:
-    """The recipe ``run_dir`` trained with, or ``None`` when it has no config this can read.
+def read_trained_config(run_dir: Path, *, why: list[str] | None = None) -> TrainedConfig | None:
+    """See :func:`read_recipe` (its recipe alone)."""
+    return read_recipe(run_dir, why)[0]
 
-    ``prove/config.py`` when it is a plain file; else mmengine's dump at the top of the work dir: the
-    only ``*.py`` there, or, among several, the one named like the work dir (mmseg's
+
+def read_recipe(run_dir: Path, why: list[str] | None = None) -> tuple[TrainedConfig | None, bool]:
+    """The recipe ``run_dir`` trained with, or ``None`` when it has no config this can read (and then,
+    into ``why``, what was looked for: the report's note beside its ``?``).
+
+    ``prove/config.py`` when it is a plain file; else mmengine's (or mmcv's) dump at the top of the work
+    dir: the only ``*.py`` there, or, among several, the one named like the work dir (mmseg's
     ``work_dirs/<config>/<config>.py``); several and none so named is ambiguous (which start trained
     what?): ``None``. A symbolic link is never followed (anyone in the group can plant one), nor a
     file over 1 MB read. A config with ``_base_`` that defines a field only in its base leaves it out.
+
+    The flag: the answer is final while the run dir and the file read do not change (``RecipeCache`` keeps it);
+    not when a per-GPU batch found no ``GPU number`` in a log whose head is still being written.
     """
+    notes = why if why is not None else []
+    final = [True]
+
+    def gpus() -> int | None:
+        number, final[0] = _gpu_number(run_fd)
+        return number
+
     try:
         run_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
+    except OSError as exc:
+        notes.append(f"its work dir cannot be read ({exc.strerror or exc})")
+        return None, False
     try:
-        found = _config_file(run_fd, run_dir)
+        found = _config_file(run_fd, run_dir, notes)
         if found is None:
-            return None
+            return None, True
         values = module_values(found[1])
         if values is None:
-            return None
-        trained = _trained(values, found[0], lambda: _gpu_number(run_fd))
+            notes.append(f"{found[0].name} is no Python this can read")
+            return None, True
+        config = trained(values, found[0], gpus)
         model = _read(run_fd, f"{CONFIG_DIR}/{MODEL_FILE}", MAX_CONFIG_BYTES) if found[0].parent.name == CONFIG_DIR \
             else None
         model_values = module_values(model) if model is not None else None
         if model_values is None:
-            return trained
+            return config, final[0]
         init = Checker(run_dir / CONFIG_DIR / MODEL_FILE)
-        return replace(trained, init=init("init", _init(model_values)),
-                       rejected=(*trained.rejected, *init.rejected.values()))
+        return replace(config, init=init("init", init_of(model_values)),
+                       rejected=(*config.rejected, *init.rejected.values())), final[0]
     finally:
         os.close(run_fd)
 
@@ -107,14 +95,22 @@ def _read(dir_fd: int, path: str, limit: int, *, whole: bool = True) -> bytes | 
         return None
 
 
-def _config_file(run_fd: int, run_dir: Path) -> tuple[Path, bytes] | None:
+def _config_file(run_fd: int, run_dir: Path, why: list[str]) -> tuple[Path, bytes] | None:
     data = _read(run_fd, f"{CONFIG_DIR}/{CONFIG_FILE}", MAX_CONFIG_BYTES)
     if data is not None:
         return run_dir / CONFIG_DIR / CONFIG_FILE, data
     dumps = [name for name, is_file in _listing(run_fd) if is_file and name.endswith(".py")]
     if len(dumps) > 1:
-        dumps = [name for name in dumps if name == f"{run_dir.name}.py"]
+        named = [name for name in dumps if name == f"{run_dir.name}.py"]
+        if not named:
+            why.append(f"{len(dumps)} config files in its work dir ({', '.join(dumps[:3])}"
+                       f"{', ...' if len(dumps) > 3 else ''}) and none named after it: which one trained?")
+        dumps = named
+    elif not dumps:
+        why.append(f"no config file in its work dir (no {CONFIG_DIR}/{CONFIG_FILE}, no <config>.py)")
     data = _read(run_fd, dumps[0], MAX_CONFIG_BYTES) if len(dumps) == 1 else None
+    if data is None and len(dumps) == 1:
+        why.append(f"{dumps[0]} is not a plain file of at most {MAX_CONFIG_BYTES:,} bytes")
     return None if data is None else (run_dir / dumps[0], data)
 
 
@@ -128,99 +124,17 @@ def _listing(dir_fd: int) -> list[tuple[str, bool]]:
         return []
 
 
-def _gpu_number(run_fd: int) -> int | None:
-    """``GPU number: N`` from the newest start's ``<ts>/<ts>.log``: the world size mmengine ran with."""
+def _gpu_number(run_fd: int) -> tuple[int | None, bool]:
+    """``GPU number: N`` from the newest start's ``<ts>/<ts>.log``: the world size mmengine ran with; and whether
+    that is final (not while the log is shorter than the head read: its header may be still to come; mmengine
+    writes the log as a start begins, so a start without one has none to come)."""
     starts = [name for name, is_file in _listing(run_fd) if not is_file and START_DIR.match(name)]
     head = _read(run_fd, f"{starts[-1]}/{starts[-1]}.log", LOG_HEAD_BYTES, whole=False) if starts else None
     for line in (head or b"").splitlines():
         key, _, number = line.strip().partition(b": ")
         if key == b"GPU number" and number.isdigit() and len(number) <= 9:  # int() of 4,300 digits raises
-            return int(number) or None
-    return None
-
-
-# --- from values to a recipe ---------------------------------------------------------------------------
-
-
-def _at(values: object, *path: str) -> object:
-    for key in path:
-        values = values.get(key, UNKNOWN) if isinstance(values, dict) else UNKNOWN
-    return values
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _crop(value: object, check: Callable[[str, object], Any] | None = None) -> tuple[int, int] | None:
-    if not (isinstance(value, list | tuple) and len(value) == 2 and all(_int(v) for v in value)):
-        return None
-    sides = (value[0], value[1]) if check is None else (check("crop", value[0]), check("crop", value[1]))
-    return sides if sides[0] is not None and sides[1] is not None else None
-
-
-def _evaluation(test_cfg: object, check: Callable[[str, object], Any]) -> str | None:
-    mode = _at(test_cfg, "mode")
-    if mode == "whole":
-        return "whole image"
-    window, stride = _crop(_at(test_cfg, "crop_size"), check), _crop(_at(test_cfg, "stride"), check)
-    if mode == "slide" and window and stride:
-        return f"sliding window {window[0]}×{window[1]}, stride {stride[0]}×{stride[1]}"
-    return None
-
-
-def _init(values: dict[str, object]) -> str | None:
-    """Where the weights start: prove's model.py names it in ``pretrained``; a dump in the model dict."""
-    found = values.get("pretrained", UNKNOWN)
-    if found is UNKNOWN:
-        model = values.get("model")
-        found = _at(model, "pretrained")
-        if found is UNKNOWN or found is None:
-            found = _at(model, "backbone", "init_cfg", "checkpoint")
-            if _at(model, "backbone", "init_cfg") is None:
-                found = None if found is UNKNOWN else found
-    if found is None or found is False:
-        return "from scratch"
-    return Path(found).name if isinstance(found, str) else None
-
-
-def _trained(values: dict[str, object], source: Path, gpus: Callable[[], int | None]) -> TrainedConfig:
-    check = Checker(source)
-    # The crop the training pipeline applies; the top-level crop_size mmseg configs also define otherwise.
-    pipeline = _at(values, "train_dataloader", "dataset", "pipeline")
-    crops = [_crop(_at(step, "crop_size"), check) for step in (pipeline if isinstance(pipeline, list) else [])
-             if _at(step, "type") == "RandomCrop"]
-    schedulers = values.get("param_scheduler")
-    steps = [schedulers] if isinstance(schedulers, dict) else schedulers if isinstance(schedulers, list) else None
-    types = [check("scheduler", _at(s, "type")) for s in steps or ()]
-    warmups = [check("warmup", _at(s, "end")) for s in steps or () if _at(s, "type") == "LinearLR"]
-    every_type = steps is not None and None not in types
-    per_gpu = check("batch_size", _at(values, "train_dataloader", "batch_size"))
-    total = check("batch_size", values.get("total_batch_size"))
-    if total is None and per_gpu is not None and (world := gpus()) is not None:
-        total = check("batch_size", per_gpu * world)
-    return TrainedConfig(
-        max_iters=check("max_iters", _at(values, "train_cfg", "max_iters")),
-        batch_size=per_gpu if total is None else total,
-        batch_is_per_gpu=total is None and per_gpu is not None,
-        crop_size=crops[0] if crops else _crop(values.get("crop_size"), check),
-        optimizer=check("optimizer", _at(values, "optim_wrapper", "optimizer", "type")),
-        lr=check("lr", _at(values, "optim_wrapper", "optimizer", "lr")),
-        warmup=warmups[0] if warmups else (0 if every_type else None),
-        scheduler="Poly" if "PolyLR" in types else (types[-1] if every_type and types else None),
-        val_interval=check("val_interval", _at(values, "train_cfg", "val_interval")),
-        checkpoint_interval=check("checkpoint_interval", _at(values, "default_hooks", "checkpoint", "interval")),
-        seed=check("seed", _at(values, "randomness", "seed")),
-        evaluation=_evaluation(_at(values, "model", "test_cfg"), check),
-        sync_bn=None if values.get("sync_bn", UNKNOWN) is UNKNOWN else bool(values.get("sync_bn")),
-        init=check("init", _init(values)) if source.parent.name != CONFIG_DIR else None,
-        source=source,
-        rejected=tuple(check.rejected.values()),
-    )
+            return int(number) or None, True
+    return None, head is None or len(head) >= LOG_HEAD_BYTES
 
 
 # --- the report's table -------------------------------------------------------------------------------
@@ -232,9 +146,9 @@ _ROW_FIELDS = {
     "Base LR": ("lr",), "Warmup": ("warmup",), "LR scheduler": ("scheduler",),
     "Val interval": ("val_interval",), "Checkpoint interval": ("checkpoint_interval",),
 }
-_NOTE_NAMES = {"max_iters": "iterations", "batch_size": "batch size", "crop_size": "crop size",
-               "optimizer": "optimizer", "lr": "lr", "warmup": "warmup", "scheduler": "LR scheduler",
-               "val_interval": "val interval", "checkpoint_interval": "checkpoint interval"}
+_NOTE_NAMES = FIELD_NAMES
+UNKNOWN_CELL = "?"  # what the table shows, and JSON's null, for a value no run's files gave
+NO_CONFIG = "recipe"  # TrainedConfig.missing's field for a run whose config could not be read at all
 
 
 def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequence[tuple[str, TrainedConfig | None]]],
@@ -243,8 +157,9 @@ def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequ
 
     ``runs_by_variant``: variant name -> (run label, its ``read_trained_config``). Runs that agree give
     their value; runs that disagree give every value, joined by " / ", and a note naming the runs;
-    where no run recorded a field, the cell is the template's. A note also says where what was trained
-    differs from what the template gives today. An LR's factor is against what ``reference`` (default:
+    where no run recorded a field, the cell is the template's, or for a variant found under --root (no
+    template), ``?`` with a note naming what was looked for in which run's file. A note also says where
+    what was trained differs from what the template gives today. An LR's factor is against what ``reference`` (default:
     the first variant) trained with, as the reference report's "0.08 (8× scaled)". A model-zoo
     variant's numbers differ by model: its cells say so (the Models table has them).
     """
@@ -264,9 +179,11 @@ def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequ
         for label, cells in template:
             seen = list(dict.fromkeys(cell for c in per_run if (cell := c[label]) is not None))
             # a variant found under --root has no template: what none of its runs recorded is not known
-            column[label] = " / ".join(seen) if seen else "n/a" if variant.lr_rule == AS_TRAINED else cells[index]
+            column[label] = " / ".join(seen) if seen else UNKNOWN_CELL if variant.lr_rule == AS_TRAINED \
+                else cells[index]
         columns.append(column)
         notes += _notes(variant, runs)
+        notes += _missing_notes(variant.name, runs) if variant.lr_rule == AS_TRAINED else []
     return [(label, [column[label] for column in columns]) for label, _ in template], notes
 
 
@@ -284,7 +201,9 @@ def _reference_lr(variants: Sequence[Variant], runs_by_variant: RunsByVariant, r
 
 def _run_cells(variant: Variant, config: TrainedConfig, reference_lr: float | None) -> dict[str, str | None]:
     """One run's cell of each row (plan's formats, on the variant with what was trained put in); ``None``
-    where its config recorded none of what the row shows."""
+    where its config recorded none of what the row shows (for a variant found under --root, whose
+    fields are only other runs' values: where it recorded not all of it). An epoch-based run's schedule
+    and intervals are in epochs, and its totals (which need the iterations of an epoch) unknown."""
     changes: dict[str, object] = {"max_iters": config.max_iters, "batch_size": config.batch_size,
                                   "crop_size": config.crop_size, "lr": config.lr, "warmup_iters": config.warmup,
                                   "val_interval": config.val_interval,
@@ -292,14 +211,54 @@ def _run_cells(variant: Variant, config: TrainedConfig, reference_lr: float | No
     if config.lr is not None and reference_lr:  # the factor is against what the reference trained with
         changes["lr_scale"] = round(config.lr / reference_lr, 6)
     trained = replace(variant, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
-    cells = {label: row[0] for label, row in configuration_rows([trained])}
+    cells: dict[str, str | None] = {label: row[0] for label, row in configuration_rows([trained])}
     cells["Optimizer"] = config.optimizer or cells["Optimizer"]
     cells["LR scheduler"] = config.scheduler or cells["LR scheduler"]
     if config.batch_is_per_gpu:  # the GPU count is unknown: neither a total batch nor a total of samples
-        cells["Batch size"] += " per GPU"
+        cells["Batch size"] = f"{cells['Batch size']} per GPU"
         cells["Total samples"] = "? (GPU count unknown)"
-    return {label: cell if any(getattr(config, f) is not None for f in _ROW_FIELDS[label]) else None
+    if config.by_epoch:
+        cells["Iterations"] = None if config.max_epochs is None else _count(config.max_epochs, "epoch")
+        cells["Total samples"] = cells["Gradient steps"] = None
+        for label, value in (("Val interval", config.val_interval),
+                             ("Checkpoint interval", config.checkpoint_interval)):
+            cells[label] = None if value is None else f"every {_count(value, 'epoch')}"
+    known = all if variant.lr_rule == AS_TRAINED else any
+    return {label: cell if known(getattr(config, f) is not None for f in _row_fields(label, config)) else None
             for label, cell in cells.items()}
+
+
+def _row_fields(label: str, config: TrainedConfig) -> tuple[str, ...]:
+    return ("max_epochs",) if label == "Iterations" and config.by_epoch else _ROW_FIELDS[label]
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n:,} {unit}{'' if n == 1 else 's'}"
+
+
+def _missing_notes(variant: str, runs: Sequence[tuple[str, TrainedConfig]]) -> list[str]:
+    """Per variant found under --root: what was looked for and not found, in which runs (a few named)."""
+    groups: dict[str, list[str]] = {}
+    for label, config in runs:
+        for _, why in config.missing:
+            groups.setdefault(why, []).append(label)
+    return [f"{variant} ({_few(labels)}): {why}" for why, labels in groups.items()]
+
+
+def _few(labels: Sequence[str]) -> str:
+    return _listed(labels) if len(labels) <= 3 else f"{', '.join(labels[:3])} and {len(labels) - 3:,} more"
+
+
+def recorded_label(configs: Sequence[TrainedConfig]) -> str:
+    """``80k, BS=16`` for a variant found under --root, from what its runs recorded (the first run that says);
+    ``? iterations``, ``BS=?`` for what none did, ``12 epochs`` for an epoch-based loop."""
+    iters = next((c.max_iters for c in configs if c.max_iters is not None), None)
+    epochs = next((c.max_epochs for c in configs if c.max_epochs is not None), None)
+    batch = next((c for c in configs if c.batch_size is not None), None)
+    schedule = (f"{iters // 1000}k" if iters % 1000 == 0 else f"{iters:,}") if iters is not None else \
+        _count(epochs, "epoch") if epochs is not None else f"{UNKNOWN_CELL} iterations"
+    size = UNKNOWN_CELL if batch is None else f"{batch.batch_size}{' per GPU' if batch.batch_is_per_gpu else ''}"
+    return f"{schedule}, BS={size}"
 
 
 def _texts(config: TrainedConfig) -> dict[str, str | None]:
@@ -325,19 +284,22 @@ def _notes(variant: Variant, runs: Sequence[tuple[str, TrainedConfig]]) -> list[
                           checkpoint_interval=variant.checkpoint_interval)
     now = _texts(today)
     notes = []
+    texts = [(label, config, _texts(config)) for label, config in runs]  # once a run, not once a field
     for field, name in _NOTE_NAMES.items():
         groups: dict[str, list[str]] = {}
-        for label, config in runs:
-            text = _texts(config)[field]
+        for label, _, text_of in texts:
+            text = text_of[field]
             if text is not None:
                 groups.setdefault(text, []).append(label)
-        # by value, not by text: "16 per GPU" where the template gives 16 is no difference worth a note
-        same = any(getattr(config, field) == getattr(today, field) for _, config in runs)
+        # by value, not by text: "16 per GPU" where the template gives 16 is no difference worth a note; a
+        # variant found under --root has no template (its numbers are its runs')
+        same = variant.lr_rule == AS_TRAINED or any(getattr(config, field) == getattr(today, field)
+                                                    for _, config in runs)
         template = "" if same or now[field] in groups else f"; the template now gives {now[field]}"
         if len(groups) == 1 and template:
             notes.append(f"{variant.name}: trained with {name} {next(iter(groups))}{template}")
         elif len(groups) > 1:
-            parts = [f"{_listed(labels)} {'trained ' if not i else ''}with {name} {text}"
+            parts = [f"{_few(labels)} {'trained ' if not i else ''}with {name} {text}"
                      for i, (text, labels) in enumerate(groups.items())]
             notes.append(f"{variant.name}: {', '.join(parts)}{template}")
     return notes
