@@ -14,10 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from prove_jobs.escape import visible
+from prove_jobs.gpu_hours import gpu_hours_line
 from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, model_rows, resources_cells, sweep_rows
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep
-from prove_jobs.status import RunState, RunStatus, gpu_hours_line
+from prove_jobs.status import RunState, RunStatus
 
 STYLES = {
     RunState.COMPLETED: "green",

@@ -109,7 +109,7 @@ def run_at(folder: Path, root: Path | None = None, *, has_meta: bool = True) -> 
     (``work_dirs/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024``: model ``pspnet_r50-d8_4xb2-40k_cityscapes-512x1024``,
     variant ``work_dirs``). ``root`` (the folder searched) does not change the name. ``has_meta=False``:
     the caller's listing has no metadata file (a hand-started run): not looked for again."""
-    folder = Path(folder).absolute()
+    folder = folder if isinstance(folder, Path) and folder.is_absolute() else Path(folder).absolute()
     parts = folder.parts
     try:
         meta = read_meta(folder) if has_meta else None

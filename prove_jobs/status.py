@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +24,7 @@ from prove_jobs.claims import (
     training_lock_held,
 )
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableValue
+from prove_jobs.gpu_hours import accounted, allocations, gpu_hours_line
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
 from prove_jobs.runs import (
@@ -142,8 +143,9 @@ class RunStatus:
             return self.run.seed
         return self.meta.seed if self.meta is not None else None
 
-    def to_json(self) -> dict[str, Any]:
-        """What ``status --json`` writes of the run: never NaN nor infinity (null, and ``<key>_note`` says why)."""
+    def to_json(self, *, finite: bool = True) -> dict[str, Any]:
+        """What ``status --json`` writes of the run: never NaN nor infinity (null, and ``<key>_note`` says why);
+        ``finite=False``: as read, for a writer that makes it finite as it writes it (checked once, not twice)."""
         last, best = self.last_val, self.best_val
         doc = {
             "model": self.run.model,
@@ -181,7 +183,8 @@ class RunStatus:
             "notes": list(self.notes),
             **self.progress_json(),
         }
-        return finite_document({**doc, **(self.log.rejected_notes(doc) if self.log is not None else {})})
+        doc.update(self.log.rejected_notes(doc) if self.log is not None else {})
+        return finite_document(doc) if finite else doc
 
 
 @dataclass(frozen=True)
@@ -221,11 +224,11 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: R
     SLURM job of these runs was allocated (GPU-hours); not for ``--watch`` refreshes.
     """
     now = time.time() if now is None else now
-    listings = {run: Listing(run.run_dir) for run in runs}
-    metas = {run: _read_meta_or_note(run, listings[run]) for run in runs}
+    listings = {run: Listing(run.run_dir) for run in runs}  # a run listed twice is shown once
+    metas = {run: (listing, *_read_meta_or_note(run, listing)) for run, listing in listings.items()}
     answer: Answer | None = None
     note = None
-    slurm_jobs = open_slurm_jobs(meta for meta, _ in metas.values())
+    slurm_jobs = open_slurm_jobs(meta for _, meta, _ in metas.values())
     try:
         if slurm_jobs:  # else no question, and no scheduler module to load
             from prove_jobs.scheduler import ask
@@ -234,32 +237,15 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: R
     except SchedulerUnavailable as exc:
         note = f"scheduler unreachable: {exc}"
     jobs = dict(answer.jobs) if answer is not None else {}
-    allocated = _allocations(metas.values()) if accounting else {}
+    allocated = allocations((meta, why) for _, meta, why in metas.values()) if accounting else {}
     statuses = tuple(
-        _with_lock(_status(run, meta, read_log(run.run_dir, listings[run].entries), jobs, now, note, meta_note,
-                           listings[run]), answer, listings[run])
-        for run, (meta, meta_note) in metas.items()
+        _with_lock(_status(run, meta, read_log(run.run_dir, listing.entries), jobs, now, note, meta_note, listing),
+                   answer, listing)
+        for run, (listing, meta, meta_note) in metas.items()
     )
     if allocated:
-        statuses = tuple(_accounted(status, allocated) for status in statuses)
+        statuses = tuple(accounted(status, allocated) for status in statuses)
     return StatusReport(statuses, note)
-
-
-def _allocations(metas: Iterable[tuple[RunMeta | None, str | None]]) -> dict[str, tuple[float, int | None]]:
-    ids = [meta.job_id for meta, _ in metas if meta is not None and meta.executor == "slurm" and meta.job_id]
-    if not ids:
-        return {}
-    from prove_jobs.scheduler import allocations
-
-    return allocations(ids)
-
-
-def _accounted(status: RunStatus, allocated: dict[str, tuple[float, int | None]]) -> RunStatus:
-    seconds, gpus = allocated.get(status.job_id or "", (0.0, None))
-    gpus = gpus if gpus is not None else (status.meta.gpus if status.meta else None)
-    if not seconds or gpus is None:
-        return status
-    return replace(status, accounted_gpu_hours=seconds * gpus / 3600)
 
 
 def _with_lock(status: RunStatus, answer: Answer | None, listing: Listing) -> RunStatus:
@@ -279,7 +265,8 @@ def _with_lock(status: RunStatus, answer: Answer | None, listing: Listing) -> Ru
             notes.append(str(exc))
     # Completed, or cancelled on purpose (by its holder, or by scancel): not a conflict to resubmit.
     if conflict is None or status.state in (RunState.COMPLETED, RunState.CANCELLED):
-        return replace(status, lock_holder=holder, notes=tuple(notes))
+        unchanged = holder is status.lock_holder and len(notes) == len(status.notes)  # most runs: no copy made
+        return status if unchanged else replace(status, lock_holder=holder, notes=tuple(notes))
     if holder is not None and holder.user == current_user() and not holder.stale:
         return replace(status, lock_holder=holder, notes=tuple(notes))  # our own other submission holds it
     if holder is None:
@@ -422,12 +409,3 @@ def _state_without_meta(listing: Listing, log: RunLog, max_iters: int | None, no
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(log.last_write))
         notes.append(f"logs idle since {since}, not finished; no process holds its training lock: stopped")
     return RunState.STOPPED
-
-
-def gpu_hours_line(statuses: Sequence[RunStatus]) -> str:
-    """``GPU-hours: 12.34 in all (5 runs)``: each run's logged span times the GPUs its job asked for
-    (the last line of ``status`` and of the report's time table); "" when no run says."""
-    counted = [s.gpu_hours for s in statuses if s.gpu_hours is not None]
-    if not counted:
-        return ""
-    return f"GPU-hours: {sum(counted):.2f} in all ({len(counted)} run{'s' if len(counted) > 1 else ''})"

@@ -141,7 +141,10 @@ class StatusSource:
 
     def collect(self, keep: Callable[[RunStatus], bool] = lambda status: True) -> tuple[list[RunStatus], list[str]]:
         """The statuses ``keep`` accepts, and the warnings to show with them."""
-        report = collect_status(self.runs, read_log=self.logs.read_run_log, accounting=self.accounting)
+        from prove_jobs.logs.cache import gc_paused
+
+        with gc_paused():
+            report = collect_status(self.runs, read_log=self.logs.read_run_log, accounting=self.accounting)
         statuses = [s for s in report.statuses if keep(s)]
         warnings = [report.scheduler_note] if report.scheduler_note else []
         warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]

@@ -100,14 +100,16 @@ class Terminal:
         sys.stdout.write(json.dumps(data) + "\n")
         sys.stdout.flush()
 
-    def json(self, data: Any) -> None:
+    def json(self, data: Any, *, finite: bool = False) -> None:
         """Plain write (rich would wrap long lines and add markup); a list has one item a line.
 
         One line per item keeps a list of runs greppable, and is written by json's C encoder
-        (``indent`` takes the pure-Python one: 14 ms for 14 runs).
+        (``indent`` takes the pure-Python one: 14 ms for 14 runs). ``finite``: a list's items are JSON objects
+        whose NaN or infinity the C encoder refuses; only such an item is walked (``values.finite_document``).
         """
         if isinstance(data, list) and data:
-            sys.stdout.write("[\n" + ",\n".join(json.dumps(item) for item in data) + "\n]\n")
+            line = _finite_line if finite else json.dumps
+            sys.stdout.write("[\n" + ",\n".join(line(item) for item in data) + "\n]\n")
         else:
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
@@ -233,3 +235,12 @@ def visible_text(text: Text) -> Text:
         plain = visible(piece.plain)
         shown.append_text(Text(plain, spans=[Span(0, len(plain), span.style) for span in piece.spans]))
     return shown
+
+
+def _finite_line(item: dict[str, Any]) -> str:
+    try:
+        return json.dumps(item, allow_nan=False)
+    except ValueError:
+        from prove_jobs.values import finite_document
+
+        return json.dumps(finite_document(item))

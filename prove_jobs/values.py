@@ -171,7 +171,14 @@ def finite_json(value: object, why: str = "not a number") -> object:
 
 
 def finite_document(document: dict[str, Any]) -> dict[str, Any]:
-    """:func:`finite_json` of a JSON object."""
+    """:func:`finite_json` of a JSON object; one that has no NaN nor infinity as it is. json's C encoder, which
+    refuses them, tells which: a tenth of the walk's time (a second of a 10,000-run ``status --json``)."""
+    try:
+        json.dumps(document, allow_nan=False)
+    except (ValueError, TypeError):  # one to replace (or a value the walk leaves to the writer)
+        pass
+    else:
+        return document
     found = finite_json(document)
     assert isinstance(found, dict)
     return found

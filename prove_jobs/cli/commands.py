@@ -214,7 +214,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     finally:
         _close(source, term)
     if args.json:
-        term.json([s.to_json() for s in statuses])
+        term.json([s.to_json(finite=False) for s in statuses], finite=True)
         for warning in warnings:  # stderr: the JSON on stdout stays one document; each is in its run's "notes"
             term.warn(warning)
         return 0

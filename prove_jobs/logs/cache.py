@@ -24,7 +24,7 @@ from pathlib import Path
 from time import time as _now  # a test moves the clock here
 
 from prove_jobs.logs.cache_files import MAX_AGE_S, MAX_RUNS, SEEN_EVERY_S, default_cache_path, scope_line
-from prove_jobs.logs.layout import find_run_files, run_dir_of
+from prove_jobs.logs.layout import RunFiles, find_run_files, run_dir_of
 from prove_jobs.logs.runlog import EMPTY, LIMITS, RunLog, TrainPoint, ValPoint
 
 TYPE_CHECKING = False  # not typing's: see runlog.py
@@ -70,6 +70,10 @@ class LogCache:
         self._times_blob: bytes | None = None
         self._seen: dict[str, float] = {}  # work dir -> when a status last asked for it (Unix seconds)
         self._gone: set[str] = set()  # work dirs found missing: their entries leave at the save
+        # work dir -> the files read_run_log just found there: the next training_time of it takes them (once)
+        # instead of listing the run dir again; kept only where training times follow (report), not in status
+        self.keep_listings = False
+        self._listed: dict[str, RunFiles] = {}
         self.dirty = False  # something was read since the load: worth saving
 
     def _saw(self, work_dir: str) -> None:
@@ -119,13 +123,15 @@ class LogCache:
         A run with no new start and whose newest start's files did not change is answered from the
         memo, without reading anything else: mmengine never writes into an older start.
         """
-        files = find_run_files(Path(work_dir), entries)
+        files = find_run_files(work_dir, entries)
         if isinstance(files, RunLog):
             if files is EMPTY and str(work_dir) in self._seen:  # the run dir is gone: so are its entries
                 self._gone.add(str(work_dir))
                 self.dirty = True
             return files
         self._saw(str(work_dir))
+        if self.keep_listings:
+            self._listed[str(work_dir)] = files
         key = files.key(self._sparse)
         hit = self._runs.get(str(work_dir))
         if hit is not None and hit[0] == key:
@@ -146,7 +152,8 @@ class LogCache:
         """
         from prove_jobs.logs.times import NO_TIME, TrainingTime, read_training_time
 
-        files = find_run_files(Path(work_dir), entries)
+        listed = self._listed.pop(str(work_dir), None) if entries is None else None
+        files = listed if listed is not None else find_run_files(work_dir, entries)
         if isinstance(files, RunLog):
             return NO_TIME
         self._saw(str(work_dir))
@@ -167,7 +174,7 @@ class LogCache:
     def _unpack_times(self, kind: type[TrainingTime]) -> None:
         """All of them at once, the GC paused: tens of thousands of small tuples, none in a cycle (see load)."""
         blob, self._times_blob = self._times_blob, None
-        with _gc_paused():
+        with gc_paused():
             try:
                 rows = marshal.loads(blob or b"")
                 entries = [(str(work_dir), key, row) for work_dir, key, row in rows]
@@ -280,7 +287,7 @@ class LogCache:
         try:
             # Tens of thousands of small objects at once: the cyclic GC would walk them again and
             # again while they are made (it tripled the load time), and none of them form cycles.
-            with _gc_paused():
+            with gc_paused():
                 with Path(path).open("rb") as fh:
                     if os.fstat(fh.fileno()).st_uid != os.getuid():
                         return cache  # written by someone else: marshal is not for untrusted data
@@ -304,7 +311,10 @@ class LogCache:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
+    """The cyclic GC off while tens of thousands of small objects are made that form no cycle (a cache's
+    entries, a status per run, their JSON): each full collection would walk all of them again (a third of a
+    warm 10,000-run ``status``). What a cycle leaves meanwhile is collected after."""
     enabled = gc.isenabled()
     gc.disable()
     try:

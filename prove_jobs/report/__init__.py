@@ -113,11 +113,15 @@ class Report:
 
     def final(self, model: str, variant: str) -> SeedStats | None:
         """The final validation mIoU over the completed seeds of (model, variant)."""
-        return summarize([m for s in self.runs_of(model, variant) if (m := final_miou(s)) is not None])
+        runs = self.runs_of(model, variant)
+        return summarize([m for s in runs if (m := final_miou(s)) is not None]) if runs else None
 
     def best(self, model: str, variant: str) -> tuple[SeedStats, tuple[int, ...]] | None:
         """The best validation mIoU over the completed seeds, and the iteration of each seed's best."""
-        done = [s for s in self.runs_of(model, variant) if final_miou(s) is not None and s.best_val is not None]
+        runs = self.runs_of(model, variant)
+        if not runs:  # most (model, variant) pairs of a group's history: a run's model is its folder's name
+            return None
+        done = [s for s in runs if final_miou(s) is not None and s.best_val is not None]
         stats = summarize([s.best_val.miou for s in done if s.best_val and s.best_val.miou is not None])
         return None if stats is None else (stats, tuple(s.best_val.iter for s in done if s.best_val))
 
@@ -162,7 +166,7 @@ class Report:
             "models": [dict(zip(self.model_table[0], row, strict=True)) for row in self.model_table[1]],
             "results": [self._result(model) for model in self.models],
             "family_averages": self.family_averages(),
-            "runs": [s.to_json() for s in self.statuses],
+            "runs": [s.to_json(finite=False) for s in self.statuses],  # make_report writes it finite
             "times": [t.__dict__ for t in self.times],
         }
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from prove_jobs.logs.cache import gc_paused
 from prove_jobs.report import Report, Scope, _family, build_report, final_miou, sweep_scope
 from prove_jobs.report.recipe_cache import RecipeCache, recipes_path
 from prove_jobs.report.trained import (
@@ -53,38 +54,41 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
 
     data_root = sweep.data_root if sweep is not None else root.absolute() if root is not None else None
     source = StatusSource(runs, scope=data_root, accounting=True)
+    source.logs.keep_listings = True  # each run's training time is asked for after its status
     try:
-        statuses, warnings = source.collect()
-        missing = missing_data_root(sweep) if sweep is not None else None
-        warnings += [missing] if missing else []
-        roots = sorted({str(s.run.data_root) for s in statuses})
-        if len(roots) > 1:
-            warnings.append(f"pooled runs from {len(roots)} data roots: {', '.join(roots)} (name one with "
-                            "--root to compare one group's runs)")
-        statuses, left_out = counted_once(statuses)
-        warnings += left_out
-        # a queued run has its config rendered already: only a run that started has trained with it
-        recipes = RecipeCache(recipes_path(source.scope), source.scope)
-        trained = {s.run: recipes.read(s.run.run_dir) if _started(s) else None for s in statuses} \
-            if sweep is not None else {s.run: _recorded(s, recipes) if _started(s) else None for s in statuses}
-        with contextlib.suppress(OSError):  # the cache only saves time: a read-only home must not fail the report
-            recipes.save()
-        warnings += [note for config in trained.values() if config is not None for note in config.rejected]
-        scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
-                 else _root_scope(root, statuses, trained, reference, warnings))
+        with gc_paused():  # a status, a config, a time per run: no cycles
+            statuses, warnings = source.collect()
+            missing = missing_data_root(sweep) if sweep is not None else None
+            warnings += [missing] if missing else []
+            roots = sorted({str(s.run.data_root) for s in statuses})
+            if len(roots) > 1:
+                warnings.append(f"pooled runs from {len(roots)} data roots: {', '.join(roots)} (name one with "
+                                "--root to compare one group's runs)")
+            statuses, left_out = counted_once(statuses)
+            warnings += left_out
+            # a queued run has its config rendered already: only a run that started has trained with it
+            recipes = RecipeCache(recipes_path(source.scope), source.scope)
+            trained = {s.run: recipes.read(s.run.run_dir) if _started(s) else None for s in statuses} \
+                if sweep is not None else {s.run: _recorded(s, recipes) if _started(s) else None for s in statuses}
+            with contextlib.suppress(OSError):  # the cache only saves time: a read-only home must not fail it
+                recipes.save()
+            warnings += [note for config in trained.values() if config is not None for note in config.rejected]
+            scope = (_sweep_scope(sweep, statuses, trained, reference) if sweep is not None
+                     else _root_scope(root, statuses, trained, reference, warnings))
 
-        def training_time(status: RunStatus) -> tuple[float | None, Sequence[tuple[int, float]]]:
-            time = source.logs.training_time(status.run.run_dir)
-            return time.seconds, time.at_iter
+            def training_time(status: RunStatus) -> tuple[float | None, Sequence[tuple[int, float]]]:
+                time = source.logs.training_time(status.run.run_dir)
+                return time.seconds, time.at_iter
 
-        report = build_report(scope, statuses, reference=reference, training_time=training_time)
+            report = build_report(scope, statuses, reference=reference, training_time=training_time)
     finally:
         note = source.close()
     warnings += [note] if note else []
     links, written = _plots(report, plots_dir, out, warnings)
     # never NaN nor infinity in the JSON (null, and "<key>_note" beside it): a strict parser reads it
-    text = _finite_json_text({**report.to_json(), "plots": links}) if fmt == "json" \
-        else render_markdown(report, plots=links)
+    with gc_paused():
+        text = _finite_json_text({**report.to_json(), "plots": links}) if fmt == "json" \
+            else render_markdown(report, plots=links)
     if out is not None:
         atomic_write_text(out, text)
     return ReportFiles(text, written, warnings, list(statuses))
@@ -95,12 +99,11 @@ def counted_once(statuses: Sequence[RunStatus]) -> tuple[list[RunStatus], list[s
     a later sweep trained inside it, or the same run under two data roots) would count one result twice. A
     completed run is kept over one that is not, then the first in path order; each one left out is named.
     A run whose seed nothing recorded (started by hand) is kept: nothing says it repeats another."""
-    kept: dict[tuple[str, str, int], RunStatus] = {}
+    kept: dict[tuple[str, str, int | None], RunStatus] = {}
     notes: list[str] = []
     left_out: set[int] = set()
-    for status in sorted(statuses, key=lambda s: (final_miou(s) is None, str(s.run.run_dir))):
-        if status.seed is None:
-            continue
+    for status in sorted((s for s in statuses if s.seed is not None),
+                         key=lambda s: (final_miou(s) is None, str(s.run.run_dir))):
         key = (status.run.model, status.run.variant, status.seed)
         first = kept.setdefault(key, status)
         if first is not status:

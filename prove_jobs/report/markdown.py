@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prove_jobs.escape import markdown
+from prove_jobs.gpu_hours import gpu_hours_line
 from prove_jobs.report import Report, RunTime, final_miou
 from prove_jobs.report.stats import METHOD, interval_text
 from prove_jobs.states import RunState
-from prove_jobs.status import RunStatus, gpu_hours_line
+from prove_jobs.status import RunStatus
 
 
 class Md(str):
