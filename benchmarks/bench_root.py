@@ -29,9 +29,7 @@ the largest of them): cold (an empty cache folder: the first look, parsing on ev
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -258,22 +256,13 @@ def live_runs(root: Path, runs: int) -> list[Path]:
 
 
 def ensure_root(root: Path, runs: int) -> float:
-    params = dict(PARAMS, runs=runs)
-    marker = root / "bench-params.json"
-    try:
-        if json.loads(marker.read_text()) == json.loads(json.dumps(params)):
-            return 0.0
-    except (OSError, ValueError):
-        pass
-    print(f"generating {runs:,} runs under {root} ...", flush=True)
-    t0 = time.perf_counter()
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    for k in range(runs):
-        write_run(root, k)
-    marker.write_text(json.dumps(params))
-    return time.perf_counter() - t0
+    from bench_status import generated  # this folder is the script's: sys.path[0]
+
+    def write() -> None:
+        for k in range(runs):
+            write_run(root, k)
+
+    return generated(root, dict(PARAMS, runs=runs), write)
 
 
 def size_of(root: Path) -> tuple[int, int]:

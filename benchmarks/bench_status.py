@@ -192,25 +192,34 @@ def write_run(work: Path, seed: int) -> None:
 
 
 def ensure_data(root: Path, runs: int) -> tuple[list[Path], float]:
-    params = dict(PARAMS, runs=runs)
-    marker = root / PARAMS_FILE
     dirs = [_run_dir(root, k) for k in range(runs)]
+
+    def write() -> None:
+        for k, d in enumerate(dirs):
+            write_run(d, k)
+
+    return dirs, generated(root, dict(PARAMS, runs=runs), write)
+
+
+def generated(root: Path, params: dict[str, object], write: Callable[[], None]) -> float:
+    """``root`` made afresh by ``write`` unless its marker says it was made with ``params`` (then reused): the
+    seconds that took, 0 when reused (bench_root.py's roots too)."""
+    marker = root / PARAMS_FILE
     try:
         if json.loads(marker.read_text()) == json.loads(json.dumps(params)):
-            return dirs, 0.0
+            return 0.0
     except (OSError, ValueError):
         pass
-    print(f"generating {runs} runs under {root} ...", flush=True)
+    print(f"generating {params.get('runs')} runs under {root} ...", flush=True)
     t0 = time.perf_counter()
     if root.exists():
         import shutil
 
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    for k, d in enumerate(dirs):
-        write_run(d, k)
+    write()
     marker.write_text(json.dumps(params))
-    return dirs, time.perf_counter() - t0
+    return time.perf_counter() - t0
 
 
 def append_lines(work: Path, seed: int, n_lines: int) -> tuple[list[tuple[Path, int]], int]:
