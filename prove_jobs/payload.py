@@ -90,13 +90,13 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
         check_checkpoint(checkpoint)  # before the Runner: a refused checkpoint leaves no start behind
         cfg.resume = True
         cfg.load_from = str(checkpoint)
-    note = None
+    notes: list[str] = []
     if rank is not None and rank.world_size > 1:
         from prove_jobs.distributed import setup
 
-        note = setup(cfg, rank)
+        notes = setup(cfg, rank)
     runner = Runner.from_cfg(cfg)
-    if note:
+    for note in notes:
         runner.logger.info(note)
     runner.train()
     return int(runner.iter)
@@ -295,6 +295,7 @@ class TrainingJob:
                 pid_start=process_start(os.getpid()),
                 boot_id=boot_id(),
                 host=current_host(),
+                nodes=_node_list(),
                 attempts=meta.attempts + 1,
                 starts=meta.starts + 1,
                 restarts=restarts,
@@ -448,6 +449,12 @@ def _restarts_so_far(starts: int) -> int:
     """
     count = os.environ.get("SLURM_RESTART_COUNT", "") if os.environ.get("SLURM_JOB_ID") else ""
     return int(count) if count.isdigit() else starts
+
+
+def _node_list() -> str:
+    """SLURM's node list of a job across several nodes (``mn[1-2]``), as it names them; "" on one node."""
+    several = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1) > 1
+    return os.environ.get("SLURM_JOB_NODELIST", "")[:255] if several else ""
 
 
 def _scheduler_job_id() -> str | None:

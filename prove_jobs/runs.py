@@ -164,6 +164,7 @@ class RunMeta:
     cancelled_by: str | None = None  # who ran `prove-jobs cancel`: the run stays cancelled until named again
     token: str = ""  # the submission's: a job writes only while the claim is still its own
     layout: str = ""  # "2x4 GPUs" when the job trains on several processes (DDP), as submitted
+    nodes: str = ""  # SLURM's node list of the newest start when it spans several nodes ("mn[1-2]")
     gpus: int | None = None  # GPUs the job asked for in all (nodes x gpus_per_node): GPU-hours
     starts: int = 0  # trainings started under this token (the first is 1)
     seed: int | None = None  # mmengine's randomness.seed the run trains with (as rendered)

@@ -365,7 +365,7 @@ def _status(
         curve=log.curve,
         meta=meta,
         scheduler_state=scheduler_state,
-        node=node or (meta.host if meta and meta.executor == "local" and meta.started_at else ""),
+        node=node or _recorded_node(meta),
         elapsed_s=_elapsed(meta, log),
         eta_s=eta,
         pending_reason=pending_reason if state in (RunState.PENDING, RunState.REQUEUED) else "",
@@ -373,6 +373,14 @@ def _status(
         notes=tuple(notes),
         log=log,
     )
+
+
+def _recorded_node(meta: RunMeta | None) -> str:
+    """Where the newest start ran, as the job recorded it (squeue no longer knows): its node list across nodes,
+    a local job's host."""
+    if meta is None or not meta.started_at:
+        return ""
+    return meta.nodes or (meta.host if meta.executor == "local" else "")
 
 
 def _elapsed(meta: RunMeta | None, log: RunLog) -> float | None:

@@ -1,0 +1,76 @@
+"""On a real cluster of two nodes (tests/cluster/multinode-up.sh; `make slurm-up NODES=2`): each node its own
+network, hostname and address; the filesystem shared. One run trained by processes on both nodes.
+
+Skipped, with the reason, where that cluster is not up (it needs root and namespaces).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import read_or_empty
+from test_ddp import sweep_with
+
+from prove_jobs.cli import main
+
+MULTINODE_CONF = Path(os.environ.get("SLURM_MN_STATE_DIR", "/var/lib/prove-jobs-slurm-mn")) / "etc" / "slurm.conf"
+
+
+def _cluster_up() -> bool:
+    if not MULTINODE_CONF.is_file():
+        return False
+    env = {**os.environ, "SLURM_CONF": str(MULTINODE_CONF)}
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%D %T"], env=env, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and "idle" in done.stdout
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.multinode,
+    pytest.mark.slow,
+    pytest.mark.skipif(not _cluster_up(),
+                       reason="no two-node test cluster (`make slurm-up NODES=2`: root, namespaces)"),
+]
+
+
+@pytest.fixture
+def on_two_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(MULTINODE_CONF))
+
+
+def _status(path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["status", str(path), "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_one_run_trains_across_two_nodes(tmp_path: Path, demo: Path, on_two_nodes: None,
+                                         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mmseg", reason="training needs the train extra")
+    monkeypatch.chdir(demo)
+    path = sweep_with(demo, 'partition = "gpu"\nnodes = 2\ngpus_per_node = 1\ncpus_per_task = 1\nmem_gb = 2\n'
+                            'timeout_min = 10\n')
+    args = ["--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4"]
+    assert main(["submit", str(path), *args, "--executor", "slurm"]) == 0
+    assert main(["wait", str(path), *args, "--timeout", "150", "--poll", "1"]) == 0
+    [row] = _status(path, capsys, *args)
+    assert row["state"] == "completed" and row["iter"] == 20 and row["layout"] == "2x1 GPUs", row
+    run_dir = Path(str(row["run_dir"]))
+    [start] = [p for p in run_dir.iterdir() if p.name[:8].isdigit()]
+    log = read_or_empty(start / f"{start.name}.log")
+    assert "Distributed training: True" in log and "GPU number: 2" in log, log[:3000]
+    # rank 0's log names both ranks' hosts, and where they met: the first node's address, not loopback
+    [where] = [line for line in log.splitlines() if "prove-jobs: rank 0 of 2" in line]
+    assert "ranks on 0: mn1, 1: mn2" in where and "rendezvous 10.250.0.11:" in where and "over eth0" in where, where
+    assert row["node"] == "mn[1-2]", row
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    assert "mn[1-2]" in capsys.readouterr().out
+    print(f"\ntwo-node run: {where.split(' - INFO - ')[-1]}")
