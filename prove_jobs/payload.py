@@ -288,8 +288,11 @@ class TrainingJob:
                            "from the last checkpoint")
                 self._record(run_dir, failed_at=now(), error=message, requeued_at=None, job_id=job_id)
                 raise RunError(f"{run_dir}: {message}")
+            from prove_jobs.lost_start import lost_start
+
             meta = self._record(
                 run_dir,
+                lost_start=lost_start(meta, restarts) if restarts else None,
                 started_at=now(),
                 pid=os.getpid(),
                 pid_start=process_start(os.getpid()),

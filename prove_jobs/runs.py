@@ -178,6 +178,7 @@ class RunMeta:
     attempts: int = 0  # trainings started in this run dir, over all submissions
     restarts: int = 0  # trainings started again within the last submission (requeue after preemption or time limit)
     requeued_at: float | None = None  # the job was stopped and asked to be requeued; cleared when it starts again
+    lost_start: str | None = None  # the previous start ended without a word (its node died): what SLURM says
     lock_mode: str = "fcntl"  # the sweep's sharing.lock_mode: every lock on this run dir uses it
 
     def to_json(self) -> dict[str, Any]:

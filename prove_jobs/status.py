@@ -353,6 +353,8 @@ def _status(
     if state is RunState.RUNNING and (log.fresh_start or log.last_iter is None
                                       or (meta is not None and log.starts < meta.attempts)):
         state = RunState.STARTING  # the job runs; its newest start has logged no iteration yet
+    if meta is not None and meta.lost_start:
+        notes.append(meta.lost_start)
     notes += _log_notes(state, log)
     eta = None
     if state is RunState.RUNNING and log.seconds_per_iter and max_iters and log.last_iter is not None:

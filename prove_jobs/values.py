@@ -190,6 +190,7 @@ META_FIELDS: dict[str, Spec] = {
     "seed": Whole(0, (1 << 64) - 1, optional=True), "pid_start": Whole(0, (1 << 63) - 1, optional=True),
     "job_start": Whole(0, (1 << 63) - 1, optional=True), "boot_id": Text(NAME, optional=True),
     "released_at": _WHEN, "released_by": Text(NAME, optional=True), "error": Text(MESSAGE, optional=True),
+    "lost_start": Text(MESSAGE, optional=True),
     "max_iters": Whole(1, MAX_ITERS, optional=True), "attempts": Whole(0, MAX_COUNT),
     "restarts": Whole(0, MAX_COUNT), "requeued_at": _WHEN, "lock_mode": Text(NAME, choices=("fcntl", "soft")),
 }

@@ -6,13 +6,17 @@ Skipped, with the reason, where that cluster is not up (it needs root and namesp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import read_or_empty
+from conftest import REPO, Gate, checkpointed, long_sweep, read_or_empty, wait_until
 from test_ddp import sweep_with
 
 from prove_jobs.cli import main
@@ -74,3 +78,63 @@ def test_one_run_trains_across_two_nodes(tmp_path: Path, demo: Path, on_two_node
     assert main(["status", str(run_dir)]) == 0
     assert "mn[1-2]" in capsys.readouterr().out
     print(f"\ntwo-node run: {where.split(' - INFO - ')[-1]}")
+
+
+# --- a node that dies ---------------------------------------------------------------------------------------
+
+STATE = MULTINODE_CONF.parent.parent
+
+
+def _kill_node(node: str) -> None:
+    """The node dies as a machine does: its slurmd and every process in its namespace (the job's too), at once."""
+    pids = subprocess.run(["ip", "netns", "pids", node], capture_output=True, text=True, check=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _revive_nodes() -> None:
+    subprocess.run(["bash", str(REPO / "tests" / "cluster" / "multinode-up.sh")], check=True, capture_output=True,
+                   env={**os.environ, "SLURM_NODES": "2"}, timeout=120)
+
+
+@pytest.fixture
+def nodes_revived(on_two_nodes: None) -> Iterator[None]:
+    yield
+    _revive_nodes()
+
+
+def _node_of(job_id: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+    return out
+
+
+def test_a_node_that_dies_requeues_a_one_node_run_which_resumes_on_the_other(
+        tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mmseg", reason="training needs the train extra")
+    monkeypatch.chdir(tmp_path)
+    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
+    args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]
+    assert main(["submit", *args, "--executor", "slurm"]) == 0
+    gate = Gate(sweep.templates_dir / "stall.gate")
+    wait_until("the training to hold after its first checkpoint", lambda: gate.reached, 240)
+    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
+    run_dir, job_id, first_node = Path(str(row["run_dir"])), str(row["job_id"]), str(row["node"])
+    assert checkpointed(run_dir) == 20 and first_node in ("mn1", "mn2"), row
+    killed_at = time.time()
+    _kill_node(first_node)
+    gate.open()
+    said = wait_until("status to say the node failed",
+                      lambda: (r := _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0])
+                      and any("ended without a word" in n and first_node in n for n in r["notes"]) and r, 120)
+    said_at = time.time()
+    done = wait_until("completion on the other node",
+                      lambda: (r := _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0])["state"]
+                      == "completed" and r, 300)
+    assert done["restarts"] == 1 and [p[0] for p in done["curve"]] == [20, 40, 60, 80, 100, 120], done
+    starts = sorted(p for p in run_dir.iterdir() if p.name[:8].isdigit())
+    second = read_or_empty(starts[-1] / f"{starts[-1].name}.log")
+    assert "resumed epoch: 0, iter: 20" in second, second[:3000]
+    print(f"\nnode {first_node} killed; status said so after {said_at - killed_at:.0f} s: {said['state']}, "
+          f"{said['notes']}; completed on the other node {time.time() - killed_at:.0f} s after the kill")

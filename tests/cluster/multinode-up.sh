@@ -41,7 +41,7 @@ if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
     record "link $BRIDGE"
 fi
-ip addr show dev "$BRIDGE" | grep -q "$NET.1/24" || ip addr add "$NET.1/24" dev "$BRIDGE"
+[[ "$(ip addr show dev "$BRIDGE")" == *"$NET.1/24"* ]] || ip addr add "$NET.1/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 for i in $(seq 1 "$NODES"); do
     node=mn$i
@@ -54,7 +54,7 @@ for i in $(seq 1 "$NODES"); do
         record "link veth-$node"
     fi
     ip link set "veth-$node" master "$BRIDGE" up
-    ip -n "$node" addr show dev eth0 | grep -q "$NET.1$i/24" || ip -n "$node" addr add "$NET.1$i/24" dev eth0
+    [[ "$(ip -n "$node" addr show dev eth0)" == *"$NET.1$i/24"* ]] || ip -n "$node" addr add "$NET.1$i/24" dev eth0
     ip -n "$node" link set eth0 up
     ip -n "$node" link set lo up
 done
