@@ -32,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+COLLECTIVE_TIMEOUT_VAR = "PROVE_JOBS_COLLECTIVE_TIMEOUT_S"  # resources.collective_timeout_s, set by the job script
 PORT_BASE, PORT_SPAN = 20000, 40000  # submitit's helpers.TorchDistributedEnvironment draws from the same range
 
 
@@ -162,6 +163,25 @@ def network_environment(master_addr: str, env: dict[str, str]) -> dict[str, str]
     return {key: found[0] for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME") if not env.get(key)}
 
 
+RANK_HOSTS: list[str] = []  # each rank's host, as the ranks said at setup (gloo); [] until then
+_LOST = ("Timed out", "timed out", "Connection reset", "Connection closed", "connectFullMesh", "Broken pipe",
+         "NCCL", "DistBackendError", "Watchdog caught collective operation timeout")
+
+
+def lost_contact(exc: BaseException, rank: Rank) -> str | None:
+    """What a failed collective says about the job's ranks: which hosts this rank (the one reporting) lost
+    contact with; ``None`` when ``exc`` is no collective's failure or this process trains alone."""
+    text = f"{type(exc).__name__}: {exc}"
+    if rank.world_size <= 1 or not any(word in text for word in _LOST):
+        return None
+    here = socket.gethostname()
+    others = sorted({host for host in RANK_HOSTS if host != here})
+    where = f"the ranks on {', '.join(others)}" if others else "another rank"
+    timeout = os.environ.get(COLLECTIVE_TIMEOUT_VAR) or "600"
+    return (f"lost contact across nodes: rank {rank.rank} on {here} had no answer from {where} within the "
+            f"collective timeout ({timeout} s): a node died or dropped off the network")
+
+
 def setup(cfg: Any, rank: Rank) -> list[str]:
     """Make ``cfg`` (an mmengine Config, before the Runner is built) train as one of ``rank.world_size`` processes.
 
@@ -180,15 +200,25 @@ def setup(cfg: Any, rank: Rank) -> list[str]:
     sys.stderr.flush()
     notes = [where]
     cfg.launcher = "slurm"
+    timeout_s = int(os.environ.get(COLLECTIVE_TIMEOUT_VAR) or 600)
     if torch.cuda.is_available():
-        return notes  # mmengine: NCCL, set_device(LOCAL_RANK), DDP on this rank's GPU
+        # mmengine: NCCL, set_device(LOCAL_RANK), DDP on this rank's GPU; its init_dist takes the timeout in
+        # seconds, and a timed-out NCCL collective ends the process rather than hanging it
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["timeout"] = timeout_s
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        return notes
+    import datetime
+
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("gloo", rank=rank.rank, world_size=rank.world_size)
+        dist.init_process_group("gloo", rank=rank.rank, world_size=rank.world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    notes = [f"{notes[0]}; collectives time out after {timeout_s} s"]
     hosts: list[Any] = [None] * rank.world_size
     dist.all_gather_object(hosts, here)  # the run's log (rank 0's) names every rank's host
-    notes = [f"{where}; ranks on " + ", ".join(f"{i}: {host}" for i, host in enumerate(hosts))]
+    RANK_HOSTS[:] = [str(host) for host in hosts]
+    notes = [f"{notes[0]}; ranks on " + ", ".join(f"{i}: {host}" for i, host in enumerate(hosts))]
     # mmengine would wrap the model with device_ids=[LOCAL_RANK], a GPU; on CPU DDP takes none
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
     if cfg.get("sync_bn"):

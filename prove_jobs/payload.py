@@ -325,7 +325,11 @@ class TrainingJob:
                              "from the last checkpoint")
                     self._record(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
                 elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
-                    self._record(run_dir, failed_at=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+                    from prove_jobs.distributed import lost_contact
+
+                    lost = lost_contact(exc, slurm_rank())
+                    error = f"{lost}: " if lost else ""
+                    self._record(run_dir, failed_at=now(), error=f"{error}{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
             _release(reserve)

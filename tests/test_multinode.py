@@ -138,3 +138,125 @@ def test_a_node_that_dies_requeues_a_one_node_run_which_resumes_on_the_other(
     assert "resumed epoch: 0, iter: 20" in second, second[:3000]
     print(f"\nnode {first_node} killed; status said so after {said_at - killed_at:.0f} s: {said['state']}, "
           f"{said['notes']}; completed on the other node {time.time() - killed_at:.0f} s after the kill")
+
+
+TWO_NODES = """
+[resources]
+partition = "gpu"
+nodes = 2
+gpus_per_node = 1
+cpus_per_task = 1
+mem_gb = 2
+timeout_min = 10
+"""
+
+
+def _held_two_node_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                       resources: str = TWO_NODES) -> tuple[list[str], Gate, Path, str]:
+    pytest.importorskip("mmseg", reason="training needs the train extra")
+    monkeypatch.chdir(tmp_path)
+    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch, resources=resources)
+    args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]
+    assert main(["submit", *args, "--executor", "slurm"]) == 0
+    gate = Gate(sweep.templates_dir / "stall.gate")
+    wait_until("the training to hold after its first checkpoint", lambda: gate.reached, 240)
+    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
+    run_dir = Path(str(row["run_dir"]))
+    assert checkpointed(run_dir) == 20 and row["node"] == "mn[1-2]", row
+    return args, gate, run_dir, str(row["job_id"])
+
+
+def _row(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    return _status(Path(args[0]), capsys, *args[1:])[0]
+
+
+def _resumed_and_completed(args: list[str], run_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    done = wait_until("completion", lambda: (r := _row(args, capsys))["state"] == "completed" and r, 300)
+    starts = sorted(p for p in run_dir.iterdir() if p.name[:8].isdigit())
+    second = read_or_empty(starts[-1] / f"{starts[-1].name}.log")
+    assert "resumed epoch: 0, iter: 20" in second, second[:3000]
+    return done
+
+
+def test_a_node_that_dies_requeues_a_two_node_run_which_waits_for_it(
+        tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM's default (JobRequeue=1): the job is queued again and waits for two nodes."""
+    args, gate, run_dir, _job = _held_two_node_run(tmp_path, capsys, monkeypatch)
+    killed_at = time.time()
+    _kill_node("mn2")
+    # SLURM's reason is BeginTime for a few seconds after a requeue, then that a node it needs is down
+    waiting = wait_until("status to say why it waits", lambda: (r := _row(args, capsys))["state"] == "requeued"
+                         and "DOWN" in str(r["pending_reason"]) and r, 120)
+    said_after = time.time() - killed_at
+    assert any("ended without a word and SLURM queued it again" in n for n in waiting["notes"]), waiting  # type: ignore[attr-defined]
+    gate.open()
+    _revive_nodes()
+    done = _resumed_and_completed(args, run_dir, capsys)
+    assert done["restarts"] == 1 and any("ended without a word" in n for n in done["notes"]), done  # type: ignore[attr-defined]
+    print(f"\nmn2 died: {said_after:.0f} s later status said {waiting['state']} ({waiting['pending_reason']}): "
+          f"{waiting['notes']}; once mn2 was back it resumed from iteration 20 and completed "
+          f"{time.time() - killed_at:.0f} s after the death")
+
+
+def test_a_node_that_dies_fails_a_two_node_run_where_slurm_does_not_requeue(
+        tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site with JobRequeue=0 (here: the job's own Requeue=0): the job ends; the run is failed with SLURM's
+    reason; resubmitted while one node is down, it waits, saying why, and resumes once the node is back."""
+    args, gate, run_dir, job_id = _held_two_node_run(tmp_path, capsys, monkeypatch)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "Requeue=0"], check=True)
+    killed_at = time.time()
+    _kill_node("mn2")
+    failed = wait_until("the run to fail", lambda: (r := _row(args, capsys))["state"] == "failed" and r, 120)
+    failed_after = time.time() - killed_at
+    assert any(f"SLURM ended job {job_id} with NODE_FAIL" in n for n in failed["notes"]), failed  # type: ignore[attr-defined]
+    gate.open()
+    assert main(["resubmit", *args, "--failed", "--executor", "slurm"]) == 0
+    waiting = wait_until("status to say why it waits",
+                         lambda: (r := _row(args, capsys))["state"] == "pending" and "DOWN" in str(r["pending_reason"])
+                         and r, 120)
+    _revive_nodes()
+    _resumed_and_completed(args, run_dir, capsys)
+    print(f"\nmn2 died (Requeue=0): failed {failed_after:.0f} s later: {failed['notes']}; resubmitted while it "
+          f"was down: {waiting['state']} ({waiting['pending_reason']}); resumed and completed "
+          f"{time.time() - killed_at:.0f} s after the death")
+
+
+def _set_link(node: str, up: bool) -> None:
+    subprocess.run(["ip", "link", "set", f"veth-{node}", "up" if up else "down"], check=True)
+
+
+def test_a_node_cut_off_the_network_fails_a_two_node_run_within_the_collective_timeout(
+        tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mmseg", reason="training needs the train extra")
+    monkeypatch.chdir(tmp_path)
+    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch,
+                       resources=TWO_NODES + "collective_timeout_s = 5\n")
+    args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]
+    assert main(["submit", *args, "--executor", "slurm"]) == 0
+    gate = Gate(sweep.templates_dir / "stall.gate")
+    wait_until("the training to hold after its first checkpoint", lambda: gate.reached, 240)
+    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
+    run_dir = Path(str(row["run_dir"]))
+    cut_at = time.time()
+    try:
+        _set_link("mn2", up=False)
+        gate.open()
+        failed = wait_until("the run to fail", lambda: (r := _status(sweep.path, capsys, "--model",
+                            "demo_fcn_r18_tiny")[0])["state"] == "failed" and r, 120)
+        failed_after = time.time() - cut_at
+    finally:
+        _set_link("mn2", up=True)
+    assert str(failed["error"]).startswith("lost contact across nodes: rank 0 on mn1 had no answer from the ranks "
+                                           "on mn2 within the collective timeout (5 s)"), failed
+    assert failed_after < 60, failed_after  # the collective timeout, not the job's 10-minute limit
+    assert main(["resubmit", *args, "--failed", "--executor", "slurm"]) == 0
+    wait_until("completion after the resubmit",
+               lambda: _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0]["state"] == "completed", 300)
+    starts = sorted(p for p in run_dir.iterdir() if p.name[:8].isdigit())
+    second = read_or_empty(starts[-1] / f"{starts[-1].name}.log")
+    assert "resumed epoch: 0, iter: 20" in second, second[:3000]
+    print(f"\nmn2 cut off the network: the run failed {failed_after:.0f} s later: {str(failed['error'])[:200]}; "
+          f"resubmitted, it resumed from iteration 20 and completed {time.time() - cut_at:.0f} s after the cut")
