@@ -73,6 +73,12 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
+def node_list(env: dict[str, str]) -> str:
+    """SLURM's node list of a job across several nodes (``mn[1-2]``), as it names them; "" on one node."""
+    several = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) > 1
+    return env.get("SLURM_JOB_NODELIST", "")[:255] if several else ""
+
+
 def master_port(job_id: str) -> int:
     """A port derived from the job id: the same on every rank (a free-port search per rank gives different
     ports and hangs: mmcv #2309), and different for two jobs sharing a node."""

@@ -12,7 +12,8 @@ import time
 
 from prove_jobs.errors import SchedulerUnavailable
 from prove_jobs.runs import RunMeta
-from prove_jobs.scheduler import call
+from prove_jobs.scheduler import JobInfo, call
+from prove_jobs.states import RunState
 
 
 def lost_start(meta: RunMeta, restarts: int) -> str | None:
@@ -28,7 +29,8 @@ def lost_start(meta: RunMeta, restarts: int) -> str | None:
 
 
 def _node_state(nodes: str) -> str:
-    """``; SLURM says node mn1 is DOWN* (Not responding)``: what SLURM says of the lost start's node(s) now; "" when it cannot tell."""
+    """``; SLURM says node mn1 is DOWN* (Not responding)``: what SLURM says of the lost start's node(s) now; ""
+    when it cannot tell."""
     if not nodes:
         return ""
     try:
@@ -42,3 +44,14 @@ def _node_state(nodes: str) -> str:
         if "DOWN" in state or "FAIL" in state or "DRAIN" in state or reason:
             said.append(f"{fields.get('NodeName', '?')} is {state}" + (f" ({reason})" if reason else ""))
     return f"; SLURM says node {', '.join(said)}" if said else "; its node is up again (killed, or rebooted)"
+
+
+def scheduler_notes(state: RunState, meta: RunMeta, info: JobInfo) -> list[str]:
+    """What SLURM did that the job could not record: requeued it after its start ended without a word (a node
+    failure), or ended it (NODE_FAIL, OUT_OF_MEMORY)."""
+    where = meta.nodes or meta.host or "its node"
+    if state is RunState.REQUEUED and meta.requeued_at is None:
+        return [f"its start on {where} ended without a word and SLURM queued it again (a node failure?)"]
+    if state is RunState.FAILED and info.state != "FAILED":
+        return [f"SLURM ended job {meta.job_id} with {info.state} on {info.node or where}"]
+    return []

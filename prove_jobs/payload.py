@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prove_jobs.distributed import Rank, slurm_rank
+from prove_jobs.distributed import Rank, lost_contact, node_list, slurm_rank
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.lost_start import lost_start
 from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
 from prove_jobs.runs import (
     CONFIG_DIR,
@@ -288,8 +289,6 @@ class TrainingJob:
                            "from the last checkpoint")
                 self._record(run_dir, failed_at=now(), error=message, requeued_at=None, job_id=job_id)
                 raise RunError(f"{run_dir}: {message}")
-            from prove_jobs.lost_start import lost_start
-
             meta = self._record(
                 run_dir,
                 lost_start=lost_start(meta, restarts) if restarts else None,
@@ -298,7 +297,7 @@ class TrainingJob:
                 pid_start=process_start(os.getpid()),
                 boot_id=boot_id(),
                 host=current_host(),
-                nodes=_node_list(),
+                nodes=node_list(dict(os.environ)),
                 attempts=meta.attempts + 1,
                 starts=meta.starts + 1,
                 restarts=restarts,
@@ -325,8 +324,6 @@ class TrainingJob:
                              "from the last checkpoint")
                     self._record(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
                 elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
-                    from prove_jobs.distributed import lost_contact
-
                     lost = lost_contact(exc, slurm_rank())
                     error = f"{lost}: " if lost else ""
                     self._record(run_dir, failed_at=now(), error=f"{error}{type(exc).__name__}: {exc}"[:500])
@@ -456,12 +453,6 @@ def _restarts_so_far(starts: int) -> int:
     """
     count = os.environ.get("SLURM_RESTART_COUNT", "") if os.environ.get("SLURM_JOB_ID") else ""
     return int(count) if count.isdigit() else starts
-
-
-def _node_list() -> str:
-    """SLURM's node list of a job across several nodes (``mn[1-2]``), as it names them; "" on one node."""
-    several = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1) > 1
-    return os.environ.get("SLURM_JOB_NODELIST", "")[:255] if several else ""
 
 
 def _scheduler_job_id() -> str | None:

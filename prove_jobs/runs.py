@@ -283,21 +283,33 @@ def check_token(run_dir: Path, meta: RunMeta, token: str) -> None:
             raise ClaimMoved(f"{run_dir}: this job's claim was {why}; it writes nothing and does not train")
 
 
+_HELD: dict[Path, BaseFileLock] = {}  # the metadata mutexes this process holds: a nested `locked` reuses its own
+
+
 @contextlib.contextmanager
-def locked(run_dir: Path, wait_s: float = MUTEX_WAIT_S) -> Iterator[None]:
-    """Hold the run's metadata mutex for the block (re-entrant within a process), waiting at most ``wait_s``."""
+def locked(run_dir: Path, wait_s: float = MUTEX_WAIT_S, lock_mode: str | None = None) -> Iterator[None]:
+    """Hold the run's metadata mutex for the block (re-entrant within a process), waiting at most ``wait_s``.
+
+    ``lock_mode``: the sweep's, for a run dir whose metadata does not say yet (a first claim); else the
+    recorded one. A nested call uses the mutex already held, whatever the metadata says by then (a first
+    claim writes the mode inside the block: a marker lock taken on the same path would wait on itself).
+    """
     from filelock import Timeout
 
-    lock = meta_mutex(run_dir, _recorded_lock_mode(run_dir))
+    lock = _HELD.get(run_dir) or meta_mutex(run_dir, lock_mode or _recorded_lock_mode(run_dir))
     try:
         lock.acquire(timeout=wait_s)
     except Timeout:
         raise RunError(f"{run_dir / META_MUTEX}: held for more than {wait_s:g} s by another process") from None
     except OSError as exc:
         raise lock_error(run_dir / META_MUTEX, exc) from None
+    outer = run_dir not in _HELD
+    _HELD[run_dir] = lock
     try:
         yield
     finally:
+        if outer:
+            del _HELD[run_dir]
         lock.release()
 
 

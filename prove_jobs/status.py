@@ -26,6 +26,7 @@ from prove_jobs.claims import (
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableValue
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
+from prove_jobs.lost_start import scheduler_notes
 from prove_jobs.runs import (
     META_FILE,
     Run,
@@ -336,7 +337,7 @@ def _status(
             elif state in (RunState.PENDING, RunState.REQUEUED):
                 # it trained in this submission, then was stopped: requeued; else still waiting
                 state = RunState.REQUEUED if meta.started_at is not None else RunState.PENDING
-            notes += _scheduler_notes(state, meta, info)
+            notes += scheduler_notes(state, meta, info)
         elif scheduler_note:
             state = RunState.RUNNING if meta.started_at else RunState.PENDING
         else:
@@ -376,17 +377,6 @@ def _status(
         notes=tuple(notes),
         log=log,
     )
-
-
-def _scheduler_notes(state: RunState, meta: RunMeta, info: JobInfo) -> list[str]:
-    """What SLURM did that the job could not record: requeued it after its start ended without a word (a node
-    failure), or ended it (NODE_FAIL, OUT_OF_MEMORY)."""
-    where = meta.nodes or meta.host or "its node"
-    if state is RunState.REQUEUED and meta.requeued_at is None:
-        return [f"its start on {where} ended without a word and SLURM queued it again (a node failure?)"]
-    if state is RunState.FAILED and info.state != "FAILED":
-        return [f"SLURM ended job {meta.job_id} with {info.state} on {info.node or where}"]
-    return []
 
 
 def _recorded_node(meta: RunMeta | None) -> str:

@@ -120,7 +120,7 @@ def test_a_node_that_dies_requeues_a_one_node_run_which_resumes_on_the_other(
     gate = Gate(sweep.templates_dir / "stall.gate")
     wait_until("the training to hold after its first checkpoint", lambda: gate.reached, 240)
     [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
-    run_dir, job_id, first_node = Path(str(row["run_dir"])), str(row["job_id"]), str(row["node"])
+    run_dir, first_node = Path(str(row["run_dir"])), str(row["node"])
     assert checkpointed(run_dir) == 20 and first_node in ("mn1", "mn2"), row
     killed_at = time.time()
     _kill_node(first_node)
@@ -260,3 +260,94 @@ def test_a_node_cut_off_the_network_fails_a_two_node_run_within_the_collective_t
     assert "resumed epoch: 0, iter: 20" in second, second[:3000]
     print(f"\nmn2 cut off the network: the run failed {failed_after:.0f} s later: {str(failed['error'])[:200]}; "
           f"resubmitted, it resumed from iteration 20 and completed {time.time() - cut_at:.0f} s after the cut")
+
+
+# --- a filesystem whose locks stop at the node ----------------------------------------------------------------
+
+HOLD = """
+import socket, sys, time
+from pathlib import Path
+from prove_jobs.claims import training_lock
+from prove_jobs.errors import LockConflict
+try:
+    with training_lock(Path(sys.argv[1]), sys.argv[2], wait_s=0.5):
+        print(socket.gethostname(), "trains", flush=True)
+        time.sleep(4)
+except LockConflict:
+    print(socket.gethostname(), "refused", flush=True)
+"""
+
+
+def _mount_views(backing: Path, view: Path) -> list[list[str]]:
+    """The login side and each node see ``backing`` at ``view`` through a FUSE view of their own (bindfs): a flock
+    taken through one is not seen through another, as on BeeGFS without global locks or Lustre's localflock."""
+    undo = []
+    subprocess.run(["bindfs", str(backing), str(view)], check=True)
+    undo.append(["fusermount", "-u", str(view)])
+    for node in ("mn1", "mn2"):
+        pid = (STATE / "run" / f"slurmd-{node}.pid").read_text().strip()
+        subprocess.run(["nsenter", "-t", pid, "-m", "bindfs", str(backing), str(view)], check=True)
+        undo.insert(0, ["nsenter", "-t", pid, "-m", "fusermount", "-u", str(view)])
+    return undo
+
+
+@pytest.fixture
+def node_local_root(tmp_path: Path, on_two_nodes: None) -> Iterator[Path]:
+    import shutil
+
+    if shutil.which("bindfs") is None:
+        pytest.skip("bindfs is not installed (apt-get install bindfs)")
+    backing, view = tmp_path / "backing", tmp_path / "view"
+    backing.mkdir()
+    view.mkdir()
+    undo = _mount_views(backing, view)
+    try:
+        yield view
+    finally:
+        for command in undo:
+            subprocess.run(command, check=False, capture_output=True)
+
+
+def _two_jobs_take_the_training_lock(run_dir: Path, mode: str) -> list[str]:
+    import sys
+
+    out = subprocess.run(["srun", "--nodes=2", "--ntasks-per-node=1", "--mem=100M", "--time=2", "--immediate=60",
+                          sys.executable, "-c", HOLD, str(run_dir), mode], capture_output=True, text=True,
+                         timeout=120, cwd=run_dir, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    return sorted(out.stdout.split("\n")[:-1])
+
+
+def test_locks_that_stop_at_the_node_are_found_and_not_relied_on(
+        node_local_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = node_local_root / "run"
+    run_dir.mkdir()
+    # Before: two jobs on two nodes both hold one run's training lock (flock), and would both train it.
+    before = _two_jobs_take_the_training_lock(run_dir, "fcntl")
+    assert before == ["mn1 trains", "mn2 trains"], before
+    # The check finds it, both ways round, and says what to do.
+    assert main(["check-locks", "--root", str(node_local_root), "--partition", "gpu"]) == 1
+    said = capsys.readouterr().err
+    assert "flock stops at the node on fuse " in said and "a lock taken on the login" in said and \
+        'lock_mode = "soft"' in said, said
+    # A submit into that root with flock locks is refused in one line, nothing written.
+    pytest.importorskip("mmseg", reason="training needs the train extra")
+    monkeypatch.chdir(tmp_path)
+    (node_local_root / "data").mkdir()
+    sweep = long_sweep(node_local_root / "data", max_requeues=1, monkeypatch=monkeypatch)
+    Gate(sweep.templates_dir / "stall.gate").open()  # no hold
+    args = [str(sweep.path), "--model", "demo_fcn_r18_tiny", "--executor", "slurm"]
+    assert main(["submit", *args]) == 2
+    refused = capsys.readouterr().err
+    written = sorted(p.name for p in (node_local_root / "data" / "runs").iterdir())
+    assert "flock stops at the node" in refused and written == [".prove-jobs"], (refused, written)  # the check's record
+    # soft locks (marker files, O_EXCL) hold there: exactly one of the two jobs trains
+    soft_run = node_local_root / "soft-run"  # a fresh one: never mix modes on one run dir (docs/locks.md)
+    soft_run.mkdir()
+    after = _two_jobs_take_the_training_lock(soft_run, "soft")
+    assert sorted(line.split()[1] for line in after) == ["refused", "trains"], after
+    sweep.path.write_text(sweep.path.read_text() + '\n[sharing]\nlock_mode = "soft"\n')
+    assert main(["submit", *args]) == 0
+    assert main(["wait", str(sweep.path), "--model", "demo_fcn_r18_tiny", "--timeout", "300", "--poll", "1"]) == 0
+    print(f"\nfcntl across two nodes' views: {before}; check-locks: {said.strip()[:400]}; soft: {after}")

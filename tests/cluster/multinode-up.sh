@@ -22,6 +22,9 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends munge slurmctld slurmd slurm-client iproute2 util-linux >/dev/null
 fi
+# bindfs: the tests give each node its own FUSE view of a folder (a lock domain of its own)
+command -v bindfs >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bindfs \
+    >/dev/null 2>&1 || echo "multinode-up: bindfs not installed: the node-local lock tests will skip" >&2
 # Namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN: say so in one line rather than half-building.
 if ! unshare --net --uts --mount true 2>/dev/null; then
     echo "multinode-up: this machine does not allow network/UTS/mount namespaces (needs CAP_SYS_ADMIN, CAP_NET_ADMIN)" >&2
@@ -60,13 +63,13 @@ for i in $(seq 1 "$NODES"); do
 done
 
 # Names resolve to the nodes' real addresses inside the nodes: each node's own hosts file, bind-mounted
-# over /etc/hosts there (the machine's own file untouched). SLURM_MN_OWN_NAME=loopback writes each node's
-# own name as Debian's installer does (127.0.1.1), the case that makes gloo bind to loopback; a test may
-# rewrite a node's file in place (`cat >`: the mount keeps the inode).
+# over /etc/hosts there (the machine's own file untouched). Each node's own name comes first as 127.0.1.1, as
+# Debian's installer writes it (the case that makes gloo bind to loopback, and prove-jobs must handle);
+# SLURM_MN_OWN_NAME=address leaves that line out. A test may rewrite a node's file in place (`cat >`).
 for i in $(seq 1 "$NODES"); do
     {
         echo "127.0.0.1 localhost"
-        [ "${SLURM_MN_OWN_NAME:-}" = loopback ] && echo "127.0.1.1 mn$i"
+        [ "${SLURM_MN_OWN_NAME:-loopback}" = loopback ] && echo "127.0.1.1 mn$i"
         echo "$NET.1 $host"
         for j in $(seq 1 "$NODES"); do echo "$NET.1$j mn$j"; done
     } > "$STATE/hosts-mn$i"
