@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed
 MMCV_MAX_JOBS ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast test-slurm test-full lint bench slurm-up slurm-down clean-demo
+.PHONY: install demo test test-fast test-slurm test-multinode test-full lint bench slurm-up slurm-down clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,10 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slurm: install
-	$(BIN)/python -m pytest -q -m slurm
+	$(BIN)/python -m pytest -q -m "slurm and not multinode"
+
+test-multinode: install
+	$(BIN)/python -m pytest -q -m multinode
 
 # The tests that need the full flavour (Mask2Former), in .venv-full whatever MMCV_FLAVOUR says.
 # Builds .venv-full first (once: its own stamp). PROVE_JOBS_REQUIRE_FULL turns the skip they take
@@ -66,11 +69,16 @@ test-full:
 	$(MAKE) install MMCV_FLAVOUR=full VENV=$(FULL_VENV)
 	PROVE_JOBS_REQUIRE_FULL=1 $(FULL_VENV)/bin/python -m pytest -q -m full
 
-# A real single-node SLURM cluster for the integration tests (root; Debian's slurm packages).
+# A real SLURM cluster for the integration tests (root; Debian's slurm packages): one node, and with
+# NODES=2 (or more) also a cluster of that many nodes beside it, each node in its own network, UTS and
+# mount namespace (tests/cluster/multinode-up.sh; the tests marked multinode). slurm-down stops both.
+NODES ?= 1
 slurm-up:
 	bash tests/cluster/slurm-up.sh
+	if [ "$(NODES)" -gt 1 ]; then SLURM_NODES=$(NODES) bash tests/cluster/multinode-up.sh; fi
 
 slurm-down:
+	bash tests/cluster/multinode-down.sh
 	bash tests/cluster/slurm-down.sh
 
 # Log-reading speed on 1,000 synthetic runs (about 1 GB under bench-data/, reused between runs); then

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from prove_jobs.distributed import COLLECTIVE_TIMEOUT_VAR
 from prove_jobs.jobdir import SUBMITIT_DIR as SUBMITIT_DIR
 from prove_jobs.spec import Resources
 
@@ -44,6 +45,7 @@ def slurm_parameters(resources: Resources, *, job_name: str, after_job: str | No
     if resources.world_size > 1:
         # a rank that dies ends the whole job: the others would wait for it in their next collective
         params["srun_args"] = ["--kill-on-bad-exit=1"]
+        params["setup"].append(f"export {COLLECTIVE_TIMEOUT_VAR}={resources.collective_timeout_s}")
     if resources.max_running is not None:
         params["array_parallelism"] = resources.max_running
     if after_job is not None:

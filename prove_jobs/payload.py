@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prove_jobs.distributed import Rank, slurm_rank
+from prove_jobs.distributed import Rank, lost_contact, node_list, slurm_rank
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.lost_start import lost_start
 from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
 from prove_jobs.runs import (
     CONFIG_DIR,
@@ -90,13 +91,13 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
         check_checkpoint(checkpoint)  # before the Runner: a refused checkpoint leaves no start behind
         cfg.resume = True
         cfg.load_from = str(checkpoint)
-    note = None
+    notes: list[str] = []
     if rank is not None and rank.world_size > 1:
         from prove_jobs.distributed import setup
 
-        note = setup(cfg, rank)
+        notes = setup(cfg, rank)
     runner = Runner.from_cfg(cfg)
-    if note:
+    for note in notes:
         runner.logger.info(note)
     runner.train()
     return int(runner.iter)
@@ -290,11 +291,13 @@ class TrainingJob:
                 raise RunError(f"{run_dir}: {message}")
             meta = self._record(
                 run_dir,
+                lost_start=lost_start(meta, restarts) if restarts else None,
                 started_at=now(),
                 pid=os.getpid(),
                 pid_start=process_start(os.getpid()),
                 boot_id=boot_id(),
                 host=current_host(),
+                nodes=node_list(dict(os.environ)),
                 attempts=meta.attempts + 1,
                 starts=meta.starts + 1,
                 restarts=restarts,
@@ -321,7 +324,9 @@ class TrainingJob:
                              "from the last checkpoint")
                     self._record(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
                 elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
-                    self._record(run_dir, failed_at=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+                    lost = lost_contact(exc, slurm_rank())
+                    error = f"{lost}: " if lost else ""
+                    self._record(run_dir, failed_at=now(), error=f"{error}{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
             _release(reserve)

@@ -166,6 +166,7 @@ class RunMeta:
     cancelled_by: str | None = None  # who ran `prove-jobs cancel`: the run stays cancelled until named again
     token: str = ""  # the submission's: a job writes only while the claim is still its own
     layout: str = ""  # "2x4 GPUs" when the job trains on several processes (DDP), as submitted
+    nodes: str = ""  # SLURM's node list of the newest start when it spans several nodes ("mn[1-2]")
     gpus: int | None = None  # GPUs the job asked for in all (nodes x gpus_per_node): GPU-hours
     starts: int = 0  # trainings started under this token (the first is 1)
     seed: int | None = None  # mmengine's randomness.seed the run trains with (as rendered)
@@ -179,6 +180,7 @@ class RunMeta:
     attempts: int = 0  # trainings started in this run dir, over all submissions
     restarts: int = 0  # trainings started again within the last submission (requeue after preemption or time limit)
     requeued_at: float | None = None  # the job was stopped and asked to be requeued; cleared when it starts again
+    lost_start: str | None = None  # the previous start ended without a word (its node died): what SLURM says
     lock_mode: str = "fcntl"  # the sweep's sharing.lock_mode: every lock on this run dir uses it
 
     def to_json(self) -> dict[str, Any]:
@@ -283,21 +285,33 @@ def check_token(run_dir: Path, meta: RunMeta, token: str) -> None:
             raise ClaimMoved(f"{run_dir}: this job's claim was {why}; it writes nothing and does not train")
 
 
+_HELD: dict[Path, BaseFileLock] = {}  # the metadata mutexes this process holds: a nested `locked` reuses its own
+
+
 @contextlib.contextmanager
-def locked(run_dir: Path, wait_s: float = MUTEX_WAIT_S) -> Iterator[None]:
-    """Hold the run's metadata mutex for the block (re-entrant within a process), waiting at most ``wait_s``."""
+def locked(run_dir: Path, wait_s: float = MUTEX_WAIT_S, lock_mode: str | None = None) -> Iterator[None]:
+    """Hold the run's metadata mutex for the block (re-entrant within a process), waiting at most ``wait_s``.
+
+    ``lock_mode``: the sweep's, for a run dir whose metadata does not say yet (a first claim); else the
+    recorded one. A nested call uses the mutex already held, whatever the metadata says by then (a first
+    claim writes the mode inside the block: a marker lock taken on the same path would wait on itself).
+    """
     from filelock import Timeout
 
-    lock = meta_mutex(run_dir, _recorded_lock_mode(run_dir))
+    lock = _HELD.get(run_dir) or meta_mutex(run_dir, lock_mode or _recorded_lock_mode(run_dir))
     try:
         lock.acquire(timeout=wait_s)
     except Timeout:
         raise RunError(f"{run_dir / META_MUTEX}: held for more than {wait_s:g} s by another process") from None
     except OSError as exc:
         raise lock_error(run_dir / META_MUTEX, exc) from None
+    outer = run_dir not in _HELD
+    _HELD[run_dir] = lock
     try:
         yield
     finally:
+        if outer:
+            del _HELD[run_dir]
         lock.release()
 
 

@@ -27,6 +27,7 @@ from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableVa
 from prove_jobs.gpu_hours import accounted, allocations, gpu_hours_line
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
+from prove_jobs.lost_start import scheduler_notes
 from prove_jobs.runs import (
     META_FILE,
     Run,
@@ -328,6 +329,7 @@ def _status(
             elif state in (RunState.PENDING, RunState.REQUEUED):
                 # it trained in this submission, then was stopped: requeued; else still waiting
                 state = RunState.REQUEUED if meta.started_at is not None else RunState.PENDING
+            notes += scheduler_notes(state, meta, info)
         elif scheduler_note:
             state = RunState.RUNNING if meta.started_at else RunState.PENDING
         else:
@@ -345,6 +347,8 @@ def _status(
     if state is RunState.RUNNING and (log.fresh_start or log.last_iter is None
                                       or (meta is not None and log.starts < meta.attempts)):
         state = RunState.STARTING  # the job runs; its newest start has logged no iteration yet
+    if meta is not None and meta.lost_start:
+        notes.append(meta.lost_start)
     notes += _log_notes(state, log)
     eta = None
     if state is RunState.RUNNING and log.seconds_per_iter and max_iters and log.last_iter is not None:
@@ -357,7 +361,7 @@ def _status(
         curve=log.curve,
         meta=meta,
         scheduler_state=scheduler_state,
-        node=node or (meta.host if meta and meta.executor == "local" and meta.started_at else ""),
+        node=node or _recorded_node(meta),
         elapsed_s=_elapsed(meta, log),
         eta_s=eta,
         pending_reason=pending_reason if state in (RunState.PENDING, RunState.REQUEUED) else "",
@@ -365,6 +369,14 @@ def _status(
         notes=tuple(notes),
         log=log,
     )
+
+
+def _recorded_node(meta: RunMeta | None) -> str:
+    """Where the newest start ran, as the job recorded it (squeue no longer knows): its node list across nodes,
+    a local job's host."""
+    if meta is None or not meta.started_at:
+        return ""
+    return meta.nodes or (meta.host if meta.executor == "local" else "")
 
 
 def _elapsed(meta: RunMeta | None, log: RunLog) -> float | None:

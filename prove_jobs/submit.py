@@ -35,6 +35,7 @@ from prove_jobs.executors import (
 )
 from prove_jobs.fsafe import make_dirs
 from prove_jobs.jobdir import check_job_folder
+from prove_jobs.lock_check import locks_hold_or_refuse
 from prove_jobs.preflight import (
     check_data_root,
     check_dataset_root,
@@ -176,6 +177,10 @@ def submit(
             checks.append(lambda: check_training_stack([sweep.resources_for(item.run) for item in rendered]))
         if kind == "slurm" and not dry_run:
             checks.append(lambda: call(["sinfo", "--noheader", "--format=%P"], timeout_s=15))
+        if kind == "slurm":
+            checks.append(lambda: result.warnings.extend(filter(None, [locks_hold_or_refuse(
+                sweep.data_root, lock_mode=sweep.sharing.lock_mode, partition=sweep.resources.partition,
+                python=sweep.resources.python, dry_run=dry_run)])))
         for check in checks:
             try:
                 check()
@@ -270,7 +275,7 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
         # exactly one passes the check and records its claim before the others look.
         for item in sorted(items, key=lambda i: str(i.run.run_dir)):
             make_dirs(item.run.run_dir)
-            held.enter_context(locked(item.run.run_dir))
+            held.enter_context(locked(item.run.run_dir, lock_mode=sweep.sharing.lock_mode))
         claimed = []
         for item in items:
             holder = current_holder(item.run, sweep.recipe(item.run).max_iters, mode, jobs)

@@ -192,10 +192,12 @@ META_FIELDS: dict[str, Spec] = {
     "executor": Text(NAME), "job_id": Text(NAME, optional=True), "user": Text(NAME), "host": Text(NAME),
     "pid": Whole(0, MAX_PID, optional=True), "submitted_at": _WHEN, "started_at": _WHEN, "finished_at": _WHEN,
     "failed_at": _WHEN, "cancelled_at": _WHEN, "cancelled_by": Text(NAME, optional=True), "token": Text(NAME),
-    "layout": Text(NAME), "gpus": Whole(0, MAX_COUNT, optional=True), "starts": Whole(0, MAX_COUNT),
+    "layout": Text(NAME), "nodes": Text(NAME), "gpus": Whole(0, MAX_COUNT, optional=True),
+    "starts": Whole(0, MAX_COUNT),
     "seed": Whole(0, (1 << 64) - 1, optional=True), "pid_start": Whole(0, (1 << 63) - 1, optional=True),
     "job_start": Whole(0, (1 << 63) - 1, optional=True), "boot_id": Text(NAME, optional=True),
     "released_at": _WHEN, "released_by": Text(NAME, optional=True), "error": Text(MESSAGE, optional=True),
+    "lost_start": Text(MESSAGE, optional=True),
     "max_iters": Whole(1, MAX_ITERS, optional=True), "attempts": Whole(0, MAX_COUNT),
     "restarts": Whole(0, MAX_COUNT), "requeued_at": _WHEN, "lock_mode": Text(NAME, choices=("fcntl", "soft")),
 }

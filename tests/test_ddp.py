@@ -30,7 +30,15 @@ from conftest import (
 )
 
 from prove_jobs.cli import main
-from prove_jobs.distributed import Rank, distributed_environment, first_host, master_port, slurm_rank
+from prove_jobs.distributed import (
+    Rank,
+    distributed_environment,
+    first_host,
+    master_port,
+    rendezvous_address,
+    slurm_rank,
+)
+from prove_jobs.errors import RunError
 from prove_jobs.executors import JOB_ENTRY
 from prove_jobs.render import render_run
 from prove_jobs.scheduler import slurm_available
@@ -122,10 +130,27 @@ def test_rank_and_rendezvous_from_slurms_variables() -> None:
     rank = slurm_rank(env)
     assert rank == Rank(3, 4, 1) and not rank.leader
     assert slurm_rank({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1"}) == Rank() and slurm_rank({}) == Rank()
-    assert distributed_environment(rank, env) == {"MASTER_ADDR": "gpu03", "MASTER_PORT": str(master_port("4242")),
-                                                  "RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
+    hosts = {"gpu03": ["10.0.0.3"]}
+    assert distributed_environment(rank, env, lambda h: hosts.get(h, [])) == {
+        "MASTER_ADDR": "10.0.0.3", "MASTER_PORT": str(master_port("4242")), "RANK": "3", "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1"}
     assert distributed_environment(rank, {**env, "MASTER_ADDR": "h", "MASTER_PORT": "1"})["MASTER_ADDR"] == "h"
     assert first_host("node7") == "node7" and first_host("a[1,3]") == "a1"
+
+
+@pytest.mark.parametrize("nodelist", ["mn[1-2]", "mn1,mn2", "mn[1,2]", "mn1"])
+def test_the_rendezvous_is_the_first_nodes_real_address_however_the_list_is_written(nodelist: str) -> None:
+    env = {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": nodelist, "SLURM_JOB_NUM_NODES": "2"}
+    debian = {"mn1": ["127.0.1.1", "10.250.0.11"], "mn2": ["10.250.0.12"]}  # a node's own name: 127.0.1.1 first
+    assert rendezvous_address(env, lambda h: debian.get(h, [])) == "10.250.0.11"
+    own_name_only = {"mn1": ["127.0.1.1"]}
+    launched = {**env, "SLURM_LAUNCH_NODE_IPADDR": "10.250.0.11"}  # where submitit's srun ran: the first node
+    assert rendezvous_address(launched, lambda h: own_name_only.get(h, [])) == "10.250.0.11"
+    with pytest.raises(RunError, match=r"its first node mn1 resolves to 127\.0\.1\.1 here .* set MASTER_ADDR"):
+        rendezvous_address(env, lambda h: own_name_only.get(h, []))
+    with pytest.raises(RunError, match="resolves to nothing"):
+        rendezvous_address(env, lambda h: [])
+    assert rendezvous_address({**env, "SLURM_JOB_NUM_NODES": "1"}, lambda h: own_name_only.get(h, [])) == "127.0.1.1"
     assert master_port("4242") == master_port("4242") != master_port("4243")
     assert 20000 <= master_port("123_4") < 60000
 
@@ -145,9 +170,9 @@ from mmengine.config import Config
 from prove_jobs.executors import JOB_ENTRY
 from prove_jobs.distributed import Rank, setup
 cfg = Config(dict(sync_bn='torch', model=dict(type='X')))
-note = setup(cfg, Rank(0, 1, 0))
+notes = setup(cfg, Rank(0, 1, 0))
 print(repr(cfg.sync_bn), cfg.model_wrapper_cfg.device_ids)
-print(note)
+print(notes[-1])
 """
 
 

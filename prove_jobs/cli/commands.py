@@ -420,6 +420,14 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
     return 0
 
 
+def cmd_check_locks(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.lock_check import check_for
+
+    check, root = check_for(args.sweep, root=args.root, partition=args.partition, data_root=args.data_root)
+    (term.success if check.result == "global" else term.error)(check.line(root))
+    return 0 if check.result == "global" else 1
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace, Terminal], int]] = {
     "plan": cmd_plan,
     "render": cmd_render,
@@ -433,6 +441,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Terminal], int]] = {
     "resubmit": cmd_resubmit,
     "report": cmd_report,
     "weights": cmd_weights,
+    "check-locks": cmd_check_locks,
 }
 
 

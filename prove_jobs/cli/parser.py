@@ -32,6 +32,8 @@ EXAMPLES = {
     "demo-data": "prove-jobs demo-data demo/data/cityscapes",
     "weights": "prove-jobs weights job_templates/sweeps/cityscapes.toml\n"
                "  prove-jobs weights job_templates/sweeps/cityscapes.toml --model segformer_mit-b3 --dry-run",
+    "check-locks": "prove-jobs check-locks job_templates/sweeps/cityscapes.toml\n"
+                   "  prove-jobs check-locks --root $AWARE_DATA_ROOT --partition gpu",
     "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
     "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/\n"
               "  prove-jobs report --root $AWARE_DATA_ROOT --terminal",
@@ -245,6 +247,13 @@ def _weights(sub: argparse.ArgumentParser) -> None:
                                                             "nothing")
 
 
+def _check_locks(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("sweep", type=_path, nargs="?", help="sweep file (TOML): its data root, partition and Python")
+    sub.add_argument("--root", type=_path, help="a data root to check instead of a sweep's")
+    sub.add_argument("--data-root", type=_path, help="override the sweep's data_root")
+    sub.add_argument("--partition", help="where the probe jobs run (default: the sweep's, else SLURM's default)")
+
+
 def _demo_data(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("dir", type=_path, help="folder to write leftImg8bit/ and gtFine/ into")
 
@@ -270,6 +279,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "report": ("Write the comparison report (Markdown or JSON) of a sweep or of the runs under a folder, "
                "with plots; several seeds as mean ± std with intervals.", _report),
     "demo-data": ("Write a small deterministic synthetic Cityscapes-format dataset.", _demo_data),
+    "check-locks": ("Check that file locks in the data root hold across nodes: the login side and jobs on two "
+                    "nodes each take a lock the others must see (about a minute on an idle cluster). Records the "
+                    "result in the root; submit refuses flock locks where they stop at the node. Exit 1 if they "
+                    "do.", _check_locks),
     "weights": ("Fetch the pretrained checkpoints of a sweep's runs into the weight cache ahead of time (each once, "
                 "verified by the hash its name carries), for jobs on nodes without internet.", _weights),
 }

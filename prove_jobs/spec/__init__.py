@@ -81,6 +81,10 @@ class Resources:
     python: str | None = None
     # At most this many of a submission's array tasks run at once (--array=0-K%N); None: SLURM's default.
     max_running: int | None = None
+    # A job across processes: how long a collective (DDP's all-reduce) may wait for a rank before the job
+    # fails. A lost node or a network partition would otherwise hold the others to the time limit (torch's
+    # own default is 30 minutes). Large enough for the slowest validation or checkpoint rank 0 does alone.
+    collective_timeout_s: int = 600
 
     @property
     def tasks_per_node(self) -> int:
