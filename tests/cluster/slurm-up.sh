@@ -110,12 +110,14 @@ mv "$new_conf" /etc/slurm/slurm.conf
 chmod 644 /etc/slurm/slurm.conf
 
 # munge
-if ! pgrep -x munged >/dev/null; then
+# munge: asked through its default socket, not found by name (the two-node cluster runs a munged of its own)
+if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
     [ -f /etc/munge/munge.key ] || /usr/sbin/mungekey --create --keyfile=/etc/munge/munge.key
     chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
     mkdir -p /run/munge && chown munge:munge /run/munge
     runuser -u munge -- /usr/sbin/munged
-    pgrep -x -n munged > "$STATE/run/munged.pid"
+    for _ in $(seq 1 50); do [ -s /run/munge/munged.pid ] && break; sleep 0.1; done
+    cp /run/munge/munged.pid "$STATE/run/munged.pid"  # its own pid file: another munged may run beside it
 fi
 
 if [ "$ACCOUNTING" = 1 ]; then
