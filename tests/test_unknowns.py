@@ -121,6 +121,21 @@ def test_an_epoch_loop_is_shown_in_epochs(tmp_path: Path, capsys: pytest.Capture
     assert "work_dirs (12 epochs, BS=2 per GPU)" in markdown and zeros(markdown) == []
 
 
+def test_a_checkpoint_interval_counts_in_the_unit_its_hook_says(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """mmengine's CheckpointHook counts epochs unless it says ``by_epoch=False``, whatever the loop: an epoch
+    loop that saves every 1,000 iterations is not "every 1,000 epochs"; a hook that does not say counts epochs."""
+    per_iter = EPOCH_CONFIG.replace("interval=2)", "interval=1000, by_epoch=False)")
+    hand_run(tmp_path / "epochs" / "segformer_mit-b0_8xb2-12e_ade20k", per_iter)
+    iter_default = ITER_CONFIG_NO_RECIPE + "default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))\n"
+    hand_run(tmp_path / "iters" / PSPNET, iter_default)
+    configurations = report_json(tmp_path, capsys)["configurations"]
+    assert configurations["epochs"]["Checkpoint interval"] == "every 1,000 iterations"
+    assert configurations["epochs"]["Val interval"] == "every 1 epoch"  # the loop's unit
+    assert configurations["iters"]["Checkpoint interval"] == "every 1 epoch"
+    assert configurations["iters"]["Val interval"] == "500"
+
+
 def test_an_mmseg_0x_config_is_read(tmp_path: Path) -> None:
     work = tmp_path / "work_dirs" / PSPNET  # as mmseg 0.x's tools/train.py left it
     work.mkdir(parents=True)

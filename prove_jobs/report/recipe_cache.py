@@ -22,7 +22,7 @@ from pathlib import Path
 from prove_jobs.report.recipe import TrainedConfig
 from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, MODEL_FILE
 
-_FORMAT = 1
+_FORMAT = 2  # 2: TrainedConfig.checkpoint_by_epoch
 _FIELDS = tuple(f.name for f in fields(TrainedConfig))
 Stamp = tuple[int, int, int] | None  # (inode, size, mtime_ns) of a file, None: not there
 Entry = tuple[tuple[int, int], str | None, tuple[Stamp, ...], tuple[object, ...] | None, tuple[str, ...]]

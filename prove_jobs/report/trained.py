@@ -220,9 +220,11 @@ def _run_cells(variant: Variant, config: TrainedConfig, reference_lr: float | No
     if config.by_epoch:
         cells["Iterations"] = None if config.max_epochs is None else _count(config.max_epochs, "epoch")
         cells["Total samples"] = cells["Gradient steps"] = None
-        for label, value in (("Val interval", config.val_interval),
-                             ("Checkpoint interval", config.checkpoint_interval)):
-            cells[label] = None if value is None else f"every {_count(value, 'epoch')}"
+        cells["Val interval"] = None if config.val_interval is None else f"every {_count(config.val_interval, 'epoch')}"
+    if config.checkpoint_interval is not None and (config.by_epoch or config.checkpoint_by_epoch):
+        # the hook's unit, named wherever it is not the plain iterations of an iteration loop
+        unit = "epoch" if config.checkpoint_by_epoch else "iteration"
+        cells["Checkpoint interval"] = f"every {_count(config.checkpoint_interval, unit)}"
     known = all if variant.lr_rule == AS_TRAINED else any
     return {label: cell if known(getattr(config, f) is not None for f in _row_fields(label, config)) else None
             for label, cell in cells.items()}
