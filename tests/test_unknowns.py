@@ -201,3 +201,33 @@ def test_a_recipe_is_read_again_only_when_its_config_changes(tmp_path: Path, cap
     config.write_text(EPOCH_CONFIG.replace("lr=6e-05", "lr=7e-05"))  # same size, same second
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 1))
     assert report_json(tmp_path, capsys)["configurations"]["work_dirs"]["Base LR"] == "7e-05" and len(parsed) == 2
+
+
+def test_a_warm_report_reads_an_appended_log_and_an_edited_config_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a warm report keeps (recipes, run summaries, the rows made from them) follows the
+    files: a log written on after the last report, then a config edited, each shows in the next one."""
+    import os
+
+    work = hand_run(tmp_path / "work_dirs" / PSPNET, ITER_CONFIG_NO_RECIPE, iters=500)  # 500 of 1,000 so far
+    for _ in range(2):  # cold, then warm: the same
+        document = report_json(tmp_path, capsys)
+        [run] = document["runs"]
+        assert (run["iter"], run["last_miou"], document["times"]) == (500, 45.0, [])
+        assert document["configurations"]["work_dirs"]["Val interval"] == "500"
+    scalars = work / "20260101_000000" / "vis_data" / "scalars.json"
+    with scalars.open("a") as fh:  # it trained on to the end
+        for it in range(600, 1001, 100):
+            fh.write(json.dumps({"lr": 0.01, "data_time": 0.01, "loss": 1.0, "time": 0.5, "iter": it, "memory": 3000,
+                                 "step": it}) + "\n")
+        fh.write(json.dumps({"aAcc": 90.0, "mIoU": 50.0, "mAcc": 50.0, "data_time": 0.01, "time": 0.2,
+                             "step": 1000}) + "\n")
+    document = report_json(tmp_path, capsys)
+    [run] = document["runs"]
+    assert (run["iter"], run["last_miou"], run["best_miou"], run["best_iter"]) == (1000, 50.0, 50.0, 1000)
+    assert [point[0] for point in run["curve"]] == [500, 1000]
+    config = work / "config.py"
+    before = config.stat()
+    config.write_text(ITER_CONFIG_NO_RECIPE.replace("val_interval=500", "val_interval=250"))  # same size
+    os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    assert report_json(tmp_path, capsys)["configurations"]["work_dirs"]["Val interval"] == "250"

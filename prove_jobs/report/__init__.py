@@ -90,10 +90,13 @@ class Report:
     model_table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] = ((), ())
     labels: dict[str, str] = field(default_factory=dict)  # Scope.labels
     _runs: dict[tuple[str, str], list[RunStatus]] = field(default_factory=dict, init=False, repr=False)
+    _variants_of: dict[str, dict[str, None]] = field(default_factory=dict, init=False, repr=False)  # model -> ran
+    _finals: dict[tuple[str, str], SeedStats | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for status in self.statuses:  # asked for per cell: a thousand runs make it worth an index
             self._runs.setdefault((status.run.model, status.run.variant), []).append(status)
+            self._variants_of.setdefault(status.run.model, {})[status.run.variant] = None
 
     def label(self, variant: Variant) -> str:
         """``WEIGHTS_CITYSCAPES (20k, BS=16)``: a variant with its recipe, as a header names it (never ``BS=0``)."""
@@ -113,8 +116,12 @@ class Report:
 
     def final(self, model: str, variant: str) -> SeedStats | None:
         """The final validation mIoU over the completed seeds of (model, variant)."""
+        key = (model, variant)
+        if key in self._finals:  # the comparison, the results and the tables each ask
+            return self._finals[key]
         runs = self.runs_of(model, variant)
-        return summarize([m for s in runs if (m := final_miou(s)) is not None]) if runs else None
+        found = self._finals[key] = summarize([m for s in runs if (m := final_miou(s)) is not None]) if runs else None
+        return found
 
     def best(self, model: str, variant: str) -> tuple[SeedStats, tuple[int, ...]] | None:
         """The best validation mIoU over the completed seeds, and the iteration of each seed's best."""
@@ -171,9 +178,11 @@ class Report:
         }
 
     def _result(self, model: str) -> dict[str, Any]:
-        finals = {v.name: self.final(model, v.name) for v in self.variants}
+        # a model's variants without a run have neither (most pairs of a group's history): not looked up
+        ran = self._variants_of.get(model, {})
+        finals = {v.name: self.final(model, v.name) if v.name in ran else None for v in self.variants}
         comparison = self.comparisons.get(model)
-        best = {v.name: self.best(model, v.name) for v in self.variants}
+        best = {v.name: self.best(model, v.name) for v in self.variants if v.name in ran}
         return {
             "model": model,
             "family": self.families.get(model),
@@ -234,9 +243,11 @@ def build_report(scope: Scope | Sweep, statuses: Sequence[RunStatus], *, referen
 
 def _compare(report: Report, model: str) -> Comparison | None:
     ref = report.final(model, report.reference)
+    if ref is None:
+        return None
     others = [(v.name, s) for v in report.variants if v.name != report.reference
               if (s := report.final(model, v.name)) is not None]
-    if ref is None or not others:
+    if not others:
         return None
     name, best = max(others, key=lambda pair: pair[1].mean)
     difference = round(best.mean - ref.mean, 2)
