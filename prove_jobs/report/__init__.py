@@ -178,17 +178,24 @@ class Report:
         }
 
     def _result(self, model: str) -> dict[str, Any]:
-        # a model's variants without a run have neither (most pairs of a group's history): not looked up
         ran = self._variants_of.get(model, {})
-        finals = {v.name: self.final(model, v.name) if v.name in ran else None for v in self.variants}
+        final_miou: dict[str, float | None] = dict.fromkeys(v.name for v in self.variants)
+        seeds, best = {}, {}  # only a variant the model ran has either (most pairs of a group's history)
+        for name in final_miou:
+            if name not in ran:
+                continue
+            if (stats := self.final(model, name)) is not None:
+                final_miou[name] = round(stats.mean, 4)
+                seeds[name] = stats.to_json()
+            if (found := self.best(model, name)) is not None:
+                best[name] = {**found[0].to_json(), "iters": list(found[1])}
         comparison = self.comparisons.get(model)
-        best = {v.name: self.best(model, v.name) for v in self.variants if v.name in ran}
         return {
             "model": model,
             "family": self.families.get(model),
-            "final_miou": {name: None if s is None else round(s.mean, 4) for name, s in finals.items()},
-            "seeds": {name: s.to_json() for name, s in finals.items() if s is not None},
-            "best_miou": {name: {**b[0].to_json(), "iters": list(b[1])} for name, b in best.items() if b is not None},
+            "final_miou": final_miou,
+            "seeds": seeds,
+            "best_miou": best,
             "compared_variant": comparison.variant if comparison else None,
             "difference_vs_reference": comparison.difference if comparison else None,
             "difference_ci95": None if comparison is None or comparison.ci95 is None else [
