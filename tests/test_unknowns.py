@@ -121,6 +121,21 @@ def test_an_epoch_loop_is_shown_in_epochs(tmp_path: Path, capsys: pytest.Capture
     assert "work_dirs (12 epochs, BS=2 per GPU)" in markdown and zeros(markdown) == []
 
 
+def test_a_checkpoint_interval_counts_in_the_unit_its_hook_says(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """mmengine's CheckpointHook counts epochs unless it says ``by_epoch=False``, whatever the loop: an epoch
+    loop that saves every 1,000 iterations is not "every 1,000 epochs"; a hook that does not say counts epochs."""
+    per_iter = EPOCH_CONFIG.replace("interval=2)", "interval=1000, by_epoch=False)")
+    hand_run(tmp_path / "epochs" / "segformer_mit-b0_8xb2-12e_ade20k", per_iter)
+    iter_default = ITER_CONFIG_NO_RECIPE + "default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))\n"
+    hand_run(tmp_path / "iters" / PSPNET, iter_default)
+    configurations = report_json(tmp_path, capsys)["configurations"]
+    assert configurations["epochs"]["Checkpoint interval"] == "every 1,000 iterations"
+    assert configurations["epochs"]["Val interval"] == "every 1 epoch"  # the loop's unit
+    assert configurations["iters"]["Checkpoint interval"] == "every 1 epoch"
+    assert configurations["iters"]["Val interval"] == "500"
+
+
 def test_an_mmseg_0x_config_is_read(tmp_path: Path) -> None:
     work = tmp_path / "work_dirs" / PSPNET  # as mmseg 0.x's tools/train.py left it
     work.mkdir(parents=True)
@@ -186,3 +201,33 @@ def test_a_recipe_is_read_again_only_when_its_config_changes(tmp_path: Path, cap
     config.write_text(EPOCH_CONFIG.replace("lr=6e-05", "lr=7e-05"))  # same size, same second
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 1))
     assert report_json(tmp_path, capsys)["configurations"]["work_dirs"]["Base LR"] == "7e-05" and len(parsed) == 2
+
+
+def test_a_warm_report_reads_an_appended_log_and_an_edited_config_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a warm report keeps (recipes, run summaries, the rows made from them) follows the
+    files: a log written on after the last report, then a config edited, each shows in the next one."""
+    import os
+
+    work = hand_run(tmp_path / "work_dirs" / PSPNET, ITER_CONFIG_NO_RECIPE, iters=500)  # 500 of 1,000 so far
+    for _ in range(2):  # cold, then warm: the same
+        document = report_json(tmp_path, capsys)
+        [run] = document["runs"]
+        assert (run["iter"], run["last_miou"], document["times"]) == (500, 45.0, [])
+        assert document["configurations"]["work_dirs"]["Val interval"] == "500"
+    scalars = work / "20260101_000000" / "vis_data" / "scalars.json"
+    with scalars.open("a") as fh:  # it trained on to the end
+        for it in range(600, 1001, 100):
+            fh.write(json.dumps({"lr": 0.01, "data_time": 0.01, "loss": 1.0, "time": 0.5, "iter": it, "memory": 3000,
+                                 "step": it}) + "\n")
+        fh.write(json.dumps({"aAcc": 90.0, "mIoU": 50.0, "mAcc": 50.0, "data_time": 0.01, "time": 0.2,
+                             "step": 1000}) + "\n")
+    document = report_json(tmp_path, capsys)
+    [run] = document["runs"]
+    assert (run["iter"], run["last_miou"], run["best_miou"], run["best_iter"]) == (1000, 50.0, 50.0, 1000)
+    assert [point[0] for point in run["curve"]] == [500, 1000]
+    config = work / "config.py"
+    before = config.stat()
+    config.write_text(ITER_CONFIG_NO_RECIPE.replace("val_interval=500", "val_interval=250"))  # same size
+    os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    assert report_json(tmp_path, capsys)["configurations"]["work_dirs"]["Val interval"] == "250"

@@ -73,7 +73,7 @@ class LogCache:
         # work dir -> the files read_run_log just found there: the next training_time of it takes them (once)
         # instead of listing the run dir again; kept only where training times follow (report), not in status
         self.keep_listings = False
-        self._listed: dict[str, RunFiles] = {}
+        self._listed: dict[str, tuple[RunFiles, object]] = {}  # (its files, their key)
         self.dirty = False  # something was read since the load: worth saving
 
     def _saw(self, work_dir: str) -> None:
@@ -130,9 +130,9 @@ class LogCache:
                 self.dirty = True
             return files
         self._saw(str(work_dir))
-        if self.keep_listings:
-            self._listed[str(work_dir)] = files
         key = files.key(self._sparse)
+        if self.keep_listings:
+            self._listed[str(work_dir)] = files, key
         hit = self._runs.get(str(work_dir))
         if hit is not None and hit[0] == key:
             return hit[1]
@@ -153,11 +153,11 @@ class LogCache:
         from prove_jobs.logs.times import NO_TIME, TrainingTime, read_training_time
 
         listed = self._listed.pop(str(work_dir), None) if entries is None else None
-        files = listed if listed is not None else find_run_files(work_dir, entries)
+        files = listed[0] if listed is not None else find_run_files(work_dir, entries)
         if isinstance(files, RunLog):
             return NO_TIME
         self._saw(str(work_dir))
-        key = files.key(self._sparse)
+        key = listed[1] if listed is not None else files.key(self._sparse)  # its files as read_run_log just saw
         if self._times_blob is not None:
             self._unpack_times(TrainingTime)
         hit = self._times.get(str(work_dir))

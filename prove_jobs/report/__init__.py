@@ -90,10 +90,13 @@ class Report:
     model_table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] = ((), ())
     labels: dict[str, str] = field(default_factory=dict)  # Scope.labels
     _runs: dict[tuple[str, str], list[RunStatus]] = field(default_factory=dict, init=False, repr=False)
+    _variants_of: dict[str, dict[str, None]] = field(default_factory=dict, init=False, repr=False)  # model -> ran
+    _finals: dict[tuple[str, str], SeedStats | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for status in self.statuses:  # asked for per cell: a thousand runs make it worth an index
             self._runs.setdefault((status.run.model, status.run.variant), []).append(status)
+            self._variants_of.setdefault(status.run.model, {})[status.run.variant] = None
 
     def label(self, variant: Variant) -> str:
         """``WEIGHTS_CITYSCAPES (20k, BS=16)``: a variant with its recipe, as a header names it (never ``BS=0``)."""
@@ -113,8 +116,12 @@ class Report:
 
     def final(self, model: str, variant: str) -> SeedStats | None:
         """The final validation mIoU over the completed seeds of (model, variant)."""
+        key = (model, variant)
+        if key in self._finals:  # the comparison, the results and the tables each ask
+            return self._finals[key]
         runs = self.runs_of(model, variant)
-        return summarize([m for s in runs if (m := final_miou(s)) is not None]) if runs else None
+        found = self._finals[key] = summarize([m for s in runs if (m := final_miou(s)) is not None]) if runs else None
+        return found
 
     def best(self, model: str, variant: str) -> tuple[SeedStats, tuple[int, ...]] | None:
         """The best validation mIoU over the completed seeds, and the iteration of each seed's best."""
@@ -171,15 +178,24 @@ class Report:
         }
 
     def _result(self, model: str) -> dict[str, Any]:
-        finals = {v.name: self.final(model, v.name) for v in self.variants}
+        ran = self._variants_of.get(model, {})
+        final_miou: dict[str, float | None] = dict.fromkeys(v.name for v in self.variants)
+        seeds, best = {}, {}  # only a variant the model ran has either (most pairs of a group's history)
+        for name in final_miou:
+            if name not in ran:
+                continue
+            if (stats := self.final(model, name)) is not None:
+                final_miou[name] = round(stats.mean, 4)
+                seeds[name] = stats.to_json()
+            if (found := self.best(model, name)) is not None:
+                best[name] = {**found[0].to_json(), "iters": list(found[1])}
         comparison = self.comparisons.get(model)
-        best = {v.name: self.best(model, v.name) for v in self.variants}
         return {
             "model": model,
             "family": self.families.get(model),
-            "final_miou": {name: None if s is None else round(s.mean, 4) for name, s in finals.items()},
-            "seeds": {name: s.to_json() for name, s in finals.items() if s is not None},
-            "best_miou": {name: {**b[0].to_json(), "iters": list(b[1])} for name, b in best.items() if b is not None},
+            "final_miou": final_miou,
+            "seeds": seeds,
+            "best_miou": best,
             "compared_variant": comparison.variant if comparison else None,
             "difference_vs_reference": comparison.difference if comparison else None,
             "difference_ci95": None if comparison is None or comparison.ci95 is None else [
@@ -234,9 +250,11 @@ def build_report(scope: Scope | Sweep, statuses: Sequence[RunStatus], *, referen
 
 def _compare(report: Report, model: str) -> Comparison | None:
     ref = report.final(model, report.reference)
+    if ref is None:
+        return None
     others = [(v.name, s) for v in report.variants if v.name != report.reference
               if (s := report.final(model, v.name)) is not None]
-    if ref is None or not others:
+    if not others:
         return None
     name, best = max(others, key=lambda pair: pair[1].mean)
     difference = round(best.mean - ref.mean, 2)

@@ -29,7 +29,8 @@ class TrainedConfig:
     ``total_batch_size``, or a hand run's per-process ``train_dataloader.batch_size`` times the
     ``GPU number`` its newest log reports. Failing both it is the per-process batch, and
     ``batch_is_per_gpu`` says so (a per-GPU 2 on 8 GPUs is not a total batch of 2). An epoch-based
-    loop has ``max_epochs`` instead of ``max_iters``, and ``by_epoch``: its intervals count epochs.
+    loop has ``max_epochs`` instead of ``max_iters``, and ``by_epoch``: its val interval counts epochs. The
+    checkpoint interval's unit is the hook's (``checkpoint_by_epoch``): an epoch loop may save every N iterations.
     """
 
     max_iters: int | None = None
@@ -49,7 +50,10 @@ class TrainedConfig:
     source: Path | None = None  # the file it was read from
     rejected: tuple[str, ...] = ()  # "unreadable: FIELD in FILE (why)": values left out, out of type or range
     max_epochs: int | None = None  # an epoch-based loop's length (its max_iters is then None)
-    by_epoch: bool = False  # val_interval and checkpoint_interval count epochs
+    by_epoch: bool = False  # the loop counts epochs: so do max_epochs and val_interval
+    # checkpoint_interval counts epochs: the hook's own by_epoch (mmengine's CheckpointHook: True unless it says
+    # False, whatever the loop; mmcv's: the runner's unit unless it says), not the loop's
+    checkpoint_by_epoch: bool = False
     # (field, why): each table field left None, and what was looked for ("no train_cfg.max_iters in config.py");
     # an explanation of the fields above, not a field of the recipe: two configs that say the same are equal
     missing: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -142,6 +146,9 @@ def trained(values: dict[str, object], source: Path, gpus: Callable[[], int | No
                   else 0 if isinstance(lr_config, dict) else None)
         val, looked["val_interval"] = _first(values, ("evaluation", "interval"))
         ckpt, looked["checkpoint_interval"] = _first(values, ("checkpoint_config", "interval"))
+        # mmcv's IterBasedRunner sets the hook's by_epoch to False unless the config says; its default is True
+        hook_by_epoch = at(values, "checkpoint_config", "by_epoch")
+        ckpt_by_epoch = hook_by_epoch if isinstance(hook_by_epoch, bool) else by_epoch
         looked.update(optimizer="optimizer.type", lr="optimizer.lr", warmup="lr_config", scheduler="lr_config.policy")
     else:
         per_gpu_value, looked["batch_size"] = _first(values, ("train_dataloader", "batch_size"))
@@ -156,6 +163,8 @@ def trained(values: dict[str, object], source: Path, gpus: Callable[[], int | No
         scheduler = "Poly" if "PolyLR" in types else (types[-1] if every_type and types else None)
         val, looked["val_interval"] = _first(values, ("train_cfg", "val_interval"))
         ckpt, looked["checkpoint_interval"] = _first(values, ("default_hooks", "checkpoint", "interval"))
+        hook_by_epoch = at(values, "default_hooks", "checkpoint", "by_epoch")  # mmengine's default: True
+        ckpt_by_epoch = hook_by_epoch if isinstance(hook_by_epoch, bool) else True
         looked.update(optimizer="optim_wrapper.optimizer.type", lr="optim_wrapper.optimizer.lr",
                       warmup="param_scheduler", scheduler="param_scheduler")
     # The crop the training pipeline applies; the top-level crop_size mmseg configs also define otherwise.
@@ -178,7 +187,8 @@ def trained(values: dict[str, object], source: Path, gpus: Callable[[], int | No
         warmup=warmup,
         scheduler=scheduler,
         val_interval=check("val_interval", val),
-        checkpoint_interval=check("checkpoint_interval", ckpt),
+        checkpoint_interval=(interval := check("checkpoint_interval", ckpt)),
+        checkpoint_by_epoch=by_epoch if interval is None else ckpt_by_epoch,
         seed=check("seed", at(values, "randomness", "seed")),
         evaluation=_evaluation(at(values, "model", "test_cfg"), check),
         sync_bn=None if values.get("sync_bn", UNKNOWN) is UNKNOWN else bool(values.get("sync_bn")),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from operator import attrgetter
 from pathlib import Path
 
 from prove_jobs.plan import configuration_rows
@@ -174,7 +175,7 @@ def trained_rows(variants: Sequence[Variant], runs_by_variant: Mapping[str, Sequ
         if variant.per_model:
             columns.append({label: cells[index] for label, cells in template})
             continue
-        per_run = [_run_cells(variant, c, reference_lr) for _, c in runs]
+        per_run = _cells_of_runs(variant, [c for _, c in runs], reference_lr)
         column = {}
         for label, cells in template:
             seen = list(dict.fromkeys(cell for c in per_run if (cell := c[label]) is not None))
@@ -199,6 +200,26 @@ def _reference_lr(variants: Sequence[Variant], runs_by_variant: RunsByVariant, r
     return trained.pop() if len(trained) == 1 else (ref.lr or None)
 
 
+# What a run's cells are made of (_run_cells reads no other field): runs that trained the same recipe share them
+_CELL_FIELDS = attrgetter("max_iters", "batch_size", "batch_is_per_gpu", "crop_size", "optimizer", "lr", "warmup",
+                          "scheduler", "val_interval", "checkpoint_interval", "max_epochs", "by_epoch",
+                          "checkpoint_by_epoch")
+
+
+def _cells_of_runs(variant: Variant, configs: Sequence[TrainedConfig],
+                   reference_lr: float | None) -> list[dict[str, str | None]]:
+    """``_run_cells`` of each config, made once per recipe (a group's thousands of runs train a few)."""
+    made: dict[object, dict[str, str | None]] = {}
+    cells = []
+    for config in configs:
+        key = _CELL_FIELDS(config)
+        found = made.get(key)
+        if found is None:
+            found = made[key] = _run_cells(variant, config, reference_lr)
+        cells.append(found)
+    return cells
+
+
 def _run_cells(variant: Variant, config: TrainedConfig, reference_lr: float | None) -> dict[str, str | None]:
     """One run's cell of each row (plan's formats, on the variant with what was trained put in); ``None``
     where its config recorded none of what the row shows (for a variant found under --root, whose
@@ -220,9 +241,11 @@ def _run_cells(variant: Variant, config: TrainedConfig, reference_lr: float | No
     if config.by_epoch:
         cells["Iterations"] = None if config.max_epochs is None else _count(config.max_epochs, "epoch")
         cells["Total samples"] = cells["Gradient steps"] = None
-        for label, value in (("Val interval", config.val_interval),
-                             ("Checkpoint interval", config.checkpoint_interval)):
-            cells[label] = None if value is None else f"every {_count(value, 'epoch')}"
+        cells["Val interval"] = None if config.val_interval is None else f"every {_count(config.val_interval, 'epoch')}"
+    if config.checkpoint_interval is not None and (config.by_epoch or config.checkpoint_by_epoch):
+        # the hook's unit, named wherever it is not the plain iterations of an iteration loop
+        unit = "epoch" if config.checkpoint_by_epoch else "iteration"
+        cells["Checkpoint interval"] = f"every {_count(config.checkpoint_interval, unit)}"
     known = all if variant.lr_rule == AS_TRAINED else any
     return {label: cell if known(getattr(config, f) is not None for f in _row_fields(label, config)) else None
             for label, cell in cells.items()}
@@ -261,6 +284,9 @@ def recorded_label(configs: Sequence[TrainedConfig]) -> str:
     return f"{schedule}, BS={size}"
 
 
+_TEXT_FIELDS = attrgetter(*_NOTE_NAMES, "batch_is_per_gpu")  # what _texts reads
+
+
 def _texts(config: TrainedConfig) -> dict[str, str | None]:
     """Each field as a note writes it (``lr 0.08``, ``crop size 512×512``, ``batch size 2 per GPU``)."""
     texts = {field: _text(getattr(config, field)) for field in _NOTE_NAMES}
@@ -284,7 +310,9 @@ def _notes(variant: Variant, runs: Sequence[tuple[str, TrainedConfig]]) -> list[
                           checkpoint_interval=variant.checkpoint_interval)
     now = _texts(today)
     notes = []
-    texts = [(label, config, _texts(config)) for label, config in runs]  # once a run, not once a field
+    made: dict[object, dict[str, str | None]] = {}  # once a recipe, not once a run nor once a field
+    texts = [(label, config, made[key] if (key := _TEXT_FIELDS(config)) in made
+              else made.setdefault(key, _texts(config))) for label, config in runs]
     for field, name in _NOTE_NAMES.items():
         groups: dict[str, list[str]] = {}
         for label, _, text_of in texts:
