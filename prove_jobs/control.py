@@ -94,12 +94,11 @@ def cancel(runs: Sequence[Run]) -> CancelResult:
     jobs = _ask(list(metas.values()))
     live = [(run, meta) for run, meta in metas.items() if meta is not None and claim_alive(meta, jobs) is True]
     result = CancelResult()
-    slurm = {meta.job_id: run for run, meta in live if meta.executor == "slurm" and meta.job_id}
+    slurm = {meta.job_id: (run, meta) for run, meta in live if meta.executor == "slurm" and meta.job_id}
     refused = scancel(list(slurm)) if slurm else {}
-    for job_id, run in slurm.items():
+    for job_id, (run, meta) in slurm.items():
         if job_id in refused:
-            owner = jobs.get(job_id) if jobs is not None else None
-            who = f" (job of {owner.user})" if owner is not None and owner.user else ""
+            who = f" (job of {meta.user})" if meta.user else ""  # who submitted it: its claim's word
             result.refused.append((run, f"SLURM job {job_id}{who}: {refused[job_id]}"))
         else:
             result.cancelled.append(run)

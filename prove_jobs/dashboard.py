@@ -305,9 +305,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def watch(collect: Callable[[], tuple[Sequence[RunStatus], Sequence[str]]], title: str, every_s: float,
-          console: Console, show: Callable[[RenderableType], None]) -> int:
+          console: Console, show: Callable[[RenderableType], None], aside: Callable[[], str] = str) -> int:
     """Every ``every_s`` seconds until Ctrl-C: on a terminal, redraw the tables in place (rich Live);
-    to a file or a pipe, write each frame after the last (``show``), so that the file is a log of it."""
+    to a file or a pipe, write each frame after the last (``show``), so that the file is a log of it.
+    ``aside``: more for the footer (how old the scheduler's answer is)."""
     import time
 
     from rich.live import Live
@@ -315,7 +316,8 @@ def watch(collect: Callable[[], tuple[Sequence[RunStatus], Sequence[str]]], titl
     def frame() -> Group:
         statuses, warnings = collect()
         stamp = time.strftime("%H:%M:%S")
-        footer = [Text(f"{stamp} · every {every_s:g} s · Ctrl-C to quit", style="dim")]
+        said = aside()
+        footer = [Text(f"{stamp} · every {every_s:g} s{' · ' + said if said else ''} · Ctrl-C to quit", style="dim")]
         footer += [Text(f"warning: {w}", style="yellow") for w in warnings[:5]]
         return Group(status_tables(statuses, title=title, width=console.width), *footer)
 

@@ -16,6 +16,10 @@ from prove_jobs.errors import SchedulerUnavailable
 from prove_jobs.verbose import INFO, SCHEDULER, say
 
 TIMEOUT_S = 20.0
+# The fewest fields status shows: the job (an array task as 12_3), its state, node, why it waits, and the
+# submit and start times (the queue wait); who submitted it is the run's metadata's word.
+SQUEUE_FIELDS = "%i|%T|%N|%r|%V|%S"
+SACCT_FIELDS = "JobID,State,NodeList,Reason,Submit,Start"
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,6 @@ class JobInfo:
     job_id: str
     state: str  # SLURM's own word: PENDING, RUNNING, COMPLETED, CANCELLED, TIMEOUT, ...
     node: str = ""
-    user: str = ""
     reason: str = ""  # squeue's %r: why a pending job waits (Priority, Resources, Dependency, ...)
     from_accounting: bool = False  # sacct's record of a job squeue has forgotten
     submitted: float | None = None  # when SLURM queued it and started it (the controller's clock, both)
@@ -38,6 +41,7 @@ class Answer:
 
     asked: frozenset[str]
     jobs: Mapping[str, JobInfo]
+    asked_at: float = float("inf")  # time.time() when asked: a job's record newer than it wins (poll.fresher)
 
     def get(self, job_id: str) -> JobInfo | None:
         return self.jobs.get(job_id)
@@ -45,8 +49,8 @@ class Answer:
 
 def ask(job_ids: Iterable[str]) -> Answer:
     """One squeue (then one sacct) for all of ``job_ids``; raises ``SchedulerUnavailable``."""
-    wanted = frozenset(j for j in job_ids if j)
-    return Answer(wanted, query_jobs(wanted) if wanted else {})
+    wanted, asked_at = frozenset(j for j in job_ids if j), time.time()
+    return Answer(wanted, query_jobs(wanted) if wanted else {}, asked_at)
 
 
 def call(args: Sequence[str], *, timeout_s: float = TIMEOUT_S) -> str:
@@ -156,33 +160,34 @@ def scancel(job_ids: Sequence[str]) -> dict[str, str]:
 
 def _squeue(job_ids: Sequence[str]) -> dict[str, JobInfo]:
     try:
-        out = call(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%u|%r|%V|%S",
+        out = call(["squeue", "--noheader", "--array", "--states=all", f"--format={SQUEUE_FIELDS}",
                     f"--jobs={','.join(job_ids)}"])
     except SchedulerUnavailable as exc:
         # squeue refuses the whole query once every listed job has left its memory (MinJobAge).
         if "Invalid job id" in str(exc):
             return {}
         raise
-    return {info.job_id: info for info in _parse(out, 5, from_accounting=False)}
+    return {info.job_id: info for info in _parse(out, from_accounting=False)}
 
 
 def _sacct(job_ids: Sequence[str]) -> dict[str, JobInfo]:
     out = call(["sacct", "--noheader", "--parsable2", "--allocations",
-                "--format=JobID,State,NodeList,User,Reason,Submit,Start", f"--jobs={','.join(job_ids)}"])
-    return {info.job_id: info for info in _parse(out, 4, from_accounting=True)}
+                f"--format={SACCT_FIELDS}", f"--jobs={','.join(job_ids)}"])
+    return {info.job_id: info for info in _parse(out, from_accounting=True)}
 
 
-def _parse(out: str, width: int, *, from_accounting: bool) -> list[JobInfo]:
+def _parse(out: str, *, from_accounting: bool) -> list[JobInfo]:
+    """Lines of SQUEUE_FIELDS (or SACCT_FIELDS): job|state|node|reason|submit|start."""
     infos = []
     for line in out.splitlines():
         parts = line.strip().split("|")
-        if len(parts) < width or not parts[0]:
+        if len(parts) < 4 or not parts[0]:
             continue
         # "CANCELLED by 1000" -> "CANCELLED"
         state = parts[1].split()[0] if parts[1] else "UNKNOWN"
-        reason = parts[4] if width > 4 and parts[4] not in ("None", "(null)") else ""
-        submitted, started = (_when(parts[5]), _when(parts[6])) if len(parts) > 6 else (None, None)
-        infos.append(JobInfo(parts[0], state, parts[2], parts[3], reason, from_accounting, submitted, started))
+        reason = parts[3] if parts[3] not in ("None", "(null)") else ""
+        submitted, started = (_when(parts[4]), _when(parts[5])) if len(parts) > 5 else (None, None)
+        infos.append(JobInfo(parts[0], state, parts[2], reason, from_accounting, submitted, started))
     return infos
 
 

@@ -28,6 +28,7 @@ from prove_jobs.gpu_hours import accounted, allocations, gpu_hours_line
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
 from prove_jobs.lost_start import scheduler_notes
+from prove_jobs.poll import fresher, not_asked
 from prove_jobs.runs import (
     META_FILE,
     Run,
@@ -217,12 +218,13 @@ ReadLog = Callable[[Path, "Sequence[os.DirEntry[str]] | None"], RunLog]
 
 
 def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: ReadLog = read_run_log,
-                   accounting: bool = False) -> StatusReport:
+                   accounting: bool = False, ask: Callable[[list[str]], Answer] | None = None) -> StatusReport:
     """The status of every run, with one scheduler query for all SLURM jobs among them.
 
     ``read_log``: how to read a work dir's logs (``LogCache().read_run_log`` to read only
     what was appended since the last call). ``accounting``: also ask sacct, once, what every
-    SLURM job of these runs was allocated (GPU-hours); not for ``--watch`` refreshes.
+    SLURM job of these runs was allocated (GPU-hours); not for ``--watch`` refreshes. ``ask``: the
+    scheduler's answer for job ids (``--watch``: ``PacedScheduler.ask``, the last answer reused).
     """
     now = time.time() if now is None else now
     listings = {run: Listing(run.run_dir) for run in runs}  # a run listed twice is shown once
@@ -232,16 +234,16 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: R
     slurm_jobs = open_slurm_jobs(meta for _, meta, _ in metas.values())
     try:
         if slurm_jobs:  # else no question, and no scheduler module to load
-            from prove_jobs.scheduler import ask
+            from prove_jobs.scheduler import ask as ask_now
 
-            answer = ask(slurm_jobs)
+            answer = (ask or ask_now)(slurm_jobs)
     except SchedulerUnavailable as exc:
         note = f"scheduler unreachable: {exc}"
-    jobs = dict(answer.jobs) if answer is not None else {}
+    jobs = dict(fresher(answer, (meta for _, meta, _ in metas.values()))) if answer is not None else {}
     allocated = allocations((meta, why) for _, meta, why in metas.values()) if accounting else {}
     statuses = tuple(
-        _with_lock(_status(run, meta, read_log(run.run_dir, listing.entries), jobs, now, note, meta_note, listing),
-                   answer, listing)
+        _with_lock(_status(run, meta, read_log(run.run_dir, listing.entries), jobs, now,
+                           note or not_asked(answer, meta), meta_note, listing), answer, listing)
         for run, (listing, meta, meta_note) in metas.items()
     )
     if allocated:

@@ -98,6 +98,16 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
                      [missing] if missing else [], sweep.data_root)
 
 
+def narrowed(chosen: Selection, models: Sequence[str], variants: Sequence[str]) -> Selection:
+    """A ``--root`` listing's runs of the models and variants asked for (their folders say), not every run
+    below the root: the scheduler is asked about the view's own jobs only."""
+    if not chosen.complete or not (models or variants):
+        return chosen
+    runs = [run for run in chosen.runs if (not models or run.model in models)
+            and (not variants or run.variant in variants)]
+    return Selection(runs, chosen.title, chosen.warnings, chosen.scope, complete=len(runs) == len(chosen.runs))
+
+
 def missing_data_root(sweep: Sweep) -> str | None:
     """A warning when the sweep's data root is not there: every run would read "not submitted"."""
     if sweep.data_root.is_dir():
@@ -128,11 +138,14 @@ class StatusSource:
     """
 
     def __init__(self, runs: Sequence[Run], cache_path: Path | None = None, *, scope: Path | None = None,
-                 complete: bool = False, accounting: bool = False) -> None:
+                 complete: bool = False, accounting: bool = False, scheduler_every: float | None = None) -> None:
         from prove_jobs.logs import LogCache, default_cache_path
+        from prove_jobs.poll import PacedScheduler
 
         self.runs = list(runs)
         self.accounting = accounting  # sacct's GPU-hours: once per command, not per --watch refresh
+        # --watch: squeue at most every scheduler_every seconds, its last answer in between (docs/cluster.md)
+        self.scheduler = PacedScheduler(scheduler_every) if scheduler_every else None
         self.scope = scope if scope is not None else _common_folder(self.runs)
         self.complete = complete
         self.cache_path = cache_path or default_cache_path(self.scope)
@@ -144,11 +157,16 @@ class StatusSource:
         from prove_jobs.logs.cache import gc_paused
 
         with gc_paused():
-            report = collect_status(self.runs, read_log=self.logs.read_run_log, accounting=self.accounting)
+            report = collect_status(self.runs, read_log=self.logs.read_run_log, accounting=self.accounting,
+                                    ask=self.scheduler.ask if self.scheduler else None)
         statuses = [s for s in report.statuses if keep(s)]
         warnings = [report.scheduler_note] if report.scheduler_note else []
         warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]
         return statuses, warnings
+
+    def scheduler_caption(self) -> str:
+        """``scheduler asked 12 s ago (at most every 30 s)`` under a watch; "" otherwise."""
+        return self.scheduler.caption() if self.scheduler else ""
 
     def with_other_variants(self, statuses: Sequence[RunStatus]) -> list[RunStatus]:
         """``statuses`` and those of the same models' runs in the data root's other variants (the same seed's

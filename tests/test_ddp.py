@@ -377,8 +377,8 @@ def test_a_rank_that_dies_ends_the_job_and_resubmit_resumes_it(tmp_path: Path, m
 def test_squeue_times_give_the_queue_wait_on_the_controllers_clock() -> None:
     from prove_jobs.scheduler import _parse
 
-    [running, pending] = _parse("12_3|RUNNING|vm|alice|None|2026-12-02T05:00:00|2026-12-02T05:01:30\n"
-                                "13|PENDING||bob|Priority|2026-12-02T05:02:00|N/A\n", 5, from_accounting=False)
+    [running, pending] = _parse("12_3|RUNNING|vm|None|2026-12-02T05:00:00|2026-12-02T05:01:30\n"
+                                "13|PENDING||Priority|2026-12-02T05:02:00|N/A\n", from_accounting=False)
     assert running.started is not None and running.submitted is not None
     assert running.started - running.submitted == 90 and running.reason == ""
     assert pending.reason == "Priority" and pending.started is None

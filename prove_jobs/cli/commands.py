@@ -193,13 +193,14 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
-    from prove_jobs.status_source import StatusSource, runs_to_show
+    from prove_jobs.status_source import StatusSource, narrowed, runs_to_show
 
-    chosen = runs_to_show(args.sweep, root=args.root, data_root=args.data_root, models=args.model,
-                          variants=args.variant, seeds=args.seed)
+    chosen = narrowed(runs_to_show(args.sweep, root=args.root, data_root=args.data_root, models=args.model,
+                                   variants=args.variant, seeds=args.seed), args.model, args.variant)
     for warning in chosen.warnings:
         term.warn(warning)
-    source = StatusSource(chosen.runs, scope=chosen.scope, complete=chosen.complete, accounting=args.watch is None)
+    source = StatusSource(chosen.runs, scope=chosen.scope, complete=chosen.complete, accounting=args.watch is None,
+                          scheduler_every=args.scheduler_every if args.watch is not None else None)
     try:
         if args.watch is not None:
             from prove_jobs.dashboard import watch, watch_json
@@ -209,7 +210,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
 
             if args.json:
                 return watch_json(collect, args.watch, term.json_line)
-            return watch(collect, chosen.title, args.watch, term.out, term.show)
+            return watch(collect, chosen.title, args.watch, term.out, term.show, source.scheduler_caption)
         statuses, warnings = source.collect(lambda s: _wanted(s, args))
     finally:
         _close(source, term)

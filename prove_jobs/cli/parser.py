@@ -188,6 +188,9 @@ def _status(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--watch", type=_seconds, nargs="?", const=10.0, metavar="SECONDS",
                      help="redraw every SECONDS (default 10) until Ctrl-C; to a file or pipe: one frame "
                           "after the other; with --json: one JSON line per refresh")
+    sub.add_argument("--scheduler-every", type=_seconds, default=30.0, metavar="SECONDS",
+                     help="with --watch: ask squeue (and sacct) at most every SECONDS (default 30), showing its "
+                          "last answer in between; the logs still say at once that a run finished or failed")
     sub.add_argument("--curve", action="store_true",
                      help="each model's mIoU curve drawn here (a run dir: with its other variants; plotext, the "
                           "report extra), and per run the table Iteration | mIoU | aAcc")

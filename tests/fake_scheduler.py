@@ -1,0 +1,81 @@
+"""A fake ``squeue`` and ``sacct`` on PATH: each call is logged, squeue answers every job of its ``--jobs=``.
+
+The real commands are run (``prove_jobs.scheduler.call`` finds them on PATH), so what is counted is
+what a controller would see. ``<dir>/calls`` gets one line per call (``squeue --noheader ...``);
+``<dir>/states`` may hold ``JOB STATE`` lines (default RUNNING; ``GONE``: squeue does not list it);
+a file ``<dir>/down`` makes every call fail as an unreachable controller does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SCRIPT = """#!{python}
+import os, sys
+here = {here!r}
+command = os.path.basename(sys.argv[0])
+with open(os.path.join(here, "calls"), "a") as log:
+    log.write(" ".join([command, *sys.argv[1:]]) + "\\n")
+if os.path.exists(os.path.join(here, "down")):
+    sys.stderr.write("slurm_load_jobs error: Unable to contact slurm controller\\n")
+    sys.exit(1)
+if command != "squeue":
+    sys.exit(0)  # sacct: accounting knows nothing more
+states = {{}}
+if os.path.exists(os.path.join(here, "states")):
+    states = dict(line.split() for line in open(os.path.join(here, "states")) if line.strip())
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+values = {{"%T": None, "%N": "gpu01", "%u": "alice", "%r": "None", "%V": "2026-01-01T00:00:00",
+          "%S": "2026-01-01T00:01:00"}}
+for job in filter(None, args.get("--jobs", "").split(",")):
+    state = states.get(job, "RUNNING")
+    if state == "GONE":
+        continue
+    fields = [job if f == "%i" else state if f == "%T" else values.get(f, "?") for f in args["--format"].split("|")]
+    print("|".join(fields))
+"""
+
+
+def install(folder: Path) -> Path:
+    """Write ``squeue`` and ``sacct`` into ``folder`` (put it first on PATH); returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("squeue", "sacct"):
+        path = folder / name
+        path.write_text(SCRIPT.format(python=sys.executable, here=str(folder)))
+        path.chmod(0o755)
+    return folder
+
+
+def calls(folder: Path, command: str = "") -> list[list[str]]:
+    """The logged calls (of ``command`` only, if given), each as its words."""
+    log = folder / "calls"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line.split() for line in lines if line.startswith(command)]
+
+
+def slurm_runs(root: Path, count: int, *, array: str = "4242", variant: str = "V") -> list[str]:
+    """``count`` runs of one variant under ``root``, each a started SLURM array task with one logged
+    iteration; returns their job ids."""
+    import json
+
+    from prove_jobs.runs import Run, RunMeta, current_host, write_meta
+
+    jobs = []
+    for index in range(count):
+        run = Run(model=f"model{index:02d}", variant=variant, method="baseline", dataset="cityscapes", data_root=root)
+        scalars = run.run_dir / "20260101_000000" / "vis_data" / "scalars.json"
+        scalars.parent.mkdir(parents=True)
+        scalars.write_text(json.dumps({"lr": 0.01, "data_time": 0.2, "loss": 1.5, "time": 0.5, "iter": 5,
+                                       "memory": 812, "step": 5}) + "\n")
+        job = f"{array}_{index}"
+        write_meta(run.run_dir, RunMeta(model=run.model, variant=variant, executor="slurm", host=current_host(),
+                                        user="alice", job_id=job, submitted_at=100.0, started_at=101.0,
+                                        max_iters=40, attempts=1))
+        jobs.append(job)
+    return jobs
+
+
+def path_with(folder: Path) -> str:
+    return f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
