@@ -13,6 +13,7 @@ from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from prove_jobs.divergence import is_diverged
 from prove_jobs.escape import visible
 from prove_jobs.gpu_hours import gpu_hours_line
 from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, model_rows, resources_cells, sweep_rows
@@ -88,6 +89,8 @@ def state_text(status: RunStatus) -> Text:
     if status.restarts and status.state in (RunState.RUNNING, RunState.STARTING, RunState.REQUEUED,
                                             RunState.FAILED, RunState.TIMEOUT):
         label += f" · {status.restarts} restart{'s' if status.restarts > 1 else ''}"
+    if status.state is RunState.FAILED and status.meta is not None and is_diverged(status.meta.error):
+        label += " · diverged"  # the loss went NaN/inf (prove_jobs.divergence); `status RUN_DIR` says where
     if status.state is not RunState.LOCK_CONFLICT and holder is not None and holder.stale:
         label += " (stale lock)"
     return Text(f"{status.state.icon} {label}", style=STYLES.get(status.state, ""))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prove_jobs.distributed import Rank, lost_contact, node_list, slurm_rank
+from prove_jobs.divergence import divergence_hook
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.fsafe import atomic_write_text
 from prove_jobs.lost_start import lost_start
@@ -99,6 +100,8 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
     runner = Runner.from_cfg(cfg)
     for note in notes:
         runner.logger.info(note)
+    if rank is None or rank.leader:  # rank 0 speaks for the run (prove_jobs.divergence)
+        runner.register_hook(divergence_hook())
     runner.train()
     return int(runner.iter)
 
@@ -323,6 +326,8 @@ class TrainingJob:
                              f"resources.max_requeues is {self.max_restarts}; `prove-jobs resubmit --failed` goes on "
                              "from the last checkpoint")
                     self._record(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
+                elif "TrainingDiverged" in cause:  # its own words: `diverged at iteration k (loss nan)...`
+                    self._record(run_dir, failed_at=now(), error=str(cause["TrainingDiverged"])[:500])
                 elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
                     lost = lost_contact(exc, slurm_rank())
                     error = f"{lost}: " if lost else ""

@@ -167,17 +167,25 @@ def resubmit_until_free(runs: Sequence[Run], sweep_for: SweepFor, *, executor: s
         time.sleep(poll_s)
 
 
-def resubmit_failed(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str = "auto") -> SubmitResult:
+def resubmit_failed(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str = "auto",
+                    force_diverged: bool = False) -> SubmitResult:
     """Submit again every run of ``runs`` that failed or ran out of time; it resumes from its last checkpoint.
 
-    Cancelled runs are left alone: someone stopped them on purpose.
+    Cancelled runs are left alone: someone stopped them on purpose. A diverged run (prove_jobs.divergence)
+    is skipped, with why and how to force it, unless ``force_diverged``.
     """
+    from prove_jobs.divergence import is_diverged, resubmit_refusal
     from prove_jobs.status import collect_status
 
     ended = (RunState.FAILED, RunState.TIMEOUT)
-    to_submit = [(sweep_for(s.run, s.meta.sweep_file if s.meta else ""), s.run)
-                 for s in collect_status(runs).statuses if s.state in ended]
+    failed = [s for s in collect_status(runs).statuses if s.state in ended]
     result = SubmitResult()
+    to_submit = []
+    for s in failed:
+        if s.meta is not None and s.meta.error and is_diverged(s.meta.error) and not force_diverged:
+            result.skipped.append((s.run, resubmit_refusal(s.meta.error, s.run.options)))
+        else:
+            to_submit.append((sweep_for(s.run, s.meta.sweep_file if s.meta else ""), s.run))
     for sweep, sweep_runs in by_sweep(to_submit):
         outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
         result.submitted += outcome.submitted

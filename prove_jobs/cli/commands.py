@@ -336,6 +336,8 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
         raise ProveJobsError("resubmit: say which runs: --lock-conflicts, --failed, or both")
     if args.after_holder and not args.lock_conflicts:
         raise ProveJobsError("resubmit: --after-holder goes with --lock-conflicts")
+    if args.force_diverged and not args.failed:
+        raise ProveJobsError("resubmit: --force-diverged goes with --failed")
     if args.root is not None:
         from prove_jobs.discover import discover_runs
 
@@ -349,7 +351,7 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
 
     started: list[Run] = []  # the jobs --wait follows to their end
     if args.failed:
-        failed = resubmit_failed(runs, sweep_for, executor=args.executor)
+        failed = resubmit_failed(runs, sweep_for, executor=args.executor, force_diverged=args.force_diverged)
         started += [s.run for s in failed.submitted]
         for s in failed.submitted:
             term.success(f"resubmitted {s.run.name} as {s.executor} job {s.job_id}")

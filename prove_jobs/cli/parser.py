@@ -217,6 +217,8 @@ def _resubmit(sub: argparse.ArgumentParser) -> None:
                      help="runs whose lock conflict has cleared (the holder's job ended)")
     sub.add_argument("--failed", action="store_true",
                      help="runs that failed or hit their time limit (after you fixed the cause)")
+    sub.add_argument("--force-diverged", action="store_true",
+                     help="with --failed: also runs whose loss diverged (NaN/inf), skipped otherwise")
     sub.add_argument("--after-holder", action="store_true",
                      help="with --lock-conflicts: queue runs still held by a SLURM job behind it "
                           "(--dependency=afterany); they start by themselves when it ends")
