@@ -104,42 +104,6 @@ def nodes_revived(on_two_nodes: None) -> Iterator[None]:
     _revive_nodes()
 
 
-def _node_of(job_id: str) -> str:
-    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
-    return out
-
-
-def test_a_node_that_dies_requeues_a_one_node_run_which_resumes_on_the_other(
-        tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("mmseg", reason="training needs the train extra")
-    monkeypatch.chdir(tmp_path)
-    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch)
-    args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]
-    assert main(["submit", *args, "--executor", "slurm"]) == 0
-    gate = Gate(sweep.templates_dir / "stall.gate")
-    wait_until("the training to hold after its first checkpoint", lambda: gate.reached, 240)
-    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
-    run_dir, first_node = Path(str(row["run_dir"])), str(row["node"])
-    assert checkpointed(run_dir) == 20 and first_node in ("mn1", "mn2"), row
-    killed_at = time.time()
-    _kill_node(first_node)
-    gate.open()
-    said = wait_until("status to say the node failed",
-                      lambda: (r := _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0])
-                      and any("ended without a word" in n and first_node in n for n in r["notes"]) and r, 120)
-    said_at = time.time()
-    done = wait_until("completion on the other node",
-                      lambda: (r := _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0])["state"]
-                      == "completed" and r, 300)
-    assert done["restarts"] == 1 and [p[0] for p in done["curve"]] == [20, 40, 60, 80, 100, 120], done
-    starts = sorted(p for p in run_dir.iterdir() if p.name[:8].isdigit())
-    second = read_or_empty(starts[-1] / f"{starts[-1].name}.log")
-    assert "resumed epoch: 0, iter: 20" in second, second[:3000]
-    print(f"\nnode {first_node} killed; status said so after {said_at - killed_at:.0f} s: {said['state']}, "
-          f"{said['notes']}; completed on the other node {time.time() - killed_at:.0f} s after the kill")
-
-
 TWO_NODES = """
 [resources]
 partition = "gpu"
@@ -151,8 +115,9 @@ timeout_min = 10
 """
 
 
-def _held_two_node_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                       resources: str = TWO_NODES) -> tuple[list[str], Gate, Path, str]:
+def _held_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+              resources: str = TWO_NODES) -> tuple[list[str], Gate, Path, dict[str, object]]:
+    """demo_fcn_r18_tiny of DEMO_LONG submitted and held after its checkpoint at iteration 20."""
     pytest.importorskip("mmseg", reason="training needs the train extra")
     monkeypatch.chdir(tmp_path)
     sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch, resources=resources)
@@ -162,8 +127,8 @@ def _held_two_node_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
     wait_until("the training to hold after its first checkpoint", lambda: gate.reached, 240)
     [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
     run_dir = Path(str(row["run_dir"]))
-    assert checkpointed(run_dir) == 20 and row["node"] == "mn[1-2]", row
-    return args, gate, run_dir, str(row["job_id"])
+    assert checkpointed(run_dir) == 20, row
+    return args, gate, run_dir, row
 
 
 def _row(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
@@ -171,25 +136,47 @@ def _row(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, objec
 
 
 def _resumed_and_completed(args: list[str], run_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
-    done = wait_until("completion", lambda: (r := _row(args, capsys))["state"] == "completed" and r, 300)
+    done: dict[str, object] = wait_until("completion", lambda: (r := _row(args, capsys))["state"] == "completed"
+                                         and r, 300)
     starts = sorted(p for p in run_dir.iterdir() if p.name[:8].isdigit())
     second = read_or_empty(starts[-1] / f"{starts[-1].name}.log")
     assert "resumed epoch: 0, iter: 20" in second, second[:3000]
     return done
 
 
+def test_a_node_that_dies_requeues_a_one_node_run_which_resumes_on_the_other(
+        tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import SLURM_RESOURCES
+
+    args, gate, run_dir, row = _held_run(tmp_path, capsys, monkeypatch, SLURM_RESOURCES)
+    first_node = str(row["node"])
+    assert first_node in ("mn1", "mn2"), row
+    killed_at = time.time()
+    _kill_node(first_node)
+    gate.open()
+    said = wait_until("status to say the node failed", lambda: (r := _row(args, capsys))
+                      and any("ended without a word" in n and first_node in n for n in r["notes"]) and r, 120)  # type: ignore[attr-defined]
+    said_at = time.time()
+    done = _resumed_and_completed(args, run_dir, capsys)
+    assert done["restarts"] == 1 and [p[0] for p in done["curve"]] == [20, 40, 60, 80, 100, 120], done  # type: ignore[attr-defined]
+    print(f"\nnode {first_node} killed; status said so after {said_at - killed_at:.0f} s: {said['state']}, "
+          f"{said['notes']}; completed on the other node {time.time() - killed_at:.0f} s after the kill")
+
+
 def test_a_node_that_dies_requeues_a_two_node_run_which_waits_for_it(
         tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """SLURM's default (JobRequeue=1): the job is queued again and waits for two nodes."""
-    args, gate, run_dir, _job = _held_two_node_run(tmp_path, capsys, monkeypatch)
+    args, gate, run_dir, row = _held_run(tmp_path, capsys, monkeypatch)
+    assert row["node"] == "mn[1-2]", row
     killed_at = time.time()
     _kill_node("mn2")
     # SLURM's reason is BeginTime for a few seconds after a requeue, then that a node it needs is down
     waiting = wait_until("status to say why it waits", lambda: (r := _row(args, capsys))["state"] == "requeued"
                          and "DOWN" in str(r["pending_reason"]) and r, 120)
     said_after = time.time() - killed_at
-    assert any("ended without a word and SLURM queued it again" in n for n in waiting["notes"]), waiting  # type: ignore[attr-defined]
+    assert any("ended without a word and SLURM queued it again" in n for n in waiting["notes"]), waiting
     gate.open()
     _revive_nodes()
     done = _resumed_and_completed(args, run_dir, capsys)
@@ -204,13 +191,14 @@ def test_a_node_that_dies_fails_a_two_node_run_where_slurm_does_not_requeue(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A site with JobRequeue=0 (here: the job's own Requeue=0): the job ends; the run is failed with SLURM's
     reason; resubmitted while one node is down, it waits, saying why, and resumes once the node is back."""
-    args, gate, run_dir, job_id = _held_two_node_run(tmp_path, capsys, monkeypatch)
+    args, gate, run_dir, row = _held_run(tmp_path, capsys, monkeypatch)
+    job_id = str(row["job_id"])
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "Requeue=0"], check=True)
     killed_at = time.time()
     _kill_node("mn2")
     failed = wait_until("the run to fail", lambda: (r := _row(args, capsys))["state"] == "failed" and r, 120)
     failed_after = time.time() - killed_at
-    assert any(f"SLURM ended job {job_id} with NODE_FAIL" in n for n in failed["notes"]), failed  # type: ignore[attr-defined]
+    assert any(f"SLURM ended job {job_id} with NODE_FAIL" in n for n in failed["notes"]), failed
     gate.open()
     assert main(["resubmit", *args, "--failed", "--executor", "slurm"]) == 0
     waiting = wait_until("status to say why it waits",
@@ -230,22 +218,12 @@ def _set_link(node: str, up: bool) -> None:
 def test_a_node_cut_off_the_network_fails_a_two_node_run_within_the_collective_timeout(
         tmp_path: Path, nodes_revived: None, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("mmseg", reason="training needs the train extra")
-    monkeypatch.chdir(tmp_path)
-    sweep = long_sweep(tmp_path, max_requeues=2, monkeypatch=monkeypatch,
-                       resources=TWO_NODES + "collective_timeout_s = 5\n")
-    args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]
-    assert main(["submit", *args, "--executor", "slurm"]) == 0
-    gate = Gate(sweep.templates_dir / "stall.gate")
-    wait_until("the training to hold after its first checkpoint", lambda: gate.reached, 240)
-    [row] = _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")
-    run_dir = Path(str(row["run_dir"]))
+    args, gate, run_dir, _row_held = _held_run(tmp_path, capsys, monkeypatch, TWO_NODES + "collective_timeout_s = 5\n")
     cut_at = time.time()
     try:
         _set_link("mn2", up=False)
         gate.open()
-        failed = wait_until("the run to fail", lambda: (r := _status(sweep.path, capsys, "--model",
-                            "demo_fcn_r18_tiny")[0])["state"] == "failed" and r, 120)
+        failed = wait_until("the run to fail", lambda: (r := _row(args, capsys))["state"] == "failed" and r, 120)
         failed_after = time.time() - cut_at
     finally:
         _set_link("mn2", up=True)
@@ -253,11 +231,7 @@ def test_a_node_cut_off_the_network_fails_a_two_node_run_within_the_collective_t
                                            "on mn2 within the collective timeout (5 s)"), failed
     assert failed_after < 60, failed_after  # the collective timeout, not the job's 10-minute limit
     assert main(["resubmit", *args, "--failed", "--executor", "slurm"]) == 0
-    wait_until("completion after the resubmit",
-               lambda: _status(sweep.path, capsys, "--model", "demo_fcn_r18_tiny")[0]["state"] == "completed", 300)
-    starts = sorted(p for p in run_dir.iterdir() if p.name[:8].isdigit())
-    second = read_or_empty(starts[-1] / f"{starts[-1].name}.log")
-    assert "resumed epoch: 0, iter: 20" in second, second[:3000]
+    _resumed_and_completed(args, run_dir, capsys)
     print(f"\nmn2 cut off the network: the run failed {failed_after:.0f} s later: {str(failed['error'])[:200]}; "
           f"resubmitted, it resumed from iteration 20 and completed {time.time() - cut_at:.0f} s after the cut")
 
