@@ -182,13 +182,14 @@ def locks_hold_or_refuse(root: Path, *, lock_mode: str, partition: str | None, p
 def _two_nodes(partition: str | None) -> int:
     """2 when the partition has two nodes up (the check needs two), else 1."""
     try:
-        out = call(["sinfo", "--noheader", "--responding", *([f"--partition={partition}"] if partition else []),
-                    "--format=%D %t"], timeout_s=15)
+        where = [f"--partition={partition}"] if partition else []
+        out = call(["sinfo", "--noheader", "--responding", "--Node", *where, "--format=%n %t"], timeout_s=15)
     except SchedulerUnavailable:
         return 1
-    up = sum(int(count) for count, state in (line.split() for line in out.splitlines() if len(line.split()) == 2)
-             if count.isdigit() and state.rstrip("*~#") in ("idle", "mix", "alloc", "comp"))
-    return 2 if up >= 2 else 1
+    # one line per node and partition: a node in two partitions is counted once
+    up = {name for name, state in (line.split() for line in out.splitlines() if len(line.split()) == 2)
+          if state.rstrip("*~#") in ("idle", "mix", "alloc", "comp")}
+    return 2 if len(up) >= 2 else 1
 
 
 def _said(out: str) -> list[tuple[str, str]]:
