@@ -170,15 +170,17 @@ def network_environment(master_addr: str, env: dict[str, str]) -> dict[str, str]
 
 
 RANK_HOSTS: list[str] = []  # each rank's host, as the ranks said at setup (gloo); [] until then
-_LOST = ("Timed out", "timed out", "Connection reset", "Connection closed", "connectFullMesh", "Broken pipe",
-         "NCCL", "DistBackendError", "Watchdog caught collective operation timeout")
+# What gloo and NCCL say when a peer is gone (lower case): which one depends on where the collective was, e.g.
+# "Timed out waiting 5000ms for send operation to complete", "Application timeout caused pair closure"
+_LOST = ("timed out", "timeout", "pair closure", "connection reset", "connection closed", "connection refused",
+         "connectfullmesh", "broken pipe", "nccl", "distbackenderror")
 
 
 def lost_contact(exc: BaseException, rank: Rank) -> str | None:
     """What a failed collective says about the job's ranks: which hosts this rank (the one reporting) lost
     contact with; ``None`` when ``exc`` is no collective's failure or this process trains alone."""
     text = f"{type(exc).__name__}: {exc}"
-    if rank.world_size <= 1 or not any(word in text for word in _LOST):
+    if rank.world_size <= 1 or not any(word in text.lower() for word in _LOST):
         return None
     here = socket.gethostname()
     others = sorted({host for host in RANK_HOSTS if host != here})

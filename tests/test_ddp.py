@@ -138,6 +138,24 @@ def test_rank_and_rendezvous_from_slurms_variables() -> None:
     assert first_host("node7") == "node7" and first_host("a[1,3]") == "a1"
 
 
+@pytest.mark.parametrize("said", ["Timed out waiting 5000ms for send operation to complete",
+                                  "Application timeout caused pair closure",
+                                  "Connection closed by peer [10.250.0.12]:34567"])
+def test_a_collective_that_lost_a_peer_names_the_other_ranks_hosts(said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gloo words one lost peer differently by where the collective was (each seen on the two-node cluster)."""
+    import socket
+
+    from prove_jobs import distributed
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "mn1")
+    monkeypatch.setattr(distributed, "RANK_HOSTS", ["mn1", "mn2"])
+    lost = distributed.lost_contact(RuntimeError(f"[gloo/transport/tcp/pair.cc:1] {said}"), Rank(0, 2, 0))
+    assert lost is not None and lost.startswith("lost contact across nodes: rank 0 on mn1 had no answer from the "
+                                                "ranks on mn2"), lost
+    assert distributed.lost_contact(ValueError("bad config"), Rank(0, 2, 0)) is None
+    assert distributed.lost_contact(RuntimeError(said), Rank()) is None
+
+
 @pytest.mark.parametrize("nodelist", ["mn[1-2]", "mn1,mn2", "mn[1,2]", "mn1"])
 def test_the_rendezvous_is_the_first_nodes_real_address_however_the_list_is_written(nodelist: str) -> None:
     env = {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": nodelist, "SLURM_JOB_NUM_NODES": "2"}
