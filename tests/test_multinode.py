@@ -257,11 +257,11 @@ def _mount_views(backing: Path, view: Path) -> list[list[str]]:
     taken through one is not seen through another, as on BeeGFS without global locks or Lustre's localflock."""
     undo = []
     subprocess.run(["bindfs", str(backing), str(view)], check=True)
-    undo.append(["fusermount", "-u", str(view)])
+    undo.append(["fusermount", "-u", "-z", str(view)])  # lazy: a job step may still be finishing in it
     for node in ("mn1", "mn2"):
         pid = (STATE / "run" / f"slurmd-{node}.pid").read_text().strip()
         subprocess.run(["nsenter", "-t", pid, "-m", "bindfs", str(backing), str(view)], check=True)
-        undo.insert(0, ["nsenter", "-t", pid, "-m", "fusermount", "-u", str(view)])
+        undo.insert(0, ["nsenter", "-t", pid, "-m", "fusermount", "-u", "-z", str(view)])
     return undo
 
 
