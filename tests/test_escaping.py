@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,9 +111,17 @@ def test_status_watch_shows_planted_names_escaped(planted: Path, tmp_path: Path)
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "400"}
     watching = subprocess.Popen([str(BIN), "status", "--root", str(planted), "--watch", "0.2"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(watching.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    deadline = time.monotonic() + 60  # two frames, however slow a loaded machine starts them
+    while sum("Ctrl-C to quit" in line for line in list(lines)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     watching.send_signal(signal.SIGINT)
-    out, err = watching.communicate(timeout=30)
+    reader.join(timeout=30)  # stdout read to its end: the last frame and the goodbye
+    err = watching.stderr.read()  # type: ignore[union-attr]
+    watching.wait(timeout=30)
+    out = "".join(lines)
     assert out.count("Ctrl-C to quit") >= 2, err  # at least two frames
     assert_shown_not_obeyed(out + err)
 
