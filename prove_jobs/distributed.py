@@ -73,10 +73,14 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
+def nodes_in_job(env: dict[str, str]) -> int:
+    """How many nodes the job spans (SLURM's count; 1 outside SLURM)."""
+    return int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+
+
 def node_list(env: dict[str, str]) -> str:
     """SLURM's node list of a job across several nodes (``mn[1-2]``), as it names them; "" on one node."""
-    several = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) > 1
-    return env.get("SLURM_JOB_NODELIST", "")[:255] if several else ""
+    return env.get("SLURM_JOB_NODELIST", "")[:255] if nodes_in_job(env) > 1 else ""
 
 
 def master_port(job_id: str) -> int:
@@ -114,7 +118,7 @@ def rendezvous_address(env: dict[str, str], resolve: Callable[[str], list[str]] 
         return routable[0]
     if launch and not _loopback(launch):
         return launch
-    if int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) <= 1:
+    if nodes_in_job(env) <= 1:
         return addresses[0] if addresses else "127.0.0.1"
     found = ", ".join(addresses) or "nothing"
     raise RunError(f"no rendezvous address for this job across nodes: its first node {host} resolves to {found} "
@@ -161,7 +165,7 @@ def distributed_environment(rank: Rank, env: dict[str, str],
 def network_environment(master_addr: str, env: dict[str, str]) -> dict[str, str]:
     """``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``: the interface that reaches the rendezvous address, for a job
     across nodes whose user set neither (else gloo binds where the hostname resolves: maybe loopback)."""
-    if int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) <= 1:
+    if nodes_in_job(env) <= 1:
         return {}
     found = interface_towards(master_addr)
     if found is None:

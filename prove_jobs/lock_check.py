@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
 from prove_jobs.fsafe import atomic_write_text, make_dirs
-from prove_jobs.lock_probe import WAIT_S, try_lock
+from prove_jobs.lock_probe import WAIT_S, try_lock, wait_for
 from prove_jobs.runs import current_host, current_user, now
 from prove_jobs.scheduler import call
 
@@ -123,7 +123,8 @@ def check_locks(root: Path, *, partition: str | None = None, python: str | None 
     pair.start()
     holder = ""
     try:
-        if _held_before(f"{probe}.holding", pair, immediate_s + WAIT_S):
+        # stop waiting at once when the holding job's srun has ended (refused)
+        if wait_for(f"{probe}.holding", immediate_s + WAIT_S, alive=pair.is_alive):
             holder = Path(f"{probe}.holding").read_text(errors="replace").strip() or "a node"
             if not try_lock(str(probe)):
                 missed.append(f"a lock taken on {holder} was not seen on the {login}")
@@ -190,16 +191,6 @@ def _two_nodes(partition: str | None) -> int:
     up = {name for name, state in (line.split() for line in out.splitlines() if len(line.split()) == 2)
           if state.rstrip("*~#") in ("idle", "mix", "alloc", "comp")}
     return 2 if len(up) >= 2 else 1
-
-
-def _held_before(marker: str, job: threading.Thread, timeout_s: float) -> bool:
-    """Did the holding job say so before ``timeout_s``? Gives up at once when its srun has ended (refused)."""
-    deadline = time.monotonic() + timeout_s
-    while not os.path.lexists(marker):
-        if not job.is_alive() or time.monotonic() > deadline:
-            return os.path.lexists(marker)
-        time.sleep(0.1)
-    return True
 
 
 def _said(out: str) -> list[tuple[str, str]]:

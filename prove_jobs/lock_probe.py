@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 WAIT_S = 90  # for the other side's marker: the holder's job may start a little after the others
 
@@ -30,11 +31,12 @@ def try_lock(path: str) -> bool:
     return False
 
 
-def wait_for(path: str, timeout_s: float = WAIT_S) -> bool:
+def wait_for(path: str, timeout_s: float = WAIT_S, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Does ``path`` appear within ``timeout_s``? Stops waiting at once when ``alive()`` says its writer has ended."""
     deadline = time.monotonic() + timeout_s
     while not os.path.lexists(path):
-        if time.monotonic() > deadline:
-            return False
+        if not alive() or time.monotonic() > deadline:
+            return os.path.lexists(path)
         time.sleep(0.1)
     return True
 
