@@ -38,6 +38,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
+from prove_jobs.save_at_signal import SignalWatch, save_at_signal_hook
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -100,9 +101,12 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
     runner = Runner.from_cfg(cfg)
     for note in notes:
         runner.logger.info(note)
-    if rank is None or rank.leader:  # rank 0 speaks for the run (prove_jobs.divergence)
+    leader = rank is None or rank.leader
+    if leader:  # rank 0 speaks for the run (prove_jobs.divergence)
         runner.register_hook(divergence_hook())
-    runner.train()
+    with SignalWatch(job_id=os.environ.get("SLURM_JOB_ID", "")).installed() as watch:
+        runner.register_hook(save_at_signal_hook(watch, leader=leader))
+        runner.train()
     return int(runner.iter)
 
 
@@ -339,10 +343,10 @@ class TrainingJob:
         return f"completed {meta.variant}/{meta.model} at iter {final_iter}"
 
     def checkpoint(self) -> DelayedSubmission:
-        """Called by submitit on preemption or timeout: requeue the same run; it resumes.
+        """Called by submitit's requeue on preemption or timeout: requeue the same run; it resumes.
 
-        Nothing is saved here: the signal arrives mid-iteration and submitit exits right after,
-        so the run resumes from mmengine's last periodic checkpoint (docs/cluster.md).
+        The checkpoint was saved just before, at the end of the iteration the signal arrived in
+        (:mod:`prove_jobs.save_at_signal`); past its deadline, the last periodic one is resumed from.
         """
         from submitit.helpers import DelayedSubmission
 

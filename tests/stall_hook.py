@@ -32,3 +32,14 @@ class StallWhileGate(Hook):
             marker.write(f"{runner.iter}\n")
         while os.path.exists(self.gate):
             time.sleep(0.05)
+
+
+@HOOKS.register_module()
+class Pace(Hook):
+    """Each iteration takes at least ``seconds``: a training still under way when a test signals it, on any machine."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        time.sleep(self.seconds)

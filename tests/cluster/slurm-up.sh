@@ -88,6 +88,8 @@ SlurmctldParameters=preempt_send_user_signal
 NodeName=${host} NodeAddr=127.0.0.1 ${node_shape} Gres=gpu:${GPUS} State=UNKNOWN
 PartitionName=gpu Nodes=${host} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=10
 PartitionName=urgent Nodes=${host} MaxTime=INFINITE State=UP PriorityTier=2
+# As sites whose preemption cancels rather than requeues: the victim gets its signal, GraceTime, then is cancelled.
+PartitionName=gpu-cancel Nodes=${host} MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=10 PreemptMode=CANCEL
 CONF
 : > /etc/slurm/gres.conf
 for i in $(seq 0 $((GPUS - 1))); do echo "Name=gpu File=/dev/fakegpu$i" >> /etc/slurm/gres.conf; done
