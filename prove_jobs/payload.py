@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prove_jobs import hold
 from prove_jobs.distributed import Rank, lost_contact, node_list, slurm_rank
 from prove_jobs.divergence import divergence_hook
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
@@ -314,6 +315,7 @@ class TrainingJob:
                 error=None,
             )
         _name_slurm_job(f"{meta.variant}/{meta.model}")
+        start = hold.started(run_dir)  # its submission's first ends may hold the rest (prove_jobs.hold)
         reserve = _reserve_space(run_dir)
         try:
             final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=slurm_rank(),
@@ -336,10 +338,12 @@ class TrainingJob:
                     lost = lost_contact(exc, slurm_rank())
                     error = f"{lost}: " if lost else ""
                     self._record(run_dir, failed_at=now(), error=f"{error}{type(exc).__name__}: {exc}"[:500])
+            hold.ended(start, self.token)
             raise
         finally:
             _release(reserve)
         self._record(run_dir, finished_at=now())
+        hold.ended(start, self.token)
         return f"completed {meta.variant}/{meta.model} at iter {final_iter}"
 
     def checkpoint(self) -> DelayedSubmission:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError
+from prove_jobs.hold import held_lines
 from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run, tail_lines
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus, collect_status
@@ -161,6 +162,7 @@ class StatusSource:
                                     ask=self.scheduler.ask if self.scheduler else None)
         statuses = [s for s in report.statuses if keep(s)]
         warnings = [report.scheduler_note] if report.scheduler_note else []
+        warnings += held_lines(statuses)  # a submission held after its first runs failed alike: one line
         warnings += [f"{s.run.name}: {note}" for s in statuses for note in s.notes]
         return statuses, warnings
 

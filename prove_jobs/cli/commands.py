@@ -76,9 +76,28 @@ def cmd_submit(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.submit import submit
 
     sweep, runs = _sweep_and_runs(args)
-    with term.transfer() as progress:
-        result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done,
-                        named=args.model, progress=progress)
+    if args.smoke_partition and not args.smoke:
+        raise ProveJobsError("submit: --smoke-partition goes with --smoke N")
+    if args.smoke:
+        from prove_jobs.smoke import smoke_then_submit
+
+        with term.progress() as poll:  # one live line: the weights' bars would be a second live display
+            smoke, maybe = smoke_then_submit(sweep, runs, args.smoke, partition=args.smoke_partition,
+                                             executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done,
+                                             named=args.model, on_poll=poll)
+        for run in smoke.planned:
+            term.info(f"would smoke-test {run.name} ({args.smoke} iterations and one validation)")
+        for outcome in smoke.outcomes:
+            (term.success if outcome.ok else term.error)(outcome.line())
+        if maybe is None:
+            failed = sum(not o.ok for o in smoke.outcomes)
+            term.error(f"{failed} smoke test(s) failed: nothing of the sweep submitted")
+            return 1
+        result = maybe
+    else:
+        with term.transfer() as progress:
+            result = submit(sweep, runs, executor=args.executor, dry_run=args.dry_run, skip_done=args.skip_done,
+                            named=args.model, progress=progress)
     for warning in result.warnings:
         term.warn(warning)
     for fetched in result.weights:
@@ -389,6 +408,31 @@ def cmd_resubmit(args: argparse.Namespace, term: Terminal) -> int:
     return code
 
 
+def cmd_release(args: argparse.Namespace, term: Terminal) -> int:
+    from prove_jobs.release import release_held
+
+    sweep, runs = _sweep_and_runs(args)
+    result = release_held(sweep, runs)
+    if not result.arrays:
+        term.info("no held task in this sweep: nothing to release")
+        return 0
+    for job_id, run in result.released:
+        term.success(f"released {run.name} (job {job_id}): its config is unchanged; it keeps its place in the queue")
+    for job_id, run in result.cancelled:
+        term.info(f"cancelled {run.name} (job {job_id}): its config changed since it was queued; submitted anew")
+    for s in result.submitted.submitted:
+        term.success(f"submitted {s.run.name} as {s.executor} job {s.job_id} (config {s.config_hash})")
+    for run, reason in result.submitted.skipped:
+        term.info(f"skipped {run.name}: {reason}")
+    _report_conflicts(result.submitted.conflicts, term)
+    for refusal in result.refused:
+        term.error(refusal)
+    code = 1 if result.refused or result.submitted.conflicts else 0
+    if args.wait and result.runs:
+        return _wait_and_show(result.runs, term, sweep_file=args.sweep) or code
+    return code
+
+
 def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.report.make import make_report
 
@@ -442,6 +486,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Terminal], int]] = {
     "demo-data": cmd_demo_data,
     "unlock": cmd_unlock,
     "resubmit": cmd_resubmit,
+    "release": cmd_release,
     "report": cmd_report,
     "weights": cmd_weights,
     "check-locks": cmd_check_locks,

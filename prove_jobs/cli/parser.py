@@ -22,7 +22,8 @@ EXAMPLES = {
     "render": "prove-jobs render job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny --out rendered/",
     "departures": "prove-jobs departures job_templates/sweeps/cityscapes.toml --model segformer_mit-b3 "
                   "--variant WEIGHTS_CITYSCAPES",
-    "submit": "prove-jobs submit job_templates/sweeps/demo.toml --executor local --wait",
+    "submit": "prove-jobs submit job_templates/sweeps/demo.toml --executor local --wait\n"
+              "  prove-jobs submit job_templates/sweeps/cityscapes.toml --smoke 20 --smoke-partition debug",
     "wait": "prove-jobs wait job_templates/sweeps/demo.toml --timeout 600",
     "cancel": "prove-jobs cancel job_templates/sweeps/demo.toml --model demo_fcn_r18_tiny\n"
               "  prove-jobs cancel --root $AWARE_DATA_ROOT --variant WEIGHTS_CITYSCAPES",
@@ -37,6 +38,7 @@ EXAMPLES = {
     "unlock": "prove-jobs unlock --stale $AWARE_DATA_ROOT/WEIGHTS_CITYSCAPES/baseline/cityscapes/hrnet_hr48",
     "report": "prove-jobs report job_templates/sweeps/cityscapes.toml --out report.md --plots plots/\n"
               "  prove-jobs report --root $AWARE_DATA_ROOT --terminal",
+    "release": "prove-jobs release job_templates/sweeps/cityscapes.toml --wait",
     "resubmit": "prove-jobs resubmit job_templates/sweeps/cityscapes.toml --lock-conflicts --wait --poll 60\n"
                 "  prove-jobs resubmit job_templates/sweeps/cityscapes.toml --failed",
 }
@@ -89,6 +91,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         where = f"{self.prog} {self.command}" if self.command and " " not in self.prog else self.prog
         self.exit(2, f"{self.prog}: error: {message} (see `{where} --help`)\n")
+
+
+def _iterations(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of iterations (1 or more)")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
@@ -165,6 +173,16 @@ def _submit(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--wait", action="store_true", help="block until the jobs end, then show status")
     sub.add_argument("--skip-done", action="store_true",
                      help="leave completed and live runs alone and submit the rest (default: refuse)")
+    sub.add_argument("--smoke", type=_iterations, metavar="N",
+                     help="first train each distinct (model, variant, resources) N iterations and one validation "
+                          "(a scratch folder, no run touched); submit only if all pass (docs/cluster.md, \"Holds\")")
+    sub.add_argument("--smoke-partition", metavar="PARTITION",
+                     help="with --smoke: run the smoke tests there (a debug partition) instead of the sweep's")
+
+
+def _release(sub: argparse.ArgumentParser) -> None:
+    _sweep_args(sub)
+    sub.add_argument("--wait", action="store_true", help="block until the released and resubmitted runs end")
 
 
 def _wait(sub: argparse.ArgumentParser) -> None:
@@ -279,6 +297,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "unlock": ("Release the claim on run dirs whose job is gone (stale); touches nothing else. A live claim "
                "is left alone: reported (exit 1), or listed with --stale; --force releases it if nothing trains.",
                _unlock),
+    "release": ("After you fixed the cause: release the tasks held because their submission's first runs failed "
+                "alike (those whose config is unchanged in place; those whose template changed are cancelled and "
+                "submitted again, rendered anew), and submit again the runs that failed.", _release),
     "resubmit": ("Submit again the runs that met a lock conflict (once the holder is gone) or that failed; "
                  "they resume from their last checkpoint.", _resubmit),
     "report": ("Write the comparison report (Markdown or JSON) of a sweep or of the runs under a folder, "
