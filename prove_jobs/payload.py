@@ -38,6 +38,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
+from prove_jobs.sampler import sampling
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -312,8 +313,9 @@ class TrainingJob:
         _name_slurm_job(f"{meta.variant}/{meta.model}")
         reserve = _reserve_space(run_dir)
         try:
-            final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=slurm_rank(),
-                               files=files)
+            with sampling(run_dir, cores=self.threads):  # a process beside it: docs/cluster.md, "Efficiency"
+                final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads,
+                                   rank=slurm_rank(), files=files)
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
             # submitit's signal handler raises where training happens to be: inside a bare
             # `except:` (mmengine's config formatting, run at every checkpoint) its exception
