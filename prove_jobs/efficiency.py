@@ -23,11 +23,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prove_jobs.runs import CONFIG_DIR
-from prove_jobs.sampler import MAX_BYTES, OLD_SAMPLES_FILE, SAMPLES_FILE
+from prove_jobs.sampler import MAX_BYTES, OLD_SAMPLES_FILE, SAMPLES_FILE, USAGE_FILE, sample_util
 from prove_jobs.states import RunState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
     from prove_jobs.status import RunStatus
@@ -53,10 +54,7 @@ class Sample:
     @property
     def util(self) -> float | None:
         """The mean GPU utilisation (%); without GPUs, CPU use over the cores allowed (%)."""
-        if self.gpu:
-            known = [g[0] for g in self.gpu if g[0] is not None]
-            return sum(known) / len(known) if known else None
-        return self.cpu
+        return sample_util(self.cpu, [g[0] for g in self.gpu])
 
     @property
     def gpu_mb(self) -> float | None:
@@ -215,30 +213,64 @@ class Live:
 
 
 def live_usage(run_dir: Path, now: float) -> Live | None:
-    """The last samples of a training run (``None``: none, or none written within :data:`STALE_AFTER_S`)."""
+    """The last samples of a training run (``None``: none, or none written within :data:`STALE_AFTER_S`).
+
+    Read from the end, parsed only as far as the answer needs: a busy run's last sample (one line), an idle run's
+    samples back to its last busy one (at most the :data:`LIVE_TAIL_BYTES` read). Lines that are not samples are
+    passed over here (``status RUN_DIR`` and the report name the file).
+    """
     import os
 
+    from prove_jobs.safe_read import NotReadable, read_tail
+
+    path = run_dir / CONFIG_DIR / SAMPLES_FILE
     try:
-        written = os.stat(run_dir / CONFIG_DIR / SAMPLES_FILE, follow_symlinks=False).st_mtime
+        written = os.stat(path, follow_symlinks=False).st_mtime
     except OSError:
         return None  # most runs: never sampled (an older prove-jobs, a hand-started run)
     if now - written > STALE_AFTER_S:
         return None
-    segments = read_segments(run_dir, tail=LIVE_TAIL_BYTES)
-    return idle_of(segments[-1]) if segments else None
+    try:
+        data, whole = read_tail(path, LIVE_TAIL_BYTES, below=run_dir)
+    except (NotReadable, OSError):
+        return None
+    lines = data.split(b"\n")
+    newest_first = reversed(lines if whole else lines[1:])  # the first was cut by the tail's start
+    start: list[dict[str, Any]] = []
+
+    def samples() -> Iterator[Sample]:
+        for line in newest_first:
+            record = _record(line) if line.strip() else None
+            if isinstance(record, Sample):
+                yield record
+            elif isinstance(record, dict) and not record["cont"]:
+                start.append(record)  # the newest start begins here
+                return
+
+    live = _trailing(samples())
+    return None if live is None else replace(live, host=start[0]["host"] if start else "")
 
 
 def idle_of(segment: Segment) -> Live:
     """The newest sample of a start, and how long the samples under :data:`IDLE_UTIL_PCT` in a row before it last."""
-    last = segment.samples[-1]
-    first_idle = None
-    for sample in reversed(segment.samples):
+    live = _trailing(reversed(segment.samples))
+    assert live is not None  # a segment has samples
+    return replace(live, host=segment.host)
+
+
+def _trailing(newest_first: Iterable[Sample]) -> Live | None:
+    """From the newest sample back: it, and the time since the first of the idle samples in a row up to it."""
+    last = first_idle = None
+    for sample in newest_first:
+        last = last or sample
         util = sample.util
         if util is None or util >= IDLE_UTIL_PCT:
             break
         first_idle = sample
+    if last is None:
+        return None
     idle_s = 0.0 if first_idle is None else last.t - first_idle.t
-    return Live(segment.source, last.util, last.t, idle_s, last.gpu_mb, last.rss_mb, segment.host)
+    return Live("GPU" if last.gpu else "CPU", last.util, last.t, idle_s, last.gpu_mb, last.rss_mb)
 
 
 def with_usage(status: RunStatus, now: float) -> RunStatus:
@@ -250,9 +282,9 @@ def with_usage(status: RunStatus, now: float) -> RunStatus:
         return status
     notes = status.notes
     if live.idle:
+        host = live.host or status.node
         notes = (*notes, f"idle: {live.source} use under {IDLE_UTIL_PCT:g}% for the last {live.idle_s / 60:.0f} min"
-                         f"{' on ' + live.host if live.host else ''} (prove/{SAMPLES_FILE}): stuck, or waiting "
-                         "on something?")
+                         f"{' on ' + host if host else ''} (prove/{SAMPLES_FILE}): stuck, or waiting on something?")
     return replace(status, usage=live, notes=notes)
 
 
@@ -282,7 +314,11 @@ class Usage:
 
 
 def usage_of(run_dir: Path, warnings: list[str] | None = None) -> Usage | None:
-    """Every sample of a run, summed up; ``None`` when it has none."""
+    """Every sample of a run, summed up; ``None`` when it has none. From the sampler's own sums (``usage.json``, a
+    few hundred bytes a start) where they are, else from the samples (days of them: seconds to parse)."""
+    summed = _summed(run_dir, warnings)
+    if summed is not None:
+        return summed
     segments = read_segments(run_dir, warnings=warnings)
     if not segments:
         return None
@@ -319,3 +355,63 @@ def usage_lines(status: RunStatus, warnings: list[str]) -> list[str]:
 
 def _gb(mb: float | None) -> str:
     return "?" if mb is None else f"{mb / 1024:.1f} GB"
+
+
+def _summed(run_dir: Path, warnings: list[str] | None) -> Usage | None:
+    """``usage.json``: each start's count, utilisation sum, peaks, first and last time, every value checked."""
+    from prove_jobs.safe_read import NotReadable, read_capped
+
+    path = run_dir / CONFIG_DIR / USAGE_FILE
+    try:
+        data = json.loads(read_capped(path, 1 << 20, below=run_dir))
+    except FileNotFoundError:
+        return None
+    except (NotReadable, OSError, ValueError, RecursionError) as exc:
+        if warnings is not None:
+            warnings.append(str(exc) if isinstance(exc, NotReadable) else f"{path}: not read ({exc})")
+        return None
+    starts = data.get("starts") if isinstance(data, dict) else None
+    entries = starts if isinstance(starts, list) else [None]
+    good = [found for entry in entries if (found := _summed_start(entry)) is not None]
+    if len(good) < len(entries):
+        if warnings is not None:
+            warnings.append(f"{path}: {len(entries) - len(good)} start(s) not a summary; the samples read instead")
+        return None
+    if not good:
+        return None
+    util_n = sum(g.util_n for g in good)
+    return Usage(source="GPU" if any(g.gpu for g in good) else "CPU",
+                 mean_util=sum(g.util_sum for g in good) / util_n if util_n else None,
+                 peak_rss_mb=_most(g.peak_rss_mb for g in good), peak_gpu_mb=_most(g.peak_gpu_mb for g in good),
+                 gpu_total_mb=_most(g.gpu_total_mb for g in good), spans_s=tuple(g.last - g.start for g in good),
+                 samples=sum(g.n for g in good), every=good[-1].every)
+
+
+@dataclass(frozen=True)
+class _Summed:
+    start: float
+    last: float
+    n: int
+    util_n: int
+    util_sum: float
+    every: float | None
+    peak_rss_mb: float | None
+    peak_gpu_mb: float | None
+    gpu_total_mb: float | None
+    gpu: bool
+
+
+def _summed_start(entry: object) -> _Summed | None:
+    if not isinstance(entry, dict):
+        return None
+    start, last, n, util_n, util_sum = (_num(entry.get(k)) for k in ("start", "last", "n", "util_n", "util_sum"))
+    if start is None or last is None or n is None or util_n is None or util_sum is None:
+        return None
+    if last < start or util_n > n or util_sum > 100 * util_n + 1:
+        return None
+    return _Summed(start, last, int(n), int(util_n), util_sum, _num(entry.get("every")), _num(entry.get("peak_rss_mb")),
+                   _num(entry.get("peak_gpu_mb")), _num(entry.get("gpu_total_mb")), entry.get("gpu") is True)
+
+
+def _most(values: Iterable[float | None]) -> float | None:
+    return max((v for v in values if v is not None), default=None)

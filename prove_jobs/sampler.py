@@ -12,6 +12,10 @@ filesystem) can stall the training or take its GIL. Every :data:`EVERY_S` second
 * a start line ``{"start": t, "host": ..., "pid": ..., "every": 10, "cores": 4}`` first (``"cont": true`` when
   it only continues a start in a new file).
 
+Every :data:`SUMMARY_EVERY_S` (and at its end) it also rewrites ``prove/usage.json`` (atomically): per start its
+samples summed up (count, mean utilisation, peak memory, first and last time), so that a report over many
+long runs reads a few hundred bytes a run instead of parsing days of samples.
+
 Stdlib only, and cheap to import: the payload imports it on the login node too (to pickle the job).
 The file is opened once, ``O_APPEND | O_NOFOLLOW``, in a ``prove/`` reached without following anyone
 else's link (:mod:`prove_jobs.fsafe`); at :data:`MAX_BYTES` it is renamed to ``samples.1.jsonl`` (the one before
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 SAMPLES_FILE = "samples.jsonl"  # in the run dir's prove/
+USAGE_FILE = "usage.json"  # the samples summed up per start, rewritten every SUMMARY_EVERY_S
+SUMMARY_EVERY_S = 60.0
+MAX_STARTS = 1000  # starts kept in usage.json (the newest)
 OLD_SAMPLES_FILE = "samples.1.jsonl"  # the previous MAX_BYTES, once the file reached them
 EVERY_S = 10.0  # seconds between samples: 8,640 a day, ~60 bytes each (plus ~25 per GPU)
 EVERY_ENV = "PROVE_JOBS_SAMPLE_EVERY_S"  # overrides EVERY_S (the tests sample every second)
@@ -161,6 +168,15 @@ def parse_gpu_csv(text: str) -> list[list[float | None]]:
     return gpus
 
 
+def sample_util(cpu: float | None, gpus: list[float | None]) -> float | None:
+    """A sample's utilisation (%): the mean over its GPUs (those nvidia-smi gave one for); without GPUs its CPU use
+    over the cores allowed, at most 100."""
+    if gpus:
+        known = [min(util, 100.0) for util in gpus if util is not None]
+        return sum(known) / len(known) if known else None
+    return None if cpu is None else min(cpu, 100.0)
+
+
 def _number(cell: str) -> float | None:
     try:
         value = float(cell)
@@ -214,16 +230,13 @@ class Probe:
         tree = process_tree(self.pid)
         return sum(cpu_ticks(p) for p in tree), tree
 
-    def sample(self) -> dict[str, object]:
+    def sample(self) -> tuple[float, float, float, list[list[float | None]]]:
+        """(time, CPU % of the cores allowed, resident MiB, per GPU [util %, used MiB, total MiB])."""
         (ticks, tree), at = self._ticks(), time.monotonic()
         cpu = max(0, ticks - self.ticks[0]) / self.tick / max(at - self.at, 1e-3) / self.cores * 100
         self.ticks, self.at = (ticks, tree), at
-        line: dict[str, object] = {"t": round(time.time(), 1), "cpu": round(cpu, 1),
-                                   "rss_mb": round(sum(rss_bytes(p) for p in tree) / 2**20, 1)}
-        gpus = self.gpus()
-        if gpus:
-            line["gpu"] = [[None if v is None else round(v) for v in gpu] for gpu in gpus]
-        return line
+        gpus = [[None if v is None else float(round(v)) for v in gpu] for gpu in self.gpus() or []]
+        return round(time.time(), 1), round(cpu, 1), round(sum(rss_bytes(p) for p in tree) / 2**20, 1), gpus
 
 
 # --- the file ---------------------------------------------------------------------------------------------
@@ -257,6 +270,58 @@ class Appender:
         os.write(self.fd, data)  # one write of one line, O_APPEND: a reader sees whole lines or a cut last one
 
 
+class Tally:
+    """One start's samples summed up, and the starts before it (``usage.json``), written whole every so often."""
+
+    def __init__(self, run_dir: str, header: dict[str, object]) -> None:
+        from pathlib import Path
+
+        from prove_jobs.runs import CONFIG_DIR
+
+        self.path = Path(run_dir) / CONFIG_DIR / USAGE_FILE
+        self.before = _earlier_starts(self.path, Path(run_dir))
+        self.header = {key: header[key] for key in ("start", "host", "every", "cores")}
+        self.last, self.n, self.util_n, self.util_sum = header["start"], 0, 0, 0.0
+        self.peaks: dict[str, float | None] = dict.fromkeys(("peak_rss_mb", "peak_gpu_mb", "gpu_total_mb"))
+        self.gpu = False
+        self.written = time.monotonic()
+
+    def add(self, t: float, cpu: float | None, rss_mb: float | None, gpus: list[list[float | None]]) -> None:
+        util = sample_util(cpu, [g[0] for g in gpus])
+        self.n, self.last, self.gpu = self.n + 1, t, self.gpu or bool(gpus)
+        if util is not None:
+            self.util_n, self.util_sum = self.util_n + 1, self.util_sum + util
+        for key, value in (("peak_rss_mb", rss_mb),
+                           ("peak_gpu_mb", max((g[1] for g in gpus if g[1] is not None), default=None)),
+                           ("gpu_total_mb", max((g[2] for g in gpus if g[2] is not None), default=None))):
+            known = self.peaks[key]
+            if value is not None and (known is None or value > known):
+                self.peaks[key] = value
+
+    def save(self, *, now: bool = False) -> None:
+        if not now and time.monotonic() - self.written < SUMMARY_EVERY_S:
+            return
+        from prove_jobs.fsafe import atomic_write_text
+
+        entry = {**self.header, "last": self.last, "n": self.n, "util_n": self.util_n,
+                 "util_sum": round(self.util_sum, 1), **self.peaks, "gpu": self.gpu}
+        starts = [*self.before, entry][-MAX_STARTS:]
+        atomic_write_text(self.path, json.dumps({"v": 1, "starts": starts}, separators=(",", ":")) + "\n")
+        self.written = time.monotonic()
+
+
+def _earlier_starts(path: Path, run_dir: Path) -> list[object]:
+    """The starts ``usage.json`` holds already (each checked by its reader); none where it is not one."""
+    from prove_jobs.safe_read import read_capped
+
+    try:
+        data = json.loads(read_capped(path, 1 << 20, below=run_dir))
+    except Exception:  # missing, not a file, planted, not JSON: begun again (the reader checks each entry)
+        return []
+    starts = data.get("starts") if isinstance(data, dict) else None
+    return [entry for entry in starts if isinstance(entry, dict)] if isinstance(starts, list) else []
+
+
 def run(run_dir: str, pid: int, every: float, cores: int | None) -> int:
     """Sample ``pid`` every ``every`` seconds until it, or our parent, is gone, or SIGTERM comes."""
     # SLURM's --signal=USR2@90 goes to every process of the step: the sampler is not the one to stop there
@@ -269,8 +334,8 @@ def run(run_dir: str, pid: int, every: float, cores: int | None) -> int:
     header: dict[str, object] = {"start": round(time.time(), 1), "host": _host(), "pid": pid, "every": every,
                                  "cores": probe.cores}
     try:
-        out = Appender(run_dir, header)
-    except OSError as exc:
+        out, tally = Appender(run_dir, header), Tally(run_dir, header)
+    except Exception as exc:  # OSError, or fsafe's refusal of a link someone else made
         _warn(f"efficiency sampler: cannot write {run_dir}/prove/{SAMPLES_FILE} ({exc}); the run trains unsampled")
         return 1
     while True:
@@ -278,8 +343,11 @@ def run(run_dir: str, pid: int, every: float, cores: int | None) -> int:
         if os.getppid() != parent or not _alive(pid):
             return 0  # the training is gone (SIGKILL, or prctl's SIGTERM for it): a sample now would read 0
         try:
-            out.write(probe.sample())
-        except OSError as exc:  # a full disk: the training has worse problems; say it once and stop
+            t, cpu, rss, gpus = probe.sample()
+            out.write({"t": t, "cpu": cpu, "rss_mb": rss, **({"gpu": gpus} if gpus else {})})
+            tally.add(t, cpu, rss, gpus)
+            tally.save(now=stopped)
+        except Exception as exc:  # a full disk, a link planted since: say it once and stop
             _warn(f"efficiency sampler: cannot write {run_dir}/prove/{SAMPLES_FILE} ({exc}); sampling stopped")
             return 1
         if stopped:

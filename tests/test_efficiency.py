@@ -90,7 +90,8 @@ def test_a_job_with_gpus_samples_them_through_nvidia_smi(tmp_path: Path, monkeyp
 
 def _sampled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float, cores: int = 1) -> Path:
     """A process that keeps a core busy for ``seconds`` inside ``sampling()`` (every 0.4 s)."""
-    run_dir = _run_dir(tmp_path)
+    run_dir = tmp_path / "runs" / "V" / "baseline" / "cityscapes" / "m"
+    (run_dir / "prove").mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv(sampler.EVERY_ENV, "0.4")
     code = ("import os, time, sys; from pathlib import Path; from prove_jobs.sampler import sampling\n"
             "os.umask(0o002)\n"  # as the payload sets it (the sweep's [sharing] umask)
@@ -114,6 +115,29 @@ def test_a_cpu_job_samples_its_own_cpu_use_and_memory(tmp_path: Path, monkeypatc
     assert len(samples) >= 3 and all("gpu" not in s for s in samples)
     assert all(s["cpu"] > 60 for s in samples), samples  # a busy loop on its one core (the sampler not counted)
     assert os.stat(run_dir / "prove" / sampler.SAMPLES_FILE).st_mode & 0o020  # group-writable, as the payload's
+
+    # the sampler's own sums (usage.json: what the report reads) say what the samples say
+    summed = usage_of(run_dir)
+    segments = read_segments(run_dir)
+    utils = [u for seg in segments for x in seg.samples if (u := x.util) is not None]
+    assert summed is not None and summed.samples == len(samples) and summed.spans_s == (segments[0].span_s,)
+    assert summed.mean_util == pytest.approx(sum(utils) / len(utils), abs=0.1)
+    assert summed.peak_rss_mb == max(x["rss_mb"] for x in samples)
+    assert os.stat(run_dir / "prove" / sampler.USAGE_FILE).st_mode & 0o020
+
+    _sampled(tmp_path, monkeypatch, seconds=0.9)  # a second start: kept beside the first
+    again = usage_of(run_dir)
+    assert again is not None and len(again.spans_s) == 2 and again.samples > summed.samples
+    assert [s.start for s in read_segments(run_dir)] == [json.loads(line)["start"] for line in (
+        run_dir / "prove" / sampler.SAMPLES_FILE).read_text().splitlines() if '"start"' in line]
+
+    # a summary someone broke is a warning, and the samples are read instead
+    (run_dir / "prove" / sampler.USAGE_FILE).write_text('{"v": 1, "starts": [{"start": 5, "last": 1}]}')
+    warnings: list[str] = []
+    fallback = usage_of(run_dir, warnings)
+    assert fallback is not None and fallback.samples == again.samples and len(fallback.spans_s) == 2
+    assert warnings == [f"{run_dir / 'prove' / sampler.USAGE_FILE}: 1 start(s) not a summary; the samples read "
+                        "instead"]
 
 
 def test_the_sampler_ends_with_the_training_and_survives_slurms_usr2(tmp_path: Path) -> None:
@@ -228,7 +252,7 @@ def test_a_run_under_5_percent_for_30_minutes_is_idle_by_its_samples_clock(
     assert live_usage(run_dir, now + efficiency.STALE_AFTER_S + 1) is None  # nobody writes it: says nothing of now
 
     run = Run.from_dir(run_dir)
-    running = RunStatus(run=run, state=RunState.RUNNING, iter=10, max_iters=20, curve=(), meta=None)
+    running = RunStatus(run=run, state=RunState.RUNNING, iter=10, max_iters=20, curve=(), meta=None, node="gpu07")
     shown = with_usage(running, now)
     assert shown.usage == live and shown.to_json()["usage"]["idle"] is idle
     assert any("idle: GPU use under 5% for the last 31 min on gpu07" in n for n in shown.notes) is idle
