@@ -6,8 +6,8 @@ Two readings, both plain Python (no torch: the login node reads them):
   and whether it has been idle (under :data:`IDLE_UTIL_PCT` for :data:`IDLE_AFTER_S`, by the samples' own
   timestamps: one clock, the node's). Only runs in a live state are read: a root of 10,000 ended runs costs
   nothing more.
-* :func:`usage_of`, for ``status RUN_DIR`` and the report: every sample kept (the file and the one before it),
-  summed up per run: mean utilisation, peak memory, the time each start ran.
+* :func:`usage_of`, for ``status RUN_DIR`` and the report: the run summed up (mean utilisation, peak memory, the
+  time each start ran), from the sampler's own sums in ``prove/usage.json``, else from every sample kept.
 
 Utilisation is the mean over the job's GPUs of ``nvidia-smi``'s ``utilization.gpu``; on a CPU-only job the
 training's CPU use over the cores it may use. Every file is read as any file of the shared root
