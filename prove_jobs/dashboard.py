@@ -168,6 +168,13 @@ def _speed(s: RunStatus) -> RenderableType:
     return text
 
 
+def _util(s: RunStatus) -> RenderableType:
+    """A training run's GPU (or CPU) use at its last efficiency sample; ``idle 42m`` in red once idle (a stuck run)."""
+    if s.usage is None:
+        return "-"
+    return Text(s.usage.cell(), style="bold red") if s.usage.idle else s.usage.cell()
+
+
 def _job(s: RunStatus) -> str:
     """The job id, and ``· 2x2 GPUs`` for a job of several training processes."""
     layout = s.meta.layout if s.meta else ""
@@ -201,6 +208,7 @@ COLUMNS = [
     _Column("ETA", lambda s: _duration(s.eta_s), 8, 1, "right"),
     _Column("Elapsed", lambda s: _duration(s.elapsed_s), 8, 2, "right"),
     _Column("Speed", _speed, 9, 3, "right"),
+    _Column("Util", _util, 8, 3, "right"),
     _Column("Best mIoU", lambda s: _at(s.best_val.miou if s.best_val else None,
                                        s.best_val.iter if s.best_val else None), 12, 3, "right"),
     _Column("Job", lambda s: _job(s), 9, 3),

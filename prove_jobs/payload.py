@@ -39,6 +39,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
+from prove_jobs.sampler import sampling
 from prove_jobs.save_at_signal import SignalWatch, save_at_signal_hook
 
 if TYPE_CHECKING:
@@ -318,8 +319,9 @@ class TrainingJob:
         start = hold.started(run_dir)  # its submission's first ends may hold the rest (prove_jobs.hold)
         reserve = _reserve_space(run_dir)
         try:
-            final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads, rank=slurm_rank(),
-                               files=files)
+            with sampling(run_dir, cores=self.threads):  # a process beside it: docs/cluster.md, "Efficiency"
+                final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads,
+                                   rank=slurm_rank(), files=files)
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
             # submitit's signal handler raises where training happens to be: inside a bare
             # `except:` (mmengine's config formatting, run at every checkpoint) its exception

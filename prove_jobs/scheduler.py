@@ -129,6 +129,81 @@ def allocations(job_ids: Iterable[str]) -> dict[str, tuple[float, int | None]]:
     return found
 
 
+@dataclass(frozen=True)
+class JobUsage:
+    """What accounting says one job used: each start's elapsed time (a requeued job has a record per start), its
+    time limit, the memory it was allocated per node, and the largest resident memory of one of its tasks."""
+
+    elapsed_s: tuple[float, ...] = ()
+    timelimit_min: int | None = None
+    mem_mb: float | None = None  # AllocTRES mem over its nodes: what --mem gave
+    max_rss_mb: float | None = None  # MaxRSS (or TRESUsageInMax mem) of its steps; None: not gathered
+    max_gpu_mb: float | None = None  # TRESUsageInMax gres/gpumem, where SLURM gathers it (NVML)
+
+
+USAGE_FIELDS = "JobID,ElapsedRaw,TimelimitRaw,AllocTRES,MaxRSS,TRESUsageInMax"
+
+
+def usage(job_ids: Iterable[str]) -> dict[str, JobUsage]:
+    """One sacct for what each job used (the report's resources); {} where accounting is off or does not answer.
+
+    ``MaxRSS`` is empty where the cluster gathers nothing (``JobAcctGatherType=jobacct_gather/none``): then
+    ``max_rss_mb`` is ``None`` and the report reads the run's own samples."""
+    wanted = sorted({j for j in job_ids if j})
+    if not wanted:
+        return {}
+    try:
+        out = call(["sacct", "--noheader", "--parsable2", "--duplicates", f"--format={USAGE_FIELDS}",
+                    f"--jobs={','.join(wanted)}"])
+    except SchedulerUnavailable:
+        return {}
+    return parse_usage(out)
+
+
+def parse_usage(out: str) -> dict[str, JobUsage]:
+    """sacct's lines of USAGE_FIELDS: a job's record (``12_3``), then its steps' (``12_3.batch``, ``12_3.0``)."""
+    import re
+    from dataclasses import replace
+
+    found: dict[str, JobUsage] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 6 or not parts[0]:
+            continue
+        job, _, step = parts[0].partition(".")
+        known = found.get(job, JobUsage())
+        if not step:
+            tres = dict(item.split("=", 1) for item in parts[3].split(",") if "=" in item)
+            nodes = int(tres["node"]) if tres.get("node", "").isdigit() else 1
+            mem = _mib(tres.get("mem", ""))
+            elapsed = (*known.elapsed_s, float(parts[1])) if parts[1].isdigit() and int(parts[1]) else known.elapsed_s
+            found[job] = replace(known, elapsed_s=elapsed,
+                                 timelimit_min=int(parts[2]) if parts[2].isdigit() else known.timelimit_min,
+                                 mem_mb=mem / max(nodes, 1) if mem is not None else known.mem_mb)
+            continue
+        usage_max = dict(item.split("=", 1) for item in parts[5].split(",") if "=" in item)
+        rss = _mib(parts[4]) or _mib(usage_max.get("mem", ""))
+        gpu = re.fullmatch(r"\d+", usage_max.get("gres/gpumem", ""))
+        found[job] = replace(known, max_rss_mb=_larger(known.max_rss_mb, rss),
+                             max_gpu_mb=_larger(known.max_gpu_mb, int(gpu.group()) / 2**20 if gpu else None))
+    return found
+
+
+def _mib(text: str) -> float | None:
+    """sacct's ``1.50G``, ``2048M``, ``123456K`` (``2Gn``/``2Gc`` of older versions), bytes without a unit, in MiB;
+    empty or ``0``: not known."""
+    import re
+
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTP]?)[nc]?", text.strip())
+    if found is None or not float(found.group(1)):
+        return None
+    return float(found.group(1)) * float(1024 ** "BKMGTP".index(found.group(2) or "B")) / 2**20
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 def max_array_size() -> int | None:
     """The cluster's ``MaxArraySize`` (``scontrol show config``); ``None`` when it cannot be read."""
     import re

@@ -23,6 +23,7 @@ from prove_jobs.claims import (
     open_slurm_jobs,
     training_lock_held,
 )
+from prove_jobs.efficiency import Live, with_usage
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableValue
 from prove_jobs.gpu_hours import accounted, allocations, gpu_hours_line
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
@@ -88,6 +89,7 @@ class RunStatus:
     accounted_gpu_hours: float | None = None  # sacct's allocated time x GPUs, where accounting answered
     notes: tuple[str, ...] = field(default_factory=tuple)
     log: RunLog | None = None  # what the logs said (speed, loss, memory: the live view)
+    usage: Live | None = None  # a training run's utilisation at its last efficiency sample (prove_jobs.efficiency)
 
     @property
     def last_val(self) -> ValPoint | None:
@@ -183,6 +185,7 @@ class RunStatus:
             "curve": [[p.iter, p.miou, p.aacc] for p in self.curve],
             "starts": [start.to_json() for start in self.log.lineage] if self.log is not None else [],
             "notes": list(self.notes),
+            "usage": self.usage.to_json() if self.usage is not None else None,
             **self.progress_json(),
         }
         doc.update(self.log.rejected_notes(doc) if self.log is not None else {})
@@ -248,6 +251,7 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: R
     )
     if allocated:
         statuses = tuple(accounted(status, allocated) for status in statuses)
+    statuses = tuple(with_usage(status, now) for status in statuses)  # a live run's samples: read, the rest not
     return StatusReport(statuses, note)
 
 

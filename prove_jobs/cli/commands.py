@@ -250,6 +250,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
 
         term.show(status_tables(statuses, title=chosen.title, width=term.out.width))
     if args.sweep is not None and args.sweep.is_dir():  # one run asked for: its starts, and why it stopped
+        from prove_jobs.efficiency import usage_lines
         from prove_jobs.logs.lineage import lineage_lines
         from prove_jobs.states import RunState
         from prove_jobs.status_source import failure_details
@@ -257,7 +258,7 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
         for status in statuses:
             live = status.state in (RunState.RUNNING, RunState.STARTING)
             for line in [*lineage_lines(status.log.lineage if status.log else (), live=live),
-                         *failure_details(status)]:
+                         *usage_lines(status, warnings), *failure_details(status)]:
                 term.line(line)
     for warning in warnings:
         term.warn(warning)

@@ -23,6 +23,10 @@ from prove_jobs.report.stats import METHOD, SeedStats, difference_ci95, summariz
 from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunState, RunStatus
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from prove_jobs.report.resources import RunResources
+
 _FAMILY = re.compile(r"^prove_family\s*=\s*['\"](\w+)['\"]", re.MULTILINE)
 
 
@@ -89,6 +93,7 @@ class Report:
     config_notes: list[str] = field(default_factory=list)
     model_table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] = ((), ())
     labels: dict[str, str] = field(default_factory=dict)  # Scope.labels
+    resources: list[RunResources] = field(default_factory=list)  # what each run used (report.resources)
     _runs: dict[tuple[str, str], list[RunStatus]] = field(default_factory=dict, init=False, repr=False)
     _variants_of: dict[str, dict[str, None]] = field(default_factory=dict, init=False, repr=False)  # model -> ran
     _finals: dict[tuple[str, str], SeedStats | None] = field(default_factory=dict, init=False, repr=False)
@@ -158,6 +163,8 @@ class Report:
         return {name: round(sum(values) / len(values), 2) for name, values in groups.items()}
 
     def to_json(self) -> dict[str, Any]:
+        from prove_jobs.report.resources import resources_json
+
         labels = [label for label, _ in self.config_rows]
         return {
             "sweep": self.sweep,
@@ -175,6 +182,7 @@ class Report:
             "family_averages": self.family_averages(),
             "runs": [s.to_json(finite=False) for s in self.statuses],  # make_report writes it finite
             "times": [t.__dict__ for t in self.times],
+            **({"resources": resources_json(self)} if self.resources else {}),
         }
 
     def _result(self, model: str) -> dict[str, Any]:

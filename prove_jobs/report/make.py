@@ -81,6 +81,10 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
                 return time.seconds, time.at_iter
 
             report = build_report(scope, statuses, reference=reference, training_time=training_time)
+            from prove_jobs.report.resources import collect_resources
+
+            report.resources = collect_resources(statuses, sweep.resources_for if sweep is not None else _no_request,
+                                                 warnings)
     finally:
         note = source.close()
     warnings += [note] if note else []
@@ -92,6 +96,11 @@ def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | No
     if out is not None:
         atomic_write_text(out, text)
     return ReportFiles(text, written, warnings, list(statuses))
+
+
+def _no_request(run: Run) -> None:
+    """``report --root``: no sweep says what a run's job asked for (sacct does, with accounting on)."""
+    return None
 
 
 def counted_once(statuses: Sequence[RunStatus]) -> tuple[list[RunStatus], list[str]]:

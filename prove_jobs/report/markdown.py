@@ -39,6 +39,10 @@ def render_markdown(report: Report, *, plots: dict[str, str] | None = None) -> s
              f"from {_code(report.sweep_file)}.", ""]
     lines += _configurations(report) + _results(report) + _best(report) + _status(report)
     lines += _progress(report, plots or {}) + _times(report)
+    if report.resources:
+        from prove_jobs.report.resources import resources_lines
+
+        lines += ["", *resources_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
 
 
