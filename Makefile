@@ -89,6 +89,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_status.py
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_root.py
+	$(BIN)/python benchmarks/bench_signal_agree.py
 
 lint: install
 	$(BIN)/ruff check prove_jobs tests job_templates benchmarks
