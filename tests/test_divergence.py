@@ -14,6 +14,7 @@ from conftest import demo_sweep_with
 from prove_jobs.cli import main
 from prove_jobs.divergence import NON_FINITE_STREAK, Streak, TrainingDiverged, is_diverged
 from prove_jobs.runs import read_meta
+from prove_jobs.scheduler import slurm_available
 
 K = NON_FINITE_STREAK
 
@@ -133,3 +134,33 @@ def test_an_absurd_lr_diverges_stops_and_is_not_resubmitted_blindly(
     print(f"\ndiverged: first non-finite loss at iteration {int(first)} ({losses[int(first)]}), stopped at "
           f"{int(last)}: {int(last - first)} iterations, ~{seconds:.2f} s at the logged s/it, the record "
           f"{(recorded - logged) * 1000:.0f} ms after the last log line; submit to end {wall:.1f} s")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@needs_training
+@pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_an_absurd_lr_stops_on_the_cluster_with_one_and_two_ranks(
+        demo: Path, templates_copy: Path, capsys: pytest.CaptureFixture[str], gpus: int) -> None:
+    (templates_copy / "variants" / "DEMO_DIVERGE.toml").write_text(DIVERGE)
+    resources = (f'[resources]\npartition = "gpu"\ngpus_per_node = {gpus}\ncpus_per_task = 1\nmem_gb = {2 * gpus}\n'
+                 "timeout_min = 10\n")
+    sweep = demo_sweep_with(demo, templates_copy, **{
+        'variants = ["DEMO_REF", "DEMO_BS4"]': 'variants = ["DEMO_DIVERGE"]',
+        'models = ["demo_segformer_tiny", "demo_fcn_r18_tiny"]': 'models = ["demo_fcn_r18_tiny"]',
+        "log_interval = 5": "log_interval = 1",
+        "[resources]\ngpus_per_node = 0\ncpus_per_task = 1\ntimeout_min = 30\n": resources,
+    })
+    assert main(["submit", str(sweep), "--executor", "slurm"]) == 0
+    assert main(["wait", str(sweep), "--timeout", "600", "--poll", "1"]) == 1
+    row = _status_json(sweep, capsys)
+    run_dir = Path(str(row["run_dir"]))
+    records = _losses(run_dir)
+    first = next(r["step"] for r in records if not math.isfinite(r["loss"]))
+    last = records[-1]["step"]
+    assert row["state"] == "failed" and str(row["error"]).startswith(f"diverged at iteration {int(first)} (loss ")
+    assert first < last <= first + K + 2 and last < 40, (first, last)
+    meta = read_meta(run_dir)
+    assert meta is not None and meta.starts == 1 and meta.restarts == 0  # ended, not requeued
+    print(f"\n{gpus} rank(s) on SLURM: first non-finite loss at {int(first)}, stopped at {int(last)}")
