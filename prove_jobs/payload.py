@@ -68,6 +68,10 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
     ``rank``: this process's place among several (DDP); every rank resumes from the same checkpoint.
     """
     import torch
+
+    from prove_jobs.yapf_cache import load_grammar
+
+    load_grammar()  # before mmengine's Config imports yapf: jobs starting together race for its cache
     from mmengine.config import Config
     from mmengine.runner import Runner
 
