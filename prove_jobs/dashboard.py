@@ -234,7 +234,8 @@ def status_table(statuses: Sequence[RunStatus], *, title: str = "", width: int =
     The caption names what was left out, so that nobody takes a missing column for missing data.
     """
     seeded = any(s.run.seed is not None for s in statuses)  # a Seed column only where a variant has several
-    columns = [c for c in COLUMNS if c.header != "Seed" or seeded]
+    sampled = any(s.usage is not None for s in statuses)  # a Util column only where a run is training now
+    columns = [c for c in COLUMNS if (c.header != "Seed" or seeded) and (c.header != "Util" or sampled)]
     cells = {column.header: [column.cell(s) for s in statuses] for column in columns}
     # two rows of one (model, seed) (a one-seed run and a seed folder inside it, two data roots): say where each is
     seen = Counter((s.run.model, s.run.variant, s.seed) for s in statuses)

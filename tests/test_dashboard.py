@@ -36,7 +36,8 @@ def test_narrow_terminals_drop_whole_columns_by_priority(reference_root: Path) -
     sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
     statuses = collect_status(sweep.runs(variants=[BS16])).statuses
     wide = [c.header for c in status_table(statuses, width=250).columns]
-    assert wide == [c.header for c in COLUMNS if c.header != "Seed"]  # a Seed column only where there are seeds
+    # a Seed column only where there are seeds, a Util column only where a run is training (has samples)
+    assert wide == [c.header for c in COLUMNS if c.header not in ("Seed", "Util")]
     narrow = [c.header for c in status_table(statuses, width=80).columns]
     assert narrow[:2] == ["Model", "State"] and "mIoU" in narrow and "Node" not in narrow
     assert len(narrow) < len(wide)
