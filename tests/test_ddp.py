@@ -190,7 +190,9 @@ from prove_jobs.distributed import Rank, setup
 cfg = Config(dict(sync_bn='torch', model=dict(type='X')))
 notes = setup(cfg, Rank(0, 1, 0))
 print(repr(cfg.sync_bn), cfg.model_wrapper_cfg.device_ids)
-print(notes[-1])
+print(notes[-1], flush=True)
+import torch.distributed as dist
+dist.destroy_process_group()  # else gloo's threads may abort the exit ("terminate called without an active exception")
 """
 
 
