@@ -15,11 +15,10 @@ from prove_jobs.claims import LockHolder, clear_conflict, conflict_for, read_met
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import Run
+from prove_jobs.skip import Skip, SkipReason
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
 from prove_jobs.submit import (
-    Skip,
-    SkipReason,
     Submission,
     SubmitResult,
     cancelled_on_purpose,

@@ -11,7 +11,6 @@ import contextlib
 import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from prove_jobs.claims import (
@@ -63,6 +62,7 @@ from prove_jobs.runs import (
     write_meta,
 )
 from prove_jobs.scheduler import ask, call, max_array_size, slurm_silence
+from prove_jobs.skip import Skip, SkipReason, finished
 from prove_jobs.spec import Resources, Sweep
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -85,32 +85,6 @@ class Submission:
     job_id: str | None  # None for a dry run
     config_hash: str
     resources: Resources
-
-
-class SkipReason(Enum):
-    """Why a run given to ``submit`` (or ``resubmit``, ``release``) was left alone."""
-
-    COMPLETED = "completed"
-    """Its metadata says it finished (whoever trained it)."""
-    FINISHED = "finished"
-    """Its final checkpoint is there, or what would say whether it finished cannot be read: never trained over."""
-    CANCELLED = "cancelled"
-    """Someone stopped it on purpose: it stays stopped until its model is named."""
-    DIVERGED = "diverged"
-    """``resubmit --failed``: its loss diverged; ``--force-diverged`` trains it again."""
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A run left alone: why, and what to tell its owner."""
-
-    reason: SkipReason
-    detail: str  # in full: what and how to train it again (where it starts with the run dir, with it)
-    brief: str = ""  # the same for a line that names the run: without the run dir; "" when it is the detail
-
-    @property
-    def short(self) -> str:
-        return self.brief or self.detail
 
 
 @dataclass
@@ -186,7 +160,7 @@ def submit(
         except RunError as exc:
             if not skip_done:
                 raise
-            result.skipped.append((run, _finished(run, metas[run], exc)))
+            result.skipped.append((run, finished(run, metas[run], exc)))
             continue
         cancelled = cancelled_on_purpose(metas[run], jobs)
         if cancelled and run.model not in named:
@@ -376,13 +350,6 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answe
     with sharing_umask(sweep):
         note_queued_after(run.run_dir, str(job.job_id), holder.job_id)
     return Submission(run, "slurm", str(job.job_id), rendered.config_hash, resources)
-
-
-def _finished(run: Run, meta: RunMeta | None, refusal: RunError) -> Skip:
-    """The skip of a run ``refuse_finished`` refused; a completed one's line names it, not its run dir."""
-    if meta is not None and meta.finished_at is not None:
-        return Skip(SkipReason.COMPLETED, str(refusal), str(refusal).removeprefix(f"{run.run_dir}: "))
-    return Skip(SkipReason.FINISHED, str(refusal))
 
 
 def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | None:

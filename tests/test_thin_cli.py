@@ -44,3 +44,18 @@ def test_one_run_filter_names_runs_by_model_variant_and_seed() -> None:
     # a one-seed variant's run names no seed in its folder: the seed it trains with is the sweep's or its metadata's
     assert not RunFilter.of(seeds=[0]).matches(a) and RunFilter.of(seeds=[0]).matches(a, seed=0)
     assert RunFilter.of(["fcn"], seeds=[2]).by_folder() == RunFilter.of(["fcn"])
+
+
+def test_the_outcomes_commands_print_are_typed() -> None:
+    from prove_jobs.control import Unlocked, WaitOutcome
+    from prove_jobs.errors import RunError
+    from prove_jobs.skip import SkipReason, finished
+
+    a, b = _run("fcn", "REF"), _run("psp", "REF")
+    assert WaitOutcome(0, []).start_line() == "nothing to wait for: no run was asked for"
+    assert WaitOutcome(2, []).start_line() == "nothing to wait for: none of these 2 run(s) has been submitted"
+    assert WaitOutcome(2, [a]).start_line() == "waiting for 1 run(s) (1 never submitted)..."
+    assert WaitOutcome(2, [a, b]).start_line() == "waiting for 2 run(s)..."
+    assert not Unlocked(Path("/r"), False, "no claim").live and Unlocked(Path("/r"), False, "held by bob: live").live
+    skip = finished(a, None, RunError(f"{a.run_dir}: holds iter_40.pth, a finished run; nothing submitted"))
+    assert skip.reason is SkipReason.FINISHED and skip.short == skip.detail
