@@ -38,6 +38,7 @@ from prove_jobs.scheduler import ask, scancel
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from prove_jobs.scheduler import Answer
+    from prove_jobs.status import RunStatus
 
 
 def _ask(metas: Sequence[RunMeta | None]) -> Answer | None:
@@ -66,6 +67,66 @@ def wait(
         if on_poll is not None:
             on_poll()
         time.sleep(poll_s)
+
+
+@dataclass
+class WaitOutcome:
+    """What :func:`wait_for` saw: how many runs it was asked about, those it followed (the submitted ones),
+    how each ended, and whether Ctrl-C (or a timeout: ``error``) stopped the waiting, not the jobs."""
+
+    asked: int
+    waited: list[Run]
+    statuses: list[RunStatus] = field(default_factory=list)
+    interrupted: bool = False
+    error: ProveJobsError | None = None
+    warnings: list[str] = field(default_factory=list)  # the log cache's: not saved
+
+    def start_line(self) -> str:
+        """``waiting for 3 run(s) (1 never submitted)...``, or why there is nothing to wait for."""
+        if not self.waited:
+            return (f"nothing to wait for: none of these {self.asked} run(s) has been submitted" if self.asked
+                    else "nothing to wait for: no run was asked for")
+        never = self.asked - len(self.waited)
+        return f"waiting for {len(self.waited)} run(s)" + (f" ({never} never submitted)" if never else "") + "..."
+
+    @property
+    def unfinished(self) -> list[RunStatus]:
+        """The runs that ended without completing."""
+        from prove_jobs.states import RunState
+
+        return [s for s in self.statuses if s.state is not RunState.COMPLETED]
+
+    def summary(self) -> str:
+        """``4 run(s) ended: 3 completed, 1 failed``."""
+        from collections import Counter
+
+        counts = Counter(s.state.value for s in self.statuses)
+        return f"{len(self.statuses)} run(s) ended: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+
+def wait_for(runs: Sequence[Run], *, timeout_s: float | None = None, poll_s: float = 2.0,
+             on_start: Callable[[WaitOutcome], None] = lambda outcome: None,
+             on_poll: Callable[[list[RunStatus]], None] = lambda statuses: None) -> WaitOutcome:
+    """:func:`wait` for the submitted ones of ``runs``, their statuses read through the log cache: ``on_start``
+    is told which those are, ``on_poll`` where they stand while they run. Ctrl-C stops the waiting, not the jobs."""
+    from prove_jobs.status_source import StatusSource
+
+    outcome = WaitOutcome(len(runs), [run for run in runs if (run.run_dir / META_FILE).exists()])
+    on_start(outcome)
+    if not outcome.waited:
+        return outcome
+    source = StatusSource(outcome.waited)
+    try:
+        wait(outcome.waited, timeout_s=timeout_s, poll_s=poll_s, on_poll=lambda: on_poll(source.collect()[0]))
+        outcome.statuses = source.collect()[0]
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    except ProveJobsError as exc:  # a timeout: raised by the caller, after the cache's warning
+        outcome.error = exc
+    finally:
+        warning = source.close()
+        outcome.warnings += [warning] if warning else []
+    return outcome
 
 
 def _still_running(run_dir: Path, meta: RunMeta, jobs: Answer | None) -> bool:
@@ -155,8 +216,22 @@ def _group_alive(group: int) -> bool:
     return True
 
 
-def unlock_runs(run_dirs: Sequence[Path], *, force: bool = False) -> list[tuple[Path, bool, str]]:
-    """Release the stale claims on ``run_dirs`` (live ones only with ``force``): (run dir, released, what)."""
+@dataclass(frozen=True)
+class Unlocked:
+    """What ``unlock`` did with one run dir: released its claim or not, and what it found."""
+
+    run_dir: Path
+    released: bool
+    what: str
+
+    @property
+    def live(self) -> bool:
+        """Left alone because its claim is live (not for want of one)."""
+        return not self.released and self.what != "no claim"  # claims.unlock's word for a run dir without one
+
+
+def unlock_runs(run_dirs: Sequence[Path], *, force: bool = False) -> list[Unlocked]:
+    """Release the stale claims on ``run_dirs`` (live ones only with ``force``)."""
     for run_dir in run_dirs:
         if not (run_dir / META_FILE).exists():
             raise ProveJobsError(f"{run_dir}: not a run dir submitted by prove-jobs (no prove_run.json)")
@@ -165,4 +240,4 @@ def unlock_runs(run_dirs: Sequence[Path], *, force: bool = False) -> list[tuple[
         with contextlib.suppress(RunError):
             metas.append(read_meta(run_dir))
     jobs = _ask(metas)
-    return [(run_dir, *unlock(run_dir, jobs, force=force)) for run_dir in run_dirs]
+    return [Unlocked(run_dir, *unlock(run_dir, jobs, force=force)) for run_dir in run_dirs]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from prove_jobs.claims import LockHolder, clear_conflict, conflict_for, read_meta_quietly
 from prove_jobs.errors import ProveJobsError
+from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import Run
+from prove_jobs.skip import Skip, SkipReason
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
 from prove_jobs.submit import (
@@ -39,8 +41,40 @@ class ResubmitResult:
 
     submitted: list[Submission] = field(default_factory=list)
     still_held: list[tuple[Run, LockHolder]] = field(default_factory=list)
-    settled: list[tuple[Run, str]] = field(default_factory=list)  # nothing left to do, with why
+    settled: list[tuple[Run, Skip]] = field(default_factory=list)  # nothing left to do, with why
     queued_after: list[tuple[Submission, LockHolder]] = field(default_factory=list)  # --after-holder
+
+
+@dataclass
+class ResubmitOutcome:
+    """What ``resubmit`` did: with ``--failed``, the failed runs submitted again; with ``--lock-conflicts``, its
+    last round; and every job either started (what ``--wait`` follows to its end)."""
+
+    failed: SubmitResult | None = None
+    conflicts: ResubmitResult | None = None
+    started: list[Run] = field(default_factory=list)  # submitted again (not those queued behind a holder)
+
+    @property
+    def held(self) -> bool:
+        """Runs left unsubmitted for a lock conflict (exit 1): the last round's, else ``--failed``'s."""
+        if self.conflicts is not None:
+            return bool(self.conflicts.still_held)
+        return self.failed is not None and bool(self.failed.conflicts)
+
+
+def runs_to_resubmit(sweep: Path | None, *, root: Path | None = None, data_root: Path | None = None,
+                     only: RunFilter | None = None) -> tuple[list[Run], SweepFor]:
+    """The runs ``only`` names: a sweep file's, submitted with it; or those found under ``root``, each submitted
+    with the sweep recorded in it."""
+    only = only or RunFilter()
+    if root is not None:
+        from prove_jobs.discover import discover_runs
+
+        return only.apply(discover_runs(root.absolute())), recorded_sweeps()
+    if sweep is None:
+        raise ProveJobsError("resubmit: give a sweep file or --root DIR")
+    loaded = load_sweep(sweep, data_root=data_root)
+    return loaded.select(only), sweep_of(loaded)
 
 
 def sweep_of(sweep: Sweep) -> SweepFor:
@@ -112,13 +146,13 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
         meta = read_meta_quietly(run.run_dir)
         if meta is not None and meta.finished_at is not None:
             clear_conflict(run.run_dir)
-            result.settled.append((run, f"completed by {meta.user} (job {meta.job_id})"))
+            result.settled.append((run, Skip(SkipReason.COMPLETED, f"completed by {meta.user} (job {meta.job_id})")))
             continue
         if states[run].state is RunState.CANCELLED:  # stopped on purpose: it stays stopped until named again
             clear_conflict(run.run_dir)
             why = cancelled_on_purpose(meta, None) or "cancelled"
-            result.settled.append((run, f"{why}: not restarted; `prove-jobs submit SWEEP {run.options}` "
-                                        "trains it again"))
+            result.settled.append((run, Skip(SkipReason.CANCELLED, f"{why}: not restarted; `prove-jobs submit SWEEP "
+                                                                   f"{run.options}` trains it again")))
             continue
         to_submit.append((sweep_for(run, str(conflict.get("sweep", ""))), run))
     for sweep, sweep_runs in by_sweep(to_submit):
@@ -183,7 +217,7 @@ def resubmit_failed(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str =
     to_submit = []
     for s in failed:
         if s.meta is not None and s.meta.error and is_diverged(s.meta.error) and not force_diverged:
-            result.skipped.append((s.run, resubmit_refusal(s.meta.error, s.run.options)))
+            result.skipped.append((s.run, Skip(SkipReason.DIVERGED, resubmit_refusal(s.meta.error, s.run.options))))
         else:
             to_submit.append((sweep_for(s.run, s.meta.sweep_file if s.meta else ""), s.run))
     for sweep, sweep_runs in by_sweep(to_submit):
@@ -192,3 +226,26 @@ def resubmit_failed(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str =
         result.skipped += outcome.skipped
         result.conflicts += outcome.conflicts
     return result
+
+
+def resubmit(runs: Sequence[Run], sweep_for: SweepFor, *, failed: bool = False, lock_conflicts: bool = False,
+             executor: str = "auto", force_diverged: bool = False, after_holder: bool = False,
+             keep_trying: bool = False, poll_s: float = 60.0, timeout_s: float | None = None,
+             on_failed: Callable[[SubmitResult], None] = lambda result: None,
+             on_round: Callable[[ResubmitResult, bool], None] = lambda result, last: None) -> ResubmitOutcome:
+    """``resubmit``: with ``failed``, :func:`resubmit_failed` (``on_failed`` sees what it did), then with
+    ``lock_conflicts`` :func:`resubmit_until_free` (``on_round`` sees each round)."""
+    outcome = ResubmitOutcome()
+    if failed:
+        outcome.failed = resubmit_failed(runs, sweep_for, executor=executor, force_diverged=force_diverged)
+        outcome.started += [s.run for s in outcome.failed.submitted]
+        on_failed(outcome.failed)
+    if lock_conflicts:
+        def each(result: ResubmitResult, last: bool) -> None:
+            outcome.started.extend(s.run for s in result.submitted)
+            on_round(result, last)
+
+        outcome.conflicts = resubmit_until_free(runs, sweep_for, executor=executor, after_holder=after_holder,
+                                                keep_trying=keep_trying, poll_s=poll_s, timeout_s=timeout_s,
+                                                on_round=each)
+    return outcome

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.hold import held_lines
+from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run, tail_lines
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus, collect_status
@@ -65,7 +66,7 @@ class Selection:
 
 
 def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
-                 models: Sequence[str] = (), variants: Sequence[str] = (), seeds: Sequence[int] = ()) -> Selection:
+                 only: RunFilter | None = None) -> Selection:
     """The runs ``status`` (or ``report``) looks at: a sweep's, one run dir's, or all at any depth under ``root``."""
     if root is not None:
         from prove_jobs.discover import MAX_DEPTH, RUN_MARKS, discover_runs
@@ -95,17 +96,17 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
 
     sweep = load_sweep(target, data_root=data_root)
     missing = missing_data_root(sweep)
-    return Selection(sweep.runs(models, variants, seeds), f"Sweep {sweep.name} ({sweep.data_root})",
+    return Selection(sweep.select(only or RunFilter()), f"Sweep {sweep.name} ({sweep.data_root})",
                      [missing] if missing else [], sweep.data_root)
 
 
-def narrowed(chosen: Selection, models: Sequence[str], variants: Sequence[str]) -> Selection:
+def narrowed(chosen: Selection, only: RunFilter) -> Selection:
     """A ``--root`` listing's runs of the models and variants asked for (their folders say), not every run
     below the root: the scheduler is asked about the view's own jobs only."""
-    if not chosen.complete or not (models or variants):
+    by_folder = only.by_folder()
+    if not chosen.complete or by_folder == RunFilter():
         return chosen
-    runs = [run for run in chosen.runs if (not models or run.model in models)
-            and (not variants or run.variant in variants)]
+    runs = by_folder.apply(chosen.runs)
     return Selection(runs, chosen.title, chosen.warnings, chosen.scope, complete=len(runs) == len(chosen.runs))
 
 

@@ -62,6 +62,7 @@ from prove_jobs.runs import (
     write_meta,
 )
 from prove_jobs.scheduler import ask, call, max_array_size, slurm_silence
+from prove_jobs.skip import Skip, SkipReason, finished
 from prove_jobs.spec import Resources, Sweep
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -91,7 +92,7 @@ class SubmitResult:
     """What ``submit`` did with each run it was given."""
 
     submitted: list[Submission] = field(default_factory=list)
-    skipped: list[tuple[Run, str]] = field(default_factory=list)  # finished runs, with the reason
+    skipped: list[tuple[Run, Skip]] = field(default_factory=list)  # finished and cancelled runs, with why
     conflicts: list[tuple[Run, LockHolder]] = field(default_factory=list)  # held by someone else
     already_running: list[tuple[Run, LockHolder]] = field(default_factory=list)  # held by this user's own job
     warnings: list[str] = field(default_factory=list)
@@ -159,11 +160,12 @@ def submit(
         except RunError as exc:
             if not skip_done:
                 raise
-            result.skipped.append((run, str(exc)))
+            result.skipped.append((run, finished(run, metas[run], exc)))
             continue
         cancelled = cancelled_on_purpose(metas[run], jobs)
         if cancelled and run.model not in named:
-            result.skipped.append((run, f"{cancelled}; name it to train it again ({run.options})"))
+            result.skipped.append((run, Skip(SkipReason.CANCELLED,
+                                             f"{cancelled}; name it to train it again ({run.options})")))
             continue
         rendered.append(render_run(sweep, run))
     if rendered:

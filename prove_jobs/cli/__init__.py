@@ -1,7 +1,8 @@
 """``prove-jobs``: parse the arguments, call one library function, print what it returned.
 
 Imports stay inside the commands: ``prove-jobs --help`` loads argparse and little else, and a
-``status --json`` never loads rich. ``parser`` has the arguments, ``commands`` the handlers.
+``status --json`` never loads rich. ``parser`` has the arguments, ``commands`` the handlers (and
+the modules of each family of commands).
 """
 
 from __future__ import annotations

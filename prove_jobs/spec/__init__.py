@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import SpecError
+from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import Run, one_seed_run
 from prove_jobs.spec.evaluation import Evaluation, load_evaluation
 from prove_jobs.spec.fields import (
@@ -204,30 +205,32 @@ class Sweep:
         A variant with one seed has one run per model, in ``<model>/`` (the layout before seeds); with
         several, one per seed in ``<model>/seed<k>/``.
         """
-        wanted_models = list(models) or list(self.models)
-        wanted_variants = list(variants) or [v.name for v in self.variants]
+        return self.select(RunFilter.of(models, variants, seeds))
+
+    def select(self, only: RunFilter) -> list[Run]:
+        """The runs of the sweep ``only`` asks for (:meth:`runs`); a variant asked for twice is listed twice, in
+        the order asked. A name the sweep lacks is refused."""
+        self._refuse_unknown(only)
+        variants = only.variants or [v.name for v in self.variants]
+        # only the models asked for: a model's runs of several seeds read its folder's metadata
+        models = [m for m in self.models if not only.models or m in only.models]
+        runs = [run for v in variants for m in models for run in self._model_runs(m, v)]
+        return only.apply(runs, seed_of=self.training_seed)
+
+    def _refuse_unknown(self, only: RunFilter) -> None:
         # A name asked for on the command line that the sweep lacks is the option's mistake, not the file's.
-        for model in wanted_models:
+        for model in only.models:
             if model not in self.models:
                 raise SpecError("--model", None, f"{model!r} is not a model of sweep {self.name} "
                                 f"({self.path.name} has: {', '.join(self.models)})")
-        for name in wanted_variants:
+        for name in only.variants:
             if name not in {v.name for v in self.variants}:
                 raise SpecError("--variant", None, f"{name!r} is not a variant of sweep {self.name} "
                                 f"({self.path.name} has: {_names(self.variants)})")
-        wanted_seeds = set(seeds)
         everywhere = {k for v in self.variants for k in self.seeds_for(v.name)}
-        if wanted_seeds - everywhere:
+        if set(only.seeds) - everywhere:
             raise SpecError("--seed", None, f"no variant of sweep {self.name} trains seed "
-                            f"{min(wanted_seeds - everywhere)} (seeds: {', '.join(map(str, sorted(everywhere)))})")
-        runs = [
-            run
-            for v in wanted_variants
-            for m in self.models
-            if m in wanted_models
-            for run in self._model_runs(m, v)
-        ]
-        return [run for run in runs if not wanted_seeds or self.training_seed(run) in wanted_seeds]
+                            f"{min(set(only.seeds) - everywhere)} (seeds: {', '.join(map(str, sorted(everywhere)))})")
 
     def _model_runs(self, model: str, variant: str) -> list[Run]:
         """(model, variant)'s runs, one per seed: in ``<model>/seed<k>/``, except the seed an earlier one-seed run

@@ -1,0 +1,44 @@
+"""Why a run given to ``submit`` (or ``resubmit``, ``release``) was left alone: a reason to test, a line to show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+TYPE_CHECKING = False  # not typing's: see cli/parser.py
+if TYPE_CHECKING:
+    from prove_jobs.errors import RunError
+    from prove_jobs.runs import Run, RunMeta
+
+
+class SkipReason(Enum):
+    """Why a run given to ``submit`` (or ``resubmit``, ``release``) was left alone."""
+
+    COMPLETED = "completed"
+    """Its metadata says it finished (whoever trained it)."""
+    FINISHED = "finished"
+    """Its final checkpoint is there, or what would say whether it finished cannot be read: never trained over."""
+    CANCELLED = "cancelled"
+    """Someone stopped it on purpose: it stays stopped until its model is named."""
+    DIVERGED = "diverged"
+    """``resubmit --failed``: its loss diverged; ``--force-diverged`` trains it again."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A run left alone: why, and what to tell its owner."""
+
+    reason: SkipReason
+    detail: str  # in full: what and how to train it again (where it starts with the run dir, with it)
+    brief: str = ""  # the same for a line that names the run: without the run dir; "" when it is the detail
+
+    @property
+    def short(self) -> str:
+        return self.brief or self.detail
+
+
+def finished(run: Run, meta: RunMeta | None, refusal: RunError) -> Skip:
+    """The skip of a run ``refuse_finished`` refused; a completed one's line names it, not its run dir."""
+    if meta is not None and meta.finished_at is not None:
+        return Skip(SkipReason.COMPLETED, str(refusal), str(refusal).removeprefix(f"{run.run_dir}: "))
+    return Skip(SkipReason.FINISHED, str(refusal))
