@@ -43,12 +43,11 @@ from prove_jobs.sampler import sampling
 from prove_jobs.save_at_signal import SignalWatch, save_at_signal_hook
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
     from typing import Any
 
     from submitit.helpers import DelayedSubmission
 
-    from prove_jobs.scheduler import Answer
 
 # submitit's USR2 handler has SLURM's --signal=USR2@90 before the kill: the requeue record may not
 # wait out a colleague's slow metadata update (the default wait is minutes).
@@ -242,11 +241,11 @@ class TrainingJob:
     def _take_over(self, run_dir: Path, take: TakeOver) -> str | None:
         """Claim the run the job we waited for held; a message instead when there is nothing to train."""
         from prove_jobs.claims import claim_alive, claim_is_open, clear_conflict, open_slurm_jobs
-        from prove_jobs.scheduler import ask
+        from prove_jobs.scheduler import ask_or_none
 
         meta = read_meta(run_dir)
         # The scheduler is asked before the mutex is taken: a slow controller never holds up the run's writers.
-        jobs = _ask_quietly(lambda: ask(open_slurm_jobs([meta])))
+        jobs = ask_or_none(open_slurm_jobs([meta]))
         with locked(run_dir):
             meta = read_meta(run_dir)
             if meta is not None and claim_is_open(meta) and self._owns(meta):
@@ -420,16 +419,15 @@ def _name_slurm_job(name: str) -> None:
     The tasks of an array share the array's name while they wait; once a task runs it is a
     job record of its own, and its owner may rename it. Best effort: a name is not worth a failure.
     """
-    import subprocess
+    from prove_jobs.scheduler import call
 
     if not os.environ.get("SLURM_JOB_ID"):
         return
     # <array>_<task>, not SLURM_JOB_ID: the first task to start may share its id with the array's
     # own record, and renaming that renames the tasks still waiting.
     job_id = _scheduler_job_id()
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={name}"], capture_output=True,
-                       timeout=10, check=False)
+    with contextlib.suppress(SchedulerUnavailable):
+        call(["scontrol", "update", f"JobId={job_id}", f"JobName={name}"], timeout_s=10)
 
 
 def _link_own_logs(run_dir: Path) -> None:
@@ -440,13 +438,6 @@ def _link_own_logs(run_dir: Path) -> None:
     with contextlib.suppress(RuntimeError, OSError):  # not under submitit, or a read-only run dir
         paths = submitit.JobEnvironment().paths
         link_job_logs(run_dir, paths.stdout, paths.stderr)
-
-
-def _ask_quietly(question: Callable[[], Answer]) -> Answer | None:
-    try:
-        return question()
-    except SchedulerUnavailable:
-        return None
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:

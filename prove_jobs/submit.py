@@ -61,7 +61,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
-from prove_jobs.scheduler import ask, call, max_array_size, slurm_silence
+from prove_jobs.scheduler import ask_or_none, call, max_array_size, slurm_silence
 from prove_jobs.spec import Resources, Sweep
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -152,7 +152,7 @@ def submit(
         refuse_multi_process_local(sweep, runs)
     rendered = []
     metas = {run: read_meta_quietly(run.run_dir) for run in runs}
-    jobs = _ask_scheduler(list(metas.values()))
+    jobs = ask_or_none(open_slurm_jobs(list(metas.values())))  # once, before any mutex is taken
     for run in runs:
         try:
             refuse_finished(run, sweep.recipe(run).max_iters)
@@ -175,7 +175,7 @@ def submit(
             lambda: check_dataset_root(sweep)]
         if kind == "local":
             checks.append(lambda: check_training_stack([sweep.resources_for(item.run) for item in rendered]))
-        if kind == "slurm" and not dry_run:
+        if kind == "slurm" and not dry_run and executor != "auto":  # auto chose slurm: sinfo has just answered
             checks.append(lambda: call(["sinfo", "--noheader", "--format=%P"], timeout_s=15))
         if kind == "slurm":
             checks.append(lambda: result.warnings.extend(filter(None, [locks_hold_or_refuse(
@@ -222,14 +222,6 @@ def split_arrays(groups: dict[Resources, list[RenderedRun]], limit: int | None) 
     size = limit or max((len(items) for items in groups.values()), default=1)
     return [(resources, items[start:start + size]) for resources, items in groups.items()
             for start in range(0, len(items), size)]
-
-
-def _ask_scheduler(metas: Sequence[RunMeta | None]) -> Answer | None:
-    """One query for every open SLURM claim among ``metas``, before any mutex is taken; ``None`` if unreachable."""
-    try:
-        return ask(open_slurm_jobs(metas))
-    except SchedulerUnavailable:
-        return None
 
 
 @contextlib.contextmanager

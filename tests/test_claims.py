@@ -307,10 +307,10 @@ def test_a_filesystem_without_flock_is_one_line_pointing_to_soft_mode(tmp_path: 
 
 def test_every_slurm_word_means_one_thing_to_locks_and_to_the_screen() -> None:
     """A job SLURM may still run is alive for the claim and never shown ended; an ended one is never alive."""
-    from prove_jobs.states import _SLURM, RunState, slurm_state
+    from prove_jobs.states import SLURM_STATES, RunState, slurm_state
 
     ended = {RunState.FAILED, RunState.CANCELLED, RunState.TIMEOUT, RunState.COMPLETED}
-    for word in _SLURM:
+    for word in SLURM_STATES:
         state, alive = slurm_state(word)
         assert (state in ended) is (not alive) or state is None, word
     assert slurm_state("PREEMPTED") == (RunState.REQUEUED, True)  # squeue shows it just before the requeue
