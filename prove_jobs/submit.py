@@ -34,6 +34,7 @@ from prove_jobs.executors import (
     make_executor,
 )
 from prove_jobs.fsafe import make_dirs
+from prove_jobs.job_record import fresh_claim
 from prove_jobs.jobdir import check_job_folder
 from prove_jobs.lock_check import locks_hold_or_refuse
 from prove_jobs.preflight import (
@@ -51,8 +52,6 @@ from prove_jobs.render import RenderedRun, render_run, rendered_digests, rendere
 from prove_jobs.runs import (
     Run,
     RunMeta,
-    boot_id,
-    current_host,
     current_user,
     link_job_logs,
     locked,
@@ -359,27 +358,14 @@ def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | Non
 
 
 def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMeta:
+    # the submitter's process holds the claim until the job id is known: the claim is live meanwhile
     previous = read_meta_quietly(item.run.run_dir)
-    return RunMeta(
-        model=item.run.model,
-        variant=item.run.variant,
-        sweep_file=str(sweep.path),
-        config_hash=item.config_hash,
-        executor=kind,
-        user=current_user(),
-        host=current_host(),
-        pid=os.getpid(),  # the submitter's, until the job id is known: the claim is live meanwhile
-        pid_start=process_start(os.getpid()),
-        boot_id=boot_id(),
-        token=token,
-        layout=_layout(sweep.resources_for(item.run)),
-        gpus=sweep.resources_for(item.run).nodes * sweep.resources_for(item.run).gpus_per_node,
-        submitted_at=now(),
-        max_iters=sweep.recipe(item.run).max_iters,
-        seed=sweep.training_seed(item.run),
-        attempts=previous.attempts if previous else 0,
-        lock_mode=sweep.sharing.lock_mode,
-    )
+    resources = sweep.resources_for(item.run)
+    return fresh_claim(model=item.run.model, variant=item.run.variant, seed=sweep.training_seed(item.run),
+                       sweep_file=str(sweep.path), config_hash=item.config_hash, executor=kind, token=token,
+                       max_iters=sweep.recipe(item.run).max_iters, attempts=previous.attempts if previous else 0,
+                       lock_mode=sweep.sharing.lock_mode, layout=_layout(resources),
+                       gpus=resources.nodes * resources.gpus_per_node)
 
 
 def _layout(resources: Resources) -> str:
