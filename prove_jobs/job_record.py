@@ -68,8 +68,9 @@ def owns(meta: RunMeta, token: str) -> bool:
 
 
 def take_over(run_dir: Path, take: TakeOver, *, token: str, lock_mode: str) -> str | None:
-    """Claim the run the job we waited for held (``resubmit --after-holder``); ``None`` when the run is ours to
-    train, else why there is nothing to train."""
+    """Claim the run the job we waited for held (``resubmit --after-holder``): ``None`` once it is claimed now,
+    ``""`` when it was already ours (this job took it over, then SLURM requeued it), else why there is nothing
+    to train."""
     from prove_jobs.claims import claim_alive, claim_is_open, clear_conflict, open_slurm_jobs
     from prove_jobs.fsafe import atomic_write_text
     from prove_jobs.scheduler import ask_or_none
@@ -80,7 +81,7 @@ def take_over(run_dir: Path, take: TakeOver, *, token: str, lock_mode: str) -> s
     with locked(run_dir):
         meta = read_meta(run_dir)
         if meta is not None and claim_is_open(meta) and owns(meta, token):
-            return None  # ours already: this job took the run over, then SLURM requeued it
+            return ""  # ours already: this job took the run over, then SLURM requeued it
         if meta is not None and meta.finished_at is not None and meta.config_hash == take.config_hash:
             clear_conflict(run_dir)
             return f"already completed by {meta.user} (job {meta.job_id}): not trained again"

@@ -218,9 +218,10 @@ class TrainingJob:
     def _take_over(self, run_dir: Path, take: TakeOver) -> str | None:
         """Claim the run the job we waited for held; a message instead when there is nothing to train."""
         outcome = take_over(run_dir, take, token=self.token, lock_mode=self.lock_mode)
-        if outcome is not None:
+        if outcome:
             return _say(run_dir, outcome)
-        _link_own_logs(run_dir)
+        if outcome is None:  # claimed just now: its logs are linked as submit links a job's
+            _link_own_logs(run_dir)
         return None
 
     def _train(self, run_dir: Path) -> str:
