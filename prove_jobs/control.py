@@ -20,7 +20,7 @@ from prove_jobs.claims import (
     training_lock_held,
     unlock,
 )
-from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
+from prove_jobs.errors import ProveJobsError, RunError
 from prove_jobs.runs import (
     META_FILE,
     Run,
@@ -32,20 +32,13 @@ from prove_jobs.runs import (
     same_process,
     update_meta,
 )
-from prove_jobs.scheduler import ask, scancel
+from prove_jobs.scheduler import ask_or_none, scancel
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from prove_jobs.scheduler import Answer
     from prove_jobs.status import RunStatus
-
-
-def _ask(metas: Sequence[RunMeta | None]) -> Answer | None:
-    try:
-        return ask(open_slurm_jobs(metas))
-    except SchedulerUnavailable:
-        return None
 
 
 def wait(
@@ -59,7 +52,7 @@ def wait(
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         metas = {run: read_meta(run.run_dir) for run in runs}
-        jobs = _ask(list(metas.values()))
+        jobs = ask_or_none(open_slurm_jobs(list(metas.values())))
         if not any(meta is not None and _still_running(run.run_dir, meta, jobs) for run, meta in metas.items()):
             return metas
         if deadline is not None and time.monotonic() > deadline:
@@ -152,7 +145,7 @@ def cancel(runs: Sequence[Run]) -> CancelResult:
     """Cancel the live jobs of ``runs`` (one scancel for all SLURM jobs); one that cannot be cancelled
     (another user's, a local job on another host) does not stop the others."""
     metas = {run: read_meta(run.run_dir) for run in runs}
-    jobs = _ask(list(metas.values()))
+    jobs = ask_or_none(open_slurm_jobs(list(metas.values())))
     live = [(run, meta) for run, meta in metas.items() if meta is not None and claim_alive(meta, jobs) is True]
     result = CancelResult()
     slurm = {meta.job_id: (run, meta) for run, meta in live if meta.executor == "slurm" and meta.job_id}
@@ -239,5 +232,5 @@ def unlock_runs(run_dirs: Sequence[Path], *, force: bool = False) -> list[Unlock
     for run_dir in run_dirs:
         with contextlib.suppress(RunError):
             metas.append(read_meta(run_dir))
-    jobs = _ask(metas)
+    jobs = ask_or_none(open_slurm_jobs(metas))
     return [Unlocked(run_dir, *unlock(run_dir, jobs, force=force)) for run_dir in run_dirs]

@@ -18,13 +18,14 @@ is not a sample is skipped, and one warning names the file and how many.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prove_jobs.runs import CONFIG_DIR
-from prove_jobs.sampler import MAX_BYTES, OLD_SAMPLES_FILE, SAMPLES_FILE, USAGE_FILE, sample_util
+from prove_jobs.sampler import MAX_BYTES, OLD_SAMPLES_FILE, SAMPLES_FILE, sample_util
 from prove_jobs.states import RunState
+from prove_jobs.usage_sums import Usage as Usage
+from prove_jobs.usage_sums import number, summed_usage
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -102,14 +103,14 @@ def read_segments(run_dir: Path, *, tail: int | None = None,
         lines = data.split(b"\n")
         if not whole:
             lines = lines[1:]  # cut by the tail's start
-        skipped = _parse(lines, segments)
+        skipped = parse_samples(lines, segments)
         if skipped and warnings is not None:
             warnings.append(f"{path}: {skipped} line{'s' if skipped > 1 else ''} that {'are' if skipped > 1 else 'is'}"
                             " not a sample skipped")
     return [s for s in segments if s.samples]
 
 
-def _parse(lines: list[bytes], segments: list[Segment]) -> int:
+def parse_samples(lines: list[bytes], segments: list[Segment]) -> int:
     """Append the samples of ``lines`` to ``segments``; returns how many non-empty lines were not samples."""
     skipped = 0
     current: list[Sample] = []
@@ -152,7 +153,7 @@ def _record(line: bytes) -> Sample | dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     if "t" in data:
-        t, cpu, rss = _num(data.get("t")), _num(data.get("cpu")), _num(data.get("rss_mb"))
+        t, cpu, rss = number(data.get("t")), number(data.get("cpu")), number(data.get("rss_mb"))
         gpus = data.get("gpu", [])
         if t is None or not isinstance(gpus, list) or len(gpus) > 64:
             return None
@@ -160,25 +161,17 @@ def _record(line: bytes) -> Sample | dict[str, Any] | None:
         for gpu in gpus:
             if not isinstance(gpu, list) or len(gpu) != 3:
                 return None
-            util, used, total = (_num(v) for v in gpu)
+            util, used, total = (number(v) for v in gpu)
             triples.append((None if util is None else min(util, 100.0), used, total))
         return Sample(t, None if cpu is None else min(cpu, 100.0), rss, tuple(triples))
-    start = _num(data.get("start"))
+    start = number(data.get("start"))
     if start is None:
         return None
     cores = data.get("cores")
     host = data.get("host")
     return {"start": start, "host": host[:255] if isinstance(host, str) else "",
             "cores": cores if isinstance(cores, int) and not isinstance(cores, bool) and 0 < cores < 1 << 16 else None,
-            "every": _num(data.get("every")), "cont": data.get("cont") is True}
-
-
-def _num(value: object) -> float | None:
-    """A finite, non-negative number under 10^12 (a time, a percentage, MiB); anything else is unknown."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and 0 <= value < 1e12 else None
+            "every": number(data.get("every")), "cont": data.get("cont") is True}
 
 
 # --- status: now, and idle ----------------------------------------------------------------------------------
@@ -291,32 +284,10 @@ def with_usage(status: RunStatus, now: float) -> RunStatus:
 # --- the whole run: status RUN_DIR, the report ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What a run's samples say over every start they cover."""
-
-    source: str  # "GPU" or "CPU"
-    mean_util: float | None
-    peak_rss_mb: float | None
-    peak_gpu_mb: float | None
-    gpu_total_mb: float | None
-    spans_s: tuple[float, ...]  # each start's time, sampler start to last sample
-    samples: int
-    every: float | None
-
-    @property
-    def longest_s(self) -> float:
-        return max(self.spans_s, default=0.0)
-
-    @property
-    def total_s(self) -> float:
-        return sum(self.spans_s)
-
-
 def usage_of(run_dir: Path, warnings: list[str] | None = None) -> Usage | None:
     """Every sample of a run, summed up; ``None`` when it has none. From the sampler's own sums (``usage.json``, a
     few hundred bytes a start) where they are, else from the samples (days of them: seconds to parse)."""
-    summed = _summed(run_dir, warnings)
+    summed = summed_usage(run_dir, warnings)
     if summed is not None:
         return summed
     segments = read_segments(run_dir, warnings=warnings)
@@ -355,63 +326,3 @@ def usage_lines(status: RunStatus, warnings: list[str]) -> list[str]:
 
 def _gb(mb: float | None) -> str:
     return "?" if mb is None else f"{mb / 1024:.1f} GB"
-
-
-def _summed(run_dir: Path, warnings: list[str] | None) -> Usage | None:
-    """``usage.json``: each start's count, utilisation sum, peaks, first and last time, every value checked."""
-    from prove_jobs.safe_read import NotReadable, read_capped
-
-    path = run_dir / CONFIG_DIR / USAGE_FILE
-    try:
-        data = json.loads(read_capped(path, 1 << 20, below=run_dir))
-    except FileNotFoundError:
-        return None
-    except (NotReadable, OSError, ValueError, RecursionError) as exc:
-        if warnings is not None:
-            warnings.append(str(exc) if isinstance(exc, NotReadable) else f"{path}: not read ({exc})")
-        return None
-    starts = data.get("starts") if isinstance(data, dict) else None
-    entries = starts if isinstance(starts, list) else [None]
-    good = [found for entry in entries if (found := _summed_start(entry)) is not None]
-    if len(good) < len(entries):
-        if warnings is not None:
-            warnings.append(f"{path}: {len(entries) - len(good)} start(s) not a summary; the samples read instead")
-        return None
-    if not good:
-        return None
-    util_n = sum(g.util_n for g in good)
-    return Usage(source="GPU" if any(g.gpu for g in good) else "CPU",
-                 mean_util=sum(g.util_sum for g in good) / util_n if util_n else None,
-                 peak_rss_mb=_most(g.peak_rss_mb for g in good), peak_gpu_mb=_most(g.peak_gpu_mb for g in good),
-                 gpu_total_mb=_most(g.gpu_total_mb for g in good), spans_s=tuple(g.last - g.start for g in good),
-                 samples=sum(g.n for g in good), every=good[-1].every)
-
-
-@dataclass(frozen=True)
-class _Summed:
-    start: float
-    last: float
-    n: int
-    util_n: int
-    util_sum: float
-    every: float | None
-    peak_rss_mb: float | None
-    peak_gpu_mb: float | None
-    gpu_total_mb: float | None
-    gpu: bool
-
-
-def _summed_start(entry: object) -> _Summed | None:
-    if not isinstance(entry, dict):
-        return None
-    start, last, n, util_n, util_sum = (_num(entry.get(k)) for k in ("start", "last", "n", "util_n", "util_sum"))
-    if start is None or last is None or n is None or util_n is None or util_sum is None:
-        return None
-    if last < start or util_n > n or util_sum > 100 * util_n + 1:
-        return None
-    return _Summed(start, last, int(n), int(util_n), util_sum, _num(entry.get("every")), _num(entry.get("peak_rss_mb")),
-                   _num(entry.get("peak_gpu_mb")), _num(entry.get("gpu_total_mb")), entry.get("gpu") is True)
-
-
-def _most(values: Iterable[float | None]) -> float | None:
-    return max((v for v in values if v is not None), default=None)

@@ -2,6 +2,16 @@
 
 The sbatch parameters are built once (:func:`slurm_parameters`) and serve both the executor
 and ``submit --dry-run``, which prints the batch script submitit itself would write.
+
+The SLURM commands submitit runs itself are submitit's, not :func:`prove_jobs.scheduler.call`'s: ``sbatch`` when
+a job is submitted, and, inside the job, ``scontrol requeue`` from its USR2 handler (a job stopped at its time
+limit or preempted). prove-jobs never asks submitit's job objects for their state (that would be submitit's
+``sacct``): every other scheduler command goes through ``scheduler.call``.
+
+Where this module reaches into submitit's private API (written against submitit 1.5.4; tests/test_submit.py (the dry
+run's script) and tests/test_job_entry.py fail if it changes): :func:`batch_script` calls ``_make_sbatch_string``;
+:class:`SubmititLocalPatch` swaps ``submitit.local.local``'s global ``subprocess`` while a local job is submitted
+(overriding ``LocalExecutor._submit_command``); both executors override ``_submitit_command_str``.
 """
 
 from __future__ import annotations
@@ -149,7 +159,7 @@ LOCAL_CONTROLLER = "prove_jobs.local_controller"
 
 
 class SubmititLocalPatch:
-    """The one place that reaches into submitit's private API (written against submitit 1.5.4).
+    """Where the local executor reaches into submitit's private API (see the module's docstring for the others).
 
     ``submitit.local.local.start_controller`` starts the controller with ``subprocess.Popen`` from
     its module's global ``subprocess``, with no way to pass ``start_new_session``; for the duration

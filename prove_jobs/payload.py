@@ -16,39 +16,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prove_jobs import hold
-from prove_jobs.distributed import Rank, lost_contact, node_list, slurm_rank
+from prove_jobs.distributed import Rank, slurm_rank
 from prove_jobs.divergence import divergence_hook
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
-from prove_jobs.fsafe import atomic_write_text
-from prove_jobs.lost_start import lost_start
-from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
-from prove_jobs.runs import (
-    CONFIG_DIR,
-    CONFIG_FILE,
-    RunMeta,
-    boot_id,
-    check_token,
-    current_host,
-    current_user,
-    locked,
-    model_of_dir,
-    now,
-    process_start,
-    read_meta,
-    seed_of_dir,
-    update_meta,
-    write_meta,
+from prove_jobs.job_record import (
+    owns,
+    record,
+    record_end,
+    record_start,
+    restarts_so_far,
+    scheduler_job_id,
+    take_over,
 )
+from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, now, read_meta
 from prove_jobs.sampler import sampling
 from prove_jobs.save_at_signal import SignalWatch, save_at_signal_hook
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-    from typing import Any
+    from collections.abc import Mapping
 
     from submitit.helpers import DelayedSubmission
 
-    from prove_jobs.scheduler import Answer
 
 # submitit's USR2 handler has SLURM's --signal=USR2@90 before the kill: the requeue record may not
 # wait out a colleague's slow metadata update (the default wait is minutes).
@@ -193,7 +182,7 @@ class TrainingJob:
             if self.take_over is None:
                 # our claim (only if it still is): say why the job ended; never write on another's
                 with contextlib.suppress(ClaimMoved):
-                    self._record(run_dir, failed_at=now(), error=f"lock conflict: {exc}"[:500])
+                    record(run_dir, self.token, failed_at=now(), error=f"lock conflict: {exc}"[:500])
             raise
 
     def _follow(self, run_dir: Path, rank: Rank, wait_s: float = FOLLOWER_WAIT_S) -> str:
@@ -202,11 +191,11 @@ class TrainingJob:
         Rank 0 alone takes the training lock and writes the metadata; the others only read it. A
         start that rank 0 refused (the claim moved on, the requeue cap, a lock conflict) ends them too.
         """
-        restarts = _restarts_so_far(starts=0)  # SLURM's count: rank 0 records the same one
+        restarts = restarts_so_far(starts=0)  # SLURM's count: rank 0 records the same one
         deadline = time.monotonic() + wait_s
         while True:
             meta = read_meta(run_dir)
-            if meta is None or not self._owns(meta) or meta.cancelled_at or meta.released_at:
+            if meta is None or not owns(meta, self.token) or meta.cancelled_at or meta.released_at:
                 return _say(run_dir, f"rank {rank.rank}: the claim is no longer this submission's; not trained")
             if meta.failed_at is not None:
                 raise RunError(f"{run_dir}: rank {rank.rank}: rank 0 did not start this training ({meta.error})")
@@ -230,54 +219,13 @@ class TrainingJob:
 
         return read_checked(run_dir / CONFIG_DIR, self.rendered)
 
-    def _record(self, run_dir: Path, wait_s: float | None = None, **changes: Any) -> RunMeta:
-        """Update the run's metadata, only while its claim is still this submission's."""
-        if wait_s is None:
-            return update_meta(run_dir, token=self.token, **changes)
-        return update_meta(run_dir, token=self.token, wait_s=wait_s, **changes)
-
-    def _owns(self, meta: RunMeta) -> bool:
-        """Is ``meta`` this submission's claim? Its token says; a job pickled without one (an older
-        prove-jobs) goes by its scheduler job id and user."""
-        if self.token:
-            return meta.token == self.token
-        return meta.job_id == _scheduler_job_id() and meta.user == current_user()
-
     def _take_over(self, run_dir: Path, take: TakeOver) -> str | None:
         """Claim the run the job we waited for held; a message instead when there is nothing to train."""
-        from prove_jobs.claims import claim_alive, claim_is_open, clear_conflict, open_slurm_jobs
-        from prove_jobs.scheduler import ask
-
-        meta = read_meta(run_dir)
-        # The scheduler is asked before the mutex is taken: a slow controller never holds up the run's writers.
-        jobs = _ask_quietly(lambda: ask(open_slurm_jobs([meta])))
-        with locked(run_dir):
-            meta = read_meta(run_dir)
-            if meta is not None and claim_is_open(meta) and self._owns(meta):
-                return None  # ours already: this job took the run over, then SLURM requeued it
-            if meta is not None and meta.finished_at is not None and meta.config_hash == take.config_hash:
-                clear_conflict(run_dir)
-                return _say(run_dir, f"already completed by {meta.user} (job {meta.job_id}): not trained again")
-            if meta is not None and meta.finished_at is not None:
-                raise RunError(f"{run_dir}: completed by {meta.user} with another config (hash {meta.config_hash}, "
-                               f"ours {take.config_hash}); not trained over")
-            if (meta is not None and claim_is_open(meta) and meta.job_id != take.holder_job_id
-                    and claim_alive(meta, jobs) is not False):
-                # taken meanwhile (another submit of ours, or a third user): leave it to them
-                return _say(run_dir, f"held by {meta.user} (job {meta.job_id}) since we were queued: not started")
-            write_meta(run_dir, RunMeta(
-                model=meta.model if meta else model_of_dir(Path(run_dir)), variant=meta.variant if meta else "",
-                seed=meta.seed if meta else seed_of_dir(Path(run_dir).name),
-                sweep_file=take.sweep_file, config_hash=take.config_hash, executor="slurm",
-                user=current_user(), host=current_host(), pid=os.getpid(), pid_start=process_start(os.getpid()),
-                boot_id=boot_id(), submitted_at=now(), job_id=_scheduler_job_id(), token=self.token,
-                max_iters=meta.max_iters if meta else None, attempts=meta.attempts if meta else 0,
-                lock_mode=self.lock_mode,
-            ))
-            clear_conflict(run_dir)
-            for name, text in take.files:  # what this job was queued to train (its digests are in self.rendered)
-                atomic_write_text(run_dir / CONFIG_DIR / name, text, mode=0o644)
-        _link_own_logs(run_dir)
+        outcome = take_over(run_dir, take, token=self.token, lock_mode=self.lock_mode)
+        if outcome:
+            return _say(run_dir, outcome)
+        if outcome is None:  # claimed just now: its logs are linked as submit links a job's
+            _link_own_logs(run_dir)
         return None
 
     def _train(self, run_dir: Path) -> str:
@@ -285,40 +233,9 @@ class TrainingJob:
             files = self._read_rendered(run_dir)  # before anything is recorded as started
             _check_weights(self.weights)  # outside the run's mutex: hashing a large file holds up no writer
         except ProveJobsError as exc:
-            self._record(run_dir, failed_at=now(), error=str(exc)[:500])
+            record(run_dir, self.token, failed_at=now(), error=str(exc)[:500])
             raise
-        with locked(run_dir):
-            meta = read_meta(run_dir)
-            if meta is None:
-                raise RunError(f"{run_dir}: no run metadata; submit the run with prove-jobs first")
-            check_token(run_dir, meta, self.token)
-            restarts = _restarts_so_far(meta.starts)
-            job_id = _scheduler_job_id() or meta.job_id
-            if self.max_restarts is not None and restarts > self.max_restarts:
-                # A job that is stopped again and again (preempted, out of time, its node failing) must
-                # not loop forever: SLURM's own requeue on preemption knows no limit.
-                message = (f"not started again: this would be restart {restarts} and the sweep's "
-                           f"resources.max_requeues is {self.max_restarts}; `prove-jobs resubmit --failed` goes on "
-                           "from the last checkpoint")
-                self._record(run_dir, failed_at=now(), error=message, requeued_at=None, job_id=job_id)
-                raise RunError(f"{run_dir}: {message}")
-            meta = self._record(
-                run_dir,
-                lost_start=lost_start(meta, restarts) if restarts else None,
-                started_at=now(),
-                pid=os.getpid(),
-                pid_start=process_start(os.getpid()),
-                boot_id=boot_id(),
-                host=current_host(),
-                nodes=node_list(dict(os.environ)),
-                attempts=meta.attempts + 1,
-                starts=meta.starts + 1,
-                restarts=restarts,
-                requeued_at=None,
-                job_id=job_id,
-                failed_at=None,
-                error=None,
-            )
+        meta = record_start(run_dir, self.token, self.max_restarts)
         _name_slurm_job(f"{meta.variant}/{meta.model}")
         start = hold.started(run_dir)  # its submission's first ends may hold the rest (prove_jobs.hold)
         reserve = _reserve_space(run_dir)
@@ -327,28 +244,13 @@ class TrainingJob:
                 final_iter = train(run_dir / CONFIG_DIR / CONFIG_FILE, run_dir, threads=self.threads,
                                    rank=slurm_rank(), files=files)
         except Exception as exc:  # not SystemExit: submitit exits that way after requeueing a preempted job
-            # submitit's signal handler raises where training happens to be: inside a bare
-            # `except:` (mmengine's config formatting, run at every checkpoint) its exception
-            # comes out wrapped in another one. The chain says what really happened.
-            cause = {type(e).__name__: e for e in _exception_chain(exc)}
             _release(reserve)  # a full disk (the likely cause) still has room for the record
-            with contextlib.suppress(ClaimMoved):
-                if "UncompletedJobError" in cause:  # "timed-out too many times": not requeued
-                    error = (f"not requeued again ({cause['UncompletedJobError']}): the sweep's "
-                             f"resources.max_requeues is {self.max_restarts}; `prove-jobs resubmit --failed` goes on "
-                             "from the last checkpoint")
-                    self._record(run_dir, failed_at=now(), error=error[:500], requeued_at=None)
-                elif "TrainingDiverged" in cause:  # its own words: `diverged at iteration k (loss nan)...`
-                    self._record(run_dir, failed_at=now(), error=str(cause["TrainingDiverged"])[:500])
-                elif "SystemExit" not in cause:  # SystemExit: checkpointed and requeued, not a failure
-                    lost = lost_contact(exc, slurm_rank())
-                    error = f"{lost}: " if lost else ""
-                    self._record(run_dir, failed_at=now(), error=f"{error}{type(exc).__name__}: {exc}"[:500])
+            record_end(run_dir, self.token, exc, self.max_restarts)
             hold.ended(start, self.token)
             raise
         finally:
             _release(reserve)
-        self._record(run_dir, finished_at=now())
+        record(run_dir, self.token, finished_at=now())
         hold.ended(start, self.token)
         return f"completed {meta.variant}/{meta.model} at iter {final_iter}"
 
@@ -362,7 +264,7 @@ class TrainingJob:
 
         run_dir = Path(self.run_dir)
         with contextlib.suppress(ProveJobsError, OSError):  # the requeue matters more than the record
-            self._record(run_dir, wait_s=SIGNAL_MUTEX_WAIT_S, requeued_at=now())
+            record(run_dir, self.token, wait_s=SIGNAL_MUTEX_WAIT_S, requeued_at=now())
         try:
             resume = resume_point(run_dir)
         except ProveJobsError:  # a planted last_checkpoint: the requeued job says so when it starts
@@ -424,16 +326,15 @@ def _name_slurm_job(name: str) -> None:
     The tasks of an array share the array's name while they wait; once a task runs it is a
     job record of its own, and its owner may rename it. Best effort: a name is not worth a failure.
     """
-    import subprocess
+    from prove_jobs.scheduler import call
 
     if not os.environ.get("SLURM_JOB_ID"):
         return
     # <array>_<task>, not SLURM_JOB_ID: the first task to start may share its id with the array's
     # own record, and renaming that renames the tasks still waiting.
-    job_id = _scheduler_job_id()
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={name}"], capture_output=True,
-                       timeout=10, check=False)
+    job_id = scheduler_job_id()
+    with contextlib.suppress(SchedulerUnavailable):
+        call(["scontrol", "update", f"JobId={job_id}", f"JobName={name}"], timeout_s=10)
 
 
 def _link_own_logs(run_dir: Path) -> None:
@@ -444,38 +345,3 @@ def _link_own_logs(run_dir: Path) -> None:
     with contextlib.suppress(RuntimeError, OSError):  # not under submitit, or a read-only run dir
         paths = submitit.JobEnvironment().paths
         link_job_logs(run_dir, paths.stdout, paths.stderr)
-
-
-def _ask_quietly(question: Callable[[], Answer]) -> Answer | None:
-    try:
-        return question()
-    except SchedulerUnavailable:
-        return None
-
-
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _restarts_so_far(starts: int) -> int:
-    """0 for the first start of a submission; n for its n-th start again after a stop.
-
-    SLURM's own count where the job runs under SLURM (``SLURM_RESTART_COUNT``: requeues of this
-    job id, including those that never reached the payload), else ``starts``, the starts recorded under
-    this submission's token. Never from comparing times: the login node's clock (``submitted_at``) and
-    a compute node's (``started_at``) may differ by more than a job's whole run.
-    """
-    count = os.environ.get("SLURM_RESTART_COUNT", "") if os.environ.get("SLURM_JOB_ID") else ""
-    return int(count) if count.isdigit() else starts
-
-
-def _scheduler_job_id() -> str | None:
-    env = os.environ
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or None

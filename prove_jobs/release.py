@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
+from prove_jobs.errors import ProveJobsError
 from prove_jobs.hold import held_tasks, scontrol
 from prove_jobs.runs import CONFIG_DIR, Run, current_user
 from prove_jobs.spec import Sweep
@@ -111,14 +111,13 @@ def _body(text: str) -> str:
 def _wait_ended(job_ids: Sequence[str], wait_s: float = CANCEL_SEEN_S) -> None:
     """Until squeue says the cancelled tasks ended: a submit that still saw one queued would take it for ours,
     alive, and not queue its run again."""
-    from prove_jobs.scheduler import ask
+    from prove_jobs.scheduler import ask_or_none
 
     wanted = list(job_ids)
     deadline = time.monotonic() + wait_s
     while wanted and time.monotonic() < deadline:
-        try:
-            answer = ask(wanted)
-        except SchedulerUnavailable:
+        answer = ask_or_none(wanted)
+        if answer is None:
             return
         infos = [answer.get(j) for j in wanted]
         if not any(info is not None and slurm_alive(info.state, from_accounting=info.from_accounting)

@@ -15,6 +15,7 @@ from prove_jobs.claims import LockHolder, clear_conflict, conflict_for, read_met
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import Run
+from prove_jobs.scheduler import ask_or_none
 from prove_jobs.skip import Skip, SkipReason
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
@@ -26,11 +27,6 @@ from prove_jobs.submit import (
     queued_behind,
     submit,
 )
-
-# typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from prove_jobs.scheduler import Answer
 
 SweepFor = Callable[[Run, str], Sweep]  # (run, the sweep path recorded with it) -> the sweep to submit it with
 
@@ -161,7 +157,8 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
         for run, reason in outcome.skipped:
             clear_conflict(run.run_dir)
             result.settled.append((run, reason))
-        waiting = _ask_quietly(queued_behind(r, h) for r, h in outcome.conflicts) if after_holder else None
+        # one query for the jobs already queued behind holders
+        waiting = ask_or_none(queued_behind(r, h) for r, h in outcome.conflicts) if after_holder else None
         for run, holder in outcome.conflicts:
             queued = queue_after_holder(sweep, run, holder, waiting) if after_holder else None
             if queued is None:
@@ -169,17 +166,6 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
             else:
                 result.queued_after.append((queued, holder))
     return result
-
-
-def _ask_quietly(job_ids: Iterable[str | None]) -> Answer | None:
-    """One query for the jobs already queued behind holders; ``None`` when SLURM does not answer."""
-    from prove_jobs.errors import SchedulerUnavailable
-    from prove_jobs.scheduler import ask
-
-    try:
-        return ask(j for j in job_ids if j)
-    except SchedulerUnavailable:
-        return None
 
 
 def resubmit_until_free(runs: Sequence[Run], sweep_for: SweepFor, *, executor: str = "auto",

@@ -53,6 +53,15 @@ def ask(job_ids: Iterable[str]) -> Answer:
     return Answer(wanted, query_jobs(wanted) if wanted else {}, asked_at)
 
 
+def ask_or_none(job_ids: Iterable[str | None]) -> Answer | None:
+    """:func:`ask` about the jobs among ``job_ids`` (``None``: no job), or ``None`` when the scheduler does not
+    answer: for callers that go on without it (a claim's liveness is then unknown, never guessed)."""
+    try:
+        return ask(j for j in job_ids if j)
+    except SchedulerUnavailable:
+        return None
+
+
 def call(args: Sequence[str], *, timeout_s: float = TIMEOUT_S) -> str:
     """Run one scheduler command and return its stdout."""
     import shutil

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
+from prove_jobs.errors import ProveJobsError, RunError
 from prove_jobs.fsafe import atomic_write_text
 from prove_jobs.jobdir import check_job_folder
 from prove_jobs.runs import Run, current_user, pid_alive
@@ -265,12 +265,11 @@ def _ended_without_result(kind: str, waiting: Sequence[tuple[Run, str]]) -> list
     if kind == "local":
         return [(run, job_id, "its process ended without a result") for run, job_id in waiting
                 if not pid_alive(int(job_id))]
-    from prove_jobs.scheduler import ask
+    from prove_jobs.scheduler import ask_or_none
     from prove_jobs.states import slurm_alive
 
-    try:
-        answer = ask(job_id for _, job_id in waiting)
-    except SchedulerUnavailable:
+    answer = ask_or_none(job_id for _, job_id in waiting)
+    if answer is None:
         return []  # asked again in a while
     ended = []
     for run, job_id in waiting:

@@ -63,7 +63,7 @@ _ICONS = {
 # SLURM's job state word -> (what it means for a run, whether the job may still start or is running).
 # "Alive" protects a claim: a job that SLURM may still run (or resume) must never look stale.
 # COMPLETED says nothing about the training: the run's own record decides (None).
-_SLURM = {
+SLURM_STATES = {
     "PENDING": (RunState.PENDING, True),
     "CONFIGURING": (RunState.PENDING, True),
     "REQUEUED": (RunState.PENDING, True),
@@ -100,7 +100,7 @@ def slurm_state(word: str, *, from_accounting: bool = False) -> tuple[RunState |
     """
     if from_accounting and word == "PREEMPTED":
         return RunState.FAILED, False
-    return _SLURM.get(word, (None, True))
+    return SLURM_STATES.get(word, (None, True))
 
 
 def slurm_alive(word: str, *, from_accounting: bool = False) -> bool:

@@ -34,6 +34,7 @@ from prove_jobs.executors import (
     make_executor,
 )
 from prove_jobs.fsafe import make_dirs
+from prove_jobs.job_record import fresh_claim
 from prove_jobs.jobdir import check_job_folder
 from prove_jobs.lock_check import locks_hold_or_refuse
 from prove_jobs.preflight import (
@@ -51,8 +52,6 @@ from prove_jobs.render import RenderedRun, render_run, rendered_digests, rendere
 from prove_jobs.runs import (
     Run,
     RunMeta,
-    boot_id,
-    current_host,
     current_user,
     link_job_logs,
     locked,
@@ -61,7 +60,7 @@ from prove_jobs.runs import (
     update_meta,
     write_meta,
 )
-from prove_jobs.scheduler import ask, call, max_array_size, slurm_silence
+from prove_jobs.scheduler import ask_or_none, call, max_array_size, slurm_silence
 from prove_jobs.skip import Skip, SkipReason, finished
 from prove_jobs.spec import Resources, Sweep
 
@@ -153,7 +152,7 @@ def submit(
         refuse_multi_process_local(sweep, runs)
     rendered = []
     metas = {run: read_meta_quietly(run.run_dir) for run in runs}
-    jobs = _ask_scheduler(list(metas.values()))
+    jobs = ask_or_none(open_slurm_jobs(list(metas.values())))  # once, before any mutex is taken
     for run in runs:
         try:
             refuse_finished(run, sweep.recipe(run).max_iters)
@@ -177,7 +176,7 @@ def submit(
             lambda: check_dataset_root(sweep)]
         if kind == "local":
             checks.append(lambda: check_training_stack([sweep.resources_for(item.run) for item in rendered]))
-        if kind == "slurm" and not dry_run:
+        if kind == "slurm" and not dry_run and executor != "auto":  # auto chose slurm: sinfo has just answered
             checks.append(lambda: call(["sinfo", "--noheader", "--format=%P"], timeout_s=15))
         if kind == "slurm":
             checks.append(lambda: result.warnings.extend(filter(None, [locks_hold_or_refuse(
@@ -224,14 +223,6 @@ def split_arrays(groups: dict[Resources, list[RenderedRun]], limit: int | None) 
     size = limit or max((len(items) for items in groups.values()), default=1)
     return [(resources, items[start:start + size]) for resources, items in groups.items()
             for start in range(0, len(items), size)]
-
-
-def _ask_scheduler(metas: Sequence[RunMeta | None]) -> Answer | None:
-    """One query for every open SLURM claim among ``metas``, before any mutex is taken; ``None`` if unreachable."""
-    try:
-        return ask(open_slurm_jobs(metas))
-    except SchedulerUnavailable:
-        return None
 
 
 @contextlib.contextmanager
@@ -369,27 +360,14 @@ def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | Non
 
 
 def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMeta:
+    # the submitter's process holds the claim until the job id is known: the claim is live meanwhile
     previous = read_meta_quietly(item.run.run_dir)
-    return RunMeta(
-        model=item.run.model,
-        variant=item.run.variant,
-        sweep_file=str(sweep.path),
-        config_hash=item.config_hash,
-        executor=kind,
-        user=current_user(),
-        host=current_host(),
-        pid=os.getpid(),  # the submitter's, until the job id is known: the claim is live meanwhile
-        pid_start=process_start(os.getpid()),
-        boot_id=boot_id(),
-        token=token,
-        layout=_layout(sweep.resources_for(item.run)),
-        gpus=sweep.resources_for(item.run).nodes * sweep.resources_for(item.run).gpus_per_node,
-        submitted_at=now(),
-        max_iters=sweep.recipe(item.run).max_iters,
-        seed=sweep.training_seed(item.run),
-        attempts=previous.attempts if previous else 0,
-        lock_mode=sweep.sharing.lock_mode,
-    )
+    resources = sweep.resources_for(item.run)
+    return fresh_claim(model=item.run.model, variant=item.run.variant, seed=sweep.training_seed(item.run),
+                       sweep_file=str(sweep.path), config_hash=item.config_hash, executor=kind, token=token,
+                       max_iters=sweep.recipe(item.run).max_iters, attempts=previous.attempts if previous else 0,
+                       lock_mode=sweep.sharing.lock_mode, layout=_layout(resources),
+                       gpus=resources.nodes * resources.gpus_per_node)
 
 
 def _layout(resources: Resources) -> str:

@@ -29,6 +29,17 @@ def weird_tmp_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The one fake SLURM (tests/fake_scheduler.py) first on PATH, where ``prove_jobs.scheduler.call`` finds it;
+    returns its folder (its ``calls`` log, its ``states``)."""
+    from fake_scheduler import install, path_with
+
+    folder = install(tmp_path / "fake-slurm")
+    monkeypatch.setenv("PATH", path_with(folder))
+    return folder
+
+
+@pytest.fixture
 def templates_copy(tmp_path: Path) -> Path:
     """A writable copy of job_templates/ for tests that add or break templates."""
     dest = tmp_path / "templates"

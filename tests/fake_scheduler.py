@@ -1,9 +1,14 @@
-"""A fake ``squeue`` and ``sacct`` on PATH: each call is logged, squeue answers every job of its ``--jobs=``.
+"""One fake SLURM for the unit tests: ``squeue``, ``sacct``, ``sinfo``, ``scontrol`` and ``scancel`` on PATH.
 
-The real commands are run (``prove_jobs.scheduler.call`` finds them on PATH), so what is counted is
-what a controller would see. ``<dir>/calls`` gets one line per call (``squeue --noheader ...``);
-``<dir>/states`` may hold ``JOB STATE`` lines (default RUNNING; ``GONE``: squeue does not list it);
-a file ``<dir>/down`` makes every call fail as an unreachable controller does.
+It plugs in at the one seam to the scheduler, ``prove_jobs.scheduler.call``, which runs whatever SLURM command
+PATH finds: nothing in prove_jobs is patched, and what is counted is what a controller would see (a CLI run in a
+subprocess sees the same cluster). The ``fake_cluster`` fixture (tests/conftest.py) puts it first on PATH.
+
+``<dir>/calls`` gets one line per call (``squeue --noheader ...``). ``<dir>/states`` may hold
+``JOB STATE [%FIELD=VALUE ...]`` lines: squeue's word on each job (default RUNNING; ``GONE``: squeue does not
+list it), with any of its fields set (``%r=Priority``, ``%S=N/A``). A file ``<dir>/down`` makes every call fail
+as an unreachable controller does. sacct knows nothing more than squeue; sinfo, scontrol and scancel succeed
+and say nothing (``sinfo`` lists one partition).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+COMMANDS = ("squeue", "sacct", "sinfo", "scontrol", "scancel")
 
 SCRIPT = """#!{python}
 import os, sys
@@ -21,11 +28,16 @@ with open(os.path.join(here, "calls"), "a") as log:
 if os.path.exists(os.path.join(here, "down")):
     sys.stderr.write("slurm_load_jobs error: Unable to contact slurm controller\\n")
     sys.exit(1)
+if command == "sinfo":
+    print("debug")
 if command != "squeue":
-    sys.exit(0)  # sacct: accounting knows nothing more
-states = {{}}
+    sys.exit(0)  # sacct: accounting knows nothing more; scontrol and scancel: done
+states, fields = {{}}, {{}}
 if os.path.exists(os.path.join(here, "states")):
-    states = dict(line.split() for line in open(os.path.join(here, "states")) if line.strip())
+    for line in open(os.path.join(here, "states")):
+        if line.strip():
+            job, state, *given = line.split()
+            states[job], fields[job] = state, dict(g.split("=", 1) for g in given)
 args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
 values = {{"%T": None, "%N": "gpu01", "%u": "alice", "%r": "None", "%V": "2026-01-01T00:00:00",
           "%S": "2026-01-01T00:01:00"}}
@@ -33,19 +45,29 @@ for job in filter(None, args.get("--jobs", "").split(",")):
     state = states.get(job, "RUNNING")
     if state == "GONE":
         continue
-    fields = [job if f == "%i" else state if f == "%T" else values.get(f, "?") for f in args["--format"].split("|")]
-    print("|".join(fields))
+    said = {{**values, **fields.get(job, {{}})}}
+    print("|".join(job if f == "%i" else state if f == "%T" else said.get(f, "?") for f in args["--format"].split("|")))
 """
 
 
 def install(folder: Path) -> Path:
-    """Write ``squeue`` and ``sacct`` into ``folder`` (put it first on PATH); returns ``folder``."""
+    """Write the fake commands into ``folder`` (put it first on PATH); returns ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("squeue", "sacct"):
+    for name in COMMANDS:
         path = folder / name
         path.write_text(SCRIPT.format(python=sys.executable, here=str(folder)))
         path.chmod(0o755)
     return folder
+
+
+def say(folder: Path, *lines: str) -> None:
+    """What squeue says from now on: ``JOB STATE [%FIELD=VALUE ...]`` lines (see the module's docstring)."""
+    (folder / "states").write_text("".join(f"{line}\n" for line in lines))
+
+
+def down(folder: Path) -> None:
+    """The controller stops answering."""
+    (folder / "down").touch()
 
 
 def calls(folder: Path, command: str = "") -> list[list[str]]:

@@ -217,35 +217,26 @@ def test_a_pid_now_used_by_another_process_is_not_the_claims_job(tmp_path: Path,
 def test_restarts_and_the_requeue_cap_ignore_the_login_nodes_clock(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, login_clock: float) -> None:
     """Three starts of one submission whose ``submitted_at`` came from a clock an hour off: restarts 0, 1,
-    then the cap (max_requeues = 1) refuses the third. The training itself is a stand-in that is "stopped
-    by the scheduler" (SystemExit, as submitit exits after requeueing); this tests the counting."""
-    import prove_jobs.payload as payload
+    then the cap (max_requeues = 1) refuses the third. Each start is recorded as the job records it; between
+    them the scheduler stopped the training (submitit then exits, SystemExit: nothing more is recorded)."""
+    from prove_jobs.job_record import record_start
 
-    def stopped_by_the_scheduler(*args: object, **kwargs: object) -> int:
-        raise SystemExit(0)
-
-    monkeypatch.setattr(payload, "train", stopped_by_the_scheduler)
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_RESTART_COUNT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
     run = make_run(tmp_path)
     claim(run, user=current_user(), submitted_at=time.time() + login_clock, job_id="4242")
-    job = TrainingJob(str(run.run_dir), max_restarts=1, token="t-alice")
     for expected in (0, 1):
-        with pytest.raises(SystemExit):
-            job()
+        record_start(run.run_dir, "t-alice", max_restarts=1)
         meta = read_meta(run.run_dir)
         assert meta is not None and meta.restarts == expected and meta.failed_at is None
     with pytest.raises(RunError, match=r"would be restart 2 and .*max_requeues is 1"):
-        job()
+        TrainingJob(str(run.run_dir), max_restarts=1, token="t-alice")()
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.failed_at is not None and meta.starts == 2 and meta.attempts == 2
 
 
 def test_slurm_restart_count_is_slurms_own_word(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import prove_jobs.payload as payload
-
-    monkeypatch.setattr(payload, "train", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "3")  # requeued three times, never reached the payload's record
@@ -307,10 +298,10 @@ def test_a_filesystem_without_flock_is_one_line_pointing_to_soft_mode(tmp_path: 
 
 def test_every_slurm_word_means_one_thing_to_locks_and_to_the_screen() -> None:
     """A job SLURM may still run is alive for the claim and never shown ended; an ended one is never alive."""
-    from prove_jobs.states import _SLURM, RunState, slurm_state
+    from prove_jobs.states import SLURM_STATES, RunState, slurm_state
 
     ended = {RunState.FAILED, RunState.CANCELLED, RunState.TIMEOUT, RunState.COMPLETED}
-    for word in _SLURM:
+    for word in SLURM_STATES:
         state, alive = slurm_state(word)
         assert (state in ended) is (not alive) or state is None, word
     assert slurm_state("PREEMPTED") == (RunState.REQUEUED, True)  # squeue shows it just before the requeue

@@ -394,11 +394,16 @@ def test_a_rank_that_dies_ends_the_job_and_resubmit_resumes_it(tmp_path: Path, m
     assert "GPU number: 2" in second and "resumed epoch: 0, iter: 20" in second, second[:3000]
 
 
-def test_squeue_times_give_the_queue_wait_on_the_controllers_clock() -> None:
-    from prove_jobs.scheduler import _parse
+def test_squeue_times_give_the_queue_wait_on_the_controllers_clock(fake_cluster: Path) -> None:
+    from fake_scheduler import say
 
-    [running, pending] = _parse("12_3|RUNNING|vm|None|2026-12-02T05:00:00|2026-12-02T05:01:30\n"
-                                "13|PENDING||Priority|2026-12-02T05:02:00|N/A\n", from_accounting=False)
+    from prove_jobs.scheduler import ask
+
+    say(fake_cluster, "12_3 RUNNING %N=vm %V=2026-12-02T05:00:00 %S=2026-12-02T05:01:30",
+        "13 PENDING %N= %r=Priority %V=2026-12-02T05:02:00 %S=N/A")
+    answer = ask(["12_3", "13"])
+    running, pending = answer.get("12_3"), answer.get("13")
+    assert running is not None and pending is not None and running.node == "vm"
     assert running.started is not None and running.submitted is not None
     assert running.started - running.submitted == 90 and running.reason == ""
     assert pending.reason == "Priority" and pending.started is None

@@ -268,7 +268,7 @@ def test_cpu_samples_idle_too() -> None:
 
 def _segments(lines: list[dict[str, object]]) -> list[efficiency.Segment]:
     segments: list[efficiency.Segment] = []
-    efficiency._parse([json.dumps(line).encode() for line in lines], segments)
+    efficiency.parse_samples([json.dumps(line).encode() for line in lines], segments)
     return segments
 
 

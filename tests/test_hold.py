@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TEMPLATES, demo_sweep_with
+from fake_scheduler import calls
 
 from prove_jobs import hold
 from prove_jobs.cli import main
@@ -67,11 +68,9 @@ def _run(root: Path, model: str, variant: str = "V") -> Run:
     return run
 
 
-def test_a_task_ends_and_the_second_alike_holds_its_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The job's side, with `scontrol` faked: each end is recorded in the submission's ledger; the second early
+def test_a_task_ends_and_the_second_alike_holds_its_array(tmp_path: Path, fake_cluster: Path) -> None:
+    """The job's side, against the fake cluster: each end is recorded in the submission's ledger; the second early
     failure of the same shape holds the array once, and leaves the note status reads."""
-    calls: list[list[str]] = []
-    monkeypatch.setattr("prove_jobs.scheduler.call", lambda args, **_: calls.append(list(args)) or "")
     folder = tmp_path / ".prove-jobs" / "submitit" / current_user()
     folder.mkdir(parents=True)
     runs = [_run(tmp_path, f"m{i}") for i in range(3)]
@@ -86,9 +85,9 @@ def test_a_task_ends_and_the_second_alike_holds_its_array(tmp_path: Path, monkey
         path.write_text(json.dumps({**meta, "failed_at": 2.0,
                                     "error": f"KeyError: 'decode_head.foo' in {runs[i].run_dir}/prove/config.py"}))
     hold.ended(starts[0], "t0")
-    assert calls == []
+    assert calls(fake_cluster) == []
     hold.ended(starts[1], "t1")
-    assert calls == [["scontrol", "uhold", "77"]]
+    assert calls(fake_cluster) == [["scontrol", "uhold", "77"]]
     note = hold.read_note(folder, "77")
     assert note is not None and note.error.startswith("KeyError: 'decode_head.foo'") and note.count == 2
     hold.ended(starts[1], "not-mine")  # a job whose claim moved on records nothing

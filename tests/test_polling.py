@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fake_scheduler import calls, install, path_with, slurm_runs
+from fake_scheduler import calls, slurm_runs
 
 from prove_jobs.cli import build_parser, main
 from prove_jobs.poll import DEFAULT_EVERY_S
@@ -49,10 +49,8 @@ class Clock:
 
 
 @pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = install(tmp_path / "bin")
-    monkeypatch.setenv("PATH", path_with(folder))
-    return folder
+def fake(fake_cluster: Path) -> Path:
+    return fake_cluster
 
 
 def frames(out: str) -> list[dict[str, str]]:

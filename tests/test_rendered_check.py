@@ -42,18 +42,17 @@ def test_a_take_over_job_writes_its_own_rendering_and_checks_what_it_wrote(
     assert job._read_rendered(run_dir) == {name: text.encode() for name, text in OURS}
 
 
-def test_a_ddp_follower_checks_the_config_before_it_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import prove_jobs.payload as payload
-
+def test_a_ddp_follower_checks_the_config_before_it_loads_it(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     folder = _prove(run_dir, OURS)
     write_meta(run_dir, RunMeta(model="m", variant="V", user=current_user(), token="t-a", submitted_at=1.0,
                                 started_at=2.0))
-    monkeypatch.setattr(payload, "train", lambda *a, **k: pytest.fail("a changed config reached mmengine"))
-    (folder / ".mine").write_text("import os\nos.system('touch /tmp/pwned')\n")
+    ran = tmp_path / "pwned"  # what the planted config does once mmengine loads it
+    (folder / ".mine").write_text(f"open({str(ran)!r}, 'w').close()\n")
     os.replace(folder / ".mine", folder / "config.py")  # a member's file renamed over it
     with pytest.raises(RenderedChanged, match=r"config.py: changed since submit \(sha256 .*owner "):
         TrainingJob(str(run_dir), token="t-a", rendered=DIGESTS)._follow(run_dir, Rank(1, 2, 1), wait_s=5)
+    assert not ran.exists(), "a changed config reached mmengine"
 
 
 @pytest.mark.parametrize("plant", ["link", "fifo", "huge"])

@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_scheduler import calls, down, say
 
-from prove_jobs import scheduler
 from prove_jobs.discover import discover_runs
-from prove_jobs.errors import SchedulerUnavailable
 from prove_jobs.runs import Run, RunMeta, current_host, write_meta
-from prove_jobs.scheduler import JobInfo
 from prove_jobs.status import RunState, collect_status, translate_slurm_state
 
 
@@ -78,17 +76,9 @@ def test_states_from_metadata_and_local_processes(tmp_path: Path) -> None:
     assert state_of(run) is RunState.CANCELLED
 
 
-def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slurm_states_come_from_one_batched_query(tmp_path: Path, fake_cluster: Path) -> None:
     runs = [make_run(tmp_path, f"m{i}") for i in range(5)]
-    answers = {"7_0": JobInfo("7_0", "PENDING"), "7_1": JobInfo("7_1", "RUNNING", node="gpu01"),
-               "7_2": JobInfo("7_2", "TIMEOUT"), "7_4": JobInfo("7_4", "PENDING")}
-    calls: list[list[str]] = []
-
-    def fake_query(ids: list[str]) -> dict[str, JobInfo]:
-        calls.append(sorted(ids))
-        return {i: answers[i] for i in ids if i in answers}
-
-    monkeypatch.setattr(scheduler, "query_jobs", fake_query)
+    say(fake_cluster, "7_0 PENDING", "7_1 RUNNING", "7_2 TIMEOUT", "7_3 GONE", "7_4 PENDING")
     for i, run in enumerate(runs):
         # 7_0 never started; 7_4 trained, was preempted and waits again, on its second restart
         write_meta(run.run_dir, meta(model=run.model, executor="slurm", job_id=f"7_{i}",
@@ -96,7 +86,10 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: p
                                      requeued_at=150.0 if i == 4 else None))
     train_log(runs[1])  # 7_1 has logged an iteration
     report = collect_status(runs)
-    assert calls == [["7_0", "7_1", "7_2", "7_3", "7_4"]]
+    [squeue] = calls(fake_cluster, "squeue")
+    assert "--jobs=7_0,7_1,7_2,7_3,7_4" in squeue
+    [sacct] = calls(fake_cluster, "sacct")  # only for the job squeue no longer lists
+    assert "--jobs=7_3" in sacct
     states = [s.state for s in report.statuses]
     assert states == [RunState.PENDING, RunState.RUNNING, RunState.TIMEOUT, RunState.FAILED, RunState.REQUEUED]
     assert report.statuses[4].restarts == 2 and report.statuses[4].to_json()["state"] == "requeued"
@@ -104,17 +97,14 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, monkeypatch: p
     assert any("unknown to SLURM" in note for note in report.statuses[3].notes)
 
 
-def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, fake_cluster: Path) -> None:
     run = make_run(tmp_path)
     write_meta(run.run_dir, meta(executor="slurm", job_id="9", started_at=101.0))
     train_log(run)
-
-    def down(ids: list[str]) -> dict[str, JobInfo]:
-        raise SchedulerUnavailable("`squeue ...` did not answer within 20 s")
-
-    monkeypatch.setattr(scheduler, "query_jobs", down)
+    down(fake_cluster)
     report = collect_status([run])
     assert report.scheduler_note is not None and report.scheduler_note.startswith("scheduler unreachable")
+    assert "Unable to contact slurm controller" in report.scheduler_note
     assert report.statuses[0].state is RunState.RUNNING
 
 
