@@ -14,7 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from prove_jobs.runs import RunMeta
+    from prove_jobs.metadata import RunMeta
     from prove_jobs.status import RunStatus
 
 Allocated = dict[str, tuple[float, "int | None"]]  # job id -> (allocated seconds, GPUs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from prove_jobs.errors import SchedulerUnavailable
-from prove_jobs.runs import RunMeta
+from prove_jobs.metadata import RunMeta
 from prove_jobs.scheduler import JobInfo, call
 from prove_jobs.states import RunState
 

@@ -20,25 +20,11 @@ from prove_jobs.distributed import Rank, lost_contact, node_list, slurm_rank
 from prove_jobs.divergence import divergence_hook
 from prove_jobs.errors import ClaimMoved, LockConflict, ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.identity import boot_id, current_host, current_user, process_start
 from prove_jobs.lost_start import lost_start
+from prove_jobs.metadata import RunMeta, check_token, locked, now, read_meta, update_meta, write_meta
 from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
-from prove_jobs.runs import (
-    CONFIG_DIR,
-    CONFIG_FILE,
-    RunMeta,
-    boot_id,
-    check_token,
-    current_host,
-    current_user,
-    locked,
-    model_of_dir,
-    now,
-    process_start,
-    read_meta,
-    seed_of_dir,
-    update_meta,
-    write_meta,
-)
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, model_of_dir, seed_of_dir
 from prove_jobs.sampler import sampling
 from prove_jobs.save_at_signal import SignalWatch, save_at_signal_hook
 
@@ -164,7 +150,7 @@ class TrainingJob:
     rendered: tuple[tuple[str, str], ...] = ()
 
     def __call__(self) -> str:
-        from prove_jobs.claims import training_lock
+        from prove_jobs.locks import training_lock
 
         # Everything this job writes (mmengine's logs, checkpoints, last_checkpoint) stays
         # writable by the group: a colleague may have to resume this run.
@@ -241,7 +227,8 @@ class TrainingJob:
 
     def _take_over(self, run_dir: Path, take: TakeOver) -> str | None:
         """Claim the run the job we waited for held; a message instead when there is nothing to train."""
-        from prove_jobs.claims import claim_alive, claim_is_open, clear_conflict, open_slurm_jobs
+        from prove_jobs.claims import claim_alive, claim_is_open, open_slurm_jobs
+        from prove_jobs.conflicts import clear_conflict
         from prove_jobs.scheduler import ask
 
         meta = read_meta(run_dir)
@@ -435,7 +422,7 @@ def _name_slurm_job(name: str) -> None:
 def _link_own_logs(run_dir: Path) -> None:
     import submitit
 
-    from prove_jobs.runs import link_job_logs
+    from prove_jobs.job_logs import link_job_logs
 
     with contextlib.suppress(RuntimeError, OSError):  # not under submitit, or a read-only run dir
         paths = submitit.JobEnvironment().paths

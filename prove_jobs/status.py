@@ -14,31 +14,20 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from prove_jobs.claims import (
-    CONFLICTS_FILE,
-    TRAIN_LOCK,
-    LockHolder,
-    checked_conflict,
-    holder_of,
-    open_slurm_jobs,
-    training_lock_held,
-)
+from prove_jobs.claims import LockHolder, holder_of, open_slurm_jobs
+from prove_jobs.conflicts import checked_conflict
 from prove_jobs.efficiency import Live, with_usage
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableValue
-from prove_jobs.gpu_hours import accounted, allocations, gpu_hours_line
+from prove_jobs.gpu_hours import accounted, allocations
+from prove_jobs.identity import current_host, current_user, same_process
+from prove_jobs.listing import Listing
+from prove_jobs.locks import training_lock_held
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
 from prove_jobs.lost_start import scheduler_notes
+from prove_jobs.metadata import RunMeta, read_meta
 from prove_jobs.poll import fresher, not_asked
-from prove_jobs.runs import (
-    META_FILE,
-    Run,
-    RunMeta,
-    current_host,
-    current_user,
-    read_meta,
-    same_process,
-)
+from prove_jobs.runs import CONFLICTS_FILE, META_FILE, TRAIN_LOCK, Run
 from prove_jobs.states import RunState, slurm_state
 from prove_jobs.values import finite_document
 
@@ -48,8 +37,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from prove_jobs.scheduler import Answer, JobInfo
-
-__all__ = ["RunState", "RunStatus", "StatusReport", "collect_status", "gpu_hours_line", "translate_slurm_state"]
 
 # A run started by hand (no prove-jobs claim) is running only on evidence: its training lock is
 # held, or its logs were written within this long, or within ten of its own log intervals when
@@ -62,11 +49,6 @@ def _rounded(value: float | None, digits: int) -> float | None:
     # NaN or infinity (a diverged loss) stays as it is: finite_json writes null and says why beside it
     return value if value is None or not math.isfinite(value) else round(value, digits)
 
-
-
-def translate_slurm_state(state: str) -> RunState | None:
-    """SLURM's job state word -> RunState; ``None`` when SLURM's word does not settle it."""
-    return slurm_state(state)[0]
 
 
 @dataclass(frozen=True)
@@ -198,23 +180,6 @@ class StatusReport:
 
     statuses: tuple[RunStatus, ...]
     scheduler_note: str | None = None  # e.g. "scheduler unreachable: ..."
-
-
-class Listing:
-    """One ``scandir`` of a run dir: which of prove-jobs' files and mmengine's folders are there.
-
-    On NFS or Lustre every system call is a round trip: a file the listing does not show is not opened.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        try:
-            self.entries: list[os.DirEntry[str]] | None = list(os.scandir(run_dir))
-        except OSError:
-            self.entries = None  # missing or unreadable: readers look (and say why) themselves
-        self.names = frozenset(e.name for e in self.entries) if self.entries is not None else frozenset()
-
-    def may_have(self, name: str) -> bool:
-        return self.entries is None or name in self.names
 
 
 ReadLog = Callable[[Path, "Sequence[os.DirEntry[str]] | None"], RunLog]

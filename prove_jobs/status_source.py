@@ -12,7 +12,8 @@ from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.hold import held_lines
-from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run, tail_lines
+from prove_jobs.job_logs import tail_lines
+from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus, collect_status
 

@@ -13,54 +13,35 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prove_jobs.claims import (
-    LockHolder,
-    clear_conflict,
-    conflict_for,
-    current_holder,
-    job_alive,
-    note_queued_after,
-    open_slurm_jobs,
-    read_meta_quietly,
-    record_conflict,
-    refuse_finished,
-)
+from prove_jobs.claims import LockHolder, current_holder, job_alive, open_slurm_jobs, refuse_finished
+from prove_jobs.conflicts import clear_conflict, conflict_for, note_queued_after, record_conflict
 from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.executors import (
     EXECUTORS,
     SIGNAL_DELAY_S,
     SIGNAL_JITTER_S,
     batch_script,
+    job_folder,
     make_executor,
 )
 from prove_jobs.fsafe import make_dirs
+from prove_jobs.identity import boot_id, current_host, current_user, process_start
+from prove_jobs.job_logs import link_job_logs
 from prove_jobs.jobdir import check_job_folder
 from prove_jobs.lock_check import locks_hold_or_refuse
+from prove_jobs.metadata import RunMeta, locked, now, read_meta_quietly, update_meta, write_meta
 from prove_jobs.preflight import (
     check_data_root,
     check_dataset_root,
     check_planted_links,
     check_training_stack,
-    job_folder,
     job_weights,
     ready_weights,
     refuse_multi_process_local,
     short_limit_warning,
 )
 from prove_jobs.render import RenderedRun, render_run, rendered_digests, rendered_files, write_rendered
-from prove_jobs.runs import (
-    Run,
-    RunMeta,
-    boot_id,
-    current_host,
-    current_user,
-    link_job_logs,
-    locked,
-    now,
-    process_start,
-    update_meta,
-    write_meta,
-)
+from prove_jobs.runs import Run
 from prove_jobs.scheduler import ask, call, max_array_size, slurm_silence
 from prove_jobs.spec import Resources, Sweep
 

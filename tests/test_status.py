@@ -13,9 +13,12 @@ import pytest
 from prove_jobs import scheduler
 from prove_jobs.discover import discover_runs
 from prove_jobs.errors import SchedulerUnavailable
-from prove_jobs.runs import Run, RunMeta, current_host, write_meta
+from prove_jobs.identity import current_host
+from prove_jobs.metadata import RunMeta, write_meta
+from prove_jobs.runs import Run
 from prove_jobs.scheduler import JobInfo
-from prove_jobs.status import RunState, collect_status, translate_slurm_state
+from prove_jobs.states import RunState, translate_slurm_state
+from prove_jobs.status import collect_status
 
 
 def make_run(root: Path, model: str = "m") -> Run:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from prove_jobs.efficiency import Usage
-    from prove_jobs.report import Report
+    from prove_jobs.report.build import Report
     from prove_jobs.runs import Run
     from prove_jobs.scheduler import JobUsage
     from prove_jobs.spec import Resources
