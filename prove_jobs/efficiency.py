@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -316,6 +318,8 @@ class Usage:
 def usage_of(run_dir: Path, warnings: list[str] | None = None) -> Usage | None:
     """Every sample of a run, summed up; ``None`` when it has none. From the sampler's own sums (``usage.json``, a
     few hundred bytes a start) where they are, else from the samples (days of them: seconds to parse)."""
+    if not _may_have_samples(run_dir):
+        return None
     summed = _summed(run_dir, warnings)
     if summed is not None:
         return summed
@@ -331,6 +335,22 @@ def usage_of(run_dir: Path, warnings: list[str] | None = None) -> Usage | None:
                  mean_util=sum(utils) / len(utils) if utils else None, peak_rss_mb=max(rss, default=None),
                  peak_gpu_mb=max(gpu, default=None), gpu_total_mb=max(totals, default=None),
                  spans_s=tuple(seg.span_s for seg in segments), samples=len(samples), every=segments[-1].every)
+
+
+def _may_have_samples(run_dir: Path) -> bool:
+    """Could the run's ``prove/`` hold samples? One listing where three opens would fail: the report asks it of
+    every run, and most of a group's history was never sampled (no ``prove/``: started by hand, or before the
+    sampler)."""
+    folder = run_dir / CONFIG_DIR
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return True  # a link or a file where the folder should be: the readers refuse it, in a warning
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # unreadable: the readers say why
+    return any(name in names for name in (USAGE_FILE, OLD_SAMPLES_FILE, SAMPLES_FILE))
 
 
 def usage_lines(status: RunStatus, warnings: list[str]) -> list[str]:
