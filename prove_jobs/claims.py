@@ -25,7 +25,7 @@ from pathlib import Path
 from prove_jobs.errors import CorruptMetadata, RunError
 from prove_jobs.identity import current_host, current_user, file_owner, same_process
 from prove_jobs.locks import training_lock_held
-from prove_jobs.metadata import RunMeta, meta_path, now, read_meta, read_meta_quietly, update_meta
+from prove_jobs.metadata import RunMeta, Stage, meta_path, now, read_meta, read_meta_quietly, update_meta
 from prove_jobs.runs import META_FILE, TRAIN_LOCK, Run
 from prove_jobs.states import slurm_alive
 
@@ -75,8 +75,7 @@ class LockHolder:
 
 def claim_is_open(meta: RunMeta) -> bool:
     """The metadata records a submission that has not ended yet."""
-    return (meta.finished_at is None and meta.failed_at is None and meta.cancelled_at is None
-            and meta.released_at is None)
+    return meta.lifecycle.open
 
 
 def open_slurm_jobs(metas: Iterable[RunMeta | None]) -> list[str]:
@@ -180,7 +179,7 @@ def _how_to_train_again(run_dir: Path) -> str:
 def refuse_finished(run: Run, max_iters: int) -> None:
     """Never train over a finished run."""
     meta = read_meta_quietly(run.run_dir)
-    if meta is not None and meta.finished_at is not None:
+    if meta is not None and meta.lifecycle.stage is Stage.FINISHED:
         raise RunError(f"{run.run_dir}: {run.name} already completed; {_how_to_train_again(run.run_dir)}")
     last = run.run_dir / f"iter_{max_iters}.pth"
     if last.exists() and _vouched_for(run.run_dir, last):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prove_jobs.claims import LockHolder
@@ -18,7 +19,32 @@ from prove_jobs.values import parse_json
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One user's recorded conflict on a run: whom their submit met, when, from which sweep, and the job of theirs
+    queued behind the holder's (``--after-holder``), if any."""
+
+    holder: LockHolder
+    at: float | None
+    sweep: str = ""
+    queued_job_id: str | None = None
+    after_job_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"holder": self.holder.to_json(), "at": self.at, "sweep": self.sweep}
+        if self.after_job_id is not None:
+            entry.update(queued_job_id=self.queued_job_id, after_job_id=self.after_job_id)
+        return entry
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Conflict:
+        """From an entry whose fields were checked (``values.conflict_fields``)."""
+        return cls(holder=LockHolder.from_json(entry["holder"]), at=entry.get("at"), sweep=str(entry.get("sweep", "")),
+                   queued_job_id=entry.get("queued_job_id"), after_job_id=entry.get("after_job_id"))
 
 
 def record_conflict(run_dir: Path, holder: LockHolder, sweep: str, *, user: str | None = None) -> None:
@@ -30,12 +56,12 @@ def record_conflict(run_dir: Path, holder: LockHolder, sweep: str, *, user: str 
     user = user or current_user()
     with locked(run_dir):
         conflicts = read_conflicts(run_dir)
-        entry: dict[str, Any] = {"holder": holder.to_json(), "at": now(), "sweep": sweep}
+        entry = Conflict(holder, now(), sweep)
         previous = conflicts.get(user)
         if isinstance(previous, dict) and previous.get("after_job_id") and previous["after_job_id"] == holder.job_id:
             # still the same holder: our job queued behind it (--after-holder) stays on record
-            entry.update(queued_job_id=previous.get("queued_job_id"), after_job_id=previous["after_job_id"])
-        conflicts[user] = entry
+            entry = replace(entry, queued_job_id=previous.get("queued_job_id"), after_job_id=previous["after_job_id"])
+        conflicts[user] = entry.to_json()
         _write_conflicts(run_dir, conflicts)
 
 
@@ -76,18 +102,32 @@ def read_conflicts(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def conflict_for(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
-    """This user's recorded conflict on ``run_dir``: ``{"holder": {...}, "at": t, "sweep": path}``; ``None``
-    also when it is unreadable (a hint lost: :func:`checked_conflict` says why)."""
+def recorded_conflict(run_dir: Path, user: str | None = None) -> Conflict | None:
+    """This user's recorded conflict on ``run_dir``; ``None`` also when it is unreadable (a hint lost:
+    :func:`checked_conflict` says why)."""
     try:
         return checked_conflict(run_dir, user)
     except UnreadableValue:
         return None
 
 
-def checked_conflict(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
-    """:func:`conflict_for`, each field's type and range checked (``values.CONFLICT_FIELDS``): ``UnreadableValue``
-    naming the first that does not fit."""
+def checked_conflict(run_dir: Path, user: str | None = None) -> Conflict | None:
+    """:func:`recorded_conflict`, each field's type and range checked (``values.CONFLICT_FIELDS``):
+    ``UnreadableValue`` naming the first that does not fit."""
+    entry = _checked_entry(run_dir, user)
+    return None if entry is None else Conflict.from_json(entry)
+
+
+def conflict_for(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
+    """:func:`recorded_conflict` as the file's entry, ``{"holder": {...}, "at": t, "sweep": path}``: what
+    ``resubmit`` reads (its ``sweep``) until it reads the typed :class:`Conflict`."""
+    try:
+        return _checked_entry(run_dir, user)
+    except UnreadableValue:
+        return None
+
+
+def _checked_entry(run_dir: Path, user: str | None) -> dict[str, Any] | None:
     from prove_jobs.values import conflict_fields
 
     user = user or current_user()

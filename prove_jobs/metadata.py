@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import errno
 import json
 import os
@@ -31,6 +32,46 @@ if TYPE_CHECKING:
 
 MAX_META_BYTES = 1 << 20  # a prove_run.json is about 1 KB: anything this big is not one
 MUTEX_WAIT_S = 120.0  # a metadata update waits this long for another process's (their holds are short)
+
+
+class Stage(enum.Enum):
+    """Where a run's last submission is, by what prove-jobs recorded (not what the scheduler says)."""
+
+    SUBMITTED = "submitted"
+    """Claimed and queued; no training of this submission has started yet."""
+    STARTED = "started"
+    """A training of this submission started (again, after a requeue) and has recorded no end."""
+    FINISHED = "finished"
+    """The training reached its last iteration."""
+    CANCELLED = "cancelled"
+    """Someone ran ``prove-jobs cancel``: it stays cancelled until submitted again by name."""
+    FAILED = "failed"
+    """The job recorded a failure (or its submission failed)."""
+    RELEASED = "released"
+    """``prove-jobs unlock`` cleared the claim."""
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A submission's stage, when it entered it and, for a cancel or an unlock, by whom.
+
+    Derived from ``prove_run.json``'s timestamps (:attr:`RunMeta.lifecycle`), whose on-disk form is unchanged: an
+    end outranks a start, and among ends a finish outranks a cancel, a cancel a failure, a failure a release.
+    """
+
+    stage: Stage
+    at: float | None
+    by: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """The claim stands: the submission has recorded no end."""
+        return self.stage in (Stage.SUBMITTED, Stage.STARTED)
+
+    @property
+    def started(self) -> bool:
+        """A training of this submission started and has recorded no end."""
+        return self.stage is Stage.STARTED
 
 
 @dataclass(frozen=True)
@@ -70,6 +111,21 @@ class RunMeta:
     requeued_at: float | None = None  # the job was stopped and asked to be requeued; cleared when it starts again
     lost_start: str | None = None  # the previous start ended without a word (its node died): what SLURM says
     lock_mode: str = "fcntl"  # the sweep's sharing.lock_mode: every lock on this run dir uses it
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Where the last submission is: the one reading of the timestamps below (status, claims, submit)."""
+        if self.finished_at is not None:
+            return Lifecycle(Stage.FINISHED, self.finished_at)
+        if self.cancelled_at is not None:
+            return Lifecycle(Stage.CANCELLED, self.cancelled_at, self.cancelled_by)
+        if self.failed_at is not None:
+            return Lifecycle(Stage.FAILED, self.failed_at)
+        if self.released_at is not None:
+            return Lifecycle(Stage.RELEASED, self.released_at, self.released_by)
+        if self.started_at is not None:
+            return Lifecycle(Stage.STARTED, self.started_at)
+        return Lifecycle(Stage.SUBMITTED, self.submitted_at)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

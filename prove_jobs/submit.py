@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prove_jobs.claims import LockHolder, current_holder, job_alive, open_slurm_jobs, refuse_finished
-from prove_jobs.conflicts import clear_conflict, conflict_for, note_queued_after, record_conflict
+from prove_jobs.conflicts import clear_conflict, note_queued_after, record_conflict, recorded_conflict
 from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.executors import (
     EXECUTORS,
@@ -29,7 +29,7 @@ from prove_jobs.identity import boot_id, current_host, current_user, process_sta
 from prove_jobs.job_logs import link_job_logs
 from prove_jobs.jobdir import check_job_folder
 from prove_jobs.lock_check import locks_hold_or_refuse
-from prove_jobs.metadata import RunMeta, locked, now, read_meta_quietly, update_meta, write_meta
+from prove_jobs.metadata import RunMeta, Stage, locked, now, read_meta_quietly, update_meta, write_meta
 from prove_jobs.preflight import (
     check_data_root,
     check_dataset_root,
@@ -284,9 +284,10 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
 
 def queued_behind(run: Run, holder: LockHolder) -> str | None:
     """The job of ours already queued behind ``holder``'s job on ``run`` (--after-holder), if any."""
-    conflict = conflict_for(run.run_dir) or {}
-    queued = conflict.get("queued_job_id")
-    return str(queued) if queued and conflict.get("after_job_id") == holder.job_id else None
+    conflict = recorded_conflict(run.run_dir)
+    if conflict is None or not conflict.queued_job_id:
+        return None
+    return str(conflict.queued_job_id) if conflict.after_job_id == holder.job_id else None
 
 
 def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answer | None) -> Submission | None:
@@ -334,15 +335,18 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answe
 def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | None:
     """``cancelled by alice on 2026-12-01 21:40`` when someone cancelled the run's last submission:
     with ``prove-jobs cancel``, or with scancel (SLURM says CANCELLED of its job)."""
-    if meta is None or meta.finished_at is not None:
+    if meta is None:
         return None
-    if meta.cancelled_at is not None:
+    lifecycle = meta.lifecycle
+    if lifecycle.stage is Stage.FINISHED:
+        return None
+    if lifecycle.stage is Stage.CANCELLED:
         import time
 
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(meta.cancelled_at))
-        return f"cancelled by {meta.cancelled_by or meta.user} on {when}"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lifecycle.at))
+        return f"cancelled by {lifecycle.by or meta.user} on {when}"
     info = jobs.get(meta.job_id) if jobs is not None and meta.job_id and meta.executor == "slurm" else None
-    if info is not None and info.state == "CANCELLED" and meta.failed_at is None:
+    if info is not None and info.state == "CANCELLED" and lifecycle.stage is not Stage.FAILED:
         return f"its SLURM job {meta.job_id} was cancelled (scancel)"
     return None
 

@@ -250,10 +250,10 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
 
         term.show(status_tables(statuses, title=chosen.title, width=term.out.width))
     if args.sweep is not None and args.sweep.is_dir():  # one run asked for: its starts, and why it stopped
-        from prove_jobs.efficiency import usage_lines
         from prove_jobs.logs.lineage import lineage_lines
         from prove_jobs.states import RunState
         from prove_jobs.status_source import failure_details
+        from prove_jobs.usage import usage_lines
 
         for status in statuses:
             live = status.state in (RunState.RUNNING, RunState.STARTING)
