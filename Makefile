@@ -83,8 +83,8 @@ slurm-down:
 
 # Log-reading speed on 1,000 synthetic runs (about 1 GB under bench-data/, reused between runs); then
 # a small root's status after one look at 50,000 planted runs (a minute or two, in a temporary folder);
-# then status --root and report --root on 10,000 runs of mixed formats beside 1,000 (0.7 GB under
-# bench-data-root/, generated once; about 5 minutes).
+# then status --root and report --root on 165, 1,000 and 10,000 runs of mixed formats, and warm report against warm
+# status side by side at each size (0.7 GB under bench-data-root/, generated once; about 5 minutes).
 bench: install
 	$(BIN)/python benchmarks/bench_status.py
 	$(BIN)/python benchmarks/bench_cache.py

@@ -1,8 +1,8 @@
-"""Benchmark: a group's history, ``status --root`` and ``report --root`` on 10,000 runs beside 1,000.
+"""Benchmark: a group's history, ``status --root`` and ``report --root`` on 165, 1,000 and 10,000 runs.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_root.py [--runs 1000 10000] [--data bench-data-root] [--repeat 3]
+    .venv/bin/python benchmarks/bench_root.py [--runs 165 1000 10000] [--data bench-data-root] [--repeat 5]
 
 Builds (once; reused while its parameters match) a root per count under ``<data>/root-<N>/``
 (``bench-data-root/``: ``bench_status.py`` empties ``bench-data/`` when its own parameters change), the
@@ -23,12 +23,14 @@ iterations, a val every 1,000, a short text-log header): about 0.1 MB a run, 1.1
 Each command runs as a user runs it (the console script, a private ``XDG_CACHE_HOME``), its wall time and
 peak RSS taken from ``RUSAGE_CHILDREN`` of a fresh helper process (with the prefetch's forked workers:
 the largest of them): cold (an empty cache folder: the first look, parsing on every core), then warm
-(the median of ``--repeat``, nothing changed).
+(the median of ``--repeat``, nothing changed, the two commands interleaved), and warm report against warm
+status at each size (the goal: within 2x, at 165 runs as at 1,000).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -292,10 +294,10 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, nargs="+", default=[1_000, 10_000])
+    ap.add_argument("--runs", type=int, nargs="+", default=[165, 1_000, 10_000])
     ap.add_argument("--data", type=Path, default=REPO / "bench-data-root",
                     help="where the roots go (not bench_status.py's bench-data/: it clears that folder)")
-    ap.add_argument("--repeat", type=int, default=3, help="warm runs of each command (the median is shown)")
+    ap.add_argument("--repeat", type=int, default=5, help="warm runs of each command (the median is shown)")
     args = ap.parse_args(argv)
     script = str(Path(sys.executable).parent / "prove-jobs")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
@@ -315,22 +317,31 @@ def main(argv: list[str] | None = None) -> int:
             for folder, _, names in os.walk(work):
                 for name in names:
                     os.utime(os.path.join(folder, name), (now, now))
-        for name, command in (("status --root R --json", [script, "status", "--root", str(root), "--json"]),
-                              ("report --root R --format json",
-                               [script, "report", "--root", str(root), "--format", "json"])):
-            with tempfile.TemporaryDirectory(prefix="bench-root-cache-") as cache:
-                env["XDG_CACHE_HOME"] = cache
-                cold_s, cold_mb = measure(command, env)
-                warm = [measure(command, env) for _ in range(args.repeat)]
-            rows.append((runs, name, cold_s, cold_mb, statistics.median(s for s, _ in warm), max(m for _, m in warm)))
+        commands = (("status --root R --json", [script, "status", "--root", str(root), "--json"]),
+                    ("report --root R --format json", [script, "report", "--root", str(root), "--format", "json"]))
+        with tempfile.TemporaryDirectory(prefix="bench-root-cache-") as caches:
+            envs = [dict(env, XDG_CACHE_HOME=os.path.join(caches, str(i))) for i in range(len(commands))]
+            cold = [measure(command, envs[i]) for i, (_, command) in enumerate(commands)]
+            # warm: interleaved, so that a busy moment of the machine hits both commands alike
+            warm: list[list[tuple[float, float]]] = [[] for _ in commands]
+            for _ in range(args.repeat):
+                for i, (_, command) in enumerate(commands):
+                    warm[i].append(measure(command, envs[i]))
+        for (name, _), (cold_s, cold_mb), times in zip(commands, cold, warm, strict=True):
+            rows.append((runs, name, cold_s, cold_mb, statistics.median(s for s, _ in times), max(m for _, m in times)))
             print(f"  {name}: cold {cold_s:.2f} s {cold_mb:.0f} MB, warm {rows[-1][4]:.2f} s {rows[-1][5]:.0f} MB",
                   flush=True)
     print(f"\n{'runs':>7}  {'command':<32} {'cold s':>7} {'cold MB':>8} {'warm s':>7} {'warm MB':>8}")
     for runs, name, cold_s, cold_mb, warm_s, warm_mb in rows:
         print(f"{runs:>7,}  {name:<32} {cold_s:>7.2f} {cold_mb:>8.0f} {warm_s:>7.2f} {warm_mb:>8.0f}")
+    print(f"\nwarm, side by side (the median of {args.repeat}, interleaved): report within 2x of status at any size")
+    print(f"{'runs':>7}  {'status s':>9} {'report s':>9}  report/status")
+    for runs in dict.fromkeys(r[0] for r in rows):
+        status_s, report_s = (next(r[4] for r in rows if r[0] == runs and r[1].startswith(name))
+                              for name in ("status", "report"))
+        print(f"{runs:>7,}  {status_s:>9.2f} {report_s:>9.2f}  {report_s / status_s:>12.1f}x")
     counts = sorted(set(args.runs))
-    if len(counts) > 1:
-        small, big = counts[0], counts[-1]
+    for small, big in itertools.pairwise(counts):
         print(f"\ngrowth from {small:,} to {big:,} runs ({big / small:.0f}x the runs):")
         for name in dict.fromkeys(r[1] for r in rows):
             a = next(r for r in rows if r[0] == small and r[1] == name)

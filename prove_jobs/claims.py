@@ -1,64 +1,43 @@
-"""Who holds a run: claims, the training lock, stale claims and recorded conflicts.
+"""Who holds a run: its claim, live or stale, and releasing a stale one.
 
 Two things guard a run dir (docs/locks.md has the picture):
 
 * the **claim**: the open submission recorded in ``prove_run.json`` (who, where, which
   job, since when). ``submit`` takes it as a check-and-set under the short-lived
   metadata mutex; it closes when the job records its end, or is cancelled or unlocked.
-* the **training lock** ``prove_train.lock``: an OS lock (``fcntl.flock`` through
-  filelock's ``FileLock``) the payload holds for the whole training. The kernel drops it
-  when the process dies, even by SIGKILL, so it is the ground truth for "is someone
-  training here now". Its file stays after release: a conflict is a failed non-blocking
-  acquire, never the file's existence.
+* the **training lock** ``prove_train.lock`` (:mod:`prove_jobs.locks`): an OS lock the
+  payload holds for the whole training, the ground truth for "is someone training here now".
 
 A claim whose job is gone (the scheduler says so, or a local pid on this host is dead)
 and whose training lock is free is **stale**. A claim from another host is never judged
 stale by pid: only by the scheduler's word on its job. This module never asks the
 scheduler itself: callers ask once for all their runs and pass the answer in.
+What a user's submit met on a claimed run is recorded apart (:mod:`prove_jobs.conflicts`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prove_jobs.errors import CorruptMetadata, LockConflict, RunError, UnreadableValue
-from prove_jobs.fsafe import atomic_write_text
-from prove_jobs.runs import (
-    META_FILE,
-    Run,
-    RunMeta,
-    current_host,
-    current_user,
-    file_lock,
-    lock_error,
-    locked,
-    meta_path,
-    now,
-    read_meta,
-    same_process,
-    update_meta,
-)
+from prove_jobs.errors import CorruptMetadata, RunError
+from prove_jobs.identity import current_host, current_user, file_owner, same_process
+from prove_jobs.locks import training_lock_held
+from prove_jobs.metadata import RunMeta, Stage, meta_path, now, read_meta, read_meta_quietly, update_meta
+from prove_jobs.runs import META_FILE, TRAIN_LOCK, Run
 from prove_jobs.states import slurm_alive
-from prove_jobs.values import parse_json
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from filelock import BaseFileLock
-
     from prove_jobs.scheduler import Answer
 
     Jobs = Answer | None  # the scheduler's answer; None: it did not answer
 
-TRAIN_LOCK = "prove_train.lock"
-CONFLICTS_FILE = "prove_conflicts.json"
 GROUP_RW = 0o664
 
 
@@ -96,8 +75,7 @@ class LockHolder:
 
 def claim_is_open(meta: RunMeta) -> bool:
     """The metadata records a submission that has not ended yet."""
-    return (meta.finished_at is None and meta.failed_at is None and meta.cancelled_at is None
-            and meta.released_at is None)
+    return meta.lifecycle.open
 
 
 def open_slurm_jobs(metas: Iterable[RunMeta | None]) -> list[str]:
@@ -183,14 +161,6 @@ def read_claim(run_dir: Path, mode: str) -> RunMeta | None:
         return None
 
 
-def read_meta_quietly(run_dir: Path) -> RunMeta | None:
-    """The metadata, or ``None`` when it is missing or corrupt (the claim check reports that)."""
-    try:
-        return read_meta(run_dir)
-    except RunError:
-        return None
-
-
 def _how_to_train_again(run_dir: Path) -> str:
     """Moving a run dir aside moves the ``seed<k>/`` runs a later sweep trained inside it too: say so."""
     from prove_jobs.runs import seed_of_dir
@@ -209,7 +179,7 @@ def _how_to_train_again(run_dir: Path) -> str:
 def refuse_finished(run: Run, max_iters: int) -> None:
     """Never train over a finished run."""
     meta = read_meta_quietly(run.run_dir)
-    if meta is not None and meta.finished_at is not None:
+    if meta is not None and meta.lifecycle.stage is Stage.FINISHED:
         raise RunError(f"{run.run_dir}: {run.name} already completed; {_how_to_train_again(run.run_dir)}")
     last = run.run_dir / f"iter_{max_iters}.pth"
     if last.exists() and _vouched_for(run.run_dir, last):
@@ -225,147 +195,6 @@ def _vouched_for(run_dir: Path, checkpoint: Path) -> bool:
     if named is None:
         return True  # no pointer to go by (an older mmengine): the file's name says it
     return Path(named).name == checkpoint.name
-
-
-# --- the training lock ---------------------------------------------------------------------------
-
-def train_lock(run_dir: Path, mode: str = "fcntl", timeout_s: float = 0) -> BaseFileLock:
-    return file_lock(run_dir / TRAIN_LOCK, mode, timeout_s=timeout_s)
-
-
-def training_lock_held(run_dir: Path, mode: str = "fcntl") -> bool | None:
-    """Is a live process training in ``run_dir``? ``None`` when the lock cannot be probed."""
-    from filelock import Timeout
-
-    path = run_dir / TRAIN_LOCK
-    if mode == "soft":
-        # SoftFileLock's marker exists exactly while held (filelock removes stale ones on acquire).
-        return path.exists()
-    if not path.exists():
-        return False
-    lock = train_lock(run_dir, mode)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    except OSError:
-        return None  # e.g. a colleague's lock file we may not open
-    lock.release()
-    return False
-
-
-@contextmanager
-def training_lock(run_dir: Path, mode: str = "fcntl", wait_s: float = 5) -> Iterator[None]:
-    """Hold the run's training lock for the block, or raise ``LockConflict``.
-
-    Waits a few seconds rather than none: ``status`` probes the lock by taking it for an
-    instant, and a training that starts at that instant must not give up.
-    """
-    from filelock import Timeout
-
-    lock = train_lock(run_dir, mode, wait_s)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise LockConflict(f"{run_dir}: another process is training this run ({TRAIN_LOCK} is held)") from None
-    except PermissionError:
-        raise RunError(
-            f"{run_dir / TRAIN_LOCK}: cannot open the training lock (owner: {file_owner(run_dir / TRAIN_LOCK)}); "
-            "ask them to make it group-writable (sharing.umask in the sweep file)"
-        ) from None
-    except OSError as exc:  # no flock on this filesystem, a planted link
-        raise lock_error(run_dir / TRAIN_LOCK, exc) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-# --- recorded conflicts --------------------------------------------------------------------------
-
-def record_conflict(run_dir: Path, holder: LockHolder, sweep: str, *, user: str | None = None) -> None:
-    """Remember that ``user``'s (this user's) submit met ``holder``, for ``status`` and ``resubmit --lock-conflicts``.
-
-    Read, changed and rewritten under the run's mutex: several users meeting one holder at once
-    all stay on record.
-    """
-    user = user or current_user()
-    with locked(run_dir):
-        conflicts = read_conflicts(run_dir)
-        entry: dict[str, Any] = {"holder": holder.to_json(), "at": now(), "sweep": sweep}
-        previous = conflicts.get(user)
-        if isinstance(previous, dict) and previous.get("after_job_id") and previous["after_job_id"] == holder.job_id:
-            # still the same holder: our job queued behind it (--after-holder) stays on record
-            entry.update(queued_job_id=previous.get("queued_job_id"), after_job_id=previous["after_job_id"])
-        conflicts[user] = entry
-        _write_conflicts(run_dir, conflicts)
-
-
-def note_queued_after(run_dir: Path, job_id: str, after_job_id: str) -> None:
-    """Our job ``job_id`` waits in the queue for the holder's ``after_job_id`` to end (--after-holder)."""
-    with locked(run_dir):
-        conflicts = read_conflicts(run_dir)
-        entry = conflicts.get(current_user())
-        if not isinstance(entry, dict):
-            return
-        entry.update(queued_job_id=job_id, after_job_id=after_job_id)
-        _write_conflicts(run_dir, conflicts)
-
-
-def clear_conflict(run_dir: Path, user: str | None = None) -> None:
-    if not (run_dir / CONFLICTS_FILE).exists():
-        return  # nothing on record: no lock to take (most runs, most of the time)
-    with locked(run_dir):
-        conflicts = read_conflicts(run_dir)
-        if conflicts.pop(user or current_user(), None) is not None:
-            _write_conflicts(run_dir, conflicts)
-
-
-def _write_conflicts(run_dir: Path, conflicts: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / CONFLICTS_FILE, json.dumps(conflicts, indent=2, sort_keys=True) + "\n")
-
-
-def read_conflicts(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFLICTS_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb", closefd=True) as handle:
-            data = parse_json(handle.read(1 << 20))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        return {}  # a broken record (or a planted link) only loses a hint; the claim is in prove_run.json
-    return data if isinstance(data, dict) else {}
-
-
-def conflict_for(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
-    """This user's recorded conflict on ``run_dir``: ``{"holder": {...}, "at": t, "sweep": path}``; ``None``
-    also when it is unreadable (a hint lost: :func:`checked_conflict` says why)."""
-    try:
-        return checked_conflict(run_dir, user)
-    except UnreadableValue:
-        return None
-
-
-def checked_conflict(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
-    """:func:`conflict_for`, each field's type and range checked (``values.CONFLICT_FIELDS``): ``UnreadableValue``
-    naming the first that does not fit."""
-    from prove_jobs.values import conflict_fields
-
-    user = user or current_user()
-    entry = read_conflicts(run_dir).get(user)
-    return None if entry is None else conflict_fields(entry, run_dir / CONFLICTS_FILE, user)
-
-
-# --- releasing -----------------------------------------------------------------------------------
-
-def file_owner(path: Path) -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.stat(path).st_uid).pw_name
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def move_corrupt_claim_aside(run_dir: Path, mode: str = "fcntl") -> Path:

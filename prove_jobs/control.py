@@ -14,24 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prove_jobs.claims import (
-    claim_alive,
-    open_slurm_jobs,
-    training_lock_held,
-    unlock,
-)
+from prove_jobs.claims import claim_alive, open_slurm_jobs, unlock
 from prove_jobs.errors import ProveJobsError, RunError
-from prove_jobs.runs import (
-    META_FILE,
-    Run,
-    RunMeta,
-    current_host,
-    current_user,
-    now,
-    read_meta,
-    same_process,
-    update_meta,
-)
+from prove_jobs.identity import current_host, current_user, same_process
+from prove_jobs.locks import training_lock_held
+from prove_jobs.metadata import RunMeta, now, read_meta, update_meta
+from prove_jobs.runs import META_FILE, Run
 from prove_jobs.scheduler import ask_or_none, scancel
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same

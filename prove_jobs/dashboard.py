@@ -19,7 +19,8 @@ from prove_jobs.gpu_hours import gpu_hours_line
 from prove_jobs.plan import RESOURCE_HEADERS, configuration_rows, model_rows, resources_cells, sweep_rows
 from prove_jobs.runs import Run
 from prove_jobs.spec import Sweep
-from prove_jobs.status import RunState, RunStatus
+from prove_jobs.states import RunState
+from prove_jobs.status import RunStatus
 
 STYLES = {
     RunState.COMPLETED: "green",

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from prove_jobs.errors import RunError
 from prove_jobs.logs.layout import is_dir_entry, is_file_entry
-from prove_jobs.runs import META_FILE, START_DIR, Run, is_start_dir, not_a_seed_dir, read_meta, seed_of_dir
+from prove_jobs.metadata import read_meta
+from prove_jobs.runs import META_FILE, START_DIR, Run, is_start_dir, not_a_seed_dir, seed_of_dir
 
 # A variant's folder as prove-jobs' variants are named (DEMO_REF, WEIGHTS_CITYSCAPES_BS8): where a run without
 # metadata is in the layout; a person's folders (work_dirs, alice, mmseg) are not named so.

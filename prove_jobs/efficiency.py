@@ -6,8 +6,9 @@ Two readings, both plain Python (no torch: the login node reads them):
   and whether it has been idle (under :data:`IDLE_UTIL_PCT` for :data:`IDLE_AFTER_S`, by the samples' own
   timestamps: one clock, the node's). Only runs in a live state are read: a root of 10,000 ended runs costs
   nothing more.
-* :func:`usage_of`, for ``status RUN_DIR`` and the report: the run summed up (mean utilisation, peak memory, the
-  time each start ran), from the sampler's own sums in ``prove/usage.json``, else from every sample kept.
+* :func:`prove_jobs.usage.usage_of`, for ``status RUN_DIR`` and the report: the run summed up (mean utilisation,
+  peak memory, the time each start ran), from the sampler's own sums in ``prove/usage.json``, else from every
+  sample kept (:func:`read_segments`).
 
 Utilisation is the mean over the job's GPUs of ``nvidia-smi``'s ``utilization.gpu``; on a CPU-only job the
 training's CPU use over the cores it may use. Every file is read as any file of the shared root
@@ -18,14 +19,14 @@ is not a sample is skipped, and one warning names the file and how many.
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prove_jobs.runs import CONFIG_DIR
 from prove_jobs.sampler import MAX_BYTES, OLD_SAMPLES_FILE, SAMPLES_FILE, sample_util
 from prove_jobs.states import RunState
-from prove_jobs.usage_sums import Usage as Usage
-from prove_jobs.usage_sums import number, summed_usage
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -174,6 +175,14 @@ def _record(line: bytes) -> Sample | dict[str, Any] | None:
             "every": number(data.get("every")), "cont": data.get("cont") is True}
 
 
+def number(value: object) -> float | None:
+    """A finite, non-negative number under 10^12 (a time, a percentage, MiB); anything else is unknown."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and 0 <= value < 1e12 else None
+
+
 # --- status: now, and idle ----------------------------------------------------------------------------------
 
 
@@ -212,7 +221,6 @@ def live_usage(run_dir: Path, now: float) -> Live | None:
     samples back to its last busy one (at most the :data:`LIVE_TAIL_BYTES` read). Lines that are not samples are
     passed over here (``status RUN_DIR`` and the report name the file).
     """
-    import os
 
     from prove_jobs.safe_read import NotReadable, read_tail
 
@@ -279,50 +287,3 @@ def with_usage(status: RunStatus, now: float) -> RunStatus:
         notes = (*notes, f"idle: {live.source} use under {IDLE_UTIL_PCT:g}% for the last {live.idle_s / 60:.0f} min"
                          f"{' on ' + host if host else ''} (prove/{SAMPLES_FILE}): stuck, or waiting on something?")
     return replace(status, usage=live, notes=notes)
-
-
-# --- the whole run: status RUN_DIR, the report ------------------------------------------------------------
-
-
-def usage_of(run_dir: Path, warnings: list[str] | None = None) -> Usage | None:
-    """Every sample of a run, summed up; ``None`` when it has none. From the sampler's own sums (``usage.json``, a
-    few hundred bytes a start) where they are, else from the samples (days of them: seconds to parse)."""
-    summed = summed_usage(run_dir, warnings)
-    if summed is not None:
-        return summed
-    segments = read_segments(run_dir, warnings=warnings)
-    if not segments:
-        return None
-    samples = [s for seg in segments for s in seg.samples]
-    utils = [u for s in samples if (u := s.util) is not None]
-    rss = [s.rss_mb for s in samples if s.rss_mb is not None]
-    gpu = [m for s in samples if (m := s.gpu_mb) is not None]
-    totals = [g[2] for s in samples for g in s.gpu if g[2] is not None]
-    return Usage(source="GPU" if any(seg.source == "GPU" for seg in segments) else "CPU",
-                 mean_util=sum(utils) / len(utils) if utils else None, peak_rss_mb=max(rss, default=None),
-                 peak_gpu_mb=max(gpu, default=None), gpu_total_mb=max(totals, default=None),
-                 spans_s=tuple(seg.span_s for seg in segments), samples=len(samples), every=segments[-1].every)
-
-
-def usage_lines(status: RunStatus, warnings: list[str]) -> list[str]:
-    """``status RUN_DIR``'s lines on what the run used (nothing for a run never sampled); what could not be read
-    goes to ``warnings``."""
-    usage = usage_of(status.run.run_dir, warnings)
-    lines = []
-    if usage is not None:
-        mean = "?" if usage.mean_util is None else f"{usage.mean_util:.0f}%"
-        starts = len(usage.spans_s)
-        text = (f"Efficiency: {usage.source} use {mean} on average over {usage.samples:,} samples "
-                f"(every {usage.every or 0:g} s, {starts} start{'s' if starts > 1 else ''}, longest "
-                f"{usage.longest_s / 60:.1f} min); peak memory {_gb(usage.peak_rss_mb)} in RAM")
-        if usage.peak_gpu_mb is not None:
-            text += f", {_gb(usage.peak_gpu_mb)} of {_gb(usage.gpu_total_mb)} on a GPU"
-        lines.append(text)
-    if status.usage is not None:
-        lines.append(f"Now: {status.usage.cell()} at its last sample"
-                     + (f" (idle for {status.usage.idle_s / 60:.0f} min)" if status.usage.idle else ""))
-    return lines
-
-
-def _gb(mb: float | None) -> str:
-    return "?" if mb is None else f"{mb / 1024:.1f} GB"

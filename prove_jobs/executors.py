@@ -26,13 +26,23 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from prove_jobs import jobdir
 from prove_jobs.distributed import COLLECTIVE_TIMEOUT_VAR
 from prove_jobs.jobdir import SUBMITIT_DIR as SUBMITIT_DIR
-from prove_jobs.spec import Resources
+from prove_jobs.spec import Resources, Sweep
 
 EXECUTORS = ("auto", "slurm", "local")
 SIGNAL_DELAY_S = 90  # submitit's --signal=USR2@90: the warning before the time limit
 SIGNAL_JITTER_S = 60  # SLURM checks time limits about once a minute and may signal that much early
+
+
+def job_folder(sweep: Sweep) -> Path:
+    """submitit's folder for this user's jobs (pickles, scheduler stdout/stderr): ``%j`` is the job id.
+
+    One per user, not writable by others, in a sticky shared folder (prove_jobs.jobdir): nobody else
+    can plant a link or a pickle where a job of yours will be written (a job id is easy to guess).
+    """
+    return jobdir.job_folder(sweep.data_root)
 
 
 def slurm_parameters(resources: Resources, *, job_name: str, after_job: str | None = None) -> dict[str, Any]:

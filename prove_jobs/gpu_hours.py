@@ -7,14 +7,12 @@ its job asked for.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from prove_jobs.runs import RunMeta
+    from prove_jobs.metadata import RunMeta
     from prove_jobs.status import RunStatus
 
 Allocated = dict[str, tuple[float, "int | None"]]  # job id -> (allocated seconds, GPUs)
@@ -30,13 +28,14 @@ def allocations(metas: Iterable[tuple[RunMeta | None, str | None]]) -> Allocated
     return ask_sacct(ids)
 
 
-def accounted(status: RunStatus, allocated: Allocated) -> RunStatus:
-    """``status`` with the GPU-hours accounting gave its job, where it did."""
-    seconds, gpus = allocated.get(status.job_id or "", (0.0, None))
-    gpus = gpus if gpus is not None else (status.meta.gpus if status.meta else None)
+def allocated_hours(allocated: tuple[float, int | None] | None, meta: RunMeta | None) -> float | None:
+    """The GPU-hours accounting gave a run's job (``allocated``: its seconds and GPUs, as :func:`allocations`
+    found them), with the GPUs the job asked for where sacct does not say; ``None`` where it did not answer."""
+    seconds, gpus = allocated or (0.0, None)
+    gpus = gpus if gpus is not None else (meta.gpus if meta else None)
     if not seconds or gpus is None:
-        return status
-    return replace(status, accounted_gpu_hours=seconds * gpus / 3600)
+        return None
+    return seconds * gpus / 3600
 
 
 def gpu_hours_line(statuses: Sequence[RunStatus]) -> str:

@@ -149,7 +149,8 @@ def ended(start: Start | None, token: str) -> None:
 
 
 def _ended(start: Start, token: str) -> None:
-    from prove_jobs.runs import file_lock, read_meta
+    from prove_jobs.locks import file_lock
+    from prove_jobs.metadata import read_meta
 
     meta = read_meta(start.run_dir)
     if meta is None or meta.token != token:

@@ -14,22 +14,9 @@ import os
 from pathlib import Path
 
 from prove_jobs.errors import ClaimMoved, RunError
-from prove_jobs.runs import (
-    CONFIG_DIR,
-    RunMeta,
-    boot_id,
-    check_token,
-    current_host,
-    current_user,
-    locked,
-    model_of_dir,
-    now,
-    process_start,
-    read_meta,
-    seed_of_dir,
-    update_meta,
-    write_meta,
-)
+from prove_jobs.identity import boot_id, current_host, current_user, process_start
+from prove_jobs.metadata import RunMeta, check_token, locked, now, read_meta, update_meta, write_meta
+from prove_jobs.runs import CONFIG_DIR, model_of_dir, seed_of_dir
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
 TYPE_CHECKING = False
@@ -71,7 +58,8 @@ def take_over(run_dir: Path, take: TakeOver, *, token: str, lock_mode: str) -> s
     """Claim the run the job we waited for held (``resubmit --after-holder``): ``None`` once it is claimed now,
     ``""`` when it was already ours (this job took it over, then SLURM requeued it), else why there is nothing
     to train."""
-    from prove_jobs.claims import claim_alive, claim_is_open, clear_conflict, open_slurm_jobs
+    from prove_jobs.claims import claim_alive, claim_is_open, open_slurm_jobs
+    from prove_jobs.conflicts import clear_conflict
     from prove_jobs.fsafe import atomic_write_text
     from prove_jobs.scheduler import ask_or_none
 

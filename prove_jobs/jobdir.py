@@ -24,7 +24,7 @@ from pathlib import Path
 
 from prove_jobs.errors import RunError
 from prove_jobs.fsafe import open_dir, owner_name
-from prove_jobs.runs import current_user
+from prove_jobs.identity import current_user
 
 SUBMITIT_DIR = ".prove-jobs/submitit"
 PARENT_MODE = 0o1775  # sticky: every member adds her folder, nobody renames another's

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable
 from prove_jobs.fsafe import atomic_write_text, make_dirs
+from prove_jobs.identity import current_host, current_user
 from prove_jobs.lock_probe import WAIT_S, try_lock, wait_for
-from prove_jobs.runs import current_host, current_user, now
+from prove_jobs.metadata import now
 from prove_jobs.scheduler import call
 
 CHECK_FILE = Path(".prove-jobs") / "lock-check.json"

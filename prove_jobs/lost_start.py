@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from prove_jobs.errors import SchedulerUnavailable
-from prove_jobs.runs import RunMeta
+from prove_jobs.metadata import RunMeta, Stage
 from prove_jobs.scheduler import JobInfo, call
 from prove_jobs.states import RunState
 
@@ -20,7 +20,7 @@ def lost_start(meta: RunMeta, restarts: int) -> str | None:
     """Why the previous start of this submission ended, when it never said: ``None`` if it did (or there was none)."""
     if restarts < 1 or meta.started_at is None or meta.requeued_at is not None:
         return None
-    if meta.finished_at is not None or meta.failed_at is not None or meta.cancelled_at is not None:
+    if meta.lifecycle.stage in (Stage.FINISHED, Stage.CANCELLED, Stage.FAILED):
         return None
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(meta.started_at))
     where = meta.nodes or meta.host or "its node"

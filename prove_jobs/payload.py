@@ -28,8 +28,9 @@ from prove_jobs.job_record import (
     scheduler_job_id,
     take_over,
 )
+from prove_jobs.metadata import now, read_meta
 from prove_jobs.resume import allow_mmengine_checkpoints, check_checkpoint, resume_point
-from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, now, read_meta
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE
 from prove_jobs.sampler import sampling
 from prove_jobs.save_at_signal import SignalWatch, save_at_signal_hook
 
@@ -157,7 +158,7 @@ class TrainingJob:
     rendered: tuple[tuple[str, str], ...] = ()
 
     def __call__(self) -> str:
-        from prove_jobs.claims import training_lock
+        from prove_jobs.locks import training_lock
 
         # Everything this job writes (mmengine's logs, checkpoints, last_checkpoint) stays
         # writable by the group: a colleague may have to resume this run.
@@ -340,7 +341,7 @@ def _name_slurm_job(name: str) -> None:
 def _link_own_logs(run_dir: Path) -> None:
     import submitit
 
-    from prove_jobs.runs import link_job_logs
+    from prove_jobs.job_logs import link_job_logs
 
     with contextlib.suppress(RuntimeError, OSError):  # not under submitit, or a read-only run dir
         paths = submitit.JobEnvironment().paths

@@ -18,7 +18,7 @@ from prove_jobs.errors import SchedulerUnavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from prove_jobs.runs import RunMeta
+    from prove_jobs.metadata import RunMeta
     from prove_jobs.scheduler import Answer, JobInfo
 
 DEFAULT_EVERY_S = 30.0  # docs/cluster.md, "Polling"; --scheduler-every

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prove_jobs import jobdir
-from prove_jobs.claims import CONFLICTS_FILE, TRAIN_LOCK
 from prove_jobs.errors import ProveJobsError, RunError, SpecError, TrainingStackMissing
 from prove_jobs.executors import SIGNAL_DELAY_S, SIGNAL_JITTER_S
 from prove_jobs.fsafe import check_below
-from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, META_FILE, META_MUTEX, MODEL_FILE, Run, current_user
+from prove_jobs.identity import current_user
+from prove_jobs.runs import CONFIG_DIR, CONFIG_FILE, CONFLICTS_FILE, META_FILE, META_MUTEX, MODEL_FILE, TRAIN_LOCK, Run
 from prove_jobs.spec import Resources, Sweep
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -36,15 +36,6 @@ def refuse_multi_process_local(sweep: Sweep, runs: Sequence[Run]) -> None:
         if resources.world_size > 1:
             raise ProveJobsError(f"{sweep.path}: {run.name} trains on {resources.world_size} processes "
                                  f"({resources.layout}): multi-GPU runs need SLURM (--executor slurm)")
-
-
-def job_folder(sweep: Sweep) -> Path:
-    """submitit's folder for this user's jobs (pickles, scheduler stdout/stderr): ``%j`` is the job id.
-
-    One per user, not writable by others, in a sticky shared folder (prove_jobs.jobdir): nobody else
-    can plant a link or a pickle where a job of yours will be written (a job id is easy to guess).
-    """
-    return jobdir.job_folder(sweep.data_root)
 
 
 def check_planted_links(sweep: Sweep, runs: Sequence[Run]) -> None:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.hold import held_tasks, scontrol
-from prove_jobs.runs import CONFIG_DIR, Run, current_user
+from prove_jobs.identity import current_user
+from prove_jobs.runs import CONFIG_DIR, Run
 from prove_jobs.spec import Sweep
 from prove_jobs.states import RunState, slurm_alive
 from prove_jobs.submit import SubmitResult, submit

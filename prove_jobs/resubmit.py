@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prove_jobs.claims import LockHolder, clear_conflict, conflict_for, read_meta_quietly
+from prove_jobs.claims import LockHolder
+from prove_jobs.conflicts import clear_conflict, conflict_for
 from prove_jobs.errors import ProveJobsError
+from prove_jobs.metadata import read_meta_quietly
 from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import Run
 from prove_jobs.scheduler import ask_or_none
@@ -109,7 +111,7 @@ def trusted_sweep(run: Run, path: Path) -> None:
         raise ProveJobsError(f"{run.run_dir}: the sweep recorded for it, {path}, cannot be read ({exc.strerror}); "
                              "pass SWEEP") from None
     if st.st_uid != os.geteuid() and st.st_mode & 0o022:
-        from prove_jobs.claims import file_owner
+        from prove_jobs.identity import file_owner
 
         raise ProveJobsError(f"{run.run_dir}: the sweep recorded for it, {path}, belongs to {file_owner(path)} and "
                              "others may rewrite it: not followed; name the sweep you mean: "

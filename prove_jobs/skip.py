@@ -8,7 +8,8 @@ from enum import Enum
 TYPE_CHECKING = False  # not typing's: see cli/parser.py
 if TYPE_CHECKING:
     from prove_jobs.errors import RunError
-    from prove_jobs.runs import Run, RunMeta
+    from prove_jobs.metadata import RunMeta
+    from prove_jobs.runs import Run
 
 
 class SkipReason(Enum):

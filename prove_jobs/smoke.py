@@ -30,8 +30,9 @@ from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError, RunError
 from prove_jobs.fsafe import atomic_write_text
+from prove_jobs.identity import current_user, pid_alive
 from prove_jobs.jobdir import check_job_folder
-from prove_jobs.runs import Run, current_user, pid_alive
+from prove_jobs.runs import Run
 from prove_jobs.spec import Resources, Sweep
 
 TYPE_CHECKING = False  # not typing's: see cli/parser.py
@@ -142,7 +143,8 @@ def smoke_test(sweep: Sweep, runs: Sequence[Run], iters: int, *, executor: str =
                partition: str | None = None, skip_done: bool = False, timeout_s: float | None = None,
                on_poll: Callable[[str], None] = lambda line: None) -> SmokeResult:
     """Train each combination of ``runs`` ``iters`` iterations and one validation; wait for all of them."""
-    from prove_jobs.claims import read_meta_quietly, refuse_finished
+    from prove_jobs.claims import refuse_finished
+    from prove_jobs.metadata import read_meta_quietly
     from prove_jobs.preflight import check_data_root, check_dataset_root, check_training_stack, ready_weights
     from prove_jobs.render import render_run, rendered_files
     from prove_jobs.submit import choose_executor, sharing_umask
@@ -202,8 +204,7 @@ def _smoke_resources(resources: Resources, partition: str | None) -> Resources:
 
 def _queue(sweep: Sweep, kind: str, picks: Sequence[Run], resources: dict[Run, Resources],
            folders: dict[Run, Path]) -> list[tuple[Run, str]]:
-    from prove_jobs.executors import make_executor
-    from prove_jobs.preflight import job_folder
+    from prove_jobs.executors import job_folder, make_executor
     from prove_jobs.submit import private_umask
 
     groups: dict[Resources, list[Run]] = {}

@@ -105,3 +105,8 @@ def slurm_state(word: str, *, from_accounting: bool = False) -> tuple[RunState |
 
 def slurm_alive(word: str, *, from_accounting: bool = False) -> bool:
     return slurm_state(word, from_accounting=from_accounting)[1]
+
+
+def translate_slurm_state(state: str) -> RunState | None:
+    """SLURM's job state word -> RunState; ``None`` when SLURM's word does not settle it."""
+    return slurm_state(state)[0]

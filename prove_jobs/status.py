@@ -1,4 +1,5 @@
-"""Where each run stands, computed from the run's metadata, its logs and the scheduler.
+"""Where each run stands: :class:`RunStatus`, decided in one pure function (:func:`decide`) from the evidence
+:mod:`prove_jobs.evidence` gathers (the run's metadata, its logs, the scheduler's word, its holder, conflicts).
 
 Nothing here is stored: every call derives the state afresh (one batched scheduler query
 for all runs), so the answer cannot drift from what is on disk and in the queue.
@@ -7,38 +8,20 @@ for all runs), so the answer cannot drift from what is on disk and in the queue.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from pathlib import Path
 
-from prove_jobs.claims import (
-    CONFLICTS_FILE,
-    TRAIN_LOCK,
-    LockHolder,
-    checked_conflict,
-    holder_of,
-    open_slurm_jobs,
-    training_lock_held,
-)
+from prove_jobs.claims import LockHolder
 from prove_jobs.efficiency import Live, with_usage
-from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableValue
-from prove_jobs.gpu_hours import accounted, allocations, gpu_hours_line
+from prove_jobs.evidence import Evidence, ReadLog, gather
+from prove_jobs.gpu_hours import allocated_hours
 from prove_jobs.logs import RunLog, ValPoint, read_run_log
 from prove_jobs.logs.runlog import TrainPoint
 from prove_jobs.lost_start import scheduler_notes
-from prove_jobs.poll import fresher, not_asked
-from prove_jobs.runs import (
-    META_FILE,
-    Run,
-    RunMeta,
-    current_host,
-    current_user,
-    read_meta,
-    same_process,
-)
+from prove_jobs.metadata import RunMeta, Stage
+from prove_jobs.runs import Run
 from prove_jobs.states import RunState, slurm_state
 from prove_jobs.values import finite_document
 
@@ -48,8 +31,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from prove_jobs.scheduler import Answer, JobInfo
-
-__all__ = ["RunState", "RunStatus", "StatusReport", "collect_status", "gpu_hours_line", "translate_slurm_state"]
 
 # A run started by hand (no prove-jobs claim) is running only on evidence: its training lock is
 # held, or its logs were written within this long, or within ten of its own log intervals when
@@ -61,12 +42,6 @@ QUIET_LOG_INTERVALS = 10
 def _rounded(value: float | None, digits: int) -> float | None:
     # NaN or infinity (a diverged loss) stays as it is: finite_json writes null and says why beside it
     return value if value is None or not math.isfinite(value) else round(value, digits)
-
-
-
-def translate_slurm_state(state: str) -> RunState | None:
-    """SLURM's job state word -> RunState; ``None`` when SLURM's word does not settle it."""
-    return slurm_state(state)[0]
 
 
 @dataclass(frozen=True)
@@ -200,26 +175,6 @@ class StatusReport:
     scheduler_note: str | None = None  # e.g. "scheduler unreachable: ..."
 
 
-class Listing:
-    """One ``scandir`` of a run dir: which of prove-jobs' files and mmengine's folders are there.
-
-    On NFS or Lustre every system call is a round trip: a file the listing does not show is not opened.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        try:
-            self.entries: list[os.DirEntry[str]] | None = list(os.scandir(run_dir))
-        except OSError:
-            self.entries = None  # missing or unreadable: readers look (and say why) themselves
-        self.names = frozenset(e.name for e in self.entries) if self.entries is not None else frozenset()
-
-    def may_have(self, name: str) -> bool:
-        return self.entries is None or name in self.names
-
-
-ReadLog = Callable[[Path, "Sequence[os.DirEntry[str]] | None"], RunLog]
-
-
 def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: ReadLog = read_run_log,
                    accounting: bool = False, ask: Callable[[list[str]], Answer] | None = None) -> StatusReport:
     """The status of every run, with one scheduler query for all SLURM jobs among them.
@@ -230,126 +185,23 @@ def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: R
     scheduler's answer for job ids (``--watch``: ``PacedScheduler.ask``, the last answer reused).
     """
     now = time.time() if now is None else now
-    listings = {run: Listing(run.run_dir) for run in runs}  # a run listed twice is shown once
-    metas = {run: (listing, *_read_meta_or_note(run, listing)) for run, listing in listings.items()}
-    answer: Answer | None = None
-    note = None
-    slurm_jobs = open_slurm_jobs(meta for _, meta, _ in metas.values())
-    try:
-        if slurm_jobs:  # else no question, and no scheduler module to load
-            from prove_jobs.scheduler import ask as ask_now
-
-            answer = (ask or ask_now)(slurm_jobs)
-    except SchedulerUnavailable as exc:
-        note = f"scheduler unreachable: {exc}"
-    jobs = dict(fresher(answer, (meta for _, meta, _ in metas.values()))) if answer is not None else {}
-    allocated = allocations((meta, why) for _, meta, why in metas.values()) if accounting else {}
-    statuses = tuple(
-        _with_lock(_status(run, meta, read_log(run.run_dir, listing.entries), jobs, now,
-                           note or not_asked(answer, meta), meta_note, listing), answer, listing)
-        for run, (listing, meta, meta_note) in metas.items()
-    )
-    if allocated:
-        statuses = tuple(accounted(status, allocated) for status in statuses)
-    statuses = tuple(with_usage(status, now) for status in statuses)  # a live run's samples: read, the rest not
-    return StatusReport(statuses, note)
+    found, note = gather(runs, now=now, read_log=read_log, accounting=accounting, ask=ask)
+    # a live run's samples: read once it is decided to be live, the rest not
+    return StatusReport(tuple(with_usage(decide(evidence), now) for evidence in found), note)
 
 
-def _with_lock(status: RunStatus, answer: Answer | None, listing: Listing) -> RunStatus:
-    """Add who holds the run and, where this user's submit met another's claim, the conflict."""
-    run_dir = status.run.run_dir
-    holder = holder_of(run_dir, status.meta, answer, lock_mode=status.meta.lock_mode) if status.meta else None
-    notes = list(status.notes)
-    if holder is not None and holder.stale:
-        # describe() of the live holder: "(stale)" would only repeat the sentence's first word
-        notes.append(f"stale claim by {replace(holder, stale=False).describe()}: "
-                     "`prove-jobs resubmit` or `prove-jobs unlock --stale`")
-    conflict = None
-    if listing.may_have(CONFLICTS_FILE):
-        try:
-            conflict = checked_conflict(run_dir)
-        except UnreadableValue as exc:
-            notes.append(str(exc))
-    # Completed, or cancelled on purpose (by its holder, or by scancel): not a conflict to resubmit.
-    if conflict is None or status.state in (RunState.COMPLETED, RunState.CANCELLED):
-        unchanged = holder is status.lock_holder and len(notes) == len(status.notes)  # most runs: no copy made
-        return status if unchanged else replace(status, lock_holder=holder, notes=tuple(notes))
-    if holder is not None and holder.user == current_user() and not holder.stale:
-        return replace(status, lock_holder=holder, notes=tuple(notes))  # our own other submission holds it
-    if holder is None:
-        # The holder's claim ended without completing the run: ours to resubmit.
-        holder = replace(LockHolder.from_json(conflict["holder"]), stale=True)
-    if conflict.get("queued_job_id"):
-        notes.append(f"queued as slurm job {conflict['queued_job_id']}: starts when {holder.user}'s job "
-                     f"{conflict.get('after_job_id')} ends")
-    return replace(status, state=RunState.LOCK_CONFLICT, lock_holder=holder, notes=tuple(notes))
-
-
-def _read_meta_or_note(run: Run, listing: Listing) -> tuple[RunMeta | None, str | None]:
-    if not listing.may_have(META_FILE):
-        return None, None
-    try:
-        return read_meta(run.run_dir), None
-    except ProveJobsError as exc:
-        return None, str(exc)
-
-
-def _status(
-    run: Run,
-    meta: RunMeta | None,
-    log: RunLog,
-    jobs: dict[str, JobInfo],
-    now: float,
-    scheduler_note: str | None,
-    meta_note: str | None,
-    listing: Listing,
-) -> RunStatus:
+def decide(evidence: Evidence) -> RunStatus:
+    """A run's state, its notes and who holds it, from its evidence alone: no file, clock or process is looked at."""
+    meta, log = evidence.meta, evidence.log
     notes = list(log.warnings)
-    if meta_note:
-        notes.append(meta_note)
+    if evidence.meta_note:
+        notes.append(evidence.meta_note)
     max_iters = (meta.max_iters if meta else None) or log.max_iters
-    scheduler_state = None
-    pending_reason = ""
-    queue_wait = None
-    node = ""
+    info = None
     if meta is None:
-        state = _state_without_meta(listing, log, max_iters, now, run.run_dir, notes)
-    elif meta.finished_at is not None:
-        state = RunState.COMPLETED
-    elif meta.cancelled_at is not None:
-        state = RunState.CANCELLED
-    elif meta.failed_at is not None or meta.released_at is not None:
-        state = RunState.FAILED
-    elif meta.executor == "slurm":
-        info = jobs.get(meta.job_id or "")
-        if info is not None:
-            scheduler_state, node, pending_reason = info.state, info.node, info.reason
-            if info.started is not None and info.submitted is not None and info.state != "PENDING":
-                queue_wait = max(0.0, info.started - info.submitted)
-            word, alive = slurm_state(info.state, from_accounting=info.from_accounting)
-            if word is None:  # COMPLETED without the payload's record of it; a word we do not know
-                word = (RunState.RUNNING if meta.started_at else RunState.PENDING) if alive else RunState.FAILED
-            state = word
-            if state is RunState.RUNNING and meta.started_at is None:
-                state = RunState.PENDING  # allocated, payload not started yet
-            elif state in (RunState.PENDING, RunState.REQUEUED):
-                # it trained in this submission, then was stopped: requeued; else still waiting
-                state = RunState.REQUEUED if meta.started_at is not None else RunState.PENDING
-            notes += scheduler_notes(state, meta, info)
-        elif scheduler_note:
-            state = RunState.RUNNING if meta.started_at else RunState.PENDING
-        else:
-            state = RunState.FAILED
-            notes.append(f"job {meta.job_id} is unknown to SLURM and never recorded an end")
-    elif meta.host != current_host():
-        state = RunState.RUNNING if meta.started_at else RunState.PENDING
-        notes.append(f"local job on {meta.host}: liveness not checked from here")
-    elif meta.pid is not None and same_process(meta.pid, meta.pid_start, meta.boot_id):
-        state = RunState.RUNNING if meta.started_at else RunState.PENDING
+        state = _state_without_meta(evidence, max_iters, notes)
     else:
-        state = RunState.FAILED
-        notes.append(f"local process {meta.pid} is gone without recording an end")
-
+        state, info = _state_of_claim(evidence, meta, notes)
     if state is RunState.RUNNING and (log.fresh_start or log.last_iter is None
                                       or (meta is not None and log.starts < meta.attempts)):
         state = RunState.STARTING  # the job runs; its newest start has logged no iteration yet
@@ -359,22 +211,91 @@ def _status(
     eta = None
     if state is RunState.RUNNING and log.seconds_per_iter and max_iters and log.last_iter is not None:
         eta = max(0, max_iters - log.last_iter) * log.seconds_per_iter
+    queue_wait = None
+    if info is not None and info.started is not None and info.submitted is not None and info.state != "PENDING":
+        queue_wait = max(0.0, info.started - info.submitted)
+    pending_reason = info.reason if info is not None and state in (RunState.PENDING, RunState.REQUEUED) else ""
+    state, holder = _held(evidence, state, notes)
     return RunStatus(
-        run=run,
+        run=evidence.run,
         state=state,
         iter=log.last_iter,
         max_iters=max_iters,
         curve=log.curve,
         meta=meta,
-        scheduler_state=scheduler_state,
-        node=node or _recorded_node(meta),
+        scheduler_state=info.state if info is not None else None,
+        node=(info.node if info is not None else "") or _recorded_node(meta),
         elapsed_s=_elapsed(meta, log),
         eta_s=eta,
-        pending_reason=pending_reason if state in (RunState.PENDING, RunState.REQUEUED) else "",
+        lock_holder=holder,
+        pending_reason=pending_reason,
         queue_wait_s=queue_wait,
+        accounted_gpu_hours=allocated_hours(evidence.allocated, meta),
         notes=tuple(notes),
         log=log,
     )
+
+
+def _state_of_claim(evidence: Evidence, meta: RunMeta, notes: list[str]) -> tuple[RunState, JobInfo | None]:
+    """What the recorded lifecycle says, and while the claim is open, its job (the scheduler's word on it, or a
+    local process); the job's scheduler record, where it counts."""
+    lifecycle = meta.lifecycle
+    if lifecycle.stage is Stage.FINISHED:
+        return RunState.COMPLETED, None
+    if lifecycle.stage is Stage.CANCELLED:
+        return RunState.CANCELLED, None
+    if not lifecycle.open:  # failed, or released by `prove-jobs unlock`
+        return RunState.FAILED, None
+    waiting = RunState.RUNNING if lifecycle.started else RunState.PENDING
+    if meta.executor == "slurm":
+        info = evidence.job
+        if info is None:
+            if evidence.scheduler_note:
+                return waiting, None
+            notes.append(f"job {meta.job_id} is unknown to SLURM and never recorded an end")
+            return RunState.FAILED, None
+        word, alive = slurm_state(info.state, from_accounting=info.from_accounting)
+        if word is None:  # COMPLETED without the payload's record of it; a word we do not know
+            word = waiting if alive else RunState.FAILED
+        state = word
+        if state is RunState.RUNNING and not lifecycle.started:
+            state = RunState.PENDING  # allocated, payload not started yet
+        elif state in (RunState.PENDING, RunState.REQUEUED):
+            # it trained in this submission, then was stopped: requeued; else still waiting
+            state = RunState.REQUEUED if lifecycle.started else RunState.PENDING
+        notes += scheduler_notes(state, meta, info)
+        return state, info
+    if meta.host != evidence.here:
+        notes.append(f"local job on {meta.host}: liveness not checked from here")
+        return waiting, None
+    if evidence.process_alive:
+        return waiting, None
+    notes.append(f"local process {meta.pid} is gone without recording an end")
+    return RunState.FAILED, None
+
+
+def _held(evidence: Evidence, state: RunState, notes: list[str]) -> tuple[RunState, LockHolder | None]:
+    """Who holds the run and, where this user's submit met another's claim, the conflict: the state it makes."""
+    holder = evidence.holder
+    if holder is not None and holder.stale:
+        # describe() of the live holder: "(stale)" would only repeat the sentence's first word
+        notes.append(f"stale claim by {replace(holder, stale=False).describe()}: "
+                     "`prove-jobs resubmit` or `prove-jobs unlock --stale`")
+    if evidence.conflict_note:
+        notes.append(evidence.conflict_note)
+    conflict = evidence.conflict
+    # Completed, or cancelled on purpose (by its holder, or by scancel): not a conflict to resubmit.
+    if conflict is None or state in (RunState.COMPLETED, RunState.CANCELLED):
+        return state, holder
+    if holder is not None and holder.user == evidence.me and not holder.stale:
+        return state, holder  # our own other submission holds it
+    if holder is None:
+        # The holder's claim ended without completing the run: ours to resubmit.
+        holder = replace(conflict.holder, stale=True)
+    if conflict.queued_job_id:
+        notes.append(f"queued as slurm job {conflict.queued_job_id}: starts when {holder.user}'s job "
+                     f"{conflict.after_job_id} ends")
+    return RunState.LOCK_CONFLICT, holder
 
 
 def _recorded_node(meta: RunMeta | None) -> str:
@@ -408,20 +329,20 @@ def _log_notes(state: RunState, log: RunLog) -> list[str]:
     return [f"{path}: its last line is cut off (the training stopped while writing it)" for path in log.torn]
 
 
-def _state_without_meta(listing: Listing, log: RunLog, max_iters: int | None, now: float,
-                        run_dir: Path, notes: list[str]) -> RunState:
+def _state_without_meta(evidence: Evidence, max_iters: int | None, notes: list[str]) -> RunState:
     """A work dir some other tool started (no prove-jobs claim): judge it by its logs, checkpoints and lock."""
+    log = evidence.log
     if log.last_iter is None and not log.starts:
         return RunState.NOT_SUBMITTED
     if max_iters is not None and log.last_iter is not None and (
-            log.last_iter >= max_iters or listing.may_have(f"iter_{max_iters}.pth")):
+            log.last_iter >= max_iters or evidence.listing.may_have(f"iter_{max_iters}.pth")):
         return RunState.COMPLETED
     quiet: float = QUIET_AFTER_S
     if log.seconds_per_iter and log.log_every:
         quiet = max(quiet, QUIET_LOG_INTERVALS * log.seconds_per_iter * log.log_every)
-    if log.last_write is not None and now - log.last_write < quiet:
+    if log.last_write is not None and evidence.now - log.last_write < quiet:
         return RunState.RUNNING if log.last_iter is not None else RunState.STARTING
-    if listing.may_have(TRAIN_LOCK) and training_lock_held(run_dir) is True:
+    if evidence.lock_held is True:
         return RunState.RUNNING if log.last_iter is not None else RunState.STARTING
     if log.last_write is not None:
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(log.last_write))

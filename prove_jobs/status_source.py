@@ -12,8 +12,10 @@ from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.hold import held_lines
+from prove_jobs.job_logs import tail_lines
+from prove_jobs.metadata import Stage
 from prove_jobs.run_filter import RunFilter
-from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run, tail_lines
+from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus, collect_status
 
@@ -28,13 +30,14 @@ def failure_details(status: RunStatus, lines: int = 12) -> list[str]:
         return []
     details = []
     meta = status.meta
-    if status.state is RunState.CANCELLED and meta is not None and meta.cancelled_at is not None:
+    lifecycle = meta.lifecycle if meta is not None else None
+    if status.state is RunState.CANCELLED and lifecycle is not None and lifecycle.stage is Stage.CANCELLED:
         # the job's stderr then ends in the KeyboardInterrupt or SIGTERM the cancel sent: not why it stopped
         import time
 
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.cancelled_at))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lifecycle.at))
         at = f" at iteration {status.iter}" if status.iter is not None else ""
-        return [f"cancelled by {meta.cancelled_by or '?'} on {when}{at} (`prove-jobs cancel`); it stays cancelled "
+        return [f"cancelled by {lifecycle.by or '?'} on {when}{at} (`prove-jobs cancel`); it stays cancelled "
                 f"until submitted by name ({status.run.options})"]
     if meta is not None and meta.error:
         details.append(f"error: {meta.error}")

@@ -13,53 +13,36 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prove_jobs.claims import (
-    LockHolder,
-    clear_conflict,
-    conflict_for,
-    current_holder,
-    job_alive,
-    note_queued_after,
-    open_slurm_jobs,
-    read_meta_quietly,
-    record_conflict,
-    refuse_finished,
-)
+from prove_jobs.claims import LockHolder, current_holder, job_alive, open_slurm_jobs, refuse_finished
+from prove_jobs.conflicts import clear_conflict, note_queued_after, record_conflict, recorded_conflict
 from prove_jobs.errors import ProveJobsError, RunError, SchedulerUnavailable
 from prove_jobs.executors import (
     EXECUTORS,
     SIGNAL_DELAY_S,
     SIGNAL_JITTER_S,
     batch_script,
+    job_folder,
     make_executor,
 )
 from prove_jobs.fsafe import make_dirs
+from prove_jobs.identity import current_user, process_start
+from prove_jobs.job_logs import link_job_logs
 from prove_jobs.job_record import fresh_claim
 from prove_jobs.jobdir import check_job_folder
 from prove_jobs.lock_check import locks_hold_or_refuse
+from prove_jobs.metadata import RunMeta, Stage, locked, now, read_meta_quietly, update_meta, write_meta
 from prove_jobs.preflight import (
     check_data_root,
     check_dataset_root,
     check_planted_links,
     check_training_stack,
-    job_folder,
     job_weights,
     ready_weights,
     refuse_multi_process_local,
     short_limit_warning,
 )
 from prove_jobs.render import RenderedRun, render_run, rendered_digests, rendered_files, write_rendered
-from prove_jobs.runs import (
-    Run,
-    RunMeta,
-    current_user,
-    link_job_logs,
-    locked,
-    now,
-    process_start,
-    update_meta,
-    write_meta,
-)
+from prove_jobs.runs import Run
 from prove_jobs.scheduler import ask_or_none, call, max_array_size, slurm_silence
 from prove_jobs.skip import Skip, SkipReason, finished
 from prove_jobs.spec import Resources, Sweep
@@ -296,9 +279,10 @@ def _claim_and_queue(sweep: Sweep, kind: str, resources: Resources, items: list[
 
 def queued_behind(run: Run, holder: LockHolder) -> str | None:
     """The job of ours already queued behind ``holder``'s job on ``run`` (--after-holder), if any."""
-    conflict = conflict_for(run.run_dir) or {}
-    queued = conflict.get("queued_job_id")
-    return str(queued) if queued and conflict.get("after_job_id") == holder.job_id else None
+    conflict = recorded_conflict(run.run_dir)
+    if conflict is None or not conflict.queued_job_id:
+        return None
+    return str(conflict.queued_job_id) if conflict.after_job_id == holder.job_id else None
 
 
 def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answer | None) -> Submission | None:
@@ -346,15 +330,18 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answe
 def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | None:
     """``cancelled by alice on 2026-12-01 21:40`` when someone cancelled the run's last submission:
     with ``prove-jobs cancel``, or with scancel (SLURM says CANCELLED of its job)."""
-    if meta is None or meta.finished_at is not None:
+    if meta is None:
         return None
-    if meta.cancelled_at is not None:
+    lifecycle = meta.lifecycle
+    if lifecycle.stage is Stage.FINISHED:
+        return None
+    if lifecycle.stage is Stage.CANCELLED:
         import time
 
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(meta.cancelled_at))
-        return f"cancelled by {meta.cancelled_by or meta.user} on {when}"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lifecycle.at))
+        return f"cancelled by {lifecycle.by or meta.user} on {when}"
     info = jobs.get(meta.job_id) if jobs is not None and meta.job_id and meta.executor == "slurm" else None
-    if info is not None and info.state == "CANCELLED" and meta.failed_at is None:
+    if info is not None and info.state == "CANCELLED" and lifecycle.stage is not Stage.FAILED:
         return f"its SLURM job {meta.job_id} was cancelled (scancel)"
     return None
 

@@ -179,10 +179,12 @@ class Terminal:
         yield write
 
     def info(self, text: str) -> None:
-        self.err.print(text)
+        if not self._plain(text):
+            self.err.print(text)
 
     def success(self, text: str) -> None:
-        self.err.print(text, style="green")
+        if not self._plain(text):
+            self.err.print(text, style="green")
 
     def warn(self, text: str) -> None:
         self._labelled("warning:", "yellow", text)
@@ -191,9 +193,28 @@ class Terminal:
         self._labelled("error:", "bold red", text)
 
     def _labelled(self, label: str, style: str, text: str) -> None:
+        if self._plain(f"{label} {text}"):
+            return
         from rich.text import Text
 
         self.err.print(Text.assemble((label, style), " ", text))
+
+    def _plain(self, line: str) -> bool:
+        """Write ``line`` to stderr as rich would, without rich, where rich would write it as it is: not to a
+        terminal (rich's own test: ``TTY_COMPATIBLE``, ``FORCE_COLOR``, ``isatty``), no control character nor
+        tab in it. Loading rich for one warning is a fifth of a warm ``report --root`` of a few hundred runs."""
+        if "\t" in line or has_control(line):
+            return False
+        if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR"):
+            return False
+        try:
+            if sys.stderr.isatty():
+                return False
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):  # no stderr, or a closed one: rich says what it says
+            return False
+        return True
 
 
 def byte_size(size: int) -> str:

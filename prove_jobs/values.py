@@ -201,7 +201,7 @@ META_FIELDS: dict[str, Spec] = {
     "max_iters": Whole(1, MAX_ITERS, optional=True), "attempts": Whole(0, MAX_COUNT),
     "restarts": Whole(0, MAX_COUNT), "requeued_at": _WHEN, "lock_mode": Text(NAME, choices=("fcntl", "soft")),
 }
-"""Every field of :class:`~prove_jobs.runs.RunMeta`, its type and its range (a test keeps the two in step)."""
+"""Every field of :class:`~prove_jobs.metadata.RunMeta`, its type and its range (a test keeps the two in step)."""
 
 
 def meta_fields(document: object, path: object) -> dict[str, object]:

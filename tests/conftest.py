@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from prove_jobs.runs import Run, RunMeta
+from prove_jobs.metadata import RunMeta
+from prove_jobs.runs import Run
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "job_templates"
@@ -101,8 +102,10 @@ def write_logs(run_dir: Path, max_iters: int, last_iter: int, curve: list[tuple[
 def reference_root(tmp_path: Path) -> Path:
     """A data root holding the reference report's runs (cityscapes.toml), logs written by mmengine itself."""
     pytest.importorskip("mmengine", reason="the train extra (mmengine) writes the logs")
-    from prove_jobs.claims import LockHolder, record_conflict
-    from prove_jobs.runs import RunMeta, current_host, current_user, write_meta
+    from prove_jobs.claims import LockHolder
+    from prove_jobs.conflicts import record_conflict
+    from prove_jobs.identity import current_host, current_user
+    from prove_jobs.metadata import RunMeta, write_meta
     from prove_jobs.spec import load_sweep
 
     sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=tmp_path)
@@ -306,7 +309,7 @@ time.sleep(600)
 @contextlib.contextmanager
 def process_holding_lock(run_dir: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process (another interpreter) holding the run's training lock."""
-    from prove_jobs.claims import TRAIN_LOCK
+    from prove_jobs.runs import TRAIN_LOCK
 
     child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / TRAIN_LOCK)], stdout=subprocess.PIPE,
                              text=True)
@@ -327,7 +330,8 @@ def make_run(root: Path) -> Run:
 
 def claim(run: Run, **changes: object) -> RunMeta:
     """An open local claim by alice (submission token ``t-alice``) on ``run``, with ``changes``."""
-    from prove_jobs.runs import current_host, write_meta
+    from prove_jobs.identity import current_host
+    from prove_jobs.metadata import write_meta
 
     base = RunMeta(model=run.model, variant=run.variant, executor="local", host=current_host(), user="alice",
                    job_id="1", pid=os.getpid(), submitted_at=time.time(), max_iters=40, token="t-alice")

@@ -82,7 +82,9 @@ def slurm_runs(root: Path, count: int, *, array: str = "4242", variant: str = "V
     iteration; returns their job ids."""
     import json
 
-    from prove_jobs.runs import Run, RunMeta, current_host, write_meta
+    from prove_jobs.identity import current_host
+    from prove_jobs.metadata import RunMeta, write_meta
+    from prove_jobs.runs import Run
 
     jobs = []
     for index in range(count):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SWEEPS
 
-from prove_jobs.runs import RunMeta, write_meta
+from prove_jobs.metadata import RunMeta, write_meta
 
 TS = "20260101_000000"
 STRANGER = 54321  # the uid the planted files are given (as root): someone else's, as in a shared root

@@ -16,19 +16,14 @@ from pathlib import Path
 import pytest
 from conftest import SWEEPS, claim, make_run, process_holding_lock, write_sweep
 
-from prove_jobs.claims import LockHolder, read_conflicts, record_conflict
+from prove_jobs.claims import LockHolder
 from prove_jobs.cli import main
+from prove_jobs.conflicts import read_conflicts, record_conflict
 from prove_jobs.errors import ClaimMoved, RunError
+from prove_jobs.identity import boot_id, current_user, process_start
+from prove_jobs.metadata import read_meta
 from prove_jobs.payload import TrainingJob
-from prove_jobs.runs import (
-    META_FILE,
-    META_MUTEX,
-    Run,
-    boot_id,
-    current_user,
-    process_start,
-    read_meta,
-)
+from prove_jobs.runs import META_FILE, META_MUTEX, Run
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_JOB = """
@@ -78,7 +73,7 @@ def test_the_loser_of_a_lock_race_marks_nothing_on_the_winners_claim(tmp_path: P
 
 
 def test_a_write_with_a_stale_token_raises_and_leaves_the_file(tmp_path: Path) -> None:
-    from prove_jobs.runs import update_meta
+    from prove_jobs.metadata import update_meta
 
     run = make_run(tmp_path)
     claim(run, token="t-new")
@@ -126,7 +121,8 @@ def test_a_submission_hands_its_token_to_its_job(tmp_path: Path) -> None:
 RECORD = """
 import sys, time
 from pathlib import Path
-from prove_jobs.claims import LockHolder, record_conflict
+from prove_jobs.claims import LockHolder
+from prove_jobs.conflicts import record_conflict
 run_dir, me, start = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 holder = LockHolder(user="carol", host="h", executor="slurm", job_id="1", pid=None, since=None, sweep="s.toml")
 while time.time() < start:
@@ -333,7 +329,7 @@ def test_two_copies_of_one_sweep_in_two_folders_have_one_config_hash(tmp_path: P
 
 
 def test_no_flock_error_names_lock_errno() -> None:
-    from prove_jobs.runs import lock_error
+    from prove_jobs.locks import lock_error
 
     message = str(lock_error(Path("/x/prove_run.json.lock"), OSError(errno.ENOSYS, "Function not implemented")))
     assert message.startswith("/x/prove_run.json.lock: ") and 'lock_mode = "soft"' in message

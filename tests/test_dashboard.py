@@ -48,7 +48,7 @@ def test_every_row_stays_on_one_line_at_any_width(reference_root: Path) -> None:
 
     from rich.console import Console
 
-    from prove_jobs.status import RunState
+    from prove_jobs.states import RunState
 
     sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
     statuses = list(collect_status(sweep.runs(variants=[BS16])).statuses)
@@ -128,8 +128,10 @@ def test_watch_redraws_until_ctrl_c(reference_root: Path) -> None:
 
 def test_state_text_counts_restarts(tmp_path: Path) -> None:
     from prove_jobs.dashboard import state_text
-    from prove_jobs.runs import Run, RunMeta
-    from prove_jobs.status import RunState, RunStatus
+    from prove_jobs.metadata import RunMeta
+    from prove_jobs.runs import Run
+    from prove_jobs.states import RunState
+    from prove_jobs.status import RunStatus
 
     run = Run("m", "V", "baseline", "cityscapes", tmp_path)
 

@@ -232,7 +232,7 @@ def test_a_two_rank_ddp_job_trains_one_run(tmp_path: Path, demo: Path, capsys: p
     # two GPUs: rendered with SyncBN (mmengine's sync_bn); these CPU ranks (gloo) cannot run it, and say so
     assert "sync_bn = 'torch'" in (run_dir / "prove" / "config.py").read_text()
     assert "sync_bn='torch' dropped: CPU processes (gloo) cannot run SyncBN" in log, log[:3000]
-    from prove_jobs.runs import read_meta
+    from prove_jobs.metadata import read_meta
 
     meta = read_meta(run_dir)
     assert meta is not None and meta.attempts == 1 and meta.layout == "2 GPUs"
@@ -371,7 +371,7 @@ def test_a_preempted_ddp_job_requeues_and_resumes_on_both_ranks(tmp_path: Path, 
 @pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
 def test_a_rank_that_dies_ends_the_job_and_resubmit_resumes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from prove_jobs.claims import training_lock_held
+    from prove_jobs.locks import training_lock_held
 
     sweep, gate, run_dir = _held_ddp_run(tmp_path, monkeypatch, capsys)
     args = [str(sweep.path), "--model", "demo_fcn_r18_tiny"]

@@ -13,7 +13,7 @@ from conftest import demo_sweep_with
 
 from prove_jobs.cli import main
 from prove_jobs.divergence import NON_FINITE_STREAK, Streak, TrainingDiverged, is_diverged
-from prove_jobs.runs import read_meta
+from prove_jobs.metadata import read_meta
 from prove_jobs.scheduler import slurm_available
 
 K = NON_FINITE_STREAK

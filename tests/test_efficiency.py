@@ -21,13 +21,14 @@ from conftest import REPO, demo_sweep_with, stall_templates, wait_until
 
 from prove_jobs import efficiency, sampler
 from prove_jobs.cli import main
-from prove_jobs.efficiency import idle_of, live_usage, read_segments, usage_of, with_usage
+from prove_jobs.efficiency import idle_of, live_usage, read_segments, with_usage
 from prove_jobs.report.resources import RunResources
 from prove_jobs.runs import Run
 from prove_jobs.sampler import GpuQuery, parse_gpu_csv, visible_gpus
 from prove_jobs.scheduler import parse_usage
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus
+from prove_jobs.usage import usage_of
 
 needs_training = pytest.mark.skipif(
     importlib.util.find_spec("mmseg") is None, reason="the train extra (mmsegmentation) is not installed"

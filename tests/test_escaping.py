@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, RunMeta, current_host, write_meta
+from prove_jobs.identity import current_host
+from prove_jobs.metadata import RunMeta, write_meta
+from prove_jobs.runs import CONFIG_DIR, JOB_STDERR
 
 BIN = Path(sys.executable).parent / "prove-jobs"
 OSC52 = "\x1b]52;c;cm0gLXJmIH4K\x07"  # writes `rm -rf ~` into the reader's clipboard

@@ -251,7 +251,7 @@ print("compiled ops:", "mmcv._ext" in sys.modules)
 
 
 def test_the_payload_on_full_mmcv_never_loads_the_lite_shim(tmp_path: Path) -> None:
-    from prove_jobs.runs import RunMeta, write_meta
+    from prove_jobs.metadata import RunMeta, write_meta
 
     run_dir = demo_run_dir(tmp_path, "demo_fcn_r18_tiny", "DEMO_BS4")
     write_meta(run_dir, RunMeta(model="demo_fcn_r18_tiny", variant="DEMO_BS4"))

@@ -14,7 +14,9 @@ from fake_scheduler import calls
 from prove_jobs import hold
 from prove_jobs.cli import main
 from prove_jobs.hold import End, error_shape, first_alike
-from prove_jobs.runs import Run, RunMeta, current_user, write_meta
+from prove_jobs.identity import current_user
+from prove_jobs.metadata import RunMeta, write_meta
+from prove_jobs.runs import Run
 
 
 def test_error_shape_matches_the_same_error_in_two_runs() -> None:

@@ -27,14 +27,19 @@ from conftest import (
     stall_templates,
 )
 
-from prove_jobs.claims import TRAIN_LOCK, conflict_for, training_lock_held, unlock
+from prove_jobs.claims import unlock
 from prove_jobs.cli import main
+from prove_jobs.conflicts import conflict_for
 from prove_jobs.control import cancel
 from prove_jobs.errors import LockConflict, RunError
+from prove_jobs.identity import current_user
+from prove_jobs.locks import training_lock_held
+from prove_jobs.metadata import read_meta, update_meta
 from prove_jobs.payload import TrainingJob
-from prove_jobs.runs import META_FILE, current_user, read_meta, update_meta
+from prove_jobs.runs import META_FILE, TRAIN_LOCK
 from prove_jobs.spec import load_sweep
-from prove_jobs.status import RunState, collect_status
+from prove_jobs.states import RunState
+from prove_jobs.status import collect_status
 from prove_jobs.submit import submit
 
 

@@ -241,7 +241,7 @@ def test_a_node_cut_off_the_network_fails_a_two_node_run_within_the_collective_t
 HOLD = """
 import socket, sys, time
 from pathlib import Path
-from prove_jobs.claims import training_lock
+from prove_jobs.locks import training_lock
 from prove_jobs.errors import LockConflict
 try:
     with training_lock(Path(sys.argv[1]), sys.argv[2], wait_s=0.5):

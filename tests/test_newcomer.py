@@ -28,7 +28,9 @@ from conftest import (
 )
 
 from prove_jobs.cli import COMMANDS, build_parser, main
-from prove_jobs.runs import META_FILE, RunMeta, current_host, current_user, read_meta, write_meta
+from prove_jobs.identity import current_host, current_user
+from prove_jobs.metadata import RunMeta, read_meta, write_meta
+from prove_jobs.runs import META_FILE
 
 CLI = [sys.executable, "-m", "prove_jobs.cli"]
 needs_training = pytest.mark.skipif(
@@ -153,7 +155,8 @@ def test_my_own_live_run_is_no_conflict_and_a_cancelled_run_stays_cancelled(
 
 def test_a_holder_who_cancels_ends_the_conflict_too(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Met alice's claim, then alice cancelled: the run is cancelled, not a conflict to resubmit."""
-    from prove_jobs.claims import LockHolder, record_conflict
+    from prove_jobs.claims import LockHolder
+    from prove_jobs.conflicts import record_conflict
 
     sweep = str(SWEEPS / "demo.toml")
     run_dir = demo / "runs" / "DEMO_REF" / "baseline" / "cityscapes" / "demo_fcn_r18_tiny"

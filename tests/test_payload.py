@@ -17,8 +17,8 @@ pytest.importorskip("mmseg", reason="training needs the train extra (torch, mmen
 
 from conftest import demo_run_dir
 
+from prove_jobs.metadata import RunMeta, read_meta, write_meta
 from prove_jobs.payload import TrainingJob
-from prove_jobs.runs import RunMeta, read_meta, write_meta
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ def test_resume_point_trusts_the_pointer_then_the_newest_checkpoint(tmp_path: Pa
 
 def test_restarts_are_counted_and_capped(tmp_path: Path) -> None:
     from prove_jobs.errors import RunError
-    from prove_jobs.runs import update_meta
+    from prove_jobs.metadata import update_meta
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -171,8 +171,8 @@ def test_a_job_queued_behind_a_holder_that_completed_the_run_does_not_train_it(t
 
 def test_a_take_over_job_leaves_a_run_claimed_meanwhile_and_keeps_its_own(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prove_jobs.identity import current_host, current_user
     from prove_jobs.payload import TakeOver
-    from prove_jobs.runs import current_host, current_user
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -17,8 +17,8 @@ import pytest
 from fake_scheduler import calls, slurm_runs
 
 from prove_jobs.cli import build_parser, main
+from prove_jobs.metadata import RunMeta, read_meta, write_meta
 from prove_jobs.poll import DEFAULT_EVERY_S
-from prove_jobs.runs import RunMeta, read_meta, write_meta
 
 FORMAT = "--format=%i|%T|%N|%r|%V|%S"  # job, state, node, pending reason, submit and start times
 

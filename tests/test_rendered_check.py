@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from prove_jobs.distributed import Rank
+from prove_jobs.identity import current_user
+from prove_jobs.metadata import RunMeta, read_meta, write_meta
 from prove_jobs.payload import TakeOver, TrainingJob
 from prove_jobs.rendered_check import RenderedChanged, read_checked, sha256_text
-from prove_jobs.runs import RunMeta, current_user, read_meta, write_meta
 
 OURS = (("model.py", "model = dict(type='ours')\n"), ("config.py", "_base_ = ['./model.py']\nx = 1\n"))
 DIGESTS = tuple((name, sha256_text(text)) for name, text in OURS)

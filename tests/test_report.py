@@ -15,10 +15,10 @@ from conftest import BS8, BS16, OTHER, REF, SWEEPS
 
 from prove_jobs.cli import main
 from prove_jobs.errors import SpecError
+from prove_jobs.identity import current_user
 from prove_jobs.report import build_report, training_seconds
 from prove_jobs.report.markdown import render_markdown
 from prove_jobs.report.plots import write_plots
-from prove_jobs.runs import current_user
 from prove_jobs.spec import load_sweep
 from prove_jobs.status import collect_status
 

@@ -22,7 +22,7 @@ import pytest
 from conftest import SWEEPS, TEMPLATES, preempt, read_or_empty, scontrol_job, wait_until
 
 from prove_jobs.cli import main
-from prove_jobs.runs import read_meta
+from prove_jobs.metadata import read_meta
 from prove_jobs.save_at_signal import SignalWatch, stop_is_due
 from prove_jobs.scheduler import slurm_available
 

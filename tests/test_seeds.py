@@ -15,7 +15,8 @@ import pytest
 from conftest import SWEEPS, demo_sweep_with, write_logs, write_sweep
 
 from prove_jobs.cli import main
-from prove_jobs.runs import RunMeta, current_host, write_meta
+from prove_jobs.identity import current_host
+from prove_jobs.metadata import RunMeta, write_meta
 
 T975 = {2: 4.3027, 4: 2.7764}  # Student t, 97.5 % quantile, by degrees of freedom
 

@@ -27,13 +27,14 @@ from conftest import (
     wait_until,
 )
 
-from prove_jobs.claims import training_lock_held
 from prove_jobs.cli import main
 from prove_jobs.demo_data import make_demo_dataset
-from prove_jobs.runs import read_meta
+from prove_jobs.locks import training_lock_held
+from prove_jobs.metadata import read_meta
 from prove_jobs.scheduler import slurm_available
 from prove_jobs.spec import Sweep, load_sweep
-from prove_jobs.status import RunState, collect_status
+from prove_jobs.states import RunState
+from prove_jobs.status import collect_status
 from prove_jobs.submit import submit
 
 pytestmark = [

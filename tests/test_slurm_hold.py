@@ -18,10 +18,11 @@ from conftest import SLURM_RESOURCES, SWEEPS, TEMPLATES, wait_until
 
 from prove_jobs.cli import main
 from prove_jobs.demo_data import make_demo_dataset
-from prove_jobs.runs import read_meta
+from prove_jobs.metadata import read_meta
 from prove_jobs.scheduler import slurm_available
 from prove_jobs.spec import Sweep, load_sweep
-from prove_jobs.status import RunState, collect_status
+from prove_jobs.states import RunState
+from prove_jobs.status import collect_status
 
 pytestmark = [
     pytest.mark.slurm,

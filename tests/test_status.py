@@ -12,8 +12,12 @@ import pytest
 from fake_scheduler import calls, down, say
 
 from prove_jobs.discover import discover_runs
-from prove_jobs.runs import Run, RunMeta, current_host, write_meta
-from prove_jobs.status import RunState, collect_status, translate_slurm_state
+from prove_jobs.identity import current_host
+from prove_jobs.metadata import RunMeta, write_meta
+from prove_jobs.runs import Run
+from prove_jobs.scheduler import JobInfo
+from prove_jobs.states import RunState, translate_slurm_state
+from prove_jobs.status import collect_status
 
 
 def make_run(root: Path, model: str = "m") -> Run:
@@ -134,3 +138,53 @@ def test_discover_finds_hand_started_work_dirs(tmp_path: Path) -> None:
     (tmp_path / "V" / "baseline" / "cityscapes" / "empty").mkdir()
     (tmp_path / ".prove-jobs" / "submitit" / "1" / "x").mkdir(parents=True)
     assert sorted(r.model for r in discover_runs(tmp_path)) == ["ours", "theirs"]
+
+
+def test_a_lifecycle_is_one_reading_of_the_recorded_times() -> None:
+    """Issue 24: the stage a submission is in, read from prove_run.json's timestamps in one place (an end outranks
+    a start; a finish a cancel, a cancel a failure, a failure a release), the file's form unchanged."""
+    from prove_jobs.metadata import Stage
+
+    assert meta().lifecycle.stage is Stage.SUBMITTED and meta().lifecycle.at == 100.0 and meta().lifecycle.open
+    assert meta(started_at=110.0).lifecycle.started
+    ended = meta(started_at=110.0, failed_at=120.0, cancelled_at=130.0, cancelled_by="bob", released_at=140.0)
+    assert (ended.lifecycle.stage, ended.lifecycle.at, ended.lifecycle.by) == (Stage.CANCELLED, 130.0, "bob")
+    assert not ended.lifecycle.open and not ended.lifecycle.started
+    assert meta(failed_at=120.0, released_at=140.0).lifecycle.stage is Stage.FAILED
+    assert meta(released_at=140.0, released_by="bob").lifecycle.by == "bob"
+    assert meta(finished_at=150.0, cancelled_at=130.0).lifecycle.stage is Stage.FINISHED
+    assert "lifecycle" not in meta().to_json()  # derived, never written
+
+
+def test_a_state_is_decided_from_the_evidence_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24: ``decide`` reads no file, no clock and no process: what it needs is in the Evidence."""
+    from prove_jobs.claims import LockHolder
+    from prove_jobs.conflicts import Conflict
+    from prove_jobs.evidence import Evidence
+    from prove_jobs.listing import Listing
+    from prove_jobs.logs import RunLog
+    from prove_jobs.status import decide
+
+    run = Run(model="m", variant="V", method="baseline", dataset="cityscapes", data_root=tmp_path)
+    listing = Listing(run.run_dir)  # missing: every file may be there
+    log = RunLog(last_iter=None, max_iters=None, curve=(), starts=0, first_time=None, last_time=None,
+                 seconds_per_iter=None, warnings=())
+    slurm = meta(executor="slurm", job_id="7", started_at=110.0, gpus=2)
+
+    def touched(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"decide looked outside its evidence: {args}")
+
+    for name in ("scandir", "open", "stat", "lstat", "kill"):
+        monkeypatch.setattr(os, name, touched)
+    base = Evidence(run=run, listing=listing, log=log, now=1_000.0, here="login", me="alice", meta=slurm)
+    # trained in this submission, now pending again: requeued, with the reason SLURM gives
+    pending = decide(Evidence(**{**base.__dict__, "job": JobInfo("7", "PENDING", reason="Priority"),
+                                 "allocated": (3600.0, None)}))
+    assert (pending.state, pending.pending_reason, pending.accounted_gpu_hours) == (RunState.REQUEUED, "Priority", 2.0)
+    assert decide(base).state is RunState.FAILED  # unknown to SLURM, no end recorded
+    assert decide(Evidence(**{**base.__dict__, "scheduler_note": "scheduler unreachable"})).state is RunState.STARTING
+    holder = LockHolder(user="carol", host="h", executor="slurm", job_id="9", pid=None, since=None, sweep="s.toml")
+    conflict = Conflict(holder, 50.0, "s.toml", queued_job_id="8", after_job_id="9")
+    met = decide(Evidence(**{**base.__dict__, "meta": None, "conflict": conflict}))
+    assert met.state is RunState.LOCK_CONFLICT and met.lock_holder == LockHolder(**{**holder.__dict__, "stale": True})
+    assert met.notes == ("queued as slurm job 8: starts when carol's job 9 ends",)

@@ -15,9 +15,10 @@ from conftest import SWEEPS, Gate, checkpointed, demo_sweep_with, stall_template
 
 from prove_jobs.control import wait
 from prove_jobs.errors import RunError
-from prove_jobs.runs import read_meta
+from prove_jobs.metadata import read_meta
 from prove_jobs.spec import Sweep, load_sweep
-from prove_jobs.status import RunState, collect_status
+from prove_jobs.states import RunState
+from prove_jobs.status import collect_status
 from prove_jobs.submit import submit
 
 

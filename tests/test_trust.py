@@ -16,7 +16,8 @@ import pytest
 from conftest import SWEEPS, make_run, write_logs, write_sweep
 
 from prove_jobs.cli import main
-from prove_jobs.runs import META_FILE, Run, RunMeta, read_meta, write_meta
+from prove_jobs.metadata import RunMeta, read_meta, write_meta
+from prove_jobs.runs import META_FILE, Run
 
 REPO = Path(__file__).resolve().parent.parent
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to another user, mount a tmpfs)")

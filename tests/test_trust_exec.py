@@ -18,7 +18,7 @@ import pytest
 from conftest import SWEEPS
 from test_two_users import USER_A, USER_B, _env, as_user, as_user_shell, shared, user_sweep
 
-from prove_jobs.runs import read_meta
+from prove_jobs.metadata import read_meta
 
 __all__ = ["shared"]  # the fixture, shared with tests/test_two_users.py
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SWEEPS, checkpointed
 
-from prove_jobs.claims import TRAIN_LOCK, training_lock_held
-from prove_jobs.runs import read_meta
+from prove_jobs.locks import training_lock_held
+from prove_jobs.metadata import read_meta
+from prove_jobs.runs import TRAIN_LOCK
 from prove_jobs.scheduler import slurm_available
 
 GROUP = "prove_share"

@@ -21,7 +21,9 @@ import pytest
 from conftest import claim, demo_sweep_with, make_run, write_logs
 
 from prove_jobs.cli import main
-from prove_jobs.runs import Run, RunMeta, current_host, current_user, write_meta
+from prove_jobs.identity import current_host, current_user
+from prove_jobs.metadata import RunMeta, write_meta
+from prove_jobs.runs import Run
 
 pytest.importorskip("mmengine", reason="the train extra (mmengine) writes the logs")
 

@@ -25,9 +25,9 @@ from conftest import demo_sweep_with
 
 from prove_jobs.cli import main
 from prove_jobs.errors import SpecError
+from prove_jobs.metadata import RunMeta, read_meta, write_meta
 from prove_jobs.preflight import fetch_weights, job_weights
 from prove_jobs.render import render_run, write_rendered
-from prove_jobs.runs import RunMeta, read_meta, write_meta
 from prove_jobs.spec import load_sweep
 from prove_jobs.terminal import byte_size
 from prove_jobs.weights import WeightsError, hash_prefix, resolve

@@ -83,10 +83,10 @@ def _show_statuses(statuses: list[RunStatus], warnings: list[str], source: Statu
 
 def _one_run_lines(statuses: Sequence[RunStatus], warnings: list[str]) -> list[str]:
     """A run's starts, how it used what it asked for, and why it stopped."""
-    from prove_jobs.efficiency import usage_lines
     from prove_jobs.logs.lineage import lineage_lines
     from prove_jobs.states import RunState
     from prove_jobs.status_source import failure_details
+    from prove_jobs.usage import usage_lines
 
     lines = []
     for status in statuses:

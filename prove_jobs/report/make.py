@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from prove_jobs.logs.cache import gc_paused
-from prove_jobs.report import Report, Scope, _family, build_report, final_miou, sweep_scope
+from prove_jobs.report.build import Report, Scope, build_report, final_miou, sweep_scope
 from prove_jobs.report.recipe_cache import RecipeCache, recipes_path
 from prove_jobs.report.trained import (
     AS_TRAINED,
@@ -32,6 +33,8 @@ from prove_jobs.runs import CONFIG_DIR, MODEL_FILE, Run
 from prove_jobs.spec import Sweep, Variant
 from prove_jobs.status import RunStatus
 from prove_jobs.values import finite_document
+
+_FAMILY = re.compile(r"^prove_family\s*=\s*['\"](\w+)['\"]", re.MULTILINE)
 
 
 @dataclass
@@ -260,3 +263,21 @@ def _plots(report: Report, plots_dir: Path | None, out: Path | None,
              **{f"model:{model}": path for model, path in write_model_plots(report, plots_dir).items()}}
     links = {key: os.path.relpath(path.absolute(), base.absolute()) for key, path in paths.items()}
     return links, list(paths.values())
+
+
+def _family(template: Path, below: Path, warnings: list[str]) -> str:
+    """``prove_family`` of a run's recorded ``model.py`` (``below``: its run dir), "other" when it says none.
+
+    Read as any file of the shared root (:mod:`prove_jobs.safe_read`): a FIFO, a link (to ``/dev/zero``)
+    or a file over 1 MB there is a warning, never a wait or a read without end.
+    """
+    from prove_jobs.safe_read import NotReadable, read_capped
+
+    try:
+        found = _FAMILY.search(read_capped(template, below=below).decode("utf-8", errors="replace"))
+    except NotReadable as exc:
+        warnings.append(str(exc))
+        return "other"
+    except OSError:
+        return "other"
+    return found.group(1) if found else "other"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from prove_jobs.escape import markdown
 from prove_jobs.gpu_hours import gpu_hours_line
-from prove_jobs.report import Report, RunTime, final_miou
+from prove_jobs.report.build import Report, RunTime, final_miou
 from prove_jobs.report.stats import METHOD, interval_text
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus

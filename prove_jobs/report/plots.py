@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import ProveJobsError
-from prove_jobs.report import Report
+from prove_jobs.report.build import Report
 from prove_jobs.states import RunState
 from prove_jobs.status import RunStatus
 

@@ -20,12 +20,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from prove_jobs.efficiency import Usage
-    from prove_jobs.report import Report
+    from prove_jobs.report.build import Report
     from prove_jobs.runs import Run
     from prove_jobs.scheduler import JobUsage
     from prove_jobs.spec import Resources
     from prove_jobs.status import RunStatus
+    from prove_jobs.usage import Usage
 
 MEM_HEADROOM = 1.25  # ask for the peak plus a quarter, rounded up to a whole GB: a bigger batch or image will come
 TIME_HEADROOM = 1.2  # the time all starts took plus a fifth, rounded up to TIME_STEP_MIN
@@ -95,8 +95,8 @@ class RunResources:
 def collect_resources(statuses: Sequence[RunStatus], asked_for: Callable[[Run], Resources | None],
                       warnings: list[str]) -> list[RunResources]:
     """Each run that started: one sacct for all their SLURM jobs (nothing where accounting is off), its samples."""
-    from prove_jobs.efficiency import usage_of
     from prove_jobs.scheduler import usage
+    from prove_jobs.usage import usage_of
 
     started = [s for s in statuses if (s.meta is not None and s.meta.started_at) or (s.log and s.log.starts)]
     jobs = [s.meta.job_id for s in started if s.meta and s.meta.executor == "slurm" and s.meta.job_id]

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from prove_jobs.errors import SpecError
+from prove_jobs.metadata import one_seed_run
 from prove_jobs.run_filter import RunFilter
-from prove_jobs.runs import Run, one_seed_run
+from prove_jobs.runs import Run
 from prove_jobs.spec.evaluation import Evaluation, load_evaluation
 from prove_jobs.spec.fields import (
     as_str,
