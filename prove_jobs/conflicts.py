@@ -118,15 +118,6 @@ def checked_conflict(run_dir: Path, user: str | None = None) -> Conflict | None:
     return None if entry is None else Conflict.from_json(entry)
 
 
-def conflict_for(run_dir: Path, user: str | None = None) -> dict[str, Any] | None:
-    """:func:`recorded_conflict` as the file's entry, ``{"holder": {...}, "at": t, "sweep": path}``: what
-    ``resubmit`` reads (its ``sweep``) until it reads the typed :class:`Conflict`."""
-    try:
-        return _checked_entry(run_dir, user)
-    except UnreadableValue:
-        return None
-
-
 def _checked_entry(run_dir: Path, user: str | None) -> dict[str, Any] | None:
     from prove_jobs.values import conflict_fields
 

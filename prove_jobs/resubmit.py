@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prove_jobs.claims import LockHolder
-from prove_jobs.conflicts import clear_conflict, conflict_for
+from prove_jobs.conflicts import clear_conflict, recorded_conflict
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.metadata import read_meta_quietly
 from prove_jobs.run_filter import RunFilter
@@ -138,7 +138,7 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
 
     result = ResubmitResult()
     to_submit: list[tuple[Sweep, Run]] = []
-    conflicted = [(run, conflict) for run in runs if (conflict := conflict_for(run.run_dir)) is not None]
+    conflicted = [(run, conflict) for run in runs if (conflict := recorded_conflict(run.run_dir)) is not None]
     states = {s.run: s for s in collect_status([run for run, _ in conflicted]).statuses} if conflicted else {}
     for run, conflict in conflicted:
         meta = read_meta_quietly(run.run_dir)
@@ -152,7 +152,7 @@ def resubmit_lock_conflicts(runs: Sequence[Run], sweep_for: SweepFor, *, executo
             result.settled.append((run, Skip(SkipReason.CANCELLED, f"{why}: not restarted; `prove-jobs submit SWEEP "
                                                                    f"{run.options}` trains it again")))
             continue
-        to_submit.append((sweep_for(run, str(conflict.get("sweep", ""))), run))
+        to_submit.append((sweep_for(run, conflict.sweep), run))
     for sweep, sweep_runs in by_sweep(to_submit):
         outcome = submit(sweep, sweep_runs, executor=executor, skip_done=True)
         result.submitted += outcome.submitted

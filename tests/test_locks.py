@@ -29,7 +29,7 @@ from conftest import (
 
 from prove_jobs.claims import unlock
 from prove_jobs.cli import main
-from prove_jobs.conflicts import conflict_for
+from prove_jobs.conflicts import recorded_conflict
 from prove_jobs.control import cancel
 from prove_jobs.errors import LockConflict, RunError
 from prove_jobs.identity import current_user
@@ -173,7 +173,7 @@ def test_eight_racing_submitters_start_exactly_one_job(tmp_path: Path, monkeypat
         folder = sweep.data_root / ".prove-jobs" / "submitit" / current_user()
         jobs = [p for p in folder.iterdir() if p.name.isdigit()]
         assert len(jobs) == 1, (round_no, jobs)
-        assert conflict_for(run.run_dir) is None  # all one user: own job, nothing to record
+        assert recorded_conflict(run.run_dir) is None  # all one user: own job, nothing to record
 
 
 # --- kill -9, stale claim, resubmit --lock-conflicts resumes --------------------------------------
@@ -202,7 +202,7 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     # The same run again from this user: not a conflict, the user's own live job (nothing recorded).
     again = submit(sweep, [run], executor="local")
     assert not again.submitted and not again.conflicts and again.already_running[0][1].job_id == first.job_id
-    assert conflict_for(run.run_dir) is None
+    assert recorded_conflict(run.run_dir) is None
     # As if alice had submitted it (tests/test_two_users.py has two real users): a conflict naming her job.
     update_meta(run.run_dir, user="alice")
     second = submit(sweep, [run], executor="local")
@@ -238,7 +238,7 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     assert final is not None and final.finished_at is not None and final.attempts == 2
     status = collect_status([run]).statuses[0]
     assert status.state is RunState.COMPLETED and status.iter == 40 and status.lock_holder is None
-    assert conflict_for(run.run_dir) is None
+    assert recorded_conflict(run.run_dir) is None
     starts = sorted(p for p in run.run_dir.iterdir() if p.is_dir() and p.name[:8].isdigit())
     second_start = [json.loads(line) for line in (starts[-1] / "vis_data" / "scalars.json").read_text().splitlines()]
     assert min(r["step"] for r in second_start if "loss" in r) > 20  # resumed, not restarted
