@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS, TEMPLATES, preempt, read_or_empty, scontrol_job, wait_until
+from conftest import LONG_VARIANT, SWEEPS, TEMPLATES, preempt, read_or_empty, scontrol_job, wait_until
 
 from prove_jobs.cli import main
 from prove_jobs.metadata import read_meta
@@ -31,16 +31,6 @@ PACE_HOOK = """
 # added by tests/test_save_at_signal.py: each iteration takes at least {seconds} s
 custom_imports = dict(imports=['stall_hook'], allow_failed_imports=False)
 custom_hooks = [dict(type='Pace', seconds={seconds})]
-"""
-VARIANT = """
-description = "a checkpoint and a validation every 20 iterations, paced"
-max_iters = {max_iters}
-batch_size = 2
-lr = 0.01
-warmup_iters = 5
-val_interval = 20
-checkpoint_interval = 20
-crop_size = [64, 64]
 """
 SAVED = re.compile(r"saved iter_(\d+)\.pth at iteration (\d+); the next start resumes at iteration (\d+)")
 slurm = pytest.mark.skipif(not slurm_available(), reason="no SLURM controller answers (`make slurm-up` starts one)")
@@ -56,7 +46,7 @@ def paced_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: str,
     shutil.copytree(TEMPLATES, templates)
     for model in (templates / "models").glob("*.py"):
         model.write_text(model.read_text() + PACE_HOOK.format(seconds=seconds))
-    (templates / "variants" / "DEMO_PACED.toml").write_text(VARIANT.format(max_iters=max_iters))
+    (templates / "variants" / "DEMO_PACED.toml").write_text(LONG_VARIANT.format(max_iters=max_iters))
     here = str(Path(__file__).resolve().parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     make_demo_dataset(tmp_path / "data" / "cityscapes")
