@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from prove_jobs.identity import pid_alive
+
 # typing.TYPE_CHECKING would import typing; mypy reads this the same
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -340,7 +342,7 @@ def run(run_dir: str, pid: int, every: float, cores: int | None) -> int:
         return 1
     while True:
         stopped = signal.sigtimedwait({signal.SIGTERM}, every) is not None
-        if os.getppid() != parent or not _alive(pid):
+        if os.getppid() != parent or not pid_alive(pid):
             return 0  # the training is gone (SIGKILL, or prctl's SIGTERM for it): a sample now would read 0
         try:
             t, cpu, rss, gpus = probe.sample()
@@ -354,13 +356,6 @@ def run(run_dir: str, pid: int, every: float, cores: int | None) -> int:
             return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
