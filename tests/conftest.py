@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ import pytest
 
 from prove_jobs.metadata import RunMeta
 from prove_jobs.runs import Run
+from prove_jobs.states import RunState
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "job_templates"
@@ -338,6 +341,32 @@ def claim(run: Run, **changes: object) -> RunMeta:
     return write_meta(run.run_dir, RunMeta(**{**base.to_json(), **changes}))  # type: ignore[arg-type]
 
 
+# --- driving the commands as a user does ----------------------------------------------------------------
+
+def cli(*argv: str | Path) -> str:
+    """``prove-jobs ARGV`` through ``prove_jobs.cli.main``: its stdout; a non-zero exit fails the test."""
+    from prove_jobs.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in argv])
+    assert code == 0, f"prove-jobs {' '.join(map(str, argv))} exited {code}: {err.getvalue()}"
+    return out.getvalue()
+
+
+def cli_status(target: Any, *argv: str) -> list[dict[str, Any]]:
+    """``prove-jobs status TARGET ARGV --json``: one row per run. ``target``: a sweep (or its file), or
+    ``--root`` with a folder as the first of ``argv``."""
+    where = [str(getattr(target, "path", target))] if target is not None else []
+    rows: list[dict[str, Any]] = json.loads(cli("status", *where, *argv, "--json"))
+    return rows
+
+
+def cli_states(target: Any, *argv: str) -> list[RunState]:
+    """The state of each run ``prove-jobs status`` shows, in its order."""
+    return [RunState(row["state"]) for row in cli_status(target, *argv)]
+
+
 # --- the project's SLURM test cluster (tests/cluster/slurm-up.sh) ---------------------------------------
 
 SLURM_RESOURCES = """
@@ -361,23 +390,35 @@ crop_size = [64, 64]
 """
 
 
-def long_sweep(tmp_path: Path, max_requeues: int, monkeypatch: pytest.MonkeyPatch,
-               resources: str = SLURM_RESOURCES) -> Any:
-    """DEMO_LONG (120 iterations) of demo_fcn_r18_tiny and demo_segformer_tiny on the test cluster, held after
-    iteration 20 while its gate (``Gate(sweep.templates_dir / "stall.gate")``) is closed."""
+def slurm_demo_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: str = SLURM_RESOURCES) -> Any:
+    """The demo sweep (2 models x 2 variants) on the test cluster, its templates a copy in ``tmp_path``."""
     from prove_jobs.demo_data import make_demo_dataset
     from prove_jobs.spec import load_sweep
 
     shutil.copytree(TEMPLATES, tmp_path / "templates")
-    stall_templates(tmp_path / "templates", 20, monkeypatch)  # closed: held after iteration 20
-    (tmp_path / "templates" / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT.format(max_iters=120))
     make_demo_dataset(tmp_path / "data" / "cityscapes")
     (tmp_path / "runs").mkdir()
     text = (SWEEPS / "demo.toml").read_text()
-    text = text[: text.index("[resources]")] + resources + f"max_requeues = {max_requeues}\n"
-    text = text.replace('variants = ["DEMO_REF", "DEMO_BS4"]', 'variants = ["DEMO_LONG"]\ntemplates = "templates"')
-    path = tmp_path / "long.toml"
+    text = text[: text.index("[resources]")] + resources
+    text = text.replace('name = "demo"', 'name = "demo"\ntemplates = "templates"')
+    path = tmp_path / "slurm.toml"
     path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
+    monkeypatch.chdir(tmp_path)  # sbatch writes nothing here, but a job's cwd must be writable
+    return load_sweep(path)
+
+
+def long_sweep(tmp_path: Path, max_requeues: int, monkeypatch: pytest.MonkeyPatch,
+               resources: str = SLURM_RESOURCES) -> Any:
+    """DEMO_LONG (120 iterations) of demo_fcn_r18_tiny and demo_segformer_tiny on the test cluster, held after
+    iteration 20 while its gate (``Gate(sweep.templates_dir / "stall.gate")``) is closed."""
+    from prove_jobs.spec import load_sweep
+
+    sweep = slurm_demo_sweep(tmp_path, monkeypatch, resources + f"max_requeues = {max_requeues}\n")
+    stall_templates(sweep.templates_dir, 20, monkeypatch)  # closed: held after iteration 20
+    (sweep.templates_dir / "variants" / "DEMO_LONG.toml").write_text(LONG_VARIANT.format(max_iters=120))
+    text = sweep.path.read_text().replace('variants = ["DEMO_REF", "DEMO_BS4"]', 'variants = ["DEMO_LONG"]')
+    path = tmp_path / "long.toml"
+    path.write_text(text)
     return load_sweep(path)
 
 

@@ -15,20 +15,18 @@ import pytest
 from conftest import (
     REPO,
     SLURM_RESOURCES,
-    SWEEPS,
-    TEMPLATES,
     Gate,
     checkpointed,
     long_sweep,
     preempt,
     read_or_empty,
     scontrol_job,
+    slurm_demo_sweep,
     stall_templates,
     wait_until,
 )
 
 from prove_jobs.cli import main
-from prove_jobs.demo_data import make_demo_dataset
 from prove_jobs.locks import training_lock_held
 from prove_jobs.metadata import read_meta
 from prove_jobs.scheduler import slurm_available
@@ -49,19 +47,9 @@ RESOURCES = SLURM_RESOURCES
 @pytest.fixture
 def slurm_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sweep:
     """The demo sweep on the test cluster; its trainings hold after iteration 10 while ``_gate(sweep)`` is closed."""
-    import shutil
-
-    shutil.copytree(TEMPLATES, tmp_path / "templates")
-    stall_templates(tmp_path / "templates", 10, monkeypatch).open()
-    make_demo_dataset(tmp_path / "data" / "cityscapes")
-    (tmp_path / "runs").mkdir()
-    text = (SWEEPS / "demo.toml").read_text()
-    text = text[: text.index("[resources]")] + RESOURCES
-    text = text.replace('name = "demo"', 'name = "demo"\ntemplates = "templates"')
-    path = tmp_path / "slurm.toml"
-    path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
-    monkeypatch.chdir(tmp_path)  # sbatch writes nothing here, but a job's cwd must be writable
-    return load_sweep(path)
+    sweep: Sweep = slurm_demo_sweep(tmp_path, monkeypatch)
+    stall_templates(sweep.templates_dir, 10, monkeypatch).open()
+    return load_sweep(sweep.path)
 
 
 def _gate(sweep: Sweep) -> Gate:

@@ -8,19 +8,16 @@ Each test prints its timeline (seconds from the submit), recorded in docs/cluste
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SLURM_RESOURCES, SWEEPS, TEMPLATES, wait_until
+from conftest import SLURM_RESOURCES, slurm_demo_sweep, wait_until
 
 from prove_jobs.cli import main
-from prove_jobs.demo_data import make_demo_dataset
 from prove_jobs.metadata import read_meta
 from prove_jobs.scheduler import slurm_available
-from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
 from prove_jobs.status import collect_status
 
@@ -34,20 +31,6 @@ pytestmark = [
 BREAK = "\ntrain_dataloader['dataset']['no_such_key'] = 1\n"
 
 
-def _sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: str) -> Sweep:
-    """The demo sweep (2 models x 2 variants: one array of 4 tasks) on the test cluster, its templates a copy."""
-    shutil.copytree(TEMPLATES, tmp_path / "templates")
-    make_demo_dataset(tmp_path / "data" / "cityscapes")
-    (tmp_path / "runs").mkdir()
-    text = (SWEEPS / "demo.toml").read_text()
-    text = text[: text.index("[resources]")] + resources
-    text = text.replace('name = "demo"', 'name = "demo"\ntemplates = "templates"')
-    path = tmp_path / "slurm.toml"
-    path.write_text(text.replace("${DEMO_ROOT:-demo}", str(tmp_path)))
-    monkeypatch.chdir(tmp_path)
-    return load_sweep(path)
-
-
 def _squeue(array: str) -> dict[str, tuple[str, str]]:
     out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%T|%r", f"--jobs={array}"],
                          capture_output=True, text=True, check=False).stdout
@@ -56,7 +39,7 @@ def _squeue(array: str) -> dict[str, tuple[str, str]]:
 
 def test_a_broken_template_holds_the_rest_then_release_after_the_fix_completes_all(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    sweep = _sweep(tmp_path, monkeypatch, SLURM_RESOURCES + "max_running = 1\n")  # --array=0-3%1
+    sweep = slurm_demo_sweep(tmp_path, monkeypatch, SLURM_RESOURCES + "max_running = 1\n")  # --array=0-3%1
     template = sweep.templates_dir / "run_config.py.tmpl"
     good = template.read_text()
     template.write_text(good + BREAK)
@@ -122,7 +105,7 @@ def test_a_fix_outside_the_templates_releases_the_held_tasks_in_place(
     """The dataset's training images were not there (each run fails as it lists them); once they are back nothing
     rendered changed: `release` releases the held tasks in place (`scontrol release`) and submits again the two
     that failed."""
-    sweep = _sweep(tmp_path, monkeypatch, SLURM_RESOURCES + "max_running = 1\n")
+    sweep = slurm_demo_sweep(tmp_path, monkeypatch, SLURM_RESOURCES + "max_running = 1\n")
     data = tmp_path / "data" / "cityscapes" / "leftImg8bit" / "train"
     moved = data.with_name("train-moved")
     data.rename(moved)
@@ -144,7 +127,7 @@ def test_a_fix_outside_the_templates_releases_the_held_tasks_in_place(
 
 def test_smoke_on_slurm_tests_each_combination_then_submits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    sweep = _sweep(tmp_path, monkeypatch, SLURM_RESOURCES)
+    sweep = slurm_demo_sweep(tmp_path, monkeypatch, SLURM_RESOURCES)
     broken = sweep.templates_dir / "models" / "demo_fcn_r18_tiny.py"
     good = broken.read_text()
     broken.write_text(good + "\nmodel['decode_head']['no_such_key'] = 1\n")
