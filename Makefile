@@ -1,6 +1,6 @@
 # The targets are the interface: `make demo`, `make test` work as the first command on a fresh machine.
 PYTHON ?= python3
-# lite: mmcv-lite + prove_jobs/_mmcv_shim.py (a minute to install) in .venv; full: mmcv with compiled
+# lite: mmcv-lite + prove_jobs/mmcv_shim.py (a minute to install) in .venv; full: mmcv with compiled
 # ops, built from source (10-25 minutes on 2 cores, once: pip caches the wheel), plus mmdet for
 # Mask2Former, in .venv-full. Any target takes MMCV_FLAVOUR=full (`make test MMCV_FLAVOUR=full` runs
 # the whole suite there); `make test-full` builds .venv-full and runs the tests marked full.

@@ -71,7 +71,7 @@ def _stamp(t: float) -> str:
     return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(t))
 
 
-def _header(ts: str, resume_from: int | None) -> str:
+def log_header(ts: str, resume_from: int | None) -> str:
     env = (
         "\n------------------------------------------------------------\nSystem environment:\n"
         "    sys.platform: linux\n    Python: 3.11.7 (main, May  9 2026, 07:35:25) [GCC 12.2.0]\n"
@@ -160,7 +160,7 @@ def _val(i: int, seed: int, t: float) -> tuple[str, str]:
     return js, text
 
 
-def _run_dir(root: Path, k: int) -> Path:
+def run_dir_of(root: Path, k: int) -> Path:
     return root / VARIANTS[k % len(VARIANTS)] / "baseline" / "cityscapes" / f"{MODELS[k % len(MODELS)]}_{k:04d}"
 
 
@@ -173,7 +173,7 @@ def write_run(work: Path, seed: int) -> None:
         d = work / ts
         (d / "vis_data").mkdir(parents=True, exist_ok=True)
         js: list[str] = []
-        text: list[str] = [_header(ts, first - LOG_INTERVAL if n else None)]
+        text: list[str] = [log_header(ts, first - LOG_INTERVAL if n else None)]
         for i in range(first, end + 1, LOG_INTERVAL):
             t += LOG_INTERVAL * SEC_PER_ITER
             a, b = _train(i, seed, t, ts)
@@ -192,7 +192,7 @@ def write_run(work: Path, seed: int) -> None:
 
 
 def ensure_data(root: Path, runs: int) -> tuple[list[Path], float]:
-    dirs = [_run_dir(root, k) for k in range(runs)]
+    dirs = [run_dir_of(root, k) for k in range(runs)]
 
     def write() -> None:
         for k, d in enumerate(dirs):
@@ -364,7 +364,7 @@ def commands(data: Path, n_runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         small = Path(tmp) / "root"
         for k in range(14):
-            write_run(_run_dir(small, k), k)
+            write_run(run_dir_of(small, k), k)
         # As a user's install runs: with byte code (pip compiles on install; an editable install
         # writes __pycache__ on first use). PYTHONDONTWRITEBYTECODE, set on some machines, would
         # time compiling every prove_jobs module on each start instead.

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if params != json.loads(json.dumps(dict(bench_status.PARAMS, runs=args.runs))):
         print(f"{root}: not bench_status.py's data for {args.runs} runs: run benchmarks/bench_status.py first")
         return 2
-    dirs = [bench_status._run_dir(root, k) for k in range(args.runs)]
+    dirs = [bench_status.run_dir_of(root, k) for k in range(args.runs)]
     sizes = [f.stat().st_size for d in dirs for f in d.glob("2*/**/*") if f.suffix in (".json", ".log")]
     print(f"data: {len(dirs)} runs, {sum(sizes) / 1e6:.0f} MB of logs")
     sample = dirs[: args.sample]
@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         return bench_status.timed(lambda: [reader(data) for data in files])[0] * scale
 
     json_fast = slow_readers(times_module.json_times, "2*/vis_data/scalars.json")
-    json_slow = slow_readers(times_module._json_by_line, "2*/vis_data/scalars.json")
+    json_slow = slow_readers(times_module.json_times_by_line, "2*/vis_data/scalars.json")
     text_fast = slow_readers(times_module.text_times, "2*/2*.log")
-    text_slow = slow_readers(times_module._text_by_line, "2*/2*.log")
+    text_slow = slow_readers(times_module.text_times_by_line, "2*/2*.log")
     rows.append(("  JSON scan, files in memory (scaled)", json_fast, ""))
     rows.append(("  JSON line by line, json.loads: the fallback (scaled)", json_slow, f"{json_slow / json_fast:.1f}x"))
     rows.append(("  text scan, files in memory (scaled)", text_fast, ""))

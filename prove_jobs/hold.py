@@ -172,7 +172,7 @@ def _ended(start: Start, token: str) -> None:
         if shape is not None:
             note = Note(start.array, ends[0].error, tuple(e.run for e in ends), len(ends), time.time(),
                         meta.sweep_file)
-        _write(holds / f"{start.array}.json", ends, note)
+        write_ledger(holds / f"{start.array}.json", ends, note)
     if note is not None:
         refused = hold_array(start.array)
         _say(f"the first {note.count} runs of job {start.array} failed alike ({note.error}): its queued tasks are "
@@ -261,7 +261,8 @@ def _read(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write(path: Path, ends: Sequence[End], note: Note | None) -> None:
+def write_ledger(path: Path, ends: Sequence[End], note: Note | None) -> None:
+    """A submission's ledger: the ends its tasks added, and the hold once one is placed (kept once written)."""
     previous = _read(path).get("held")
     document = {"ends": [asdict(e) for e in ends], "held": asdict(note) if note is not None else previous}
     atomic_write_text(path, json.dumps(document, indent=1) + "\n", mode=0o640)

@@ -65,10 +65,10 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    if _needs_shim():
-        from prove_jobs import _mmcv_shim
+    if needs_shim():
+        from prove_jobs import mmcv_shim
 
-        _mmcv_shim.install()
+        mmcv_shim.install()
     from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
@@ -106,8 +106,8 @@ def train(config_file: Path, work_dir: Path, *, threads: int | None = None, rank
     return int(runner.iter)
 
 
-def _needs_shim() -> bool:
-    """Whether this process needs :mod:`prove_jobs._mmcv_shim`: mmcv-lite, or setuptools without pkg_resources.
+def needs_shim() -> bool:
+    """Whether this process needs :mod:`prove_jobs.mmcv_shim`: mmcv-lite, or setuptools without pkg_resources.
 
     Decided here, where the job runs, not where it was submitted: a job pickled on a lite login
     node (the shim imported there) trains on full-flavour nodes without it. With full mmcv (its

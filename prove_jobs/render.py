@@ -151,9 +151,9 @@ def read_config(config_file: Path, what: str = "") -> Any:
             f"flattening a config needs mmengine and mmsegmentation ({exc}); install the train extra: "
             "pip install 'prove-jobs[train]'"
         ) from None
-    from prove_jobs import _mmcv_shim
+    from prove_jobs import mmcv_shim
 
-    _mmcv_shim.install_mmengine_package_lookup()
+    mmcv_shim.install_mmengine_package_lookup()
     try:
         return Config.fromfile(str(config_file), import_custom_modules=False)
     except Exception as exc:  # mmengine raises anything from SyntaxError to KeyError here

@@ -91,7 +91,7 @@ class ProveRecordModules(Hook):
         ops = sys.modules.get("mmcv.ops")
         record = dict(
             pid=os.getpid(), executable=sys.executable,
-            shim="prove_jobs._mmcv_shim" in sys.modules,
+            shim="prove_jobs.mmcv_shim" in sys.modules,
             compiled_ops="mmcv._ext" in sys.modules,
             stand_in=bool(getattr(ops, "__prove_jobs_shim__", False)),
         )
@@ -244,7 +244,7 @@ import sys
 from prove_jobs.payload import TrainingJob
 print(TrainingJob(sys.argv[1], threads=2)())
 ops = sys.modules.get("mmcv.ops")
-print("shim loaded:", "prove_jobs._mmcv_shim" in sys.modules)
+print("shim loaded:", "prove_jobs.mmcv_shim" in sys.modules)
 print("stand-in ops:", bool(getattr(ops, "__prove_jobs_shim__", False)))
 print("compiled ops:", "mmcv._ext" in sys.modules)
 """
@@ -260,7 +260,7 @@ def test_the_payload_on_full_mmcv_never_loads_the_lite_shim(tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "completed DEMO_BS4/demo_fcn_r18_tiny at iter 20" in done.stdout
     assert "compiled ops: True" in done.stdout and "stand-in ops: False" in done.stdout
-    assert "shim loaded: False" in done.stdout, "the payload imported prove_jobs._mmcv_shim on full mmcv"
+    assert "shim loaded: False" in done.stdout, "the payload imported prove_jobs.mmcv_shim on full mmcv"
 
 
 # A lite login node: mmcv without its compiled extension, the shim imported and its stand-in mmcv.ops
@@ -276,9 +276,9 @@ class NoCompiledOps:
         return None
 
 sys.meta_path.insert(0, NoCompiledOps())
-from prove_jobs import _mmcv_shim
+from prove_jobs import mmcv_shim
 
-_mmcv_shim.install()
+mmcv_shim.install()
 assert getattr(sys.modules["mmcv.ops"], "__prove_jobs_shim__", False), "no stand-in: not a lite process"
 from prove_jobs.cli import main
 
@@ -296,7 +296,7 @@ def test_a_job_submitted_from_a_lite_login_node_trains_on_full_mmcv_without_the_
     assert row["state"] == "completed" and [point[0] for point in row["curve"]] == [2, 4]
     [seen] = modules_seen(tmp_path)
     assert seen["compiled_ops"] and not seen["stand_in"], seen
-    assert not seen["shim"], "the job imported prove_jobs._mmcv_shim on full mmcv"
+    assert not seen["shim"], "the job imported prove_jobs.mmcv_shim on full mmcv"
 
 
 def test_a_lite_login_node_submits_to_the_full_flavour_named_by_resources_python(

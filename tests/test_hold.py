@@ -161,7 +161,7 @@ def test_status_says_in_one_line_why_tasks_are_held(tmp_path: Path) -> None:
     folder = hold.job_folder_of(tmp_path, current_user())
     (folder / hold.HOLDS_DIR).mkdir(parents=True)
     note = hold.Note("77", "KeyError: 'decode_head.foo'", ("V/m0", "V/m1"), 2, 1.0, "/s/sweep.toml")
-    hold._write(folder / hold.HOLDS_DIR / "77.json", [_end("0"), _end("1")], note)
+    hold.write_ledger(folder / hold.HOLDS_DIR / "77.json", [_end("0"), _end("1")], note)
 
     def status(i: int, reason: str) -> RunStatus:
         run = Run(model=f"m{i}", variant="V", method="baseline", dataset="cityscapes", data_root=tmp_path)

@@ -51,7 +51,7 @@ def status_root(root: Path, env: dict[str, str]) -> tuple[float, int]:
 
 
 def entries(path: Path) -> int:
-    return len(LogCache.load(path)._runs)
+    return len(LogCache.load(path).run_dirs)
 
 
 @pytest.mark.slow
@@ -102,20 +102,20 @@ def test_runs_unseen_for_long_or_beyond_the_cap_leave_the_file(tmp_path: Path, m
         cache.read_run_log(run_dir)
     cache.save(path)
     later = time.time() + cache_files.MAX_AGE_S + 3600  # two weeks on, only the new runs are looked at
-    monkeypatch.setattr("prove_jobs.logs.cache._now", lambda: later)
     cache = LogCache.load(path)
+    cache.clock = lambda: later
     for run_dir in new:
         cache.read_run_log(run_dir)
     cache.save(path)
-    assert sorted(LogCache.load(path)._runs) == sorted(map(str, new))
+    assert sorted(LogCache.load(path).run_dirs) == sorted(map(str, new))
 
     monkeypatch.setattr("prove_jobs.logs.cache.MAX_RUNS", 4)
     cache = LogCache.load(path)
     for k, run_dir in enumerate(new):  # each seen later than the one before, so the first two leave
-        monkeypatch.setattr("prove_jobs.logs.cache._now", lambda k=k: later + 2 * cache_files.SEEN_EVERY_S * (k + 1))
+        cache.clock = lambda k=k: later + 2 * cache_files.SEEN_EVERY_S * (k + 1)
         cache.read_run_log(run_dir)
     cache.save(path)
-    assert sorted(LogCache.load(path)._runs) == sorted(map(str, new[2:]))
+    assert sorted(LogCache.load(path).run_dirs) == sorted(map(str, new[2:]))
 
 
 def test_a_run_dir_seen_missing_leaves_the_file(tmp_path: Path) -> None:
@@ -130,4 +130,4 @@ def test_a_run_dir_seen_missing_leaves_the_file(tmp_path: Path) -> None:
     for run_dir in runs:
         cache.read_run_log(run_dir)
     cache.save(path)
-    assert sorted(LogCache.load(path)._runs) == sorted(map(str, runs[1:]))
+    assert sorted(LogCache.load(path).run_dirs) == sorted(map(str, runs[1:]))

@@ -391,9 +391,7 @@ def test_unreadable_file_even_as_root(tmp_path: Path) -> None:
     (d / "vis_data" / "scalars.json").write_text(TRAIN.format(loss=0.5, t=0.4, i=50))
     log = read_run_log(tmp_path)
     assert log.last_iter == 50  # is_file() is False for the directory: skipped, no crash
-    fifo_cache = LogCache()
-    warnings: list[str] = []
-    assert fifo_cache._get(d / f"{d.name}.log", "text", warnings) is None
+    warnings = LogCache().read_text_log(d / f"{d.name}.log").warnings
     assert warnings and "cannot read" in warnings[0]
 
 
@@ -602,12 +600,13 @@ def test_corrupt_cache_file_is_ignored(tmp_path: Path, content: bytes) -> None:
     good.read_run_log(tmp_path / "wd")
     good.save(tmp_path / "cache.pickle")
     data = (tmp_path / "cache.pickle").read_bytes()
+    assert LogCache.load(tmp_path / "cache.pickle").run_dirs == [str(tmp_path / "wd")]  # the good file
     for variant in (content, data[: len(data) // 2]):
         (tmp_path / "cache.pickle").write_bytes(variant)
         cache = LogCache.load(tmp_path / "cache.pickle")
-        assert cache._files == {}
+        assert cache.run_dirs == []
         assert cache.read_run_log(tmp_path / "wd") == read_run_log(tmp_path / "wd")
-    assert LogCache.load(tmp_path / "missing.pickle")._files == {}
+    assert LogCache.load(tmp_path / "missing.pickle").run_dirs == []
 
 
 def test_damaged_cache_of_the_current_format_is_ignored(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ pytest.importorskip("mmseg", reason="training needs the train extra (torch, mmen
 
 from conftest import demo_run_dir
 
+from prove_jobs.job_record import take_over
 from prove_jobs.metadata import RunMeta, read_meta, write_meta
 from prove_jobs.payload import TrainingJob
 
@@ -183,14 +184,14 @@ def test_a_take_over_job_leaves_a_run_claimed_meanwhile_and_keeps_its_own(
     third = RunMeta(model="m", variant="V", config_hash="c0ffee", user="carol", executor="local",
                     host=current_host(), pid=os.getpid(), job_id="55", submitted_at=1.0)
     write_meta(run_dir, third)
-    message = TrainingJob(str(run_dir), take_over=take)._take_over(run_dir, take)
+    message = TrainingJob(str(run_dir), take_over=take)()  # the job, as submitit calls it on the node
     assert message == "held by carol (job 55) since we were queued: not started"
     assert read_meta(run_dir) == third
     # SLURM requeued this very job after it took the run over: it is ours, it trains on
     ours = RunMeta(model="m", variant="V", config_hash="c0ffee", user=current_user(), executor="slurm",
                    job_id="77", submitted_at=1.0, started_at=2.0)
     write_meta(run_dir, ours)
-    assert TrainingJob(str(run_dir), take_over=take)._take_over(run_dir, take) is None
+    assert take_over(run_dir, take, token="", lock_mode="fcntl") == ""  # already ours: nothing to claim
     assert read_meta(run_dir) == ours
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from prove_jobs.distributed import Rank
 from prove_jobs.identity import current_user
+from prove_jobs.job_record import take_over
 from prove_jobs.metadata import RunMeta, read_meta, write_meta
 from prove_jobs.payload import TakeOver, TrainingJob
 from prove_jobs.rendered_check import RenderedChanged, read_checked, sha256_text
+from prove_jobs.runs import CONFIG_DIR
 
 OURS = (("model.py", "model = dict(type='ours')\n"), ("config.py", "_base_ = ['./model.py']\nx = 1\n"))
 DIGESTS = tuple((name, sha256_text(text)) for name, text in OURS)
@@ -36,14 +37,13 @@ def test_a_take_over_job_writes_its_own_rendering_and_checks_what_it_wrote(
     write_meta(run_dir, RunMeta(model="m", variant="V", config_hash="c0ffee", user="alice", executor="slurm",
                                 job_id="11", submitted_at=1.0))
     take = TakeOver("11", "c0ffee", "sweep.toml", OURS)
-    job = TrainingJob(str(run_dir), token="t-b", take_over=take, rendered=DIGESTS)
-    assert job._take_over(run_dir, take) is None
+    assert take_over(run_dir, take, token="t-b", lock_mode="fcntl") is None  # claimed now, our files written
     meta = read_meta(run_dir)
     assert meta is not None and meta.user == current_user() and meta.token == "t-b"
-    assert job._read_rendered(run_dir) == {name: text.encode() for name, text in OURS}
+    assert read_checked(run_dir / CONFIG_DIR, DIGESTS) == {name: text.encode() for name, text in OURS}
 
 
-def test_a_ddp_follower_checks_the_config_before_it_loads_it(tmp_path: Path) -> None:
+def test_a_ddp_follower_checks_the_config_before_it_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "run"
     folder = _prove(run_dir, OURS)
     write_meta(run_dir, RunMeta(model="m", variant="V", user=current_user(), token="t-a", submitted_at=1.0,
@@ -51,8 +51,11 @@ def test_a_ddp_follower_checks_the_config_before_it_loads_it(tmp_path: Path) -> 
     ran = tmp_path / "pwned"  # what the planted config does once mmengine loads it
     (folder / ".mine").write_text(f"open({str(ran)!r}, 'w').close()\n")
     os.replace(folder / ".mine", folder / "config.py")  # a member's file renamed over it
+    for name, value in {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}.items():
+        monkeypatch.setenv(name, value)  # rank 1 of 2, as srun starts it
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     with pytest.raises(RenderedChanged, match=r"config.py: changed since submit \(sha256 .*owner "):
-        TrainingJob(str(run_dir), token="t-a", rendered=DIGESTS)._follow(run_dir, Rank(1, 2, 1), wait_s=5)
+        TrainingJob(str(run_dir), token="t-a", rendered=DIGESTS)()
     assert not ran.exists(), "a changed config reached mmengine"
 
 

@@ -215,7 +215,7 @@ def test_report_root_and_text_only_run_times(tmp_path: Path, capsys: pytest.Capt
     bench = bench_module()
     root = tmp_path / "root"
     for k in (1, 2, 3):  # three hand-started 80k trainings of three resumed starts each, no prove-jobs metadata
-        bench.write_run(bench._run_dir(root, k), k)
+        bench.write_run(bench.run_dir_of(root, k), k)
     assert main(["report", "--root", str(root), "--format", "json"]) == 0
     before = json.loads(capsys.readouterr().out)
     assert {r["variant"] for r in before["runs"]} == {"AUG_STRONG", "LR_HALF", "LR_DOUBLE"}

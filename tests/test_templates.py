@@ -49,7 +49,7 @@ def load(model: str, tmp_path: Path, *, variant: str = "WEIGHTS_CITYSCAPES", num
     """The config prove-jobs renders for ``model`` x ``variant`` (20k iterations at batch 16, LR 0.08), loaded."""
     from mmengine.config import Config
 
-    from prove_jobs import _mmcv_shim
+    from prove_jobs import mmcv_shim
     from prove_jobs.render import render_run, write_rendered
     from prove_jobs.spec import load_sweep
 
@@ -60,7 +60,7 @@ def load(model: str, tmp_path: Path, *, variant: str = "WEIGHTS_CITYSCAPES", num
     sweep = load_sweep(sweep_file)
     [run] = sweep.runs()
     config = write_rendered(render_run(sweep, run))
-    _mmcv_shim.install()  # also lets mmengine resolve 'mmseg::' bases without pkg_resources
+    mmcv_shim.install()  # also lets mmengine resolve 'mmseg::' bases without pkg_resources
     return Config.fromfile(str(config))
 
 
@@ -173,10 +173,10 @@ def test_zoo_facts_match_mmseg(model: str) -> None:
     """Each template's prove_zoo is what the mmseg config it inherits says (nothing typed by hand drifts)."""
     from mmengine.config import Config
 
-    from prove_jobs import _mmcv_shim
+    from prove_jobs import mmcv_shim
     from prove_jobs.spec.model import read_model_facts
 
-    _mmcv_shim.install()
+    mmcv_shim.install()
     zoo = read_model_facts(TEMPLATES / "models" / f"{model}.py").zoo
     assert zoo is not None
     found = list((Path(importlib.util.find_spec("mmseg").origin).parent / ".mim" / "configs")  # type: ignore[arg-type]

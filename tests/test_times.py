@@ -162,7 +162,7 @@ def test_json_scan_equals_json_loads_of_every_line(tmp_path: Path, case: str) ->
     (tmp_path / "20260101_000000" / "vis_data" / "scalars.json").write_text(body)
     assert training_time(tmp_path).seconds == old.old_training_seconds(tmp_path)
     data = body.encode()
-    fast, by_line = times_module.json_times(data), times_module._json_by_line(data)
+    fast, by_line = times_module.json_times(data), times_module.json_times_by_line(data)
     assert (fast.iters, fast.times, fast.vals) == (by_line.iters, by_line.times, by_line.vals)
     # Lines the scan does not read as mmengine writes them: every line is json.loads-ed.
     assert fast.how == ("line by line" if case in JSON_UNFIT else "scan")
@@ -181,7 +181,7 @@ TEXT_CASES = {
 def test_text_scan_equals_reading_every_line(case: str) -> None:
     plain = "".join(train_text(i, 0.25) for i in range(50, 1001, 50))
     data = (plain + TEXT_CASES[case]).encode()
-    fast, by_line = times_module.text_times(data), times_module._text_by_line(data[: data.rfind(b"\n") + 1])
+    fast, by_line = times_module.text_times(data), times_module.text_times_by_line(data[: data.rfind(b"\n") + 1])
     assert (fast.iters, fast.times, fast.vals) == (by_line.iters, by_line.times, by_line.vals)
     assert fast.iters[:20] == list(range(50, 1001, 50))
     assert fast.how == ("line by line" if case in {"no time (no IterTimerHook)", "nan time"} else "scan")

@@ -183,7 +183,7 @@ def test_a_hand_started_run_is_read_from_mmengines_dump_without_mmengine(tmp_pat
         pytest.skip("mmsegmentation's configs are dumped")
     from mmengine.config import Config
 
-    from prove_jobs import _mmcv_shim
+    from prove_jobs import mmcv_shim
 
     # 1. the flat config of a demo run, as `prove-jobs render` writes it (mmengine's pretty_text), put into a
     #    work dir at the sweep's layout by hand, under the config's own name, no prove/ folder
@@ -197,7 +197,7 @@ def test_a_hand_started_run_is_read_from_mmengines_dump_without_mmengine(tmp_pat
     # 2. mmseg's own SegFormer config (8 GPUs x 2 images), dumped by mmengine as a Runner dumps it: alone, and
     #    beside the log of the start that ran it on 4 GPUs (mmengine 0.10.7's log, as benchmarks/ writes it)
     name = "segformer_mit-b0_8xb2-160k_ade20k-512x512"
-    _mmcv_shim.install_mmengine_package_lookup()
+    mmcv_shim.install_mmengine_package_lookup()
     cfg = Config.fromfile(str(Path(mmseg.origin).parent / ".mim" / "configs" / "segformer" / f"{name}.py"),
                           import_custom_modules=False)
     alone, logged = tmp_path / "work_dirs" / name, tmp_path / "four_gpus" / name
@@ -205,7 +205,7 @@ def test_a_hand_started_run_is_read_from_mmengines_dump_without_mmengine(tmp_pat
         work_dir.mkdir(parents=True)
         cfg.dump(str(work_dir / f"{name}.py"))
     (logged / "20260101_000000").mkdir()
-    (logged / "20260101_000000" / "20260101_000000.log").write_text(bench_module()._header("20260101_000000", None))
+    (logged / "20260101_000000" / "20260101_000000.log").write_text(bench_module().log_header("20260101_000000", None))
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", READ, str(demo.run_dir), str(alone), str(logged)], env=env,

@@ -13,6 +13,7 @@ import pickle
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -161,9 +162,7 @@ def test_sources_resolve_through_mmengines_table_and_unknown_schemes_are_refused
 
 def test_without_mmengine_an_open_mmlab_name_says_what_to_install(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import prove_jobs.weights as weights
-
-    monkeypatch.setattr(weights, "_mmengine_hub", lambda: None)
+    monkeypatch.setitem(sys.modules, "mmengine", None)  # how Python spells "not installed here" to an import
     with pytest.raises(WeightsError, match=r"pip install mmengine.*or write the checkpoint's URL"):
         resolve(tmp_path / "m.py", "open-mmlab://resnet50_v1c", tmp_path)
 
@@ -456,12 +455,12 @@ def built_model(run_dir: Path | None, *, sweep: object = None, out: Path | None 
     """The model a run's config builds, its weights initialised as the training does (init_weights)."""
     from mmengine.config import Config
 
-    from prove_jobs import _mmcv_shim
-    from prove_jobs.payload import _needs_shim
+    from prove_jobs import mmcv_shim
+    from prove_jobs.payload import needs_shim
     from prove_jobs.render import render_flat
 
-    if _needs_shim():
-        _mmcv_shim.install()
+    if needs_shim():
+        mmcv_shim.install()
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 

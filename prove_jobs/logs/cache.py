@@ -19,9 +19,9 @@ import gc
 import marshal
 import os
 import sys
-from collections.abc import Collection, Iterator, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from time import time as _now  # a test moves the clock here
 
 from prove_jobs.logs.cache_files import MAX_AGE_S, MAX_RUNS, SEEN_EVERY_S, default_cache_path, scope_line
 from prove_jobs.logs.layout import RunFiles, find_run_files, run_dir_of
@@ -75,9 +75,15 @@ class LogCache:
         self.keep_listings = False
         self._listed: dict[str, tuple[RunFiles, object]] = {}  # (its files, their key)
         self.dirty = False  # something was read since the load: worth saving
+        self.clock: Callable[[], float] = time.time  # when a run was seen; a test moves it on two weeks
+
+    @property
+    def run_dirs(self) -> list[str]:
+        """The run dirs whose logs it holds, put together or still packed as loaded."""
+        return sorted(self._runs.keys() | self._blobs.keys())
 
     def _saw(self, work_dir: str) -> None:
-        now = _now()
+        now = self.clock()
         if now - self._seen.get(work_dir, 0.0) > SEEN_EVERY_S:  # once a day is enough to keep it from ageing out
             self._seen[work_dir] = now
             self.dirty = True
@@ -272,7 +278,7 @@ class LogCache:
 
     def _leaving(self, work_dirs: list[str]) -> set[str]:
         """The work dirs whose entries leave at this save: gone, too long unseen, or beyond the cap."""
-        now = _now()
+        now = self.clock()
         seen = {work_dir: self._seen.get(work_dir, now) for work_dir in work_dirs}  # never seen: just made
         leaving = {d for d, at in seen.items() if now - at > MAX_AGE_S} | (self._gone & seen.keys())
         staying = len(seen) - len(leaving)

@@ -122,7 +122,7 @@ def json_times(data: bytes, mark: int | None = None) -> StartTimes:
     try:
         got = _json_fast(data, end, mark)
     except (_Unfit, ValueError):  # ValueError: a "time" that is not a number
-        got = _json_by_line(data[:end], mark)
+        got = json_times_by_line(data[:end], mark)
     tail = data[end:]
     if tail.strip().startswith(b"{"):
         _json_line(tail, got)
@@ -158,7 +158,8 @@ def _json_fast(data: bytes, end: int, mark: int | None = None) -> StartTimes:
     return got
 
 
-def _json_by_line(data: bytes, mark: int | None = None) -> StartTimes:
+def json_times_by_line(data: bytes, mark: int | None = None) -> StartTimes:
+    """``json_times`` one record at a time: where the fast scan cannot tell, and what it is checked against."""
     got = StartTimes(mark=mark)
     for line in data.split(b"\n"):
         if line.strip():
@@ -193,7 +194,7 @@ def text_times(data: bytes, mark: int | None = None) -> StartTimes:
     try:
         return _text_fast(data, end, mark)
     except (_Unfit, ValueError):
-        return _text_by_line(data[:end], mark)
+        return text_times_by_line(data[:end], mark)
 
 
 def _text_fast(data: bytes, end: int, mark: int | None = None) -> StartTimes:
@@ -241,7 +242,8 @@ def _find_all(data: bytes, tags: Sequence[bytes], end: int) -> list[int]:
     return found
 
 
-def _text_by_line(data: bytes, mark: int | None = None) -> StartTimes:
+def text_times_by_line(data: bytes, mark: int | None = None) -> StartTimes:
+    """``text_times`` one line at a time: where the fast scan cannot tell, and what it is checked against."""
     from prove_jobs.logs.records import parse_text_chunk
 
     got = StartTimes(mark=mark)
