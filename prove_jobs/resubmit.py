@@ -18,13 +18,12 @@ from prove_jobs.metadata import read_meta_quietly
 from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import Run
 from prove_jobs.scheduler import ask_or_none
-from prove_jobs.skip import Skip, SkipReason
+from prove_jobs.skip import Skip, SkipReason, cancelled_on_purpose
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
 from prove_jobs.submit import (
     Submission,
     SubmitResult,
-    cancelled_on_purpose,
     queue_after_holder,
     queued_behind,
     submit,

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from prove_jobs.errors import RunError
     from prove_jobs.metadata import RunMeta
     from prove_jobs.runs import Run
+    from prove_jobs.scheduler import Answer
 
 
 class SkipReason(Enum):
@@ -43,3 +44,24 @@ def finished(run: Run, meta: RunMeta | None, refusal: RunError) -> Skip:
     if meta is not None and meta.finished_at is not None:
         return Skip(SkipReason.COMPLETED, str(refusal), str(refusal).removeprefix(f"{run.run_dir}: "))
     return Skip(SkipReason.FINISHED, str(refusal))
+
+
+def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | None:
+    """``cancelled by alice on 2026-12-01 21:40`` when someone cancelled the run's last submission:
+    with ``prove-jobs cancel``, or with scancel (SLURM says CANCELLED of its job)."""
+    if meta is None:
+        return None
+    from prove_jobs.metadata import Stage
+
+    lifecycle = meta.lifecycle
+    if lifecycle.stage is Stage.FINISHED:
+        return None
+    if lifecycle.stage is Stage.CANCELLED:
+        import time
+
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lifecycle.at))
+        return f"cancelled by {lifecycle.by or meta.user} on {when}"
+    info = jobs.get(meta.job_id) if jobs is not None and meta.job_id and meta.executor == "slurm" else None
+    if info is not None and info.state == "CANCELLED" and lifecycle.stage is not Stage.FAILED:
+        return f"its SLURM job {meta.job_id} was cancelled (scancel)"
+    return None

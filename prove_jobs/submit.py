@@ -30,7 +30,7 @@ from prove_jobs.job_logs import link_job_logs
 from prove_jobs.job_record import fresh_claim
 from prove_jobs.jobdir import check_job_folder
 from prove_jobs.lock_check import locks_hold_or_refuse
-from prove_jobs.metadata import RunMeta, Stage, locked, now, read_meta_quietly, update_meta, write_meta
+from prove_jobs.metadata import RunMeta, locked, now, read_meta_quietly, update_meta, write_meta
 from prove_jobs.preflight import (
     check_data_root,
     check_dataset_root,
@@ -44,7 +44,7 @@ from prove_jobs.preflight import (
 from prove_jobs.render import RenderedRun, render_run, rendered_digests, rendered_files, write_rendered
 from prove_jobs.runs import Run
 from prove_jobs.scheduler import ask_or_none, call, max_array_size, slurm_silence
-from prove_jobs.skip import Skip, SkipReason, finished
+from prove_jobs.skip import Skip, SkipReason, cancelled_on_purpose, finished
 from prove_jobs.spec import Resources, Sweep
 
 # typing.TYPE_CHECKING would import typing (milliseconds of every start); mypy reads this the same
@@ -325,25 +325,6 @@ def queue_after_holder(sweep: Sweep, run: Run, holder: LockHolder, queued: Answe
     with sharing_umask(sweep):
         note_queued_after(run.run_dir, str(job.job_id), holder.job_id)
     return Submission(run, "slurm", str(job.job_id), rendered.config_hash, resources)
-
-
-def cancelled_on_purpose(meta: RunMeta | None, jobs: Answer | None) -> str | None:
-    """``cancelled by alice on 2026-12-01 21:40`` when someone cancelled the run's last submission:
-    with ``prove-jobs cancel``, or with scancel (SLURM says CANCELLED of its job)."""
-    if meta is None:
-        return None
-    lifecycle = meta.lifecycle
-    if lifecycle.stage is Stage.FINISHED:
-        return None
-    if lifecycle.stage is Stage.CANCELLED:
-        import time
-
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lifecycle.at))
-        return f"cancelled by {lifecycle.by or meta.user} on {when}"
-    info = jobs.get(meta.job_id) if jobs is not None and meta.job_id and meta.executor == "slurm" else None
-    if info is not None and info.state == "CANCELLED" and lifecycle.stage is not Stage.FAILED:
-        return f"its SLURM job {meta.job_id} was cancelled (scancel)"
-    return None
 
 
 def _fresh_meta(sweep: Sweep, item: RenderedRun, kind: str, token: str) -> RunMeta:

@@ -20,6 +20,7 @@ from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import Run
 from prove_jobs.spec.evaluation import Evaluation, load_evaluation
 from prove_jobs.spec.fields import (
+    absolute,
     as_str,
     crop,
     dataclass_from,
@@ -30,7 +31,9 @@ from prove_jobs.spec.fields import (
     refuse_unknown,
     require,
     seed_list,
+    seeds_by_variant,
     str_list,
+    weights_fields,
 )
 from prove_jobs.spec.model import ModelFacts, read_model_facts
 from prove_jobs.spec.variant import Variant, load_variant, zoo_recipe
@@ -49,7 +52,6 @@ SWEEP_KEYS = {
     "templates", "training", "resources", "crop_size", "sharing", "seeds", "variant_seeds", "evaluation",
     "pretrained", "weights_cache",
 }
-WEIGHTS_CACHE = ".prove-jobs/weights"  # below the data root, unless the sweep's weights_cache says where
 
 
 @functools.cache
@@ -320,22 +322,22 @@ def load_sweep(path: Path, *, data_root: Path | None = None, preview: bool = Fal
     seeds = seed_list(path, "seeds", raw["seeds"]) if "seeds" in raw else ()
     if seeds and "seed" in raw.get("training", {}):
         raise SpecError(path, "seeds", "set either seeds = [...] or [training] seed, not both")
-    variant_seeds = _variant_seeds(path, raw.get("variant_seeds", {}), set(variant_names))
+    variant_seeds = seeds_by_variant(path, raw.get("variant_seeds", {}), set(variant_names))
     facts = {model: read_model_facts(find_template(dirs, f"models/{model}.py")) for model in models}
     for variant in variants:
         lacking = [m for m in models if variant.per_model and facts[m].zoo is None]
         if lacking:
             raise SpecError(path, "variants", f"variant {variant.name} trains each model's model-zoo recipe, but "
                             f"{find_template(dirs, f'models/{lacking[0]}.py')} has no prove_zoo")
-    pretrained, weights_cache = _weights(path, raw, _absolute(root), unset)
+    pretrained, weights_cache = weights_fields(path, raw, absolute(root), unset)
 
     sweep = Sweep(
         name=as_str(path, "name", raw.get("name", path.stem)),
         path=path.resolve(),
         dataset=as_str(path, "dataset", require(path, raw, "dataset")),
         method=as_str(path, "method", raw.get("method", "baseline")),
-        data_root=_absolute(root),
-        dataset_root=_absolute(dataset_root),
+        data_root=absolute(root),
+        dataset_root=absolute(dataset_root),
         models=models,
         variants=variants,
         templates_dir=templates_dir,
@@ -378,33 +380,6 @@ def _check_batches(sweep: Sweep) -> None:
             raise SpecError(sweep.path, "resources", f"variant {variant.name} trains {run.model} with {per_bn} image "
                             f"per BN ({where}; {layout}, batch {variant.batch_size}): its BN after 1x1 pooling "
                             "needs at least 2 (it fails at the first step); raise the batch or use fewer processes")
-
-
-def _variant_seeds(path: Path, raw: Any, variants: set[str]) -> dict[str, tuple[int, ...]]:
-    if not isinstance(raw, dict):
-        raise SpecError(path, "variant_seeds", "must be a table: VARIANT = [0, 1, 2]")
-    for name in raw:
-        if name not in variants:
-            raise SpecError(path, f"variant_seeds.{name}",
-                            f"not a variant of this sweep (variants: {', '.join(sorted(variants))})")
-    return {name: seed_list(path, f"variant_seeds.{name}", value) for name, value in raw.items()}
-
-
-def _weights(path: Path, raw: Mapping[str, Any], root: Path, unset: list[str] | None) -> tuple[bool, Path]:
-    """``pretrained`` (default true) and ``weights_cache`` (default ``<data_root>/.prove-jobs/weights``)."""
-    pretrained = raw.get("pretrained", True)
-    if not isinstance(pretrained, bool):
-        raise SpecError(path, "pretrained", f"must be true or false, got {pretrained!r}")
-    if "weights_cache" not in raw:
-        return pretrained, root / WEIGHTS_CACHE
-    text = expand(path, "weights_cache", as_str(path, "weights_cache", raw["weights_cache"]),
-                  hint="or leave weights_cache out: <data_root>/.prove-jobs/weights", unset=unset)
-    return pretrained, _absolute(Path(text))
-
-
-def _absolute(path: Path) -> Path:
-    """Absolute, but a path still holding an unset ``${VAR}`` (a preview) is shown as written."""
-    return path if str(path).startswith("${") else path.expanduser().absolute()
 
 
 def _names(variants: Iterable[Variant]) -> str:

@@ -18,6 +18,7 @@ def crop(path: Path, key: str, value: Any) -> tuple[int, int]:
     return value[0], value[1]
 
 
+WEIGHTS_CACHE = ".prove-jobs/weights"  # below the data root, unless the sweep's weights_cache says where
 ZERO_ALLOWED = {"max_requeues", "num_workers", "seed", "gpus_per_node"}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -179,3 +180,31 @@ def overrides(path: Path, key: str, raw: Any, allowed: set[str], cls: type[Any])
             raise SpecError(path, f"{key}.{name}", "must be a table")
         out[name] = checked_fields(path, f"{key}.{name}", table, cls)
     return out
+
+
+def seeds_by_variant(path: Path, raw: Any, variants: set[str]) -> dict[str, tuple[int, ...]]:
+    """``variant_seeds``: the seeds of the variants it names (each a variant of this sweep)."""
+    if not isinstance(raw, dict):
+        raise SpecError(path, "variant_seeds", "must be a table: VARIANT = [0, 1, 2]")
+    for name in raw:
+        if name not in variants:
+            raise SpecError(path, f"variant_seeds.{name}",
+                            f"not a variant of this sweep (variants: {', '.join(sorted(variants))})")
+    return {name: seed_list(path, f"variant_seeds.{name}", value) for name, value in raw.items()}
+
+
+def weights_fields(path: Path, raw: Mapping[str, Any], root: Path, unset: list[str] | None) -> tuple[bool, Path]:
+    """``pretrained`` (default true) and ``weights_cache`` (default ``<data_root>/.prove-jobs/weights``)."""
+    pretrained = raw.get("pretrained", True)
+    if not isinstance(pretrained, bool):
+        raise SpecError(path, "pretrained", f"must be true or false, got {pretrained!r}")
+    if "weights_cache" not in raw:
+        return pretrained, root / WEIGHTS_CACHE
+    text = expand(path, "weights_cache", as_str(path, "weights_cache", raw["weights_cache"]),
+                  hint="or leave weights_cache out: <data_root>/.prove-jobs/weights", unset=unset)
+    return pretrained, absolute(Path(text))
+
+
+def absolute(path: Path) -> Path:
+    """Absolute, but a path still holding an unset ``${VAR}`` (a preview) is shown as written."""
+    return path if str(path).startswith("${") else path.expanduser().absolute()
