@@ -67,7 +67,7 @@ def runs_to_resubmit(sweep: Path | None, *, root: Path | None = None, data_root:
     if root is not None:
         from prove_jobs.discover import discover_runs
 
-        return only.apply(discover_runs(root.absolute())), recorded_sweeps()
+        return only.found(discover_runs(root.absolute())), recorded_sweeps()
     if sweep is None:
         raise ProveJobsError("resubmit: give a sweep file or --root DIR")
     loaded = load_sweep(sweep, data_root=data_root)

@@ -37,6 +37,21 @@ class RunFilter:
         """The runs asked for, in their order; ``seed_of``: as ``matches``' ``seed``."""
         return [run for run in runs if self.matches(run, seed=seed_of(run))]
 
+    def found(self, runs: Iterable[Run]) -> list[Run]:
+        """The runs found under ``--root`` asked for, each by the seed it trained with (:func:`trained_seed`):
+        ``--seed 0`` names a one-seed run in ``<model>/`` as ``status`` shows it, not only a ``seed0/`` folder."""
+        return self.apply(runs, seed_of=trained_seed if self.seeds else lambda run: None)
+
     def by_folder(self) -> RunFilter:
         """The models and variants alone: what a run's folder says; its seed may be its metadata's."""
         return RunFilter(self.models, self.variants)
+
+
+def trained_seed(run: Run) -> int | None:
+    """The seed ``run`` trains with: its ``seed<k>/`` folder's, else the one its metadata recorded (None: none)."""
+    if run.seed is not None:
+        return run.seed
+    from prove_jobs.metadata import read_meta_quietly
+
+    meta = read_meta_quietly(run.run_dir)
+    return meta.seed if meta is not None else None

@@ -364,7 +364,8 @@ def cli_status(target: Any, *argv: str) -> list[dict[str, Any]]:
 
 def cli_states(target: Any, *argv: str) -> list[RunState]:
     """The state of each run ``prove-jobs status`` shows, in its order."""
-    return [RunState(row["state"]) for row in cli_status(target, *argv)]
+    by_key = {state.key: state for state in RunState}  # what the JSON writes: not_submitted, lock_conflict
+    return [by_key[row["state"]] for row in cli_status(target, *argv)]
 
 
 # --- the project's SLURM test cluster (tests/cluster/slurm-up.sh) ---------------------------------------

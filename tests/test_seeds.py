@@ -296,6 +296,25 @@ def test_a_root_with_one_seed_then_several_shows_every_run(tmp_path: Path, templ
         ("demo_fcn_r18_tiny", 0), ("seed1", 1), ("seed2", 2)]
 
 
+def test_seed_under_root_picks_the_runs_that_trained_with_it(tmp_path: Path, templates_copy: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``--seed 0`` under ``--root`` names the runs trained with seed 0, in every command: the one-seed run in
+    <model>/ (its metadata says seed 0), not only a seed0/ folder (there is none here)."""
+    pytest.importorskip("mmengine", reason="the train extra (mmengine) writes the logs")
+    _long_variants(templates_copy)
+    _seeded_root(tmp_path / "runs", _seeds_sweep(tmp_path, templates_copy, "[0]"))
+    _seeded_root(tmp_path / "runs", _seeds_sweep(tmp_path, templates_copy, "[0, 1, 2]"))
+    root = ["--root", str(tmp_path / "runs"), "--variant", "DEMO_REF"]
+    assert main(["status", *root, "--seed", "0", "--json"]) == 0
+    assert [Path(r["run_dir"]).name for r in json.loads(capsys.readouterr().out)] == ["demo_fcn_r18_tiny"]
+    for seed in (0, 2):
+        assert main(["report", *root, "--seed", str(seed), "--format", "json"]) == 0
+        [result] = json.loads(capsys.readouterr().out)["results"]
+        assert result["seeds"]["DEMO_REF"]["values"] == [REF_SEEDS[seed]]
+    assert main(["report", *root, "--seed", "7"]) == 2  # was an IndexError from an empty report
+    assert "is of the --model/--variant/--seed asked for" in capsys.readouterr().err
+
+
 def test_the_readmes_seeds_recipe_works_on_the_shipped_demo_sweep(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 20: adding `seeds = [0, 1]` to demo.toml as the README says was refused ("set either seeds = [...] or

@@ -68,7 +68,7 @@ def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
     if args.root is not None:
         from prove_jobs.status_source import runs_to_show
 
-        runs = run_filter(args).apply(runs_to_show(args.sweep, root=args.root).runs)
+        runs = run_filter(args).found(runs_to_show(args.sweep, root=args.root).runs)
     elif args.sweep is not None:
         runs = sweep_and_runs(args)[1]
     else:

@@ -140,4 +140,7 @@ def _runs_under_root(args: argparse.Namespace, term: Terminal) -> list[Run]:
         raise ProveJobsError(chosen.warnings[-1])  # "no runs under ...": after any folder left out
     for warning in chosen.warnings:  # folders left out (a seed01/ is no run of seed 1)
         term.warn(warning)
-    return run_filter(args).apply(chosen.runs)
+    runs = run_filter(args).found(chosen.runs)
+    if not runs:
+        raise ProveJobsError(f"no run under {args.root} is of the --model/--variant/--seed asked for")
+    return runs
