@@ -7,19 +7,17 @@ Each test prints its timeline (seconds from the submit), recorded in docs/cluste
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SLURM_RESOURCES, slurm_demo_sweep, wait_until
+from conftest import SLURM_RESOURCES, cli, cli_states, cli_status, slurm_demo_sweep, wait_until
 
 from prove_jobs.cli import main
 from prove_jobs.metadata import read_meta
 from prove_jobs.scheduler import slurm_available
 from prove_jobs.states import RunState
-from prove_jobs.status import collect_status
 
 pytestmark = [
     pytest.mark.slurm,
@@ -46,19 +44,18 @@ def test_a_broken_template_holds_the_rest_then_release_after_the_fix_completes_a
     runs = sweep.runs()
     assert len(runs) == 4
     t0 = time.monotonic()
-    assert main(["submit", str(sweep.path), "--executor", "slurm"]) == 0
-    capsys.readouterr()
+    cli("submit", sweep.path, "--executor", "slurm")
     ids = [read_meta(run.run_dir).job_id for run in runs]  # type: ignore[union-attr]
     array = str(ids[0]).split("_")[0]
     assert ids == [f"{array}_{i}" for i in range(4)]
 
-    first = wait_until("the first failure", lambda: any(
-        s.state is RunState.FAILED for s in collect_status(runs).statuses) and time.monotonic(), 240) - t0
+    first = wait_until("the first failure", lambda: RunState.FAILED in cli_states(sweep) and time.monotonic(),
+                       240) - t0
     queue = wait_until("the hold", lambda: (q := _squeue(array)) and all(
         reason == "JobHeldUser" for job, (state, reason) in q.items() if state == "PENDING") and q, 240)
     held_at = time.monotonic() - t0
-    statuses = {s.run.run_dir: s for s in collect_status(runs).statuses}
-    assert [statuses[r.run_dir].state for r in runs[:2]] == [RunState.FAILED, RunState.FAILED]
+    rows = {row["run_dir"]: row for row in cli_status(sweep)}
+    assert [rows[str(r.run_dir)]["state"] for r in runs[:2]] == ["failed", "failed"]
     assert sorted(job for job, (state, _) in queue.items() if state == "PENDING") == [f"{array}_2", f"{array}_3"]
     for run in runs[:2]:
         assert "no_such_key" in (read_meta(run.run_dir).error or "")  # type: ignore[union-attr]
@@ -70,9 +67,7 @@ def test_a_broken_template_holds_the_rest_then_release_after_the_fix_completes_a
     assert f"2 queued tasks of job {array} held" in line and "no_such_key" in line, line
     assert f"prove-jobs release {sweep.path}" in out.err.replace("\n", " ")
     assert "Pending (JobHeldUser)" in out.out
-    assert main(["status", str(sweep.path), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert sorted(r["state"] for r in rows) == ["failed", "failed", "pending", "pending"]
+    assert sorted(r["state"] for r in cli_status(sweep)) == ["failed", "failed", "pending", "pending"]
 
     time.sleep(5)  # held: nothing starts meanwhile
     assert {job: state for job, (state, _) in _squeue(array).items() if job.endswith(("_2", "_3"))} == {
@@ -87,7 +82,7 @@ def test_a_broken_template_holds_the_rest_then_release_after_the_fix_completes_a
     assert err.count("as slurm job") == 4, err  # the 2 held (rendered anew) and the 2 that failed, one new array
 
     def all_completed() -> bool:
-        return all(s.state is RunState.COMPLETED for s in collect_status(runs).statuses)
+        return cli_states(sweep) == [RunState.COMPLETED] * len(runs)
 
     wait_until("every run to complete", all_completed, 480)
     done_at = time.monotonic() - t0
@@ -110,7 +105,7 @@ def test_a_fix_outside_the_templates_releases_the_held_tasks_in_place(
     moved = data.with_name("train-moved")
     data.rename(moved)
     runs = sweep.runs()
-    assert main(["submit", str(sweep.path), "--executor", "slurm"]) == 0
+    cli("submit", sweep.path, "--executor", "slurm")
     array = str(read_meta(runs[0].run_dir).job_id).split("_")[0]  # type: ignore[union-attr]
     wait_until("the hold", lambda: [r for s, r in _squeue(array).values() if s == "PENDING"] == ["JobHeldUser"] * 2,
                240)
@@ -119,8 +114,7 @@ def test_a_fix_outside_the_templates_releases_the_held_tasks_in_place(
     assert main(["release", str(sweep.path)]) == 0
     err = capsys.readouterr().err
     assert err.count("its config is unchanged") == 2 and err.count("as slurm job") == 2, err
-    wait_until("every run to complete", lambda: all(
-        s.state is RunState.COMPLETED for s in collect_status(runs).statuses), 480)
+    wait_until("every run to complete", lambda: cli_states(sweep) == [RunState.COMPLETED] * len(runs), 480)
     jobs = [str(read_meta(run.run_dir).job_id) for run in runs]  # type: ignore[union-attr]
     assert jobs[2:] == [f"{array}_2", f"{array}_3"] and not any(j.startswith(f"{array}_") for j in jobs[:2])
 
@@ -148,7 +142,8 @@ def test_smoke_on_slurm_tests_each_combination_then_submits(
     err = capsys.readouterr().err
     assert err.count("smoke test passed") == 2 and err.count("submitted DEMO_BS4/") == 2, err
     runs = sweep.runs(variants=["DEMO_BS4"])
-    wait_until("completion", lambda: all(s.state is RunState.COMPLETED for s in collect_status(runs).statuses), 300)
+    wait_until("completion", lambda: cli_states(sweep, "--variant", "DEMO_BS4") == [RunState.COMPLETED] * len(runs),
+               300)
     for run in runs:
         meta = read_meta(run.run_dir)
         assert meta is not None and meta.attempts == 1  # the smoke was no start of the run
