@@ -7,6 +7,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from conftest import (
     TEMPLATES,
     checkpointed,
     claim,
+    cli_status,
     demo_sweep_with,
     group_threads_alive,
     make_run,
@@ -39,14 +41,17 @@ from prove_jobs.payload import TrainingJob
 from prove_jobs.runs import META_FILE, TRAIN_LOCK
 from prove_jobs.spec import load_sweep
 from prove_jobs.states import RunState
-from prove_jobs.status import collect_status
-from prove_jobs.submit import submit
 
 
 def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def after(err: str, start: str) -> list[str]:
+    """The rest of each line of a command's stderr that begins with ``start``: what it said of each run."""
+    return [line[len(start):] for line in err.splitlines() if line.startswith(start)]
 
 
 def test_training_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path: Path) -> None:
@@ -77,13 +82,13 @@ def test_stale_live_and_forced_unlock(tmp_path: Path) -> None:
     checkpoint = run.run_dir / "iter_20.pth"
     checkpoint.write_bytes(b"weights")
     claim(run, pid=dead_pid())
-    status = collect_status([run]).statuses[0]
-    assert status.lock_holder is not None and status.lock_holder.stale
+    [status] = cli_status(run.run_dir)
+    assert status["lock_holder"] is not None and status["lock_holder"]["stale"] is True
     released, what = unlock(run.run_dir)
     assert released and "stale" in what
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.released_at is not None and meta.released_by == current_user()
-    assert collect_status([run]).statuses[0].lock_holder is None
+    assert cli_status(run.run_dir)[0]["lock_holder"] is None
     assert unlock(run.run_dir) == (False, "no claim")
 
     claim(run)  # live: this very process
@@ -111,8 +116,8 @@ def test_corrupt_claim_is_moved_aside_only_when_nobody_trains(tmp_path: Path, ga
     assert (run.run_dir / "last_checkpoint").read_text() == "/x/iter_20.pth"
     # status reports a corrupt file as a note, never a crash
     (run.run_dir / META_FILE).write_bytes(garbage)
-    status = collect_status([run]).statuses[0]
-    assert any("corrupt" in note for note in status.notes)
+    [status] = cli_status(run.run_dir)
+    assert any("corrupt" in note for note in status["notes"])
 
 
 def test_cli_unlock_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,7 +132,7 @@ def test_cli_unlock_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 # --- the race: 8 interpreters submit one run at the same moment ---------------------------------
 
-def _race_worker(barrier: multiprocessing.synchronize.Barrier, demo_root: str, out: multiprocessing.Queue) -> None:  # type: ignore[name-defined,type-arg]
+def _race_worker(barrier: multiprocessing.synchronize.Barrier, demo_root: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     os.environ["DEMO_ROOT"] = demo_root
     err = io.StringIO()
     args = ["submit", str(SWEEPS / "demo.toml"), "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_BS4",
@@ -198,16 +203,27 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     sweep_file = str(demo_sweep_with(tmp_path, templates))
     sweep = load_sweep(Path(sweep_file))
     run = sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
-    first = submit(sweep, [run], executor="local").submitted[0]
-    # The same run again from this user: not a conflict, the user's own live job (nothing recorded).
-    again = submit(sweep, [run], executor="local")
-    assert not again.submitted and not again.conflicts and again.already_running[0][1].job_id == first.job_id
+    submit_argv = ["submit", sweep_file, *run.options.split(), "--executor", "local"]
+    assert main(submit_argv) == 0
+    [first_job] = after(capsys.readouterr().err, f"submitted {run.name} as local job ")
+    # The same run again from this user: not a conflict, the user's own live job (nothing recorded); exit 1, as
+    # for any run left unsubmitted without --skip-done.
+    assert main(submit_argv) == 1
+    err = capsys.readouterr().err
+    assert after(err, "submitted ") == [] and after(err, "warning: lock conflict: ") == []
+    [running] = after(err, f"{run.name}: already running as your local job ")
+    assert running.split(" ", 1)[0] == first_job
     assert recorded_conflict(run.run_dir) is None
     # As if alice had submitted it (tests/test_two_users.py has two real users): a conflict naming her job.
     update_meta(run.run_dir, user="alice")
-    second = submit(sweep, [run], executor="local")
-    assert not second.submitted and second.conflicts[0][1].job_id == first.job_id
-    assert second.conflicts[0][1].user == "alice"
+    assert main(submit_argv) == 1
+    err = capsys.readouterr().err
+    assert after(err, "submitted ") == []
+    # "<user>@<host>, local job <id> since <time>; not submitted": the holder as LockHolder.describe() says it
+    [held] = after(err, f"warning: lock conflict: {run.name} is held by ")
+    user, where = held.split("@", 1)
+    assert re.search(rf", local job {first_job}\b", where), held
+    assert user == "alice"
 
     deadline = time.monotonic() + 240  # a bound for a hung test, not a measure of speed
     while not gate.reached:
@@ -217,9 +233,9 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     # not the .pth appearing, says there is something to resume from.
     assert checkpointed(run.run_dir) == 20
     assert training_lock_held(run.run_dir) is True
-    assert first.job_id is not None
-    os.killpg(int(first.job_id), signal.SIGKILL)
-    while group_threads_alive(int(first.job_id)):
+    assert first_job.isdigit()
+    os.killpg(int(first_job), signal.SIGKILL)
+    while group_threads_alive(int(first_job)):
         assert time.monotonic() < deadline, "the killed job's threads did not exit"
         time.sleep(0.05)
     assert training_lock_held(run.run_dir) is False  # "at once": the kernel dropped it with the last thread
@@ -228,7 +244,7 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     assert main(["status", sweep_file, "--model", run.model, "--variant", run.variant, "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["state"] == "lock_conflict"
-    assert row["lock_holder"]["stale"] is True and row["lock_holder"]["job_id"] == first.job_id
+    assert row["lock_holder"]["stale"] is True and row["lock_holder"]["job_id"] == first_job
 
     # --wait: until no conflict is left, then until the resubmitted job has ended, as submit --wait
     assert main(["resubmit", sweep_file, "--lock-conflicts", "--executor", "local", "--wait", "--poll", "1"]) == 0
@@ -236,8 +252,8 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     assert "resubmitted DEMO_REF/demo_fcn_r18_tiny" in err and "1 run(s) ended: 1 completed" in err
     final = read_meta(run.run_dir)
     assert final is not None and final.finished_at is not None and final.attempts == 2
-    status = collect_status([run]).statuses[0]
-    assert status.state is RunState.COMPLETED and status.iter == 40 and status.lock_holder is None
+    [status] = cli_status(sweep_file, *run.options.split())
+    assert status["state"] == RunState.COMPLETED.key and status["iter"] == 40 and status["lock_holder"] is None
     assert recorded_conflict(run.run_dir) is None
     starts = sorted(p for p in run.run_dir.iterdir() if p.is_dir() and p.name[:8].isdigit())
     second_start = [json.loads(line) for line in (starts[-1] / "vis_data" / "scalars.json").read_text().splitlines()]

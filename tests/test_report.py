@@ -11,34 +11,31 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BS8, BS16, OTHER, REF, SWEEPS
+from conftest import BS8, BS16, OTHER, REF, SWEEPS, cli
 
 from prove_jobs.cli import main
-from prove_jobs.errors import SpecError
 from prove_jobs.identity import current_user
-from prove_jobs.report import build_report, training_seconds
-from prove_jobs.report.markdown import render_markdown
-from prove_jobs.report.plots import write_plots
-from prove_jobs.spec import load_sweep
-from prove_jobs.status import collect_status
+from prove_jobs.report import training_seconds
 
 
-def test_report_reproduces_the_hand_written_numbers(reference_root: Path, tmp_path: Path) -> None:
-    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
-    statuses = collect_status(sweep.runs()).statuses
-    report = build_report(sweep, statuses, reference=REF)
-    assert report.differences == {"pspnet_r50": -0.78, "segformer_mit-b3": -3.14, "segnext_mscan-b": -0.59}
-    averages = report.family_averages()
+def test_report_reproduces_the_hand_written_numbers(reference_root: Path) -> None:
+    sweep: list[str | Path] = [SWEEPS / "cityscapes.toml", "--data-root", reference_root, "--reference", REF]
+    report = json.loads(cli("report", *sweep, "--format", "json"))
+    # a model without a variant to compare with the reference has no difference (null)
+    differences = {row["model"]: row["difference_vs_reference"] for row in report["results"]
+                   if row["difference_vs_reference"] is not None}
+    assert differences == {"pspnet_r50": -0.78, "segformer_mit-b3": -3.14, "segnext_mscan-b": -0.59}
+    averages = report["family_averages"]
     assert averages["cnn"] == -0.78 and averages["transformer"] == round((-3.14 - 0.59) / 2, 2)
 
-    times = {(t.model, t.variant): t for t in report.times}
+    times = {(t["model"], t["variant"]): t for t in report["times"]}
     segformer = times[("segformer_mit-b3", BS16)]
-    assert round(segformer.seconds) == 8099 and round(segformer.seconds / 3600, 2) == 2.25
-    assert round(segformer.minutes_per_point, 1) == 1.8
-    assert segformer.speedup_vs_reference is not None and round(segformer.speedup_vs_reference) == 3
-    assert round(times[("segnext_mscan-b", REF)].minutes_per_point, 1) == 6.9
+    assert round(segformer["seconds"]) == 8099 and round(segformer["seconds"] / 3600, 2) == 2.25
+    assert round(segformer["minutes_per_point"], 1) == 1.8
+    assert segformer["speedup_vs_reference"] is not None and round(segformer["speedup_vs_reference"]) == 3
+    assert round(times[("segnext_mscan-b", REF)]["minutes_per_point"], 1) == 6.9
 
-    md = render_markdown(report)
+    md = cli("report", *sweep)
     assert "| pspnet_r50 | 57.64% | 56.86% | - | **-0.78 pts** |" in md
     assert "| segformer_mit-b3 | 79.98% | 75.97% | **76.84%** | **-3.14 pts** |" in md
     assert "| segnext_mscan-b | 81.13% | 79.97% | **80.54%** | **-0.59 pts** |" in md
@@ -74,13 +71,11 @@ def test_report_json_numbers_equal_status_json(reference_root: Path, capsys: pyt
 
 
 def test_missing_reference_is_one_line(reference_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
-    with pytest.raises(SpecError, match="--reference: variant 'NOPE' is not in this sweep"):
-        build_report(sweep, [], reference="NOPE")
     assert main(["report", str(SWEEPS / "cityscapes.toml"), "--data-root", str(reference_root),
                  "--reference", "NOPE"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cityscapes.toml: --reference" in err
+    assert "--reference: variant 'NOPE' is not in this sweep" in err
 
 
 def test_plots_are_written_and_linked(reference_root: Path, tmp_path: Path) -> None:
@@ -93,9 +88,10 @@ def test_plots_are_written_and_linked(reference_root: Path, tmp_path: Path) -> N
         png = tmp_path / "out" / "plots" / f"{variant}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](plots/{variant}.png)" in text
-    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
-    assert set(write_plots(build_report(sweep, collect_status(sweep.runs()).statuses), tmp_path / "p")) == {
-        REF, BS16, BS8}
+    # the JSON report links each plot it wrote: one per variant (its name), one per model ("model:<name>")
+    report = json.loads(cli("report", SWEEPS / "cityscapes.toml", "--data-root", reference_root, "--format", "json",
+                            "--plots", tmp_path / "p"))
+    assert {key for key in report["plots"] if not key.startswith("model:")} == {REF, BS16, BS8}
 
 
 def test_training_seconds_counts_resumed_iterations_once(tmp_path: Path) -> None:

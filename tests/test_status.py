@@ -6,18 +6,22 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import SWEEPS, cli_status
+from conftest import make_run as make_demo_run
 from fake_scheduler import calls, down, say
 
+from prove_jobs.cli import main
 from prove_jobs.discover import discover_runs
 from prove_jobs.identity import current_host
 from prove_jobs.metadata import RunMeta, write_meta
 from prove_jobs.runs import Run
 from prove_jobs.scheduler import JobInfo
 from prove_jobs.states import RunState, translate_slurm_state
-from prove_jobs.status import collect_status
 
 
 def make_run(root: Path, model: str = "m") -> Run:
@@ -29,7 +33,7 @@ def make_run(root: Path, model: str = "m") -> Run:
 def meta(**changes: object) -> RunMeta:
     base = RunMeta(model="m", variant="V", executor="local", host=current_host(), user="alice", job_id="1",
                    submitted_at=100.0, max_iters=40)
-    return RunMeta(**{**base.to_json(), **changes})  # type: ignore[arg-type]
+    return RunMeta(**{**base.to_json(), **changes})
 
 
 def dead_pid() -> int:
@@ -48,35 +52,47 @@ def train_log(run: Run, iteration: int = 5) -> Path:
     return scalars
 
 
+def status_of(run: Run) -> dict[str, Any]:
+    """``prove-jobs status --json`` of one run of the demo sweep whose data root is ``run.data_root``: through
+    the sweep, which lists a run whose folder is still empty (a run dir or ``--root`` shows nothing there)."""
+    [row] = cli_status(SWEEPS / "demo.toml", "--data-root", str(run.data_root), *run.options.split())
+    return row
+
+
+def state(row: dict[str, Any]) -> RunState:
+    """The state a ``status --json`` row names (its key: the state's name in lower case, ``not_submitted``)."""
+    return RunState[row["state"].upper()]
+
+
 def state_of(run: Run) -> RunState:
-    return collect_status([run]).statuses[0].state
+    return state(status_of(run))
 
 
 def test_states_from_metadata_and_local_processes(tmp_path: Path) -> None:
-    run = make_run(tmp_path)
+    run = make_demo_run(tmp_path)
+    mine = partial(meta, model=run.model, variant=run.variant)
     assert state_of(run) is RunState.NOT_SUBMITTED
-    write_meta(run.run_dir, meta(pid=os.getpid()))
+    write_meta(run.run_dir, mine(pid=os.getpid()))
     assert state_of(run) is RunState.PENDING
-    write_meta(run.run_dir, meta(pid=os.getpid(), started_at=101.0, attempts=1))
+    write_meta(run.run_dir, mine(pid=os.getpid(), started_at=101.0, attempts=1))
     assert state_of(run) is RunState.STARTING  # the job runs, its training has logged no iteration yet
     scalars = train_log(run)
     assert state_of(run) is RunState.RUNNING
-    live = collect_status([run]).statuses[0].to_json()
+    live = status_of(run)
     assert (live["sec_per_iter"], live["data_time"], live["loss"], live["lr"], live["memory_mb"]) == (
         0.5, 0.2, 1.5, 0.01, 812)
     assert live["log_path"] == str(scalars)
-    write_meta(run.run_dir, meta(pid=dead_pid(), started_at=101.0))
-    report = collect_status([run])
-    assert report.statuses[0].state is RunState.FAILED
-    assert any("gone without recording an end" in note for note in report.statuses[0].notes)
-    holder = report.statuses[0].lock_holder
-    assert holder is not None and holder.stale and holder.user == "alice"
-    assert report.statuses[0].to_json()["lock_holder"]["stale"] is True
-    write_meta(run.run_dir, meta(started_at=101.0, finished_at=200.0))
-    done = collect_status([run]).statuses[0]
-    assert done.state is RunState.COMPLETED and done.elapsed_s == 99.0
-    assert done.lock_holder is None and done.to_json()["lock_holder"] is None
-    write_meta(run.run_dir, meta(started_at=101.0, cancelled_at=150.0))
+    write_meta(run.run_dir, mine(pid=dead_pid(), started_at=101.0))
+    failed = status_of(run)
+    assert state(failed) is RunState.FAILED
+    assert any("gone without recording an end" in note for note in failed["notes"])
+    holder = failed["lock_holder"]
+    assert holder is not None and holder["stale"] is True and holder["user"] == "alice"
+    write_meta(run.run_dir, mine(started_at=101.0, finished_at=200.0))
+    done = status_of(run)
+    assert state(done) is RunState.COMPLETED and done["elapsed_s"] == 99.0
+    assert done["lock_holder"] is None
+    write_meta(run.run_dir, mine(started_at=101.0, cancelled_at=150.0))
     assert state_of(run) is RunState.CANCELLED
 
 
@@ -89,35 +105,46 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, fake_cluster: 
                                      started_at=None if i == 0 else 101.0, restarts=2 if i == 4 else 0,
                                      requeued_at=150.0 if i == 4 else None))
     train_log(runs[1])  # 7_1 has logged an iteration
-    report = collect_status(runs)
+    rows = cli_status(None, "--root", str(tmp_path))  # in path order: m0 to m4
+    assert [row["run_dir"] for row in rows] == [str(run.run_dir) for run in runs]
     [squeue] = calls(fake_cluster, "squeue")
     assert "--jobs=7_0,7_1,7_2,7_3,7_4" in squeue
-    [sacct] = calls(fake_cluster, "sacct")  # only for the job squeue no longer lists
-    assert "--jobs=7_3" in sacct
-    states = [s.state for s in report.statuses]
+    # `status` also asks sacct, once for all jobs, what each was allocated (its GPU-hours: --duplicates, every
+    # start); the states it asks sacct only for the job squeue no longer lists
+    sacct = calls(fake_cluster, "sacct")
+    [allocated] = [call for call in sacct if "--duplicates" in call]
+    assert "--jobs=7_0,7_1,7_2,7_3,7_4" in allocated
+    [asked] = [call for call in sacct if "--duplicates" not in call]
+    assert "--jobs=7_3" in asked
+    states = [state(row) for row in rows]
     assert states == [RunState.PENDING, RunState.RUNNING, RunState.TIMEOUT, RunState.FAILED, RunState.REQUEUED]
-    assert report.statuses[4].restarts == 2 and report.statuses[4].to_json()["state"] == "requeued"
-    assert report.statuses[1].node == "gpu01"
-    assert any("unknown to SLURM" in note for note in report.statuses[3].notes)
+    assert rows[4]["restarts"] == 2 and rows[4]["state"] == "requeued"
+    assert rows[1]["node"] == "gpu01"
+    assert any("unknown to SLURM" in note for note in rows[3]["notes"])
 
 
-def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, fake_cluster: Path) -> None:
+def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, fake_cluster: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     run = make_run(tmp_path)
     write_meta(run.run_dir, meta(executor="slurm", job_id="9", started_at=101.0))
     train_log(run)
     down(fake_cluster)
-    report = collect_status([run])
-    assert report.scheduler_note is not None and report.scheduler_note.startswith("scheduler unreachable")
-    assert "Unable to contact slurm controller" in report.scheduler_note
-    assert report.statuses[0].state is RunState.RUNNING
+    assert main(["status", str(run.run_dir), "--json"]) == 0
+    said = capsys.readouterr()
+    # the scheduler's silence is no run's note: a warning on stderr, the JSON on stdout staying one document
+    warnings = [line.removeprefix("warning: ") for line in said.err.splitlines() if line.startswith("warning: ")]
+    [note] = [warning for warning in warnings if warning.startswith("scheduler unreachable")]
+    assert "Unable to contact slurm controller" in note
+    [row] = json.loads(said.out)
+    assert state(row) is RunState.RUNNING
 
 
 def test_corrupt_metadata_is_a_note_not_a_crash(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     (run.run_dir / "prove_run.json").write_bytes(b"\x00\xffgarbage{")
-    status = collect_status([run]).statuses[0]
-    assert status.state is RunState.NOT_SUBMITTED
-    assert "corrupt run metadata" in status.notes[-1]
+    [status] = cli_status(run.run_dir)
+    assert state(status) is RunState.NOT_SUBMITTED
+    assert "corrupt run metadata" in status["notes"][-1]
 
 
 @pytest.mark.parametrize(

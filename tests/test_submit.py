@@ -2,24 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS, Gate, checkpointed, demo_sweep_with, stall_templates
+from conftest import SWEEPS, Gate, checkpointed, cli, cli_states, cli_status, demo_sweep_with, stall_templates
 
+from prove_jobs.cli import main
 from prove_jobs.control import wait
-from prove_jobs.errors import RunError
 from prove_jobs.metadata import read_meta
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
-from prove_jobs.status import collect_status
-from prove_jobs.submit import submit
+
+
+@dataclass(frozen=True)
+class Said:
+    """What one ``prove-jobs`` command did: its exit status, its stdout and its stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    def lines(self, start: str) -> list[str]:
+        """The rest of each stderr line that begins with ``start`` (``"warning: "``, ``"skipped "``)."""
+        return [line[len(start):] for line in self.err.splitlines() if line.startswith(start)]
+
+
+def said(*argv: str | Path) -> Said:
+    """``prove-jobs ARGV`` as conftest's ``cli`` runs it, for a test that reads what the command said on stderr
+    (what it queued, skipped or warned of) or expects it to fail."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in argv])
+    return Said(code, out.getvalue(), err.getvalue())
+
+
+def scripts(out: str) -> list[str]:
+    """The job scripts a dry run printed on stdout, each from its ``#!`` line."""
+    return [part for part in re.split(r"^(?=#!)", out, flags=re.MULTILINE) if part.strip()]
 
 
 @pytest.fixture
@@ -34,26 +63,40 @@ def demo_sweep(weird_tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sweep:
 
 def test_dry_run_writes_nothing_and_shows_the_array(demo_sweep: Sweep) -> None:
     runs = demo_sweep.runs()
-    result = submit(demo_sweep, runs, executor="slurm", dry_run=True)
-    submitted, skipped = result.submitted, result.skipped
-    assert [s.run for s in submitted] == runs and skipped == []
-    assert all(s.job_id is None for s in submitted)
+    dry = said("submit", demo_sweep.path, "--executor", "slurm", "--dry-run")
+    assert dry.code == 0, dry.err
+    # "would submit <variant>/<model> -> <run dir> (config <hash>)": each run, in the sweep's order
+    assert [line.rsplit(" (config ", 1)[0] for line in dry.lines("would submit ")] == [
+        f"{run.name} -> {run.run_dir}" for run in runs]
+    assert dry.lines("skipped ") == []
     assert list((demo_sweep.data_root).iterdir()) == []
-    [command] = result.scripts
+    assert dry.lines("submitted ") == []  # no job: no job id said, none recorded
+    assert all(row["job_id"] is None for row in cli_status(demo_sweep))
+    [command] = scripts(dry.out)
     assert "--array=0-3" in command and "--time=30" in command and "--gres" not in command
-    assert "--signal=USR2@90" in command and result.warnings == []
+    assert "--signal=USR2@90" in command and dry.lines("warning: ") == []
+
+
+def with_time_limit(sweep: Sweep, minutes: int) -> Path:
+    """The sweep's file with ``timeout_min = minutes``, written beside its data root."""
+    text = sweep.path.read_text()
+    assert "timeout_min = 30\n" in text
+    path = sweep.data_root.parent / f"demo-{minutes}min.toml"
+    path.write_text(text.replace("timeout_min = 30\n", f"timeout_min = {minutes}\n"))
+    return path
 
 
 def test_a_time_limit_shorter_than_the_checkpoint_signal_is_a_warning(demo_sweep: Sweep) -> None:
-    from dataclasses import replace
-
-    short = replace(demo_sweep, resources=replace(demo_sweep.resources, timeout_min=3))
-    result = submit(short, short.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"]), executor="slurm", dry_run=True)
-    [warning] = result.warnings
+    short = with_time_limit(demo_sweep, 3)
+    dry = said("submit", short, "--model", "demo_fcn_r18_tiny", "--variant", "DEMO_REF", "--executor", "slurm",
+               "--dry-run")
+    assert dry.code == 0, dry.err
+    [warning] = dry.lines("warning: ")
     assert warning.startswith("timeout_min = 3 (DEMO_REF/demo_fcn_r18_tiny)") and "at least 4 minutes" in warning
-    fine = replace(demo_sweep, resources=replace(demo_sweep.resources, timeout_min=4))
-    assert submit(fine, fine.runs(), executor="slurm", dry_run=True).warnings == []
-    assert submit(short, short.runs(), executor="local", dry_run=True).warnings == []
+    fine = said("submit", with_time_limit(demo_sweep, 4), "--executor", "slurm", "--dry-run")
+    assert fine.code == 0 and fine.lines("warning: ") == [], fine.err
+    local = said("submit", short, "--executor", "local", "--dry-run")
+    assert local.code == 0 and local.lines("warning: ") == [], local.err
 
 
 needs_training = pytest.mark.skipif(
@@ -78,11 +121,13 @@ def held_demo(weird_tmp_path: Path, templates_copy: Path, monkeypatch: pytest.Mo
 def test_local_submit_trains_a_real_run_and_refuses_to_overwrite_it(held_demo: tuple[Sweep, Gate]) -> None:
     sweep, gate = held_demo
     run = sweep.runs(models=["demo_fcn_r18_tiny"], variants=["DEMO_BS4"])[0]
-    submitted = submit(sweep, [run], executor="local").submitted
-    job_id = submitted[0].job_id
-    assert job_id is not None and job_id.isdigit()
+    submitted = said("submit", sweep.path, *run.options.split(), "--executor", "local")
+    assert submitted.code == 0, submitted.err
+    [job_id] = submitted.lines(f"submitted {run.name} as local job ")
+    assert job_id.isdigit()
     # submit returned while the training cannot have finished (it holds at iteration 10 until the gate opens)
-    assert collect_status([run]).statuses[0].state in {RunState.PENDING, RunState.STARTING, RunState.RUNNING}
+    [state] = cli_states(sweep, *run.options.split())
+    assert state in {RunState.PENDING, RunState.STARTING, RunState.RUNNING}
     _wait_for(lambda: gate.reached, "the training to reach iteration 10")
     assert read_meta(run.run_dir).finished_at is None  # type: ignore[union-attr]
     gate.open()
@@ -93,18 +138,19 @@ def test_local_submit_trains_a_real_run_and_refuses_to_overwrite_it(held_demo: t
     assert meta.job_id == job_id and meta.executor == "local" and meta.attempts == 1
     assert meta.started_at is not None and meta.submitted_at is not None
 
-    status = collect_status([run]).statuses[0]
-    assert status.state is RunState.COMPLETED
-    assert status.iter == 20 and status.max_iters == 20
-    assert [p.iter for p in status.curve] == [10, 20]
-    assert all(p.miou is not None and 0 < p.miou <= 100 for p in status.curve)
+    [status] = cli_status(sweep, *run.options.split())
+    assert status["state"] == RunState.COMPLETED.key
+    assert status["iter"] == 20 and status["max_iters"] == 20
+    assert [it for it, _, _ in status["curve"]] == [10, 20]
+    assert all(miou is not None and 0 < miou <= 100 for _, miou, _ in status["curve"])
 
     logs_before = {p: p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()}
-    with pytest.raises(RunError, match="already completed"):
-        submit(sweep, [run], executor="local")
+    again = said("submit", sweep.path, *run.options.split(), "--executor", "local")
+    assert again.code == 2 and re.search("already completed", again.err), again.err  # a RunError: exit 2
     assert {p: p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()} == logs_before
-    skipped = submit(sweep, [run], executor="local", skip_done=True).skipped
-    assert [r for r, _ in skipped] == [run]
+    skipped = said("submit", sweep.path, *run.options.split(), "--executor", "local", "--skip-done")
+    assert skipped.code == 0, skipped.err
+    assert [line.split(": ", 1)[0] for line in skipped.lines("skipped ")] == [run.name]
 
 
 def _wait_for(condition: Callable[[], object], what: str, timeout_s: float = 240) -> None:
@@ -119,25 +165,25 @@ def _wait_for(condition: Callable[[], object], what: str, timeout_s: float = 240
 def test_killed_run_resumes_from_its_last_checkpoint(held_demo: tuple[Sweep, Gate]) -> None:
     sweep, gate = held_demo
     run = sweep.runs(models=["demo_fcn_r18_tiny"], variants=["DEMO_BS4"])[0]
-    submit(sweep, [run], executor="local")
+    cli("submit", sweep.path, *run.options.split(), "--executor", "local")
     _wait_for(lambda: gate.reached, "the training to hold after its first checkpoint")
     assert checkpointed(run.run_dir) == 10  # the pointer, written once iter_10.pth is whole
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.job_id is not None
     os.killpg(int(meta.job_id), signal.SIGKILL)
     wait([run], poll_s=0.2, timeout_s=60)
-    killed = collect_status([run]).statuses[0]
-    assert killed.state is RunState.FAILED
-    assert killed.iter == 10
-    assert [p.iter for p in killed.curve] == [10]  # held after iteration 10's checkpoint and validation
+    [killed] = cli_status(sweep, *run.options.split())
+    assert killed["state"] == RunState.FAILED.key
+    assert killed["iter"] == 10
+    assert [it for it, _, _ in killed["curve"]] == [10]  # held after iteration 10's checkpoint and validation
 
     gate.open()
-    submit(sweep, [run], executor="local")
+    cli("submit", sweep.path, *run.options.split(), "--executor", "local")
     final = wait([run], poll_s=0.5, timeout_s=300)[run]
     assert final is not None and final.finished_at is not None and final.attempts == 2
-    status = collect_status([run]).statuses[0]
-    assert status.state is RunState.COMPLETED and status.iter == 20
-    assert [p.iter for p in status.curve] == [10, 20]
+    [status] = cli_status(sweep, *run.options.split())
+    assert status["state"] == RunState.COMPLETED.key and status["iter"] == 20
+    assert [it for it, _, _ in status["curve"]] == [10, 20]
     # The second start resumed: its scalars begin after iteration 10, not at 1.
     starts = sorted(p for p in run.run_dir.iterdir() if p.is_dir() and p.name[:8].isdigit())
     assert len(starts) == 2
