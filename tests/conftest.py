@@ -338,7 +338,7 @@ def claim(run: Run, **changes: object) -> RunMeta:
 
     base = RunMeta(model=run.model, variant=run.variant, executor="local", host=current_host(), user="alice",
                    job_id="1", pid=os.getpid(), submitted_at=time.time(), max_iters=40, token="t-alice")
-    return write_meta(run.run_dir, RunMeta(**{**base.to_json(), **changes}))  # type: ignore[arg-type]
+    return write_meta(run.run_dir, RunMeta(**{**base.to_json(), **changes}))
 
 
 # --- driving the commands as a user does ----------------------------------------------------------------
