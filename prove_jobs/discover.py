@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from prove_jobs.errors import RunError
+from prove_jobs.listing import Listings
 from prove_jobs.logs.layout import is_dir_entry, is_file_entry
 from prove_jobs.metadata import read_meta
 from prove_jobs.runs import META_FILE, START_DIR, Run, is_start_dir, not_a_seed_dir, seed_of_dir
@@ -55,10 +56,11 @@ def looks_like_run(folder: Path) -> bool:
     return is_run_dir(entries) or holds_logs(entries)
 
 
-def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str] | None = None) -> list[Run]:
+def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str] | None = None,
+                  listings: Listings | None = None) -> list[Run]:
     """Every run at or below ``root``, in path order; a folder named like a seed's without being one
     (``seed01``, ``seed2\n``: prove-jobs writes ``seed<k>``, k as the sweep does) is no run of that seed: left
-    out, with one line in ``warnings``."""
+    out, with one line in ``warnings``. ``listings``: each run dir's ``scandir`` goes there, for ``status``."""
     root = Path(root)
     found: list[Run] = []
 
@@ -83,6 +85,8 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str]
             return
         if is_run_dir(entries):
             found.append(run_at(folder, root, has_meta=any(e.name == META_FILE for e in entries)))
+            if listings is not None:
+                listings[found[-1].run_dir] = entries
             # a model trained with one seed, then with several: their seed<k>/ folders are runs of their own
             for entry in seed_folders(entries):
                 if seed_of_dir(entry.name) is not None:
@@ -94,6 +98,8 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str]
                 walk(Path(entry.path), depth + 1)
         if len(found) == before and holds_logs(entries):  # logs, no run below: a run whose logs say why
             found.append(run_at(folder, root, has_meta=False))
+            if listings is not None:
+                listings[found[-1].run_dir] = entries
 
     walk(root, 0)
     return found

@@ -18,7 +18,7 @@ from prove_jobs.conflicts import Conflict, checked_conflict
 from prove_jobs.errors import ProveJobsError, SchedulerUnavailable, UnreadableValue
 from prove_jobs.gpu_hours import Allocated, allocations
 from prove_jobs.identity import current_host, current_user, same_process
-from prove_jobs.listing import Listing
+from prove_jobs.listing import Listing, Listings
 from prove_jobs.locks import training_lock_held
 from prove_jobs.logs import RunLog
 from prove_jobs.metadata import RunMeta, read_meta
@@ -57,12 +57,14 @@ class Evidence:
 
 
 def gather(runs: Sequence[Run], *, now: float, read_log: ReadLog, accounting: bool = False,
-           ask: Ask | None = None) -> tuple[list[Evidence], str | None]:
+           ask: Ask | None = None, listings: Listings | None = None) -> tuple[list[Evidence], str | None]:
     """The evidence of every run (a run listed twice is gathered once), and a note when the scheduler did not
     answer. ``accounting``: also ask sacct what every SLURM job was allocated. ``ask``: the scheduler's answer
-    for job ids (``--watch``: ``PacedScheduler.ask``, the last answer reused)."""
-    listings = {run: Listing(run.run_dir) for run in runs}
-    metas = {run: (listing, *_read_meta_or_note(run, listing)) for run, listing in listings.items()}
+    for job ids (``--watch``: ``PacedScheduler.ask``, the last answer reused). ``listings``: run dirs already
+    listed by this command (not listed again: on NFS each listing is a round trip)."""
+    listed = listings or {}
+    metas = {run: (listing, *_read_meta_or_note(run, listing))
+             for run, listing in ((run, Listing(run.run_dir, listed.get(run.run_dir))) for run in runs)}
     answer: Answer | None = None
     note = None
     slurm_jobs = open_slurm_jobs(meta for _, meta, _ in metas.values())

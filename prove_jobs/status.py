@@ -30,6 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from prove_jobs.listing import Listings
     from prove_jobs.scheduler import Answer, JobInfo
 
 # A run started by hand (no prove-jobs claim) is running only on evidence: its training lock is
@@ -176,16 +177,18 @@ class StatusReport:
 
 
 def collect_status(runs: Sequence[Run], *, now: float | None = None, read_log: ReadLog = read_run_log,
-                   accounting: bool = False, ask: Callable[[list[str]], Answer] | None = None) -> StatusReport:
+                   accounting: bool = False, ask: Callable[[list[str]], Answer] | None = None,
+                   listings: Listings | None = None) -> StatusReport:
     """The status of every run, with one scheduler query for all SLURM jobs among them.
 
     ``read_log``: how to read a work dir's logs (``LogCache().read_run_log`` to read only
     what was appended since the last call). ``accounting``: also ask sacct, once, what every
     SLURM job of these runs was allocated (GPU-hours); not for ``--watch`` refreshes. ``ask``: the
     scheduler's answer for job ids (``--watch``: ``PacedScheduler.ask``, the last answer reused).
+    ``listings``: run dirs this command listed already (``--root``'s discovery), not listed again.
     """
     now = time.time() if now is None else now
-    found, note = gather(runs, now=now, read_log=read_log, accounting=accounting, ask=ask)
+    found, note = gather(runs, now=now, read_log=read_log, accounting=accounting, ask=ask, listings=listings)
     # a live run's samples: read once it is decided to be live, the rest not
     return StatusReport(tuple(with_usage(decide(evidence), now) for evidence in found), note)
 

@@ -7,12 +7,13 @@ The CLI's half of status; :mod:`prove_jobs.status` computes each run's state.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prove_jobs.errors import ProveJobsError
 from prove_jobs.hold import held_lines
 from prove_jobs.job_logs import tail_lines
+from prove_jobs.listing import Listings
 from prove_jobs.metadata import Stage
 from prove_jobs.run_filter import RunFilter
 from prove_jobs.runs import CONFIG_DIR, JOB_STDERR, Run
@@ -66,6 +67,7 @@ class Selection:
     warnings: list[str]
     scope: Path | None = None
     complete: bool = False
+    listings: Listings = field(default_factory=dict)  # run dir -> its scandir, where --root listed it already
 
 
 def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Path | None = None,
@@ -79,10 +81,11 @@ def runs_to_show(target: Path | None, *, root: Path | None = None, data_root: Pa
         if not root.is_dir():
             raise ProveJobsError(f"{root}: no such folder (--root)")
         warnings: list[str] = []
-        runs = discover_runs(root.absolute(), warnings=warnings)
+        listings: Listings = {}
+        runs = discover_runs(root.absolute(), warnings=warnings, listings=listings)
         warnings += [] if runs else [f"no runs under {root}: looked up to {MAX_DEPTH} levels deep for {RUN_MARKS} "
                                      "or *.log files"]
-        return Selection(runs, f"Runs under {root}", warnings, root.absolute(), complete=True)
+        return Selection(runs, f"Runs under {root}", warnings, root.absolute(), complete=True, listings=listings)
     if target is None:
         raise ProveJobsError("status: give a sweep file, a run dir, or --root DIR")
     if not target.exists() and target.suffix != ".toml":
@@ -110,7 +113,7 @@ def narrowed(chosen: Selection, only: RunFilter) -> Selection:
     if not chosen.complete or by_folder == RunFilter():
         return chosen
     runs = by_folder.apply(chosen.runs)
-    return Selection(runs, chosen.title, chosen.warnings, chosen.scope, complete=len(runs) == len(chosen.runs))
+    return replace(chosen, runs=runs, complete=len(runs) == len(chosen.runs))
 
 
 def missing_data_root(sweep: Sweep) -> str | None:
@@ -143,7 +146,8 @@ class StatusSource:
     """
 
     def __init__(self, runs: Sequence[Run], cache_path: Path | None = None, *, scope: Path | None = None,
-                 complete: bool = False, accounting: bool = False, scheduler_every: float | None = None) -> None:
+                 complete: bool = False, accounting: bool = False, scheduler_every: float | None = None,
+                 listings: Listings | None = None) -> None:
         from prove_jobs.logs import LogCache, default_cache_path
         from prove_jobs.poll import PacedScheduler
 
@@ -153,6 +157,7 @@ class StatusSource:
         self.scheduler = PacedScheduler(scheduler_every) if scheduler_every else None
         self.scope = scope if scope is not None else _common_folder(self.runs)
         self.complete = complete
+        self.listings = listings  # --root's listing of each run dir: good for the first collect only
         self.cache_path = cache_path or default_cache_path(self.scope)
         self.logs = LogCache.load(self.cache_path) if self.runs else LogCache()
         self.logs.prefetch([run.run_dir for run in self.runs])  # a cold cache: parse on every core
@@ -163,7 +168,8 @@ class StatusSource:
 
         with gc_paused():
             report = collect_status(self.runs, read_log=self.logs.read_run_log, accounting=self.accounting,
-                                    ask=self.scheduler.ask if self.scheduler else None)
+                                    ask=self.scheduler.ask if self.scheduler else None, listings=self.listings)
+        self.listings = None  # a --watch refresh lists afresh
         statuses = [s for s in report.statuses if keep(s)]
         warnings = [report.scheduler_note] if report.scheduler_note else []
         warnings += held_lines(statuses)  # a submission held after its first runs failed alike: one line

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SWEEPS, cli_status
+from conftest import SWEEPS, cli, cli_status
 from conftest import make_run as make_demo_run
 from fake_scheduler import calls, down, say
 
@@ -215,3 +215,24 @@ def test_a_state_is_decided_from_the_evidence_alone(tmp_path: Path, monkeypatch:
     met = decide(Evidence(**{**base.__dict__, "meta": None, "conflict": conflict}))
     assert met.state is RunState.LOCK_CONFLICT and met.lock_holder == LockHolder(**{**holder.__dict__, "stale": True})
     assert met.notes == ("queued as slurm job 8: starts when carol's job 9 ends",)
+
+
+@pytest.mark.parametrize("command", [["status", "--json"], ["report", "--format", "json"]])
+def test_root_lists_each_run_dir_once(reference_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                      command: list[str]) -> None:
+    """``--root`` discovery lists every run dir; the statuses read that listing rather than list it again (on NFS
+    each listing is a round trip to the server)."""
+    run_dirs = {str(meta.parent) for meta in reference_root.rglob("prove_run.json")}
+    assert len(run_dirs) > 10
+    listed: list[str] = []
+    real = os.scandir
+
+    def counting(path: Any = ".") -> Any:
+        listed.append(path if isinstance(path, int) else os.fspath(path))  # an int: a folder's descriptor
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    cli(command[0], "--root", str(reference_root), *command[1:])
+    again = sorted(d for d in run_dirs if listed.count(d) > 1)
+    assert run_dirs <= set(listed)  # each was listed, by the discovery
+    assert not again, f"{len(again)} run dirs listed more than once, e.g. {again[:2]}"

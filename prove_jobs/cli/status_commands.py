@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from prove_jobs.cli.common import close, run_filter, sweep_and_runs
 from prove_jobs.errors import ProveJobsError
 
 TYPE_CHECKING = False  # not typing's: see parser.py
 if TYPE_CHECKING:
-    from prove_jobs.runs import Run
     from prove_jobs.status import RunStatus
     from prove_jobs.status_source import Selection, StatusSource
     from prove_jobs.terminal import Terminal
@@ -25,7 +25,8 @@ def cmd_status(args: argparse.Namespace, term: Terminal) -> int:
     for warning in chosen.warnings:
         term.warn(warning)
     source = StatusSource(chosen.runs, scope=chosen.scope, complete=chosen.complete, accounting=args.watch is None,
-                          scheduler_every=args.scheduler_every if args.watch is not None else None)
+                          scheduler_every=args.scheduler_every if args.watch is not None else None,
+                          listings=chosen.listings)
     try:
         if args.watch is not None:
             return _watch(source, chosen, args, term)
@@ -110,13 +111,14 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
     from prove_jobs.report.make import make_report
 
     if args.root is not None:
-        sweep, runs = None, _runs_under_root(args, term)
+        sweep, chosen = None, _runs_under_root(args, term)
+        runs, listings = chosen.runs, chosen.listings
     elif args.sweep is not None:
-        sweep, runs = sweep_and_runs(args)
+        (sweep, runs), listings = sweep_and_runs(args), {}
     else:
         raise ProveJobsError("report: give a sweep file or --root DIR")
     made = make_report(sweep, runs, reference=args.reference, fmt=args.format, plots_dir=args.plots, out=args.out,
-                       root=args.root)
+                       root=args.root, listings=listings)
     for warning in made.warnings:
         term.warn(warning)
     for path in made.plots:
@@ -132,7 +134,7 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> int:
     return 0
 
 
-def _runs_under_root(args: argparse.Namespace, term: Terminal) -> list[Run]:
+def _runs_under_root(args: argparse.Namespace, term: Terminal) -> Selection:
     from prove_jobs.status_source import runs_to_show
 
     chosen = runs_to_show(args.sweep, root=args.root)
@@ -143,4 +145,4 @@ def _runs_under_root(args: argparse.Namespace, term: Terminal) -> list[Run]:
     runs = run_filter(args).found(chosen.runs)
     if not runs:
         raise ProveJobsError(f"no run under {args.root} is of the --model/--variant/--seed asked for")
-    return runs
+    return replace(chosen, runs=runs)

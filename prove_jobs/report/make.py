@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from prove_jobs.listing import Listings
 from prove_jobs.logs.cache import gc_paused
 from prove_jobs.report.build import Report, Scope, build_report, final_miou, sweep_scope
 from prove_jobs.report.recipe_cache import RecipeCache, recipes_path
@@ -48,15 +49,16 @@ class ReportFiles:
 
 
 def make_report(sweep: Sweep | None, runs: Sequence[Run], *, reference: str | None = None, fmt: str = "md",
-                plots_dir: Path | None = None, out: Path | None = None, root: Path | None = None) -> ReportFiles:
+                plots_dir: Path | None = None, out: Path | None = None, root: Path | None = None,
+                listings: Listings | None = None) -> ReportFiles:
     """The report of ``runs`` (a sweep's, or with ``sweep=None`` those found under ``root``); its plots go
-    into ``plots_dir`` and the report to ``out`` if given."""
+    into ``plots_dir`` and the report to ``out`` if given. ``listings``: run dirs ``--root`` listed already."""
     from prove_jobs.fsafe import atomic_write_text
     from prove_jobs.report.markdown import render_markdown
     from prove_jobs.status_source import StatusSource, missing_data_root
 
     data_root = sweep.data_root if sweep is not None else root.absolute() if root is not None else None
-    source = StatusSource(runs, scope=data_root, accounting=True)
+    source = StatusSource(runs, scope=data_root, accounting=True, listings=listings)
     source.logs.keep_listings = True  # each run's training time is asked for after its status
     try:
         with gc_paused():  # a status, a config, a time per run: no cycles
