@@ -29,11 +29,10 @@ from conftest import (
     stall_templates,
 )
 
-from prove_jobs.claims import unlock
 from prove_jobs.cli import main
 from prove_jobs.conflicts import recorded_conflict
 from prove_jobs.control import cancel
-from prove_jobs.errors import LockConflict, RunError
+from prove_jobs.errors import LockConflict
 from prove_jobs.identity import current_user
 from prove_jobs.locks import training_lock_held
 from prove_jobs.metadata import read_meta, update_meta
@@ -52,6 +51,15 @@ def dead_pid() -> int:
 def after(err: str, start: str) -> list[str]:
     """The rest of each line of a command's stderr that begins with ``start``: what it said of each run."""
     return [line[len(start):] for line in err.splitlines() if line.startswith(start)]
+
+
+def unlocked(*argv: str | Path) -> tuple[int, str]:
+    """``prove-jobs unlock ARGV``: its exit status and its stderr, where it says what it did with each run dir
+    (``RUN_DIR: released ...``; ``warning: RUN_DIR: held by ...`` for a live claim left alone; ``error: ...``)."""
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["unlock", *map(str, argv)])
+    return code, err.getvalue()
 
 
 def test_training_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path: Path) -> None:
@@ -79,25 +87,34 @@ def test_payload_refuses_to_train_while_another_process_holds_the_lock(tmp_path:
 
 def test_stale_live_and_forced_unlock(tmp_path: Path) -> None:
     run = make_run(tmp_path)
+    where = f"{run.run_dir}: "  # each line of `unlock` begins with the run dir it speaks of
     checkpoint = run.run_dir / "iter_20.pth"
     checkpoint.write_bytes(b"weights")
     claim(run, pid=dead_pid())
     [status] = cli_status(run.run_dir)
     assert status["lock_holder"] is not None and status["lock_holder"]["stale"] is True
-    released, what = unlock(run.run_dir)
-    assert released and "stale" in what
+    code, err = unlocked(run.run_dir)
+    [what] = after(err, where)
+    assert code == 0 and what.startswith("released stale claim by "), err
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.released_at is not None and meta.released_by == current_user()
     assert cli_status(run.run_dir)[0]["lock_holder"] is None
-    assert unlock(run.run_dir) == (False, "no claim")
+    assert unlocked(run.run_dir) == (0, f"{where}no claim\n")
 
     claim(run)  # live: this very process
-    released, what = unlock(run.run_dir)
-    assert not released and "live" in what
-    with process_holding_lock(run.run_dir), pytest.raises(RunError, match="holds the training lock"):
-        unlock(run.run_dir, force=True)
-    released, _ = unlock(run.run_dir, force=True)  # the claim is live, but nobody trains
-    assert released
+    code, err = unlocked(run.run_dir)
+    [what] = after(err, f"warning: {where}")
+    assert code == 1 and what.startswith("held by ") and "live" in what, err  # left alone: exit 1
+    assert cli_status(run.run_dir)[0]["lock_holder"] is not None  # the claim stands
+    with process_holding_lock(run.run_dir):
+        code, err = unlocked("--force", run.run_dir)
+    [error] = after(err, f"error: {where}")
+    assert code == 2 and "holds the training lock" in error, err  # a RunError: exit 2
+    assert cli_status(run.run_dir)[0]["lock_holder"] is not None
+    code, err = unlocked("--force", run.run_dir)  # the claim is live, but nobody trains
+    [what] = after(err, where)
+    assert code == 0 and what.startswith("released claim by "), err
+    assert cli_status(run.run_dir)[0]["lock_holder"] is None
     assert checkpoint.read_bytes() == b"weights"
 
 
@@ -106,11 +123,14 @@ def test_corrupt_claim_is_moved_aside_only_when_nobody_trains(tmp_path: Path, ga
     run = make_run(tmp_path)
     (run.run_dir / META_FILE).write_bytes(garbage)
     (run.run_dir / "last_checkpoint").write_text("/x/iter_20.pth")
-    with process_holding_lock(run.run_dir), pytest.raises(RunError, match=r"corrupt lock \(.*prove_run.json\)"):
-        unlock(run.run_dir)
+    with process_holding_lock(run.run_dir):
+        code, err = unlocked(run.run_dir)
+    [error] = after(err, "error: ")
+    assert code == 2 and re.search(r"corrupt lock \(.*prove_run.json\)", error), err  # a RunError: exit 2
     assert (run.run_dir / META_FILE).read_bytes() == garbage
-    released, what = unlock(run.run_dir)
-    assert released and "corrupt lock" in what
+    code, err = unlocked(run.run_dir)
+    [what] = after(err, f"{run.run_dir}: ")
+    assert code == 0 and what.startswith("corrupt lock ") and "moved aside" in what, err
     aside = list(run.run_dir.glob(f"{META_FILE}.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == garbage
     assert (run.run_dir / "last_checkpoint").read_text() == "/x/iter_20.pth"

@@ -18,7 +18,6 @@ import pytest
 from conftest import SWEEPS, Gate, checkpointed, cli, cli_states, cli_status, demo_sweep_with, stall_templates
 
 from prove_jobs.cli import main
-from prove_jobs.control import wait
 from prove_jobs.metadata import read_meta
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
@@ -132,8 +131,9 @@ def test_local_submit_trains_a_real_run_and_refuses_to_overwrite_it(held_demo: t
     assert read_meta(run.run_dir).finished_at is None  # type: ignore[union-attr]
     gate.open()
 
-    metas = wait([run], poll_s=0.5, timeout_s=300)
-    meta = metas[run]
+    waited = said("wait", sweep.path, *run.options.split(), "--poll", "0.5", "--timeout", "300")
+    assert waited.code == 0 and waited.lines("1 run(s) ended: ") == ["1 completed"], waited.err
+    meta = read_meta(run.run_dir)  # as the ended job left it: nothing writes it once wait has returned
     assert meta is not None and meta.finished_at is not None, meta
     assert meta.job_id == job_id and meta.executor == "local" and meta.attempts == 1
     assert meta.started_at is not None and meta.submitted_at is not None
@@ -171,7 +171,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(held_demo: tuple[Sweep, Gat
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.job_id is not None
     os.killpg(int(meta.job_id), signal.SIGKILL)
-    wait([run], poll_s=0.2, timeout_s=60)
+    # exit 1: the run ended without completing (a timeout would be exit 2, an error)
+    waited = said("wait", sweep.path, *run.options.split(), "--poll", "0.2", "--timeout", "60")
+    assert waited.code == 1 and waited.lines("warning: 1 run(s) ended: ") == ["1 failed"], waited.err
     [killed] = cli_status(sweep, *run.options.split())
     assert killed["state"] == RunState.FAILED.key
     assert killed["iter"] == 10
@@ -179,7 +181,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(held_demo: tuple[Sweep, Gat
 
     gate.open()
     cli("submit", sweep.path, *run.options.split(), "--executor", "local")
-    final = wait([run], poll_s=0.5, timeout_s=300)[run]
+    waited = said("wait", sweep.path, *run.options.split(), "--poll", "0.5", "--timeout", "300")
+    assert waited.code == 0 and waited.lines("1 run(s) ended: ") == ["1 completed"], waited.err
+    final = read_meta(run.run_dir)
     assert final is not None and final.finished_at is not None and final.attempts == 2
     [status] = cli_status(sweep, *run.options.split())
     assert status["state"] == RunState.COMPLETED.key and status["iter"] == 20

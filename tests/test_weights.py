@@ -20,16 +20,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import demo_sweep_with
+from conftest import cli, demo_sweep_with
 
 from prove_jobs.cli import main
 from prove_jobs.errors import SpecError
-from prove_jobs.metadata import RunMeta, read_meta, write_meta
-from prove_jobs.preflight import fetch_weights, job_weights
-from prove_jobs.render import render_run, write_rendered
-from prove_jobs.spec import load_sweep
+from prove_jobs.jobdir import job_folder
+from prove_jobs.metadata import read_meta
+from prove_jobs.payload import TrainingJob
+from prove_jobs.preflight import fetch_weights
+from prove_jobs.render import render_run
+from prove_jobs.runs import Run
+from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.terminal import byte_size
 from prove_jobs.weights import WeightsError, hash_prefix, resolve
 
@@ -124,6 +128,23 @@ def shared_sweep(folder: Path, templates: Path, cache: Path | None = None, **ext
     if cache is not None:
         lines += f"\nweights_cache = {str(cache)!r}"
     return demo_sweep_with(folder, templates, **{'name = "demo"': f'name = "demo"{lines}'})
+
+
+def no_start_sweep(folder: Path, templates: Path) -> Path:
+    """The demo sweep (its default cache) whose jobs cannot start: their interpreter, /bin/true, exits at once.
+    A ``submit`` of it fetches, claims and queues for real; the test reads what it handed each job."""
+    return demo_sweep_with(folder, templates, name="no-start.toml",
+                           **{"[resources]": '[resources]\npython = "/bin/true"'})
+
+
+def submitted_job(sweep: Sweep, run: Run) -> TrainingJob:
+    """The job ``submit`` queued for ``run``, as the job itself loads it: submitit's pickle in its job folder."""
+    meta = read_meta(run.run_dir)
+    assert meta is not None and meta.job_id is not None
+    [pickled] = job_folder(sweep.data_root).with_name(meta.job_id).glob("*_submitted.pkl")
+    job = pickle.loads(pickled.read_bytes()).function
+    assert isinstance(job, TrainingJob) and job.token == meta.token  # this submission's job, not an older one
+    return job
 
 
 def cache_listing(cache: Path) -> list[str]:
@@ -247,12 +268,14 @@ def test_a_sweep_of_several_runs_fetches_each_checkpoint_once(tmp_path: Path, te
     # verified and reused: again, by `weights` and by a submission's check
     assert main(["weights", str(sweep_file)]) == 0
     assert f"({byte_size(len(data))}, verified; " in capsys.readouterr().out
-    sweep = load_sweep(sweep_file)
-    fetched = fetch_weights(sweep, sweep.runs())
-    assert [f.state for f in fetched] == ["verified"] and fetched[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert main(["submit", str(no_start_sweep(tmp_path, templates_copy)), "--executor", "local"]) == 0
+    # submit names a checkpoint only when it fetches it or cannot: verified in the cache, it says nothing of it
+    assert server.url(name) not in capsys.readouterr().err
     assert server.requests == [name]
-    rendered = render_run(sweep, sweep.runs([FCN])[0])
-    assert job_weights(rendered, fetched) == ((str(cache / name), hashlib.sha256(data).hexdigest()),)
+    # each job checks the file against the whole sha256 submit hashed it to, before it loads it
+    sweep = load_sweep(sweep_file)
+    for run in sweep.runs():  # both models start from the one checkpoint
+        assert submitted_job(sweep, run).weights == ((str(cache / name), hashlib.sha256(data).hexdigest()),)
 
 
 def test_a_file_whose_name_does_not_match_its_hash_is_refused_and_leaves_nothing(
@@ -304,7 +327,8 @@ def test_submit_that_cannot_fetch_refuses_naming_the_url_and_the_command(
     assert cache_listing(demo / "runs" / ".prove-jobs" / "weights") == []
 
 
-def test_another_users_cache_is_read_not_fetched_again(tmp_path: Path, templates_copy: Path, server: Server) -> None:
+def test_another_users_cache_is_read_not_fetched_again(tmp_path: Path, templates_copy: Path, server: Server,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """alice (root here) fetched the file; bob (another uid, in a forked process) finds it and fetches nothing."""
     if os.geteuid() != 0:
         pytest.skip("running as another Unix user (setuid) needs root")
@@ -321,7 +345,8 @@ def test_another_users_cache_is_read_not_fetched_again(tmp_path: Path, templates
         templates = Path(shutil.copytree(templates_copy, shared / "templates"))
         sweep = load_sweep(shared_sweep(shared, templates, shared / "cache"), data_root=shared)
         runs = sweep.runs([FCN])
-        assert [f.state for f in fetch_weights(sweep, runs)] == ["fetched"]
+        weights = ["weights", str(sweep.path), "--data-root", str(shared), "--model", FCN]
+        assert f"({byte_size(len(data))}, fetched; {FCN})" in cli(*weights)
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # bob
@@ -342,8 +367,8 @@ def test_another_users_cache_is_read_not_fetched_again(tmp_path: Path, templates
         # a cache file owned by someone else that does not match its name is refused, naming its owner
         os.chown(shared / "cache" / name, bob.pw_uid, bob.pw_gid)
         (shared / "cache" / name).write_bytes(data + b"tampered")
-        with pytest.raises(WeightsError, match=f"its name says {name[-12:-4]} \\(owner nobody, modified "):
-            fetch_weights(sweep, runs)
+        assert main(weights) == 2
+        one_line(capsys.readouterr().err, f"its name says {name[-12:-4]} (owner nobody, modified ")
         assert server.requests == [name]  # never fetched again over it
     finally:
         shutil.rmtree(shared, ignore_errors=True)
@@ -369,21 +394,15 @@ def test_a_link_planted_in_the_cache_is_refused(tmp_path: Path, templates_copy: 
 
 def test_a_cache_file_changed_after_submit_fails_the_job_and_is_not_loaded(
         tmp_path: Path, templates_copy: Path, server: Server, demo: Path) -> None:
-    from prove_jobs.submit import training_job
-
     data = checkpoint_bytes()
     name = named(data)
     server.files[name] = data
     point_at(templates_copy, FCN, server.url(name))
-    sweep = load_sweep(shared_sweep(tmp_path, templates_copy))
+    sweep = load_sweep(no_start_sweep(tmp_path, templates_copy))
     run = sweep.runs([FCN], ["DEMO_REF"])[0]
-    rendered = render_run(sweep, run)
-    fetched = fetch_weights(sweep, [run])  # what submit does before it claims
-    write_rendered(rendered)
-    write_meta(run.run_dir, RunMeta(model=run.model, variant=run.variant, executor="local", token="t-1",
-                                    config_hash=rendered.config_hash))
-    job = pickle.loads(pickle.dumps(training_job(sweep, run, sweep.resources_for(run), "t-1",
-                                                 weights=job_weights(rendered, fetched))))
+    # submit fetches the checkpoint, claims the run and queues a job that cannot start: it is run here instead
+    cli("submit", sweep.path, *run.options.split(), "--executor", "local")
+    job = submitted_job(sweep, run)
     cached = sweep.weights_cache / name
     cached.write_bytes(data[:-8] + b"\0" * 8)  # changed in place, after submit, by whoever may write it
     with pytest.raises(WeightsError) as raised:
@@ -439,7 +458,7 @@ def run_log(run_dir: Path) -> str:
     return "".join(p.read_text() for p in run_dir.glob("2*/2*.log"))
 
 
-def backbone_checkpoint(sweep: object, tmp_path: Path) -> bytes:
+def backbone_checkpoint(sweep: Sweep, tmp_path: Path) -> bytes:
     """The demo FCN's backbone as mmseg builds it, its stem's first conv filled with 0.5, saved by torch."""
     import torch
 
@@ -451,8 +470,11 @@ def backbone_checkpoint(sweep: object, tmp_path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def built_model(run_dir: Path | None, *, sweep: object = None, out: Path | None = None) -> object:
-    """The model a run's config builds, its weights initialised as the training does (init_weights)."""
+def built_model(run_dir: Path | None, *, sweep: Sweep | None = None, out: Path | None = None) -> Any:
+    """The model a run's config builds, its weights initialised as the training does (init_weights).
+
+    ``Any``: an mmseg segmentor, whose submodules (``backbone``, ...) are the config's, unknown to a type checker.
+    """
     from mmengine.config import Config
 
     from prove_jobs import mmcv_shim
@@ -466,8 +488,8 @@ def built_model(run_dir: Path | None, *, sweep: object = None, out: Path | None 
 
     register_all_modules(init_default_scope=True)
     if run_dir is None:
-        assert out is not None
-        config = render_flat(sweep, sweep.runs([FCN], ["DEMO_REF"]), out)[0]  # type: ignore[attr-defined]
+        assert out is not None and sweep is not None
+        config = render_flat(sweep, sweep.runs([FCN], ["DEMO_REF"]), out)[0]
     else:
         config = run_dir / "prove" / "config.py"
     cfg = Config.fromfile(str(config))
@@ -491,4 +513,6 @@ def test_ctrl_c_mid_download_leaves_no_temp_file(tmp_path: Path, templates_copy:
     with pytest.raises(KeyboardInterrupt):
         fetch_weights(sweep, sweep.runs([FCN]), progress=interrupted)
     assert cache_listing(sweep.weights_cache) == []
-    assert [f.state for f in fetch_weights(sweep, sweep.runs([FCN]))] == ["fetched"]
+    # the next `weights` finds nothing of the interrupted download and fetches the whole file
+    assert f"{server.url(name)} -> {sweep.weights_cache / name} ({byte_size(len(data))}, fetched; {FCN})" in cli(
+        "weights", sweep.path, "--model", FCN)
