@@ -514,12 +514,6 @@ def test_report_plots_have_integer_iterations_and_mark_failed_runs(reference_roo
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    from prove_jobs.report import build_report
-    from prove_jobs.report.plots import write_plots
-    from prove_jobs.spec import load_sweep
-    from prove_jobs.status import collect_status
-
-    sweep = load_sweep(SWEEPS / "cityscapes.toml", data_root=reference_root)
     run_dir = reference_root / BS16 / "baseline" / "cityscapes" / "segnext_mscan-b"
     meta = read_meta(run_dir)
     assert meta is not None
@@ -533,7 +527,8 @@ def test_report_plots_have_integer_iterations_and_mark_failed_runs(reference_roo
 
     matplotlib.figure.Figure.savefig = keep  # type: ignore[method-assign]
     try:
-        write_plots(build_report(sweep, collect_status(sweep.runs()).statuses), tmp_path)
+        assert main(["report", str(SWEEPS / "cityscapes.toml"), "--data-root", str(reference_root),
+                     "--plots", str(tmp_path / "plots"), "--out", str(tmp_path / "report.md")]) == 0
     finally:
         matplotlib.figure.Figure.savefig = real_savefig  # type: ignore[method-assign]
     [figure] = [f for f in captured if "BS=16" in f.axes[0].get_title()]
