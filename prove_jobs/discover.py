@@ -78,15 +78,18 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str]
             folders.append(entry)
         return folders
 
+    def add(run: Run, entries: list[os.DirEntry[str]]) -> None:
+        found.append(run)
+        if listings is not None:
+            listings[run.run_dir] = entries
+
     def walk(folder: Path, depth: int) -> None:
         try:
             entries = list(os.scandir(folder))
         except OSError:
             return
         if is_run_dir(entries):
-            found.append(run_at(folder, root, has_meta=any(e.name == META_FILE for e in entries)))
-            if listings is not None:
-                listings[found[-1].run_dir] = entries
+            add(run_at(folder, root, has_meta=any(e.name == META_FILE for e in entries)), entries)
             # a model trained with one seed, then with several: their seed<k>/ folders are runs of their own
             for entry in seed_folders(entries):
                 if seed_of_dir(entry.name) is not None:
@@ -97,9 +100,7 @@ def discover_runs(root: Path, *, max_depth: int = MAX_DEPTH, warnings: list[str]
             for entry in seed_folders(entries):
                 walk(Path(entry.path), depth + 1)
         if len(found) == before and holds_logs(entries):  # logs, no run below: a run whose logs say why
-            found.append(run_at(folder, root, has_meta=False))
-            if listings is not None:
-                listings[found[-1].run_dir] = entries
+            add(run_at(folder, root, has_meta=False), entries)
 
     walk(root, 0)
     return found
