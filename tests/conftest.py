@@ -343,15 +343,40 @@ def claim(run: Run, **changes: object) -> RunMeta:
 
 # --- driving the commands as a user does ----------------------------------------------------------------
 
-def cli(*argv: str | Path) -> str:
-    """``prove-jobs ARGV`` through ``prove_jobs.cli.main``: its stdout; a non-zero exit fails the test."""
+@dataclass(frozen=True)
+class Said:
+    """What one ``prove-jobs`` command did: its exit status, its stdout and its stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    def lines(self, start: str) -> list[str]:
+        """The rest of each stderr line that begins with ``start`` (``"warning: "``, ``"skipped "``)."""
+        return err_lines(self.err, start)
+
+
+def said(*argv: str | Path) -> Said:
+    """``prove-jobs ARGV`` through ``prove_jobs.cli.main``, for a test that reads what the command said on stderr
+    (what it queued, skipped or warned of) or expects it to fail."""
     from prove_jobs.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(arg) for arg in argv])
-    assert code == 0, f"prove-jobs {' '.join(map(str, argv))} exited {code}: {err.getvalue()}"
-    return out.getvalue()
+    return Said(code, out.getvalue(), err.getvalue())
+
+
+def err_lines(err: str, start: str) -> list[str]:
+    """The rest of each line of a command's stderr that begins with ``start``: what it said of each run."""
+    return [line[len(start):] for line in err.splitlines() if line.startswith(start)]
+
+
+def cli(*argv: str | Path) -> str:
+    """``prove-jobs ARGV`` through ``prove_jobs.cli.main``: its stdout; a non-zero exit fails the test."""
+    done = said(*argv)
+    assert done.code == 0, f"prove-jobs {' '.join(map(str, argv))} exited {done.code}: {done.err}"
+    return done.out
 
 
 def cli_status(target: Any, *argv: str) -> list[dict[str, Any]]:
@@ -364,8 +389,12 @@ def cli_status(target: Any, *argv: str) -> list[dict[str, Any]]:
 
 def cli_states(target: Any, *argv: str) -> list[RunState]:
     """The state of each run ``prove-jobs status`` shows, in its order."""
-    by_key = {state.key: state for state in RunState}  # what the JSON writes: not_submitted, lock_conflict
-    return [by_key[row["state"]] for row in cli_status(target, *argv)]
+    return [state_of(row) for row in cli_status(target, *argv)]
+
+
+def state_of(row: dict[str, Any]) -> RunState:
+    """The state a ``status --json`` row names (its key: the state's name in lower case, ``not_submitted``)."""
+    return RunState[row["state"].upper()]
 
 
 # --- the project's SLURM test cluster (tests/cluster/slurm-up.sh) ---------------------------------------

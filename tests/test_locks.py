@@ -23,9 +23,11 @@ from conftest import (
     claim,
     cli_status,
     demo_sweep_with,
+    err_lines,
     group_threads_alive,
     make_run,
     process_holding_lock,
+    said,
     stall_templates,
 )
 
@@ -48,18 +50,11 @@ def dead_pid() -> int:
     return child.pid
 
 
-def after(err: str, start: str) -> list[str]:
-    """The rest of each line of a command's stderr that begins with ``start``: what it said of each run."""
-    return [line[len(start):] for line in err.splitlines() if line.startswith(start)]
-
-
 def unlocked(*argv: str | Path) -> tuple[int, str]:
     """``prove-jobs unlock ARGV``: its exit status and its stderr, where it says what it did with each run dir
     (``RUN_DIR: released ...``; ``warning: RUN_DIR: held by ...`` for a live claim left alone; ``error: ...``)."""
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main(["unlock", *map(str, argv)])
-    return code, err.getvalue()
+    done = said("unlock", *argv)
+    return done.code, done.err
 
 
 def test_training_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path: Path) -> None:
@@ -94,7 +89,7 @@ def test_stale_live_and_forced_unlock(tmp_path: Path) -> None:
     [status] = cli_status(run.run_dir)
     assert status["lock_holder"] is not None and status["lock_holder"]["stale"] is True
     code, err = unlocked(run.run_dir)
-    [what] = after(err, where)
+    [what] = err_lines(err, where)
     assert code == 0 and what.startswith("released stale claim by "), err
     meta = read_meta(run.run_dir)
     assert meta is not None and meta.released_at is not None and meta.released_by == current_user()
@@ -103,16 +98,16 @@ def test_stale_live_and_forced_unlock(tmp_path: Path) -> None:
 
     claim(run)  # live: this very process
     code, err = unlocked(run.run_dir)
-    [what] = after(err, f"warning: {where}")
+    [what] = err_lines(err, f"warning: {where}")
     assert code == 1 and what.startswith("held by ") and "live" in what, err  # left alone: exit 1
     assert cli_status(run.run_dir)[0]["lock_holder"] is not None  # the claim stands
     with process_holding_lock(run.run_dir):
         code, err = unlocked("--force", run.run_dir)
-    [error] = after(err, f"error: {where}")
+    [error] = err_lines(err, f"error: {where}")
     assert code == 2 and "holds the training lock" in error, err  # a RunError: exit 2
     assert cli_status(run.run_dir)[0]["lock_holder"] is not None
     code, err = unlocked("--force", run.run_dir)  # the claim is live, but nobody trains
-    [what] = after(err, where)
+    [what] = err_lines(err, where)
     assert code == 0 and what.startswith("released claim by "), err
     assert cli_status(run.run_dir)[0]["lock_holder"] is None
     assert checkpoint.read_bytes() == b"weights"
@@ -125,11 +120,11 @@ def test_corrupt_claim_is_moved_aside_only_when_nobody_trains(tmp_path: Path, ga
     (run.run_dir / "last_checkpoint").write_text("/x/iter_20.pth")
     with process_holding_lock(run.run_dir):
         code, err = unlocked(run.run_dir)
-    [error] = after(err, "error: ")
+    [error] = err_lines(err, "error: ")
     assert code == 2 and re.search(r"corrupt lock \(.*prove_run.json\)", error), err  # a RunError: exit 2
     assert (run.run_dir / META_FILE).read_bytes() == garbage
     code, err = unlocked(run.run_dir)
-    [what] = after(err, f"{run.run_dir}: ")
+    [what] = err_lines(err, f"{run.run_dir}: ")
     assert code == 0 and what.startswith("corrupt lock ") and "moved aside" in what, err
     aside = list(run.run_dir.glob(f"{META_FILE}.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == garbage
@@ -225,22 +220,22 @@ def test_kill_9_frees_the_lock_and_resubmit_resumes(tmp_path: Path, monkeypatch:
     run = sweep.runs(["demo_fcn_r18_tiny"], ["DEMO_REF"])[0]
     submit_argv = ["submit", sweep_file, *run.options.split(), "--executor", "local"]
     assert main(submit_argv) == 0
-    [first_job] = after(capsys.readouterr().err, f"submitted {run.name} as local job ")
+    [first_job] = err_lines(capsys.readouterr().err, f"submitted {run.name} as local job ")
     # The same run again from this user: not a conflict, the user's own live job (nothing recorded); exit 1, as
     # for any run left unsubmitted without --skip-done.
     assert main(submit_argv) == 1
     err = capsys.readouterr().err
-    assert after(err, "submitted ") == [] and after(err, "warning: lock conflict: ") == []
-    [running] = after(err, f"{run.name}: already running as your local job ")
+    assert err_lines(err, "submitted ") == [] and err_lines(err, "warning: lock conflict: ") == []
+    [running] = err_lines(err, f"{run.name}: already running as your local job ")
     assert running.split(" ", 1)[0] == first_job
     assert recorded_conflict(run.run_dir) is None
     # As if alice had submitted it (tests/test_two_users.py has two real users): a conflict naming her job.
     update_meta(run.run_dir, user="alice")
     assert main(submit_argv) == 1
     err = capsys.readouterr().err
-    assert after(err, "submitted ") == []
+    assert err_lines(err, "submitted ") == []
     # "<user>@<host>, local job <id> since <time>; not submitted": the holder as LockHolder.describe() says it
-    [held] = after(err, f"warning: lock conflict: {run.name} is held by ")
+    [held] = err_lines(err, f"warning: lock conflict: {run.name} is held by ")
     user, where = held.split("@", 1)
     assert re.search(rf", local job {first_job}\b", where), held
     assert user == "alice"

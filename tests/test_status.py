@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SWEEPS, cli, cli_status
+from conftest import SWEEPS, cli, cli_status, state_of
 from conftest import make_run as make_demo_run
 from fake_scheduler import calls, down, say
 
@@ -59,41 +59,36 @@ def status_of(run: Run) -> dict[str, Any]:
     return row
 
 
-def state(row: dict[str, Any]) -> RunState:
-    """The state a ``status --json`` row names (its key: the state's name in lower case, ``not_submitted``)."""
-    return RunState[row["state"].upper()]
-
-
-def state_of(run: Run) -> RunState:
-    return state(status_of(run))
+def run_state(run: Run) -> RunState:
+    return state_of(status_of(run))
 
 
 def test_states_from_metadata_and_local_processes(tmp_path: Path) -> None:
     run = make_demo_run(tmp_path)
     mine = partial(meta, model=run.model, variant=run.variant)
-    assert state_of(run) is RunState.NOT_SUBMITTED
+    assert run_state(run) is RunState.NOT_SUBMITTED
     write_meta(run.run_dir, mine(pid=os.getpid()))
-    assert state_of(run) is RunState.PENDING
+    assert run_state(run) is RunState.PENDING
     write_meta(run.run_dir, mine(pid=os.getpid(), started_at=101.0, attempts=1))
-    assert state_of(run) is RunState.STARTING  # the job runs, its training has logged no iteration yet
+    assert run_state(run) is RunState.STARTING  # the job runs, its training has logged no iteration yet
     scalars = train_log(run)
-    assert state_of(run) is RunState.RUNNING
+    assert run_state(run) is RunState.RUNNING
     live = status_of(run)
     assert (live["sec_per_iter"], live["data_time"], live["loss"], live["lr"], live["memory_mb"]) == (
         0.5, 0.2, 1.5, 0.01, 812)
     assert live["log_path"] == str(scalars)
     write_meta(run.run_dir, mine(pid=dead_pid(), started_at=101.0))
     failed = status_of(run)
-    assert state(failed) is RunState.FAILED
+    assert state_of(failed) is RunState.FAILED
     assert any("gone without recording an end" in note for note in failed["notes"])
     holder = failed["lock_holder"]
     assert holder is not None and holder["stale"] is True and holder["user"] == "alice"
     write_meta(run.run_dir, mine(started_at=101.0, finished_at=200.0))
     done = status_of(run)
-    assert state(done) is RunState.COMPLETED and done["elapsed_s"] == 99.0
+    assert state_of(done) is RunState.COMPLETED and done["elapsed_s"] == 99.0
     assert done["lock_holder"] is None
     write_meta(run.run_dir, mine(started_at=101.0, cancelled_at=150.0))
-    assert state_of(run) is RunState.CANCELLED
+    assert run_state(run) is RunState.CANCELLED
 
 
 def test_slurm_states_come_from_one_batched_query(tmp_path: Path, fake_cluster: Path) -> None:
@@ -116,7 +111,7 @@ def test_slurm_states_come_from_one_batched_query(tmp_path: Path, fake_cluster: 
     assert "--jobs=7_0,7_1,7_2,7_3,7_4" in allocated
     [asked] = [call for call in sacct if "--duplicates" not in call]
     assert "--jobs=7_3" in asked
-    states = [state(row) for row in rows]
+    states = [state_of(row) for row in rows]
     assert states == [RunState.PENDING, RunState.RUNNING, RunState.TIMEOUT, RunState.FAILED, RunState.REQUEUED]
     assert rows[4]["restarts"] == 2 and rows[4]["state"] == "requeued"
     assert rows[1]["node"] == "gpu01"
@@ -136,14 +131,14 @@ def test_unreachable_scheduler_keeps_log_derived_view(tmp_path: Path, fake_clust
     [note] = [warning for warning in warnings if warning.startswith("scheduler unreachable")]
     assert "Unable to contact slurm controller" in note
     [row] = json.loads(said.out)
-    assert state(row) is RunState.RUNNING
+    assert state_of(row) is RunState.RUNNING
 
 
 def test_corrupt_metadata_is_a_note_not_a_crash(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     (run.run_dir / "prove_run.json").write_bytes(b"\x00\xffgarbage{")
     [status] = cli_status(run.run_dir)
-    assert state(status) is RunState.NOT_SUBMITTED
+    assert state_of(status) is RunState.NOT_SUBMITTED
     assert "corrupt run metadata" in status["notes"][-1]
 
 
@@ -224,7 +219,7 @@ def test_root_lists_each_run_dir_once(reference_root: Path, monkeypatch: pytest.
     each listing is a round trip to the server)."""
     run_dirs = {str(meta.parent) for meta in reference_root.rglob("prove_run.json")}
     assert len(run_dirs) > 10
-    listed: list[str] = []
+    listed: list[str | int] = []
     real = os.scandir
 
     def counting(path: Any = ".") -> Any:

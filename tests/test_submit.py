@@ -2,47 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import re
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import SWEEPS, Gate, checkpointed, cli, cli_states, cli_status, demo_sweep_with, stall_templates
+from conftest import (
+    SWEEPS,
+    Gate,
+    checkpointed,
+    cli,
+    cli_states,
+    cli_status,
+    demo_sweep_with,
+    said,
+    stall_templates,
+)
 
-from prove_jobs.cli import main
 from prove_jobs.metadata import read_meta
 from prove_jobs.spec import Sweep, load_sweep
 from prove_jobs.states import RunState
-
-
-@dataclass(frozen=True)
-class Said:
-    """What one ``prove-jobs`` command did: its exit status, its stdout and its stderr."""
-
-    code: int
-    out: str
-    err: str
-
-    def lines(self, start: str) -> list[str]:
-        """The rest of each stderr line that begins with ``start`` (``"warning: "``, ``"skipped "``)."""
-        return [line[len(start):] for line in self.err.splitlines() if line.startswith(start)]
-
-
-def said(*argv: str | Path) -> Said:
-    """``prove-jobs ARGV`` as conftest's ``cli`` runs it, for a test that reads what the command said on stderr
-    (what it queued, skipped or warned of) or expects it to fail."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(arg) for arg in argv])
-    return Said(code, out.getvalue(), err.getvalue())
 
 
 def scripts(out: str) -> list[str]:
